@@ -1,0 +1,179 @@
+//! The caller of a request, resolved once from its credential.
+
+use chrono::{Duration, Utc};
+use axum::http::{HeaderMap, header::AUTHORIZATION};
+use uuid::Uuid;
+
+use super::{ApiKeySecret, AuthError, JwtKeys};
+use crate::domain::Role;
+use crate::store::{ApiKey, Event, SurrealStore, User};
+
+/// How often at most `lastUsedAt` is written for one key, so that a busy
+/// scanner does not turn every upload into an extra write.
+const TOUCH_INTERVAL: Duration = Duration::seconds(60);
+
+/// A credential as presented, before it is checked.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// `Authorization: Bearer <jwt>`, or `authorization` in a WebSocket init.
+    Bearer(String),
+    /// `Authorization: ApiKey <key>`, `x-api-key`, or `apiKey` in a WebSocket init.
+    ApiKey(String),
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Credential::Bearer(_) => "Credential::Bearer(<redacted>)",
+            Credential::ApiKey(_) => "Credential::ApiKey(<redacted>)",
+        })
+    }
+}
+
+impl Credential {
+    /// Reads the credential from request headers. `Ok(None)` when there is
+    /// none; an `Authorization` header of an unknown scheme is an error.
+    pub fn from_headers(headers: &HeaderMap) -> Result<Option<Self>, AuthError> {
+        if let Some(v) = headers.get(AUTHORIZATION) {
+            let v = v.to_str().map_err(|_| AuthError::InvalidToken)?;
+            return Self::from_authorization(v).map(Some);
+        }
+        if let Some(v) = headers.get("x-api-key") {
+            let v = v.to_str().map_err(|_| AuthError::InvalidApiKey)?;
+            return Ok(Some(Credential::ApiKey(v.trim().to_owned())));
+        }
+        Ok(None)
+    }
+
+    /// Parses an `Authorization` value: `Bearer <jwt>` or `ApiKey <key>`.
+    pub fn from_authorization(value: &str) -> Result<Self, AuthError> {
+        let (scheme, rest) = value.trim().split_once(' ').ok_or(AuthError::InvalidToken)?;
+        let rest = rest.trim().to_owned();
+        if scheme.eq_ignore_ascii_case("bearer") {
+            Ok(Credential::Bearer(rest))
+        } else if scheme.eq_ignore_ascii_case("apikey") {
+            Ok(Credential::ApiKey(rest))
+        } else {
+            Err(AuthError::InvalidToken)
+        }
+    }
+}
+
+/// Which events a scanner key may see and report for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScannerScope {
+    /// Every event.
+    pub all_events: bool,
+    /// These events.
+    pub events: Vec<Uuid>,
+    /// Every event this organiser runs (keys an organiser made without a list).
+    pub organizer: Option<Uuid>,
+}
+
+impl ScannerScope {
+    pub fn of(key: &ApiKey) -> Self {
+        Self {
+            all_events: key.all_events,
+            events: key.events.clone(),
+            organizer: if key.all_events || !key.events.is_empty() { None } else { key.created_by },
+        }
+    }
+
+    pub fn covers(&self, event: &Event) -> bool {
+        self.all_events || self.events.contains(&event.id) || self.organizer == Some(event.organizer_id)
+    }
+}
+
+/// Who is making a request.
+#[derive(Debug, Clone)]
+pub enum Principal {
+    /// No credential was presented.
+    Anonymous,
+    /// A person, as currently stored (so role changes apply at once).
+    User(Box<User>),
+    /// A scanner, by its API key.
+    Scanner {
+        /// The key record (never the secret).
+        key: Box<ApiKey>,
+        /// What the key may see.
+        scope: ScannerScope,
+    },
+}
+
+impl Principal {
+    /// Checks a credential. A presented credential that does not check out is
+    /// an error, never a silent downgrade to anonymous.
+    pub async fn authenticate(
+        store: &SurrealStore,
+        jwt: &JwtKeys,
+        credential: Option<Credential>,
+    ) -> Result<Self, AuthError> {
+        match credential {
+            None => Ok(Principal::Anonymous),
+            Some(Credential::Bearer(token)) => {
+                let claims = jwt.verify(&token)?;
+                // A token for a deleted user is as good as forged.
+                let user = store.users().get(claims.sub).await?.ok_or(AuthError::InvalidToken)?;
+                Ok(Principal::User(Box::new(user)))
+            }
+            Some(Credential::ApiKey(raw)) => {
+                let secret = ApiKeySecret::parse(&raw).ok_or(AuthError::InvalidApiKey)?;
+                let key = store.api_keys().by_hash(&secret.hash()).await?.ok_or(AuthError::InvalidApiKey)?;
+                if !secret.matches(&key.key_hash) {
+                    return Err(AuthError::InvalidApiKey);
+                }
+                if key.revoked_at.is_some() {
+                    return Err(AuthError::RevokedApiKey);
+                }
+                let now = Utc::now();
+                if key.last_used_at.is_none_or(|t| now - t > TOUCH_INTERVAL) {
+                    store.api_keys().touch(key.id, now).await?;
+                }
+                let scope = ScannerScope::of(&key);
+                Ok(Principal::Scanner { key: Box::new(key), scope })
+            }
+        }
+    }
+
+    /// The signed-in person, if any.
+    pub fn user(&self) -> Option<&User> {
+        match self {
+            Principal::User(u) => Some(u),
+            _ => None,
+        }
+    }
+
+    /// The person's role, if a person is signed in.
+    pub fn role(&self) -> Option<Role> {
+        self.user().map(|u| u.role)
+    }
+
+    /// Whether this principal may manage `event` (its organiser, or an ADMIN).
+    pub fn manages(&self, event: &Event) -> bool {
+        match self.user() {
+            Some(u) => u.role == Role::Admin || (u.role == Role::Organizer && u.id == event.organizer_id),
+            None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authorization_schemes() {
+        assert_eq!(Credential::from_authorization("Bearer abc").unwrap(), Credential::Bearer("abc".into()));
+        assert_eq!(Credential::from_authorization("ApiKey rck_1").unwrap(), Credential::ApiKey("rck_1".into()));
+        assert!(Credential::from_authorization("Basic dXNlcjpwYXNz").is_err());
+        assert!(Credential::from_authorization("garbage").is_err());
+    }
+
+    #[test]
+    fn x_api_key_header_is_read() {
+        let mut h = HeaderMap::new();
+        h.insert("x-api-key", "rck_abc".parse().unwrap());
+        assert_eq!(Credential::from_headers(&h).unwrap(), Some(Credential::ApiKey("rck_abc".into())));
+        assert_eq!(Credential::from_headers(&HeaderMap::new()).unwrap(), None);
+    }
+}

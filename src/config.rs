@@ -1,0 +1,200 @@
+//! Command-line and environment configuration. Every flag has a
+//! `ROLLCALL_*` environment variable; secrets are never printed (not even in
+//! `--help`'s "env" hints).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::store::{DEFAULT_DB_URL, StoreOptions};
+
+/// Rollcall: automatic event attendance over Bluetooth LE.
+#[derive(Debug, Parser)]
+#[command(name = "rollcall", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log format: human-readable text or one JSON object per line.
+    #[arg(long, global = true, env = "ROLLCALL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (GraphQL API, playground, health and metrics).
+    Serve(ServeArgs),
+    /// Print the GraphQL schema (SDL) to standard output.
+    Schema,
+    /// Manage administrator accounts.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// Manage scanner API keys.
+    #[command(subcommand, name = "apikey")]
+    ApiKey(ApiKeyCommand),
+    /// Import data from files.
+    #[command(subcommand)]
+    Import(ImportCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create an ADMIN account (reads the password from standard input).
+    Create {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        name: String,
+        /// Read the password from the first line of standard input. Required,
+        /// so that it never appears in shell history or `ps`.
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Create a key and print its secret (shown this once only).
+    Create {
+        /// A name to recognise the scanner by, e.g. "north door".
+        #[arg(long)]
+        name: String,
+        /// An event id the key may report for; repeat for several. Without
+        /// any, the key covers every event.
+        #[arg(long = "scope", value_name = "EVENT_ID")]
+        scopes: Vec<String>,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// List keys (never their secrets).
+    List {
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Revoke a key by id.
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// Import attendees from a CSV file with rows `email,name[,bleUuid][,eventId]`.
+    ///
+    /// A header row is recognised and skipped. Existing e-mails are left as
+    /// they are (re-running an import is harmless); rows with an event id are
+    /// registered for that event. Bad rows are reported with their line
+    /// number and skipped.
+    Users {
+        file: PathBuf,
+        /// Register every imported user for this event (overrides the column).
+        #[arg(long, value_name = "EVENT_ID")]
+        event: Option<String>,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+/// Where the database is. Shared by every command that touches it, so an
+/// operator can run `admin` and `apikey` against the server's data.
+#[derive(Debug, Clone, Args)]
+pub struct DbArgs {
+    /// Database URL: `surrealkv://PATH` (embedded, on disk), `mem://`,
+    /// or `ws://HOST:PORT` (a SurrealDB server).
+    #[arg(long = "db", env = "ROLLCALL_DB", default_value = DEFAULT_DB_URL)]
+    pub url: String,
+    /// SurrealDB namespace.
+    #[arg(long, env = "ROLLCALL_DB_NAMESPACE", default_value = "rollcall")]
+    pub db_namespace: String,
+    /// SurrealDB database name.
+    #[arg(long, env = "ROLLCALL_DB_DATABASE", default_value = "rollcall")]
+    pub db_database: String,
+    /// Root user for a SurrealDB server (`ws://`).
+    #[arg(long, env = "ROLLCALL_DB_USER")]
+    pub db_user: Option<String>,
+    /// Password for `--db-user`.
+    #[arg(long, env = "ROLLCALL_DB_PASSWORD", hide_env_values = true)]
+    pub db_password: Option<String>,
+}
+
+impl DbArgs {
+    /// Connection settings for [`crate::store::SurrealStore::open`].
+    pub fn options(&self) -> StoreOptions {
+        StoreOptions {
+            namespace: self.db_namespace.clone(),
+            database: self.db_database.clone(),
+            username: self.db_user.clone(),
+            password: self.db_password.clone(),
+        }
+    }
+
+    /// An in-memory database; for tests.
+    pub fn memory() -> Self {
+        Self { url: "mem://".into(), db_namespace: "rollcall".into(), db_database: "rollcall".into(), db_user: None, db_password: None }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on. Use 0.0.0.0:4000 to accept other machines.
+    #[arg(long, env = "ROLLCALL_BIND", default_value = "127.0.0.1:4000")]
+    pub bind: SocketAddr,
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// Secret for signing login tokens (HS256), at least 32 bytes. Without
+    /// it, one is generated on first start and kept in the database.
+    #[arg(long, env = "ROLLCALL_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// How long login tokens stay valid, in hours.
+    #[arg(long, env = "ROLLCALL_JWT_TTL_HOURS", default_value_t = 12)]
+    pub jwt_ttl_hours: i64,
+    #[command(flatten)]
+    pub limits: Limits,
+    /// Seconds to let in-flight requests finish after SIGTERM or Ctrl-C.
+    #[arg(long, env = "ROLLCALL_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
+    pub shutdown_grace_secs: u64,
+}
+
+impl ServeArgs {
+    /// Defaults with `db` as the database and an ephemeral port; for tests.
+    pub fn for_tests(db: DbArgs) -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            db,
+            jwt_secret: None,
+            jwt_ttl_hours: 12,
+            limits: Limits::default(),
+            shutdown_grace_secs: 5,
+        }
+    }
+}
+
+/// Limits on what one request may ask of the server.
+#[derive(Debug, Clone, Args)]
+pub struct Limits {
+    /// Largest accepted request body, in bytes (413 beyond).
+    #[arg(long, env = "ROLLCALL_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Deepest accepted query nesting.
+    #[arg(long, env = "ROLLCALL_MAX_QUERY_DEPTH", default_value_t = 12)]
+    pub max_depth: usize,
+    /// Largest accepted query complexity (one point per field; lists count once).
+    #[arg(long, env = "ROLLCALL_MAX_QUERY_COMPLEXITY", default_value_t = 1000)]
+    pub max_complexity: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_body_bytes: 1024 * 1024, max_depth: 12, max_complexity: 1000 }
+    }
+}

@@ -1,0 +1,221 @@
+//! Accounts: sign-up, log-in, the user directory and devices.
+
+use async_graphql::connection::Connection;
+use async_graphql::{Context, ID, InputObject, Object, Result};
+use chrono::Utc;
+use uuid::Uuid;
+
+use super::error::ApiError;
+use super::types::{AuthPayload, Device, RoleGql, User};
+use super::{Page, parse_id, require_user, state};
+use crate::accounts::create_account;
+use crate::auth::{burn_verify_time, verify_password};
+use crate::domain::{BleUuid, DeviceIdentifier, Email, Password, PersonName, Role};
+use crate::store;
+
+#[derive(Default)]
+pub struct AccountsQuery;
+
+#[Object]
+impl AccountsQuery {
+    /// The signed-in user.
+    async fn me(&self, ctx: &Context<'_>) -> Result<User> {
+        Ok(User(require_user(ctx)?.clone()))
+    }
+
+    /// Every user, in creation order. ADMIN only.
+    async fn users(&self, ctx: &Context<'_>, first: Option<i32>, after: Option<String>) -> Result<Connection<String, User>> {
+        require_role(ctx, &[Role::Admin])?;
+        let page = Page::parse(first, after)?;
+        let rows = state(ctx)?.store.users().list(page.after, page.fetch()).await?;
+        Ok(page.connection(rows, |u| u.id, User))
+    }
+
+    /// One user by id. Organisers and admins, or the user themself.
+    async fn user(&self, ctx: &Context<'_>, id: ID) -> Result<Option<User>> {
+        let id = parse_id("user", &id)?;
+        let me = require_user(ctx)?;
+        if me.id != id && !me.role.can_organize() {
+            return Err(ApiError::forbidden().into());
+        }
+        Ok(state(ctx)?.store.users().get(id).await?.map(User))
+    }
+
+    /// Looks a user up by e-mail. Organisers and admins.
+    async fn user_by_email(&self, ctx: &Context<'_>, email: String) -> Result<Option<User>> {
+        require_role(ctx, &[Role::Admin, Role::Organizer])?;
+        let email = Email::parse(&email)?;
+        Ok(state(ctx)?.store.users().by_email(email.as_str()).await?.map(User))
+    }
+
+    /// Looks a user up by the identifier a scanner heard: their BLE UUID or an
+    /// extra device identifier. Organisers and admins.
+    async fn user_by_ble_uuid(&self, ctx: &Context<'_>, ble_uuid: String) -> Result<Option<User>> {
+        require_role(ctx, &[Role::Admin, Role::Organizer])?;
+        let key = match BleUuid::parse(&ble_uuid) {
+            Ok(u) => u.to_canonical(),
+            Err(_) => DeviceIdentifier::parse(&ble_uuid)?.as_str().to_owned(),
+        };
+        Ok(state(ctx)?.store.users().by_identifier(&key).await?.map(User))
+    }
+}
+
+/// A new account made by an admin.
+#[derive(InputObject)]
+pub struct CreateUserInput {
+    pub email: String,
+    pub name: String,
+    /// Defaults to ATTENDEE.
+    pub role: Option<RoleGql>,
+    /// Without one the account cannot log in (e.g. a badge-only attendee).
+    pub password: Option<String>,
+    /// For badges handed out already; a random one is assigned otherwise.
+    pub ble_uuid: Option<String>,
+}
+
+/// Changes to a user; omitted fields stay as they are.
+#[derive(InputObject)]
+pub struct UpdateUserInput {
+    pub name: Option<String>,
+    /// ADMIN only.
+    pub role: Option<RoleGql>,
+}
+
+#[derive(Default)]
+pub struct AccountsMutation;
+
+#[Object]
+impl AccountsMutation {
+    /// Creates an ATTENDEE account and logs it in. A random BLE UUID is assigned.
+    async fn sign_up(&self, ctx: &Context<'_>, email: String, name: String, password: String) -> Result<AuthPayload> {
+        let email = Email::parse(&email)?;
+        let name = PersonName::parse(&name)?;
+        let password = Password::parse(&password)?;
+        let st = state(ctx)?;
+        let user = create_account(&st.store, email, name, Role::Attendee, Some(password), None).await?;
+        let (token, expires_at) = st.jwt.issue(user.id, user.role)?;
+        Ok(AuthPayload { token, expires_at, user: User(user) })
+    }
+
+    /// Exchanges e-mail and password for a token.
+    async fn log_in(&self, ctx: &Context<'_>, email: String, password: String) -> Result<AuthPayload> {
+        let st = state(ctx)?;
+        let user = match Email::parse(&email) {
+            Ok(email) => st.store.users().by_email(email.as_str()).await?,
+            Err(_) => None,
+        };
+        let ok = match user.as_ref().and_then(|u| u.password_hash.as_deref()) {
+            Some(phc) => verify_password(&password, phc).await,
+            None => {
+                burn_verify_time(&password).await;
+                false
+            }
+        };
+        let user = match (ok, user) {
+            (true, Some(user)) => user,
+            _ => return Err(ApiError::Unauthenticated("invalid e-mail or password".into()).into()),
+        };
+        let (token, expires_at) = st.jwt.issue(user.id, user.role)?;
+        Ok(AuthPayload { token, expires_at, user: User(user) })
+    }
+
+    /// Creates a user directly, with any role and optionally a given BLE UUID. ADMIN only.
+    async fn create_user(&self, ctx: &Context<'_>, input: CreateUserInput) -> Result<User> {
+        require_role(ctx, &[Role::Admin])?;
+        let email = Email::parse(&input.email)?;
+        let name = PersonName::parse(&input.name)?;
+        let password = input.password.as_deref().map(Password::parse).transpose()?;
+        let ble = input.ble_uuid.as_deref().map(BleUuid::parse).transpose()?;
+        let role = input.role.map_or(Role::Attendee, Role::from);
+        Ok(User(create_account(&state(ctx)?.store, email, name, role, password, ble).await?))
+    }
+
+    /// Changes a user's name (the user or an admin) or role (admin only).
+    async fn update_user(&self, ctx: &Context<'_>, id: ID, input: UpdateUserInput) -> Result<User> {
+        let id = parse_id("user", &id)?;
+        let me = require_user(ctx)?;
+        let is_admin = me.role == Role::Admin;
+        if !(is_admin || (me.id == id && input.role.is_none())) {
+            return Err(ApiError::forbidden().into());
+        }
+        let name = input.name.as_deref().map(PersonName::parse).transpose()?;
+        let users = state(ctx)?.store.users();
+        if users.get(id).await?.is_none() {
+            return Err(ApiError::not_found("user").into());
+        }
+        let updated = users
+            .update(id, name.map(|n| n.as_str().to_owned()), input.role.map(Role::from))
+            .await?
+            .ok_or_else(|| ApiError::not_found("user"))?;
+        Ok(User(updated))
+    }
+
+    /// Deletes a user with their devices and registrations. ADMIN only.
+    async fn delete_user(&self, ctx: &Context<'_>, id: ID) -> Result<bool> {
+        let me = require_role(ctx, &[Role::Admin])?;
+        let id = parse_id("user", &id)?;
+        if me.id == id {
+            return Err(ApiError::Conflict("you cannot delete your own account".into()).into());
+        }
+        if !state(ctx)?.store.users().delete(id).await? {
+            return Err(ApiError::not_found("user").into());
+        }
+        Ok(true)
+    }
+
+    /// Gives a user a new random BLE UUID; the old one stops matching at once.
+    /// Without `userId`, your own. Admins may rotate anyone's.
+    async fn rotate_ble_uuid(&self, ctx: &Context<'_>, user_id: Option<ID>) -> Result<User> {
+        let target = self_or_admin(ctx, user_id.as_ref())?;
+        let updated = state(ctx)?
+            .store
+            .users()
+            .set_ble_uuid(target, BleUuid::random().to_canonical())
+            .await?
+            .ok_or_else(|| ApiError::not_found("user"))?;
+        Ok(User(updated))
+    }
+
+    /// Adds an extra identifier (a MAC address, an advertised name) that a
+    /// user's device is known by. Without `userId`, your own.
+    async fn add_device_identifier(&self, ctx: &Context<'_>, identifier: String, user_id: Option<ID>) -> Result<Device> {
+        let target = self_or_admin(ctx, user_id.as_ref())?;
+        let identifier = DeviceIdentifier::parse(&identifier)?;
+        let st = state(ctx)?;
+        if st.store.users().get(target).await?.is_none() {
+            return Err(ApiError::not_found("user").into());
+        }
+        if st.store.users().by_identifier(identifier.as_str()).await?.is_some() {
+            return Err(ApiError::Conflict("this device identifier is already in use".into()).into());
+        }
+        Ok(Device(st.store.users().add_device(target, identifier.as_str().to_owned(), Utc::now()).await?))
+    }
+
+    /// Removes an extra device identifier. Without `userId`, your own.
+    async fn remove_device_identifier(&self, ctx: &Context<'_>, identifier: String, user_id: Option<ID>) -> Result<bool> {
+        let target = self_or_admin(ctx, user_id.as_ref())?;
+        let identifier = DeviceIdentifier::parse(&identifier)?;
+        if !state(ctx)?.store.users().remove_device(target, identifier.as_str().to_owned()).await? {
+            return Err(ApiError::not_found("device identifier").into());
+        }
+        Ok(true)
+    }
+}
+
+/// The signed-in user if their role is one of `roles`.
+pub(crate) fn require_role<'a>(ctx: &Context<'a>, roles: &[Role]) -> Result<&'a store::User> {
+    let me = require_user(ctx)?;
+    if roles.contains(&me.role) { Ok(me) } else { Err(ApiError::forbidden().into()) }
+}
+
+/// `user_id` if the caller is that user or an admin; the caller when absent.
+fn self_or_admin(ctx: &Context<'_>, user_id: Option<&ID>) -> Result<Uuid> {
+    let me = require_user(ctx)?;
+    match user_id {
+        None => Ok(me.id),
+        Some(id) => {
+            let id = parse_id("user", id)?;
+            if id == me.id || me.role == Role::Admin { Ok(id) } else { Err(ApiError::forbidden().into()) }
+        }
+    }
+}

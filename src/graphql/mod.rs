@@ -1,0 +1,113 @@
+//! The GraphQL schema: roots split by aggregate and merged, limits, error
+//! codes. This module knows nothing of HTTP; `http` carries requests to it
+//! with the caller's [`Principal`] attached as request data.
+
+mod accounts;
+mod api_keys;
+pub mod error;
+mod events;
+mod extensions;
+mod registrations;
+mod types;
+
+use async_graphql::connection::Connection;
+use async_graphql::{Context, EmptySubscription, MergedObject, Schema};
+use uuid::Uuid;
+
+pub use error::ApiError;
+
+use crate::auth::Principal;
+use crate::state::AppState;
+
+#[derive(MergedObject, Default)]
+pub struct Query(accounts::AccountsQuery, events::EventsQuery, api_keys::ApiKeysQuery);
+
+#[derive(MergedObject, Default)]
+pub struct Mutation(
+    accounts::AccountsMutation,
+    events::EventsMutation,
+    registrations::RegistrationsMutation,
+    api_keys::ApiKeysMutation,
+);
+
+pub type RollcallSchema = Schema<Query, Mutation, EmptySubscription>;
+
+/// Builds the schema around `state`, with the configured limits.
+pub fn build_schema(state: AppState) -> RollcallSchema {
+    let limits = state.limits.clone();
+    Schema::build(Query::default(), Mutation::default(), EmptySubscription)
+        .data(state)
+        .limit_depth(limits.max_depth)
+        .limit_complexity(limits.max_complexity)
+        .limit_recursive_depth(limits.max_depth.max(32))
+        .extension(extensions::ErrorCodes)
+        .extension(extensions::RequestMetrics)
+        .finish()
+}
+
+/// The SDL, as `rollcall schema` prints it and `schema.graphql` holds it.
+pub fn sdl() -> String {
+    Schema::build(Query::default(), Mutation::default(), EmptySubscription).finish().sdl()
+}
+
+pub(crate) fn state<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a AppState> {
+    ctx.data::<AppState>()
+}
+
+pub(crate) fn principal<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a Principal> {
+    ctx.data::<Principal>()
+}
+
+/// The signed-in person, or `UNAUTHENTICATED` (`FORBIDDEN` for a scanner:
+/// it is authenticated, just not as a person).
+pub(crate) fn require_user<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a crate::store::User> {
+    match principal(ctx)? {
+        Principal::User(u) => Ok(u),
+        Principal::Scanner { .. } => Err(ApiError::Forbidden("this needs a person's login, not an API key".into()).into()),
+        Principal::Anonymous => Err(ApiError::unauthenticated().into()),
+    }
+}
+
+/// Parses a GraphQL `ID` that should hold one of our UUIDs.
+pub(crate) fn parse_id(what: &str, id: &async_graphql::ID) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(id.as_str()).map_err(|_| ApiError::validation(format!("`{}` is not a valid {what} id", id.as_str())))
+}
+
+/// Cursor pagination arguments, checked.
+pub(crate) struct Page {
+    /// Rows to return.
+    pub limit: usize,
+    /// Return rows after this id.
+    pub after: Option<Uuid>,
+}
+
+impl Page {
+    pub const DEFAULT: usize = 50;
+    pub const MAX: usize = 500;
+
+    pub fn parse(first: Option<i32>, after: Option<String>) -> Result<Self, ApiError> {
+        let limit = match first {
+            None => Self::DEFAULT,
+            Some(n) if n >= 0 && n as usize <= Self::MAX => n as usize,
+            Some(_) => return Err(ApiError::validation(format!("`first` must be between 0 and {}", Self::MAX))),
+        };
+        let after = after
+            .map(|c| Uuid::parse_str(&c).map_err(|_| ApiError::validation("`after` is not a cursor from this list")))
+            .transpose()?;
+        Ok(Self { limit, after })
+    }
+
+    /// How many rows to fetch: one more than the page, to learn if there is a next page.
+    pub fn fetch(&self) -> usize {
+        self.limit + 1
+    }
+
+    pub fn connection<T, N: async_graphql::OutputType>(
+        &self,
+        rows: Vec<T>,
+        id: impl Fn(&T) -> Uuid,
+        node: impl Fn(T) -> N,
+    ) -> Connection<String, N> {
+        types::edges(rows, self.limit, self.after.is_some(), id, node)
+    }
+}

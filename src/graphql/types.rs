@@ -1,0 +1,397 @@
+//! GraphQL object types: thin views over the store's records, with the
+//! visibility rules for each field.
+
+use async_graphql::connection::{Connection, Edge};
+use async_graphql::{Context, Enum, ID, InputObject, Object, Result, SimpleObject};
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::error::ApiError;
+use super::{Page, principal, state};
+use crate::domain;
+use crate::store;
+
+/// A user's role.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(name = "Role")]
+pub enum RoleGql {
+    Admin,
+    Organizer,
+    Attendee,
+}
+
+impl From<domain::Role> for RoleGql {
+    fn from(r: domain::Role) -> Self {
+        match r {
+            domain::Role::Admin => RoleGql::Admin,
+            domain::Role::Organizer => RoleGql::Organizer,
+            domain::Role::Attendee => RoleGql::Attendee,
+        }
+    }
+}
+
+impl From<RoleGql> for domain::Role {
+    fn from(r: RoleGql) -> Self {
+        match r {
+            RoleGql::Admin => domain::Role::Admin,
+            RoleGql::Organizer => domain::Role::Organizer,
+            RoleGql::Attendee => domain::Role::Attendee,
+        }
+    }
+}
+
+/// Where an event is in its life cycle.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(name = "EventState")]
+pub enum EventStateGql {
+    Scheduled,
+    Active,
+    Ended,
+    Cancelled,
+}
+
+impl From<domain::EventState> for EventStateGql {
+    fn from(s: domain::EventState) -> Self {
+        match s {
+            domain::EventState::Scheduled => EventStateGql::Scheduled,
+            domain::EventState::Active => EventStateGql::Active,
+            domain::EventState::Ended => EventStateGql::Ended,
+            domain::EventState::Cancelled => EventStateGql::Cancelled,
+        }
+    }
+}
+
+impl From<EventStateGql> for domain::EventState {
+    fn from(s: EventStateGql) -> Self {
+        match s {
+            EventStateGql::Scheduled => domain::EventState::Scheduled,
+            EventStateGql::Active => domain::EventState::Active,
+            EventStateGql::Ended => domain::EventState::Ended,
+            EventStateGql::Cancelled => domain::EventState::Cancelled,
+        }
+    }
+}
+
+/// Whether a registration stands.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum RegistrationStatus {
+    Registered,
+    Cancelled,
+}
+
+/// A person with an account.
+pub struct User(pub store::User);
+
+#[Object]
+impl User {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    async fn role(&self) -> RoleGql {
+        self.0.role.into()
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+
+    /// Visible to the user, organisers and admins; `null` to others.
+    async fn email(&self, ctx: &Context<'_>) -> Result<Option<&str>> {
+        Ok(self.sees_private(ctx)?.then_some(self.0.email.as_str()))
+    }
+
+    /// The identifier the user's phone advertises. Visible to the user,
+    /// organisers and admins; `null` to others.
+    async fn ble_uuid(&self, ctx: &Context<'_>) -> Result<Option<&str>> {
+        Ok(self.sees_private(ctx)?.then_some(self.0.ble_uuid.as_str()))
+    }
+
+    /// Extra identifiers the user's devices are known by.
+    async fn devices(&self, ctx: &Context<'_>) -> Result<Vec<Device>> {
+        if !self.sees_private(ctx)? {
+            return Err(ApiError::forbidden().into());
+        }
+        let devices = state(ctx)?.store.users().devices(self.0.id).await?;
+        Ok(devices.into_iter().map(Device).collect())
+    }
+
+    /// The user's registrations; for the user and admins.
+    async fn registrations(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, Registration>> {
+        let p = principal(ctx)?;
+        let allowed = p.user().is_some_and(|u| u.id == self.0.id || u.role == domain::Role::Admin);
+        if !allowed {
+            return Err(ApiError::forbidden().into());
+        }
+        let page = Page::parse(first, after)?;
+        let rows = state(ctx)?.store.registrations().for_user(self.0.id, page.after, page.fetch()).await?;
+        Ok(page.connection(rows, |r| r.id, Registration))
+    }
+}
+
+impl User {
+    fn sees_private(&self, ctx: &Context<'_>) -> Result<bool> {
+        let p = principal(ctx)?;
+        Ok(p.user().is_some_and(|u| u.id == self.0.id || u.role.can_organize()))
+    }
+}
+
+/// An extra identifier a user's device is known by.
+pub struct Device(pub store::Device);
+
+#[Object]
+impl Device {
+    /// Matched exactly against what scanners report.
+    async fn identifier(&self) -> &str {
+        &self.0.identifier
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+}
+
+/// How sightings become attendance for an event.
+#[derive(SimpleObject, Clone, Copy)]
+pub struct AttendancePolicy {
+    /// Weakest signal that counts, in dBm.
+    pub min_rssi: i32,
+    /// Sightings closer together than this many seconds belong to one stay.
+    pub departure_gap_seconds: i64,
+    /// Seconds before the start and after the end that sightings still count.
+    pub grace_seconds: i64,
+    /// Whether only registered users are checked in.
+    pub require_registration: bool,
+}
+
+impl From<domain::AttendancePolicy> for AttendancePolicy {
+    fn from(p: domain::AttendancePolicy) -> Self {
+        Self {
+            min_rssi: p.min_rssi,
+            departure_gap_seconds: p.departure_gap.num_seconds(),
+            grace_seconds: p.grace.num_seconds(),
+            require_registration: p.require_registration,
+        }
+    }
+}
+
+/// Changes to an attendance policy; omitted fields keep their value (or the
+/// default, on creation).
+#[derive(InputObject, Default)]
+pub struct AttendancePolicyInput {
+    pub min_rssi: Option<i32>,
+    pub departure_gap_seconds: Option<i64>,
+    pub grace_seconds: Option<i64>,
+    pub require_registration: Option<bool>,
+}
+
+impl AttendancePolicyInput {
+    /// `base` with these changes applied, validated.
+    pub fn apply(&self, base: domain::AttendancePolicy) -> Result<domain::AttendancePolicy, domain::DomainError> {
+        domain::AttendancePolicy {
+            min_rssi: self.min_rssi.unwrap_or(base.min_rssi),
+            departure_gap: self.departure_gap_seconds.map_or(base.departure_gap, chrono::Duration::seconds),
+            grace: self.grace_seconds.map_or(base.grace, chrono::Duration::seconds),
+            require_registration: self.require_registration.unwrap_or(base.require_registration),
+        }
+        .validate()
+    }
+}
+
+/// An event that takes attendance.
+pub struct Event(pub store::Event);
+
+#[Object]
+impl Event {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    async fn description(&self) -> Option<&str> {
+        self.0.description.as_deref()
+    }
+
+    async fn location(&self) -> Option<&str> {
+        self.0.location.as_deref()
+    }
+
+    async fn starts_at(&self) -> DateTime<Utc> {
+        self.0.starts_at
+    }
+
+    async fn ends_at(&self) -> DateTime<Utc> {
+        self.0.ends_at
+    }
+
+    async fn state(&self) -> EventStateGql {
+        self.0.state.into()
+    }
+
+    /// Shorthand for `state == ACTIVE`.
+    async fn is_active(&self) -> bool {
+        self.0.state == domain::EventState::Active
+    }
+
+    async fn policy(&self) -> AttendancePolicy {
+        self.0.policy.into()
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.0.updated_at
+    }
+
+    /// The user who runs the event.
+    async fn organizer(&self, ctx: &Context<'_>) -> Result<Option<User>> {
+        Ok(state(ctx)?.store.users().get(self.0.organizer_id).await?.map(User))
+    }
+
+    /// How many people are registered (cancelled registrations excluded).
+    async fn registered_count(&self, ctx: &Context<'_>) -> Result<i64> {
+        Ok(state(ctx)?.store.registrations().count_registered(self.0.id).await? as i64)
+    }
+
+    /// Everyone who registered; for the organiser and admins.
+    async fn registrations(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, Registration>> {
+        if !principal(ctx)?.manages(&self.0) {
+            return Err(ApiError::forbidden().into());
+        }
+        let page = Page::parse(first, after)?;
+        let rows = state(ctx)?.store.registrations().for_event(self.0.id, page.after, page.fetch()).await?;
+        Ok(page.connection(rows, |r| r.id, Registration))
+    }
+}
+
+/// A user's registration for an event.
+pub struct Registration(pub store::Registration);
+
+#[Object]
+impl Registration {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+
+    async fn status(&self) -> RegistrationStatus {
+        match self.0.status {
+            store::RegistrationStatus::Registered => RegistrationStatus::Registered,
+            store::RegistrationStatus::Cancelled => RegistrationStatus::Cancelled,
+        }
+    }
+
+    /// Registered by being seen at an event open to walk-ins.
+    async fn walk_in(&self) -> bool {
+        self.0.walk_in
+    }
+
+    async fn registered_at(&self) -> DateTime<Utc> {
+        self.0.registered_at
+    }
+
+    async fn cancelled_at(&self) -> Option<DateTime<Utc>> {
+        self.0.cancelled_at
+    }
+
+    async fn user(&self, ctx: &Context<'_>) -> Result<Option<User>> {
+        Ok(state(ctx)?.store.users().get(self.0.user_id).await?.map(User))
+    }
+
+    async fn event(&self, ctx: &Context<'_>) -> Result<Option<Event>> {
+        Ok(state(ctx)?.store.events().get(self.0.event_id).await?.map(Event))
+    }
+}
+
+/// A scanner's API key, without its secret.
+pub struct ApiKey(pub store::ApiKey);
+
+#[Object]
+impl ApiKey {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    /// The first characters of the secret, to tell keys apart.
+    async fn prefix(&self) -> &str {
+        &self.0.prefix
+    }
+
+    /// Whether the key may report for every event.
+    async fn all_events(&self) -> bool {
+        self.0.all_events
+    }
+
+    /// The events the key is scoped to. Empty with `allEvents: false` means
+    /// every event run by the organiser who made the key.
+    async fn event_ids(&self) -> Vec<ID> {
+        self.0.events.iter().map(|e| ID(e.to_string())).collect()
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+
+    /// When the key last authenticated a request (updated at most once a minute).
+    async fn last_used_at(&self) -> Option<DateTime<Utc>> {
+        self.0.last_used_at
+    }
+
+    async fn revoked_at(&self) -> Option<DateTime<Utc>> {
+        self.0.revoked_at
+    }
+
+    async fn revoked(&self) -> bool {
+        self.0.revoked_at.is_some()
+    }
+}
+
+/// A new API key with its secret. The secret is shown only here, once.
+#[derive(SimpleObject)]
+pub struct CreatedApiKey {
+    pub api_key: ApiKey,
+    /// Send as `Authorization: ApiKey <secret>` or `x-api-key: <secret>`.
+    pub secret: String,
+}
+
+/// A session token for a person.
+#[derive(SimpleObject)]
+pub struct AuthPayload {
+    /// Send as `Authorization: Bearer <token>`.
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
+    pub user: User,
+}
+
+/// Builds a connection page from rows fetched with [`Page::fetch`].
+pub(crate) fn edges<T, N>(rows: Vec<T>, limit: usize, has_previous: bool, id: impl Fn(&T) -> Uuid, node: impl Fn(T) -> N) -> Connection<String, N>
+where
+    N: async_graphql::OutputType,
+{
+    let has_next = rows.len() > limit;
+    let mut conn = Connection::new(has_previous, has_next);
+    conn.edges.extend(rows.into_iter().take(limit).map(|r| Edge::new(id(&r).to_string(), node(r))));
+    conn
+}

@@ -1,0 +1,178 @@
+//! `/graphql` over HTTP and WebSocket.
+//!
+//! - `POST` takes one JSON operation. JSON-array batches are refused: each
+//!   operation of a batch would get the full complexity budget.
+//! - `GET` runs queries from the URL; a mutation over GET is refused with 405,
+//!   since GET must be safe to repeat and to prefetch. A browser asking for
+//!   HTML gets the playground instead.
+//! - A WebSocket upgrade speaks `graphql-transport-ws` (and the legacy
+//!   `graphql-ws`), with credentials in the `connection_init` payload.
+//!
+//! The caller's credential is checked before the schema runs: a presented
+//! credential that does not check out gets 401, never anonymous access.
+
+use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
+use async_graphql::parser::types::{DocumentOperations, OperationType};
+use async_graphql::{Data, Request as GqlRequest};
+use async_graphql_axum::{GraphQLProtocol, GraphQLResponse, GraphQLWebSocket};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequestParts, Request, State, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::{HttpState, playground};
+use crate::auth::{AuthError, Credential, Principal};
+use crate::state::AppState;
+
+/// A GraphQL-shaped error body outside of execution.
+pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
+    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+/// `POST /graphql`.
+pub async fn post(State(state): State<HttpState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            let msg = format!("request body is larger than the limit of {} bytes", state.app.limits.max_body_bytes);
+            return error_response(StatusCode::PAYLOAD_TOO_LARGE, "VALIDATION", &msg);
+        }
+        Err(rejection) => return error_response(rejection.status(), "VALIDATION", "could not read the request body"),
+    };
+    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION",
+            "batched requests are not supported: send one operation per request",
+        );
+    }
+    let request: GqlRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            let msg = format!("the body is not a GraphQL request: {e}");
+            return error_response(StatusCode::BAD_REQUEST, "VALIDATION", &msg);
+        }
+    };
+    execute(&state, &headers, request).await
+}
+
+/// `GET /graphql`: a query in the URL, the playground, or a WebSocket upgrade.
+pub async fn get(State(state): State<HttpState>, req: Request) -> Response {
+    let (mut parts, _body) = req.into_parts();
+    let is_upgrade = parts
+        .headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if is_upgrade {
+        return websocket(state, &mut parts).await;
+    }
+    let query = parts.uri.query().unwrap_or("");
+    let has_query = query.split('&').any(|kv| kv.starts_with("query="));
+    if !has_query {
+        let wants_html = parts
+            .headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("text/html"));
+        if wants_html {
+            return playground::page().await;
+        }
+        return error_response(StatusCode::BAD_REQUEST, "VALIDATION", "missing the `query` parameter");
+    }
+    let request = match async_graphql::http::parse_query_string(query) {
+        Ok(r) => r,
+        Err(e) => return error_response(StatusCode::BAD_REQUEST, "VALIDATION", &format!("bad query string: {e}")),
+    };
+    if is_mutation(&request) {
+        let mut resp = error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "VALIDATION",
+            "mutations must be sent with POST",
+        );
+        resp.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+        return resp;
+    }
+    execute(&state, &parts.headers, request).await
+}
+
+/// Whether the operation the request would run is a mutation.
+fn is_mutation(req: &GqlRequest) -> bool {
+    let Ok(doc) = async_graphql::parser::parse_query(&req.query) else {
+        return false; // execution reports the syntax error
+    };
+    match &doc.operations {
+        DocumentOperations::Single(op) => op.node.ty == OperationType::Mutation,
+        DocumentOperations::Multiple(ops) => match &req.operation_name {
+            Some(name) => ops.get(name.as_str()).is_some_and(|op| op.node.ty == OperationType::Mutation),
+            None => ops.values().any(|op| op.node.ty == OperationType::Mutation),
+        },
+    }
+}
+
+async fn execute(state: &HttpState, headers: &HeaderMap, request: GqlRequest) -> Response {
+    let principal = match authenticate(&state.app, Credential::from_headers(headers)).await {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
+    GraphQLResponse::from(state.schema.execute(request.data(principal)).await).into_response()
+}
+
+/// Resolves a credential, turning failures into the response to send.
+async fn authenticate(app: &AppState, credential: Result<Option<Credential>, AuthError>) -> Result<Principal, Response> {
+    let result = match credential {
+        Ok(c) => Principal::authenticate(&app.store, &app.jwt, c).await,
+        Err(e) => Err(e),
+    };
+    result.map_err(|err| match err {
+        AuthError::Store(e) => {
+            tracing::error!(error = ?e, "credential check failed");
+            error_response(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "internal error")
+        }
+        other => error_response(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", &other.to_string()),
+    })
+}
+
+async fn websocket(state: HttpState, parts: &mut axum::http::request::Parts) -> Response {
+    let protocol = match GraphQLProtocol::from_request_parts(parts, &state).await {
+        Ok(p) => p,
+        Err(_) => return error_response(StatusCode::BAD_REQUEST, "VALIDATION", "unsupported WebSocket subprotocol"),
+    };
+    let upgrade = match WebSocketUpgrade::from_request_parts(parts, &state).await {
+        Ok(u) => u,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let HttpState { app, schema } = state;
+    upgrade
+        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |socket| {
+            GraphQLWebSocket::new(socket, schema, protocol)
+                .on_connection_init(move |payload| connection_init(app, payload))
+                .serve()
+        })
+        .into_response()
+}
+
+/// Reads credentials from a `connection_init` payload:
+/// `{"authorization": "Bearer <jwt>"}` or `{"apiKey": "<key>"}`.
+async fn connection_init(app: AppState, payload: serde_json::Value) -> async_graphql::Result<Data> {
+    let field = |names: &[&str]| names.iter().find_map(|n| payload.get(*n).and_then(|v| v.as_str()).map(str::to_owned));
+    let credential = if let Some(auth) = field(&["authorization", "Authorization"]) {
+        Some(Credential::from_authorization(&auth).map_err(|e| async_graphql::Error::new(e.to_string()))?)
+    } else {
+        field(&["apiKey", "x-api-key"]).map(Credential::ApiKey)
+    };
+    let principal = Principal::authenticate(&app.store, &app.jwt, credential).await.map_err(|e| match e {
+        AuthError::Store(e) => {
+            tracing::error!(error = ?e, "credential check failed");
+            async_graphql::Error::new("internal error")
+        }
+        other => async_graphql::Error::new(other.to_string()),
+    })?;
+    let mut data = Data::default();
+    data.insert(principal);
+    Ok(data)
+}

@@ -1,0 +1,39 @@
+//! Operational endpoints: liveness, readiness and metrics.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::HttpState;
+
+/// `GET /health`: the process is up. The shape is the deployed scanners'
+/// (DESIGN.md, "Seed compatibility"): status, Unix-millisecond timestamp, version.
+pub async fn health() -> Json<serde_json::Value> {
+    Json(json!({
+        "status": "healthy",
+        "timestamp": chrono::Utc::now().timestamp_millis(),
+        "version": env!("CARGO_PKG_VERSION"),
+    }))
+}
+
+/// `GET /ready`: the database answers; 503 otherwise, so a load balancer
+/// stops sending traffic here.
+pub async fn ready(State(state): State<HttpState>) -> Response {
+    match state.app.store.ping(Duration::from_secs(2)).await {
+        Ok(()) => (StatusCode::OK, Json(json!({"status": "ready"}))).into_response(),
+        Err(err) => {
+            tracing::warn!(error = ?err, "readiness check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unavailable", "reason": "database unreachable"})))
+                .into_response()
+        }
+    }
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(state): State<HttpState>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.app.metrics.render()).into_response()
+}

@@ -1,0 +1,23 @@
+//! Rollcall: automatic event attendance over Bluetooth LE.
+//!
+//! Scanners upload BLE sightings; the server turns them into check-ins and
+//! stays and serves them over GraphQL. The layers, from the inside out:
+//!
+//! - [`domain`]: pure rules and validated values, no I/O;
+//! - [`store`]: SurrealDB persistence, one repository per aggregate;
+//! - [`auth`]: passwords, JWTs, API keys and the request's [`auth::Principal`];
+//! - [`graphql`]: the schema, which knows nothing of HTTP;
+//! - [`http`]: the axum router around it;
+//! - [`startup`]: building and running the server; `main.rs` is a thin CLI.
+
+pub mod accounts;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod graphql;
+pub mod http;
+pub mod state;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

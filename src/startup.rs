@@ -1,0 +1,112 @@
+//! Building and running the server. [`Application::build`] binds the
+//! listener and opens the store; [`Application::run_until`] serves until the
+//! shutdown future resolves, then lets in-flight requests finish. Tests bind
+//! port 0 and read [`Application::port`].
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rand::RngCore;
+use tokio::net::TcpListener;
+
+use crate::auth::JwtKeys;
+use crate::config::ServeArgs;
+use crate::state::AppState;
+use crate::store::{SurrealStore, redact_url};
+use crate::telemetry::Metrics;
+
+pub struct Application {
+    /// The bound socket; bound in `build` so the port is known before serving.
+    listener: TcpListener,
+    /// Shared with every request.
+    state: AppState,
+    /// How long in-flight requests may run on after shutdown begins.
+    shutdown_grace: Duration,
+}
+
+impl Application {
+    pub async fn build(args: ServeArgs) -> anyhow::Result<Self> {
+        let store = SurrealStore::open(&args.db.url, &args.db.options())
+            .await
+            .with_context(|| format!("opening the database {}", redact_url(&args.db.url)))?;
+        let secret = match &args.jwt_secret {
+            Some(s) => s.clone(),
+            None => store
+                .secret_or_insert("jwt", || {
+                    let mut bytes = [0u8; 32];
+                    rand::rngs::OsRng.fill_bytes(&mut bytes);
+                    hex::encode(bytes)
+                })
+                .await
+                .context("loading the JWT secret")?,
+        };
+        let jwt = JwtKeys::new(secret.as_bytes(), chrono::Duration::hours(args.jwt_ttl_hours))
+            .context("ROLLCALL_JWT_SECRET is unusable")?;
+        let listener = TcpListener::bind(args.bind).await.with_context(|| format!("binding {}", args.bind))?;
+        let state = AppState { store, jwt, limits: Arc::new(args.limits), metrics: Metrics::install() };
+        Ok(Self { listener, state, shutdown_grace: Duration::from_secs(args.shutdown_grace_secs) })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    /// The state requests see; tests use it to seed data directly.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves; then stops accepting, and waits up
+    /// to the grace period for in-flight requests before returning.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let app = crate::http::router(self.state.clone());
+        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = axum::serve(self.listener, app).with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: no new connections, finishing in-flight requests");
+            let _ = stopping_tx.send(());
+        });
+        let grace = self.shutdown_grace;
+        let mut server = std::pin::pin!(server.into_future());
+        tokio::select! {
+            res = &mut server => res?,
+            _ = async { let _ = stopping_rx.await; tokio::time::sleep(grace).await } => {
+                tracing::warn!(?grace, "in-flight requests did not finish in time; closing them");
+            }
+        }
+        // Dropping the last handle closes the store and flushes the engine.
+        drop(self.state);
+        Ok(())
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,22 @@
+//! [`AppState`]: everything a request handler needs, built once at start-up
+//! and shared by cheap clones. There are no globals: two servers in one
+//! process (as in the tests) never see each other's state.
+
+use std::sync::Arc;
+
+use crate::auth::JwtKeys;
+use crate::config::Limits;
+use crate::store::SurrealStore;
+use crate::telemetry::Metrics;
+
+#[derive(Clone)]
+pub struct AppState {
+    /// The database.
+    pub store: SurrealStore,
+    /// Signs and verifies people's tokens.
+    pub jwt: JwtKeys,
+    /// Request limits, from the configuration.
+    pub limits: Arc<Limits>,
+    /// The Prometheus registry `/metrics` renders.
+    pub metrics: Metrics,
+}

@@ -1,0 +1,101 @@
+//! The API-key aggregate: scanners' credentials, stored as hashes only.
+
+use chrono::{DateTime, Utc};
+use surrealdb::Surreal;
+use surrealdb::engine::any::Any;
+use uuid::Uuid;
+
+use super::models::{ApiKeyRow, convert_all};
+use super::{ApiKey, StoreError, new_id, rid};
+
+/// Repository for `api_key` records.
+pub struct ApiKeys<'a> {
+    db: &'a Surreal<Any>,
+}
+
+impl<'a> ApiKeys<'a> {
+    pub(super) fn new(db: &'a Surreal<Any>) -> Self {
+        Self { db }
+    }
+
+    /// Stores a new key. `prefix` and `key_hash` come from
+    /// [`crate::auth::ApiKeySecret`]; the secret itself never reaches here.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn create(
+        &self,
+        name: String,
+        prefix: String,
+        key_hash: String,
+        all_events: bool,
+        events: Vec<Uuid>,
+        created_by: Option<Uuid>,
+        now: DateTime<Utc>,
+    ) -> Result<ApiKey, StoreError> {
+        let row = ApiKeyRow {
+            id: rid("api_key", new_id()),
+            name,
+            prefix,
+            key_hash,
+            all_events,
+            events: events.into_iter().map(|e| rid("event", e)).collect(),
+            created_by: created_by.map(|u| rid("user", u)),
+            created_at: now,
+            last_used_at: None,
+            revoked_at: None,
+        };
+        let mut res = self.db.query("CREATE ONLY $row.id CONTENT $row").bind(("row", row)).await?.check()?;
+        let row: Option<ApiKeyRow> = res.take(0)?;
+        row.ok_or_else(|| StoreError::Corrupt("CREATE returned nothing".into()))?.try_into()
+    }
+
+    pub async fn get(&self, id: Uuid) -> Result<Option<ApiKey>, StoreError> {
+        let mut res = self.db.query("SELECT * FROM ONLY $id").bind(("id", rid("api_key", id))).await?;
+        let row: Option<ApiKeyRow> = res.take(0)?;
+        row.map(ApiKey::try_from).transpose()
+    }
+
+    /// The key whose secret hashes to `key_hash`, revoked or not.
+    pub async fn by_hash(&self, key_hash: &str) -> Result<Option<ApiKey>, StoreError> {
+        let mut res = self
+            .db
+            .query("SELECT * FROM api_key WHERE key_hash = $h LIMIT 1")
+            .bind(("h", key_hash.to_owned()))
+            .await?;
+        let rows: Vec<ApiKeyRow> = res.take(0)?;
+        rows.into_iter().next().map(ApiKey::try_from).transpose()
+    }
+
+    /// Keys in creation order; only those made by `created_by` when given.
+    pub async fn list(&self, created_by: Option<Uuid>) -> Result<Vec<ApiKey>, StoreError> {
+        let sql = match created_by {
+            Some(_) => "SELECT * FROM api_key WHERE created_by = $by ORDER BY id",
+            None => "SELECT * FROM api_key ORDER BY id",
+        };
+        let mut res = self.db.query(sql).bind(("by", created_by.map(|u| rid("user", u)))).await?;
+        convert_all(res.take::<Vec<ApiKeyRow>>(0)?)
+    }
+
+    /// Marks a key revoked (once; later calls keep the first time).
+    pub async fn revoke(&self, id: Uuid, now: DateTime<Utc>) -> Result<Option<ApiKey>, StoreError> {
+        let mut res = self
+            .db
+            .query("UPDATE ONLY $id SET revoked_at = revoked_at ?? $now RETURN AFTER")
+            .bind(("id", rid("api_key", id)))
+            .bind(("now", now))
+            .await?
+            .check()?;
+        let row: Option<ApiKeyRow> = res.take(0)?;
+        row.map(ApiKey::try_from).transpose()
+    }
+
+    /// Records that the key was just used.
+    pub async fn touch(&self, id: Uuid, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.db
+            .query("UPDATE $id SET last_used_at = $now")
+            .bind(("id", rid("api_key", id)))
+            .bind(("now", now))
+            .await?
+            .check()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,266 @@
+//! SurrealDB persistence.
+//!
+//! [`SurrealStore`] owns the connection; one repository per aggregate
+//! ([`Users`], [`Events`], [`Registrations`], [`ApiKeys`]) borrows it. The
+//! connection URL picks the engine:
+//!
+//! | URL | engine |
+//! |---|---|
+//! | `surrealkv://PATH` | embedded, on disk (the default, `surrealkv://rollcall-data`) |
+//! | `mem://` | embedded, in memory (tests and demos) |
+//! | `ws://HOST:PORT` | a SurrealDB server (`wss://` with the `tls` feature) |
+//! | `tikv://PD:PORT` | a TiKV cluster (with the `tikv` feature) |
+//!
+//! **Durability.** SurrealKV's default sync mode is `every`: each commit is
+//! fsynced to its write-ahead log before the commit returns (with grouped
+//! commits under concurrency), so an acknowledged write survives `kill -9` and
+//! power loss. A URL may relax that with `?sync=1s`, trading the last second of
+//! writes for speed; Rollcall never does so on its own.
+//!
+//! **Schema.** Versioned SurrealQL migrations in `migrations/` are applied at
+//! start-up, each once, recorded in the `migration` table. Every statement in
+//! them is `IF NOT EXISTS`, so two instances starting together are harmless.
+
+mod api_keys;
+mod events;
+mod models;
+mod registrations;
+mod users;
+
+use std::time::Duration;
+
+use surrealdb::Surreal;
+use surrealdb::engine::any::{self, Any};
+use surrealdb::opt::auth::Root;
+use surrealdb::types::RecordId;
+use uuid::Uuid;
+
+pub use api_keys::ApiKeys;
+pub use events::{EventChanges, EventFilter, Events, NewEvent};
+pub use models::{ApiKey, Device, Event, Registration, RegistrationStatus, User};
+pub use registrations::Registrations;
+pub use users::{ImportRow, ImportSummary, NewUser, Users};
+
+/// The default embedded database, relative to the working directory.
+pub const DEFAULT_DB_URL: &str = "surrealkv://rollcall-data";
+
+/// The migrations, in order. A migration is never edited once released: a
+/// change to the schema is a new file.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "init", include_str!("migrations/0001_init.surql"))];
+
+/// Errors from the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique index refused a write; `index` names which one.
+    #[error("unique index `{index}` already holds this value")]
+    Conflict { index: String },
+    /// The engine could not be reached or opened.
+    #[error("cannot open database `{url}`")]
+    Connect {
+        url: String,
+        #[source]
+        source: surrealdb::Error,
+    },
+    /// Any other database failure.
+    #[error("database error")]
+    Db(#[source] surrealdb::Error),
+    /// A stored record that no longer matches what the code expects.
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+}
+
+impl From<surrealdb::Error> for StoreError {
+    fn from(err: surrealdb::Error) -> Self {
+        // SurrealDB reports a unique-index violation as
+        // "Database index `NAME` already contains ...".
+        let msg = err.message();
+        if let Some(rest) = msg.split_once("index `").map(|(_, r)| r)
+            && msg.contains("already contains")
+            && let Some((index, _)) = rest.split_once('`')
+        {
+            return StoreError::Conflict { index: index.to_owned() };
+        }
+        StoreError::Db(err)
+    }
+}
+
+/// Credentials and names for a SurrealDB server; ignored by embedded engines
+/// except for the namespace and database names.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Namespace that holds Rollcall's database.
+    pub namespace: String,
+    /// Database name inside the namespace.
+    pub database: String,
+    /// Root user for `ws://` servers; embedded engines need none.
+    pub username: Option<String>,
+    /// Password for `username`. Never logged.
+    pub password: Option<String>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self { namespace: "rollcall".into(), database: "rollcall".into(), username: None, password: None }
+    }
+}
+
+/// A handle on the database; cheap to clone.
+#[derive(Clone)]
+pub struct SurrealStore {
+    /// The SurrealDB client; embedded or remote depending on the URL.
+    db: Surreal<Any>,
+}
+
+impl SurrealStore {
+    /// Opens the database at `url`, signs in if credentials are given, selects
+    /// the namespace and database, and applies pending migrations.
+    pub async fn open(url: &str, opts: &StoreOptions) -> Result<Self, StoreError> {
+        let connect_err = |source| StoreError::Connect { url: redact_url(url), source };
+        let db = any::connect(url).await.map_err(connect_err)?;
+        if let (Some(username), Some(password)) = (&opts.username, &opts.password) {
+            db.signin(Root { username: username.clone(), password: password.clone() })
+                .await
+                .map_err(connect_err)?;
+        }
+        db.use_ns(&opts.namespace).use_db(&opts.database).await.map_err(connect_err)?;
+        let store = Self { db };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// An in-memory store with the schema applied; for tests and demos.
+    pub async fn memory() -> Result<Self, StoreError> {
+        Self::open("mem://", &StoreOptions::default()).await
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        self.db
+            .query(
+                "DEFINE TABLE IF NOT EXISTS migration SCHEMAFULL;
+                 DEFINE FIELD IF NOT EXISTS name ON migration TYPE string;
+                 DEFINE FIELD IF NOT EXISTS applied_at ON migration TYPE datetime;",
+            )
+            .await?
+            .check()?;
+        for &(version, name, sql) in MIGRATIONS {
+            let id = RecordId::new("migration", version);
+            let mut res = self.db.query("SELECT VALUE id FROM ONLY $id").bind(("id", id.clone())).await?;
+            let applied: Option<RecordId> = res.take(0)?;
+            if applied.is_some() {
+                continue;
+            }
+            tracing::info!(version, name, "applying database migration");
+            self.db.query(sql).await?.check()?;
+            let res = self
+                .db
+                .query("CREATE $id SET name = $name, applied_at = time::now()")
+                .bind(("id", id))
+                .bind(("name", name.to_owned()))
+                .await?
+                .check();
+            match res.map_err(StoreError::from) {
+                Ok(_) => {}
+                // Another instance applied it at the same moment.
+                Err(StoreError::Db(e)) if e.is_already_exists() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that the database answers a trivial query, within `timeout`.
+    pub async fn ping(&self, timeout: Duration) -> Result<(), StoreError> {
+        let q = async {
+            let mut res = self.db.query("RETURN 1").await?;
+            let one: Option<i64> = res.take(0)?;
+            if one == Some(1) { Ok(()) } else { Err(StoreError::Corrupt("RETURN 1 did not return 1".into())) }
+        };
+        match tokio::time::timeout(timeout, q).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Corrupt(format!("database did not answer within {timeout:?}"))),
+        }
+    }
+
+    /// Returns the secret stored under `name`, creating it with `generate` on
+    /// first use. Concurrent first starts agree on one value.
+    pub async fn secret_or_insert(
+        &self,
+        name: &str,
+        generate: impl FnOnce() -> String,
+    ) -> Result<String, StoreError> {
+        let id = RecordId::new("secret", name);
+        let fetch = || async {
+            let mut res = self.db.query("SELECT VALUE value FROM ONLY $id").bind(("id", id.clone())).await?;
+            Ok::<Option<String>, StoreError>(res.take(0)?)
+        };
+        if let Some(v) = fetch().await? {
+            return Ok(v);
+        }
+        let created = self
+            .db
+            .query("CREATE $id SET value = $value, created_at = time::now()")
+            .bind(("id", id.clone()))
+            .bind(("value", generate()))
+            .await?
+            .check();
+        if let Err(e) = created {
+            if !e.is_already_exists() {
+                return Err(e.into());
+            }
+        }
+        fetch().await?.ok_or_else(|| StoreError::Corrupt(format!("secret `{name}` vanished")))
+    }
+
+    pub fn users(&self) -> Users<'_> {
+        Users::new(&self.db)
+    }
+
+    pub fn events(&self) -> Events<'_> {
+        Events::new(&self.db)
+    }
+
+    pub fn registrations(&self) -> Registrations<'_> {
+        Registrations::new(&self.db)
+    }
+
+    pub fn api_keys(&self) -> ApiKeys<'_> {
+        ApiKeys::new(&self.db)
+    }
+}
+
+/// A record id `table:⟨uuid⟩` for one of our UUID-keyed tables.
+pub(crate) fn rid(table: &str, id: Uuid) -> RecordId {
+    RecordId::new(table, surrealdb::types::Uuid::from(id))
+}
+
+/// The UUID key of a record id, or `Corrupt` when it is of another kind.
+pub(crate) fn key_of(id: &RecordId) -> Result<Uuid, StoreError> {
+    match &id.key {
+        surrealdb::types::RecordIdKey::Uuid(u) => Ok(**u),
+        other => Err(StoreError::Corrupt(format!("record key {other:?} is not a UUID"))),
+    }
+}
+
+/// A new time-ordered id, so that keyset pagination by id is creation order.
+pub(crate) fn new_id() -> Uuid {
+    Uuid::now_v7()
+}
+
+/// `url` with any password removed, for logs and error messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://<redacted>@{}", &url[..scheme], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(redact_url("ws://root:secret@db:8000"), "ws://<redacted>@db:8000");
+        assert_eq!(redact_url("surrealkv://rollcall-data"), "surrealkv://rollcall-data");
+    }
+}

@@ -1,0 +1,120 @@
+//! The registration aggregate: who signed up for which event.
+
+use chrono::{DateTime, Utc};
+use surrealdb::Surreal;
+use surrealdb::engine::any::Any;
+use uuid::Uuid;
+
+use super::models::{RegistrationRow, convert_all};
+use super::{Registration, StoreError, new_id, rid};
+
+/// Repository for `registration` records. There is at most one per
+/// (user, event); cancelling keeps it, so that history is not lost, and
+/// registering again reinstates it.
+pub struct Registrations<'a> {
+    db: &'a Surreal<Any>,
+}
+
+impl<'a> Registrations<'a> {
+    pub(super) fn new(db: &'a Surreal<Any>) -> Self {
+        Self { db }
+    }
+
+    pub async fn get(&self, user: Uuid, event: Uuid) -> Result<Option<Registration>, StoreError> {
+        let mut res = self
+            .db
+            .query("SELECT * FROM registration WHERE user = $u AND event = $e LIMIT 1")
+            .bind(("u", rid("user", user)))
+            .bind(("e", rid("event", event)))
+            .await?;
+        let rows: Vec<RegistrationRow> = res.take(0)?;
+        rows.into_iter().next().map(Registration::try_from).transpose()
+    }
+
+    /// Registers `user` for `event`, reinstating a cancelled registration.
+    /// Registering twice returns the existing registration unchanged.
+    pub async fn register(&self, user: Uuid, event: Uuid, walk_in: bool, now: DateTime<Utc>) -> Result<Registration, StoreError> {
+        let existing = self.get(user, event).await?;
+        let row = match existing {
+            Some(r) if r.status == super::RegistrationStatus::Registered => return Ok(r),
+            Some(r) => RegistrationRow {
+                id: rid("registration", r.id),
+                user: rid("user", user),
+                event: rid("event", event),
+                status: "REGISTERED".into(),
+                walk_in: r.walk_in,
+                registered_at: now,
+                cancelled_at: None,
+            },
+            None => RegistrationRow {
+                id: rid("registration", new_id()),
+                user: rid("user", user),
+                event: rid("event", event),
+                status: "REGISTERED".into(),
+                walk_in,
+                registered_at: now,
+                cancelled_at: None,
+            },
+        };
+        let mut res = self.db.query("UPSERT ONLY $row.id CONTENT $row").bind(("row", row)).await?.check()?;
+        let row: Option<RegistrationRow> = res.take(0)?;
+        row.ok_or_else(|| StoreError::Corrupt("UPSERT returned nothing".into()))?.try_into()
+    }
+
+    /// Cancels a standing registration; `None` if there was none.
+    pub async fn cancel(&self, user: Uuid, event: Uuid, now: DateTime<Utc>) -> Result<Option<Registration>, StoreError> {
+        let mut res = self
+            .db
+            .query(
+                "UPDATE registration SET status = 'CANCELLED', cancelled_at = $now
+                 WHERE user = $u AND event = $e AND status = 'REGISTERED' RETURN AFTER",
+            )
+            .bind(("u", rid("user", user)))
+            .bind(("e", rid("event", event)))
+            .bind(("now", now))
+            .await?
+            .check()?;
+        let rows: Vec<RegistrationRow> = res.take(0)?;
+        rows.into_iter().next().map(Registration::try_from).transpose()
+    }
+
+    /// An event's registrations in creation order after `after`.
+    pub async fn for_event(&self, event: Uuid, after: Option<Uuid>, limit: usize) -> Result<Vec<Registration>, StoreError> {
+        self.page("event", rid("event", event), after, limit).await
+    }
+
+    /// A user's registrations in creation order after `after`.
+    pub async fn for_user(&self, user: Uuid, after: Option<Uuid>, limit: usize) -> Result<Vec<Registration>, StoreError> {
+        self.page("user", rid("user", user), after, limit).await
+    }
+
+    async fn page(
+        &self,
+        field: &'static str,
+        owner: surrealdb::types::RecordId,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<Registration>, StoreError> {
+        let after_cond = if after.is_some() { " AND id > $after" } else { "" };
+        let sql = format!("SELECT * FROM registration WHERE {field} = $owner{after_cond} ORDER BY id LIMIT $limit");
+        let mut res = self
+            .db
+            .query(sql)
+            .bind(("owner", owner))
+            .bind(("after", after.map(|a| rid("registration", a))))
+            .bind(("limit", limit as i64))
+            .await?;
+        convert_all(res.take::<Vec<RegistrationRow>>(0)?)
+    }
+
+    /// How many standing registrations an event has.
+    pub async fn count_registered(&self, event: Uuid) -> Result<usize, StoreError> {
+        let mut res = self
+            .db
+            .query("RETURN count(SELECT id FROM registration WHERE event = $e AND status = 'REGISTERED')")
+            .bind(("e", rid("event", event)))
+            .await?;
+        let n: Option<i64> = res.take(0)?;
+        Ok(n.unwrap_or(0).max(0) as usize)
+    }
+}

@@ -1,0 +1,312 @@
+//! The user aggregate: accounts, their BLE identifier and extra devices.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use surrealdb::Surreal;
+use surrealdb::engine::any::Any;
+use surrealdb::types::{RecordId, SurrealValue};
+use uuid::Uuid;
+
+use super::models::{DeviceRow, RegistrationRow, UserRow, convert_all};
+use super::{Device, StoreError, User, new_id, rid};
+use crate::domain::Role;
+
+/// What is needed to create an account. Values are already validated.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub email: String,
+    pub name: String,
+    pub role: Role,
+    pub password_hash: Option<String>,
+    pub ble_uuid: String,
+}
+
+/// One validated row of an attendee import.
+#[derive(Debug, Clone)]
+pub struct ImportRow {
+    /// 1-based line in the source file, for error reports.
+    pub line: usize,
+    pub email: String,
+    pub name: String,
+    pub ble_uuid: String,
+    pub event: Option<Uuid>,
+}
+
+/// What an import chunk did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ImportSummary {
+    /// Accounts created.
+    pub created: usize,
+    /// Rows whose e-mail already had an account (left as it was).
+    pub existing: usize,
+    /// Registrations created.
+    pub registered: usize,
+    /// Rows refused, with their line and reason.
+    pub refused: Vec<(usize, String)>,
+}
+
+/// Repository for `user` and `device` records.
+pub struct Users<'a> {
+    db: &'a Surreal<Any>,
+}
+
+impl<'a> Users<'a> {
+    pub(super) fn new(db: &'a Surreal<Any>) -> Self {
+        Self { db }
+    }
+
+    pub async fn create(&self, new: NewUser, now: DateTime<Utc>) -> Result<User, StoreError> {
+        let row = UserRow {
+            id: rid("user", new_id()),
+            email: new.email,
+            name: new.name,
+            role: new.role.as_str().to_owned(),
+            password_hash: new.password_hash,
+            ble_uuid: new.ble_uuid,
+            created_at: now,
+        };
+        let mut res = self.db.query("CREATE ONLY $row.id CONTENT $row").bind(("row", row)).await?.check()?;
+        let row: Option<UserRow> = res.take(0)?;
+        row.ok_or_else(|| StoreError::Corrupt("CREATE returned nothing".into()))?.try_into()
+    }
+
+    pub async fn get(&self, id: Uuid) -> Result<Option<User>, StoreError> {
+        let mut res = self.db.query("SELECT * FROM ONLY $id").bind(("id", rid("user", id))).await?;
+        let row: Option<UserRow> = res.take(0)?;
+        row.map(User::try_from).transpose()
+    }
+
+    pub async fn by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
+        self.find_one("SELECT * FROM user WHERE email = $v LIMIT 1", email).await
+    }
+
+    /// The user a scanner's identifier belongs to: their BLE UUID, or one of
+    /// their extra device identifiers.
+    pub async fn by_identifier(&self, identifier: &str) -> Result<Option<User>, StoreError> {
+        if let Some(u) = self.find_one("SELECT * FROM user WHERE ble_uuid = $v LIMIT 1", identifier).await? {
+            return Ok(Some(u));
+        }
+        self.find_one("SELECT * FROM (SELECT VALUE user FROM device WHERE identifier = $v LIMIT 1).*", identifier)
+            .await
+    }
+
+    async fn find_one(&self, sql: &str, v: &str) -> Result<Option<User>, StoreError> {
+        let mut res = self.db.query(sql).bind(("v", v.to_owned())).await?;
+        let rows: Vec<UserRow> = res.take(0)?;
+        rows.into_iter().next().map(User::try_from).transpose()
+    }
+
+    /// Users in creation order, after the user `after`, at most `limit`.
+    pub async fn list(&self, after: Option<Uuid>, limit: usize) -> Result<Vec<User>, StoreError> {
+        let sql = match after {
+            Some(_) => "SELECT * FROM user WHERE id > $after ORDER BY id LIMIT $limit",
+            None => "SELECT * FROM user ORDER BY id LIMIT $limit",
+        };
+        let mut res = self
+            .db
+            .query(sql)
+            .bind(("after", after.map(|a| rid("user", a))))
+            .bind(("limit", limit as i64))
+            .await?;
+        convert_all(res.take::<Vec<UserRow>>(0)?)
+    }
+
+    /// Changes the name and/or role; `None` leaves a field as it is.
+    pub async fn update(&self, id: Uuid, name: Option<String>, role: Option<Role>) -> Result<Option<User>, StoreError> {
+        let mut res = self
+            .db
+            .query(
+                "UPDATE ONLY $id SET
+                    name = $name ?? name,
+                    role = $role ?? role
+                 RETURN AFTER",
+            )
+            .bind(("id", rid("user", id)))
+            .bind(("name", name))
+            .bind(("role", role.map(|r| r.as_str().to_owned())))
+            .await?
+            .check()?;
+        let row: Option<UserRow> = res.take(0)?;
+        row.map(User::try_from).transpose()
+    }
+
+    /// Sets a new BLE UUID (rotation, or an admin assigning a badge).
+    pub async fn set_ble_uuid(&self, id: Uuid, ble_uuid: String) -> Result<Option<User>, StoreError> {
+        if self.get(id).await?.is_none() {
+            return Ok(None);
+        }
+        let mut res = self
+            .db
+            .query("UPDATE ONLY $id SET ble_uuid = $ble RETURN AFTER")
+            .bind(("id", rid("user", id)))
+            .bind(("ble", ble_uuid))
+            .await?
+            .check()?;
+        let row: Option<UserRow> = res.take(0)?;
+        row.map(User::try_from).transpose()
+    }
+
+    /// Deletes a user with their devices and registrations, atomically.
+    pub async fn delete(&self, id: Uuid) -> Result<bool, StoreError> {
+        if self.get(id).await?.is_none() {
+            return Ok(false);
+        }
+        self.db
+            .query(
+                "BEGIN;
+                 DELETE device WHERE user = $id;
+                 DELETE registration WHERE user = $id;
+                 DELETE $id;
+                 COMMIT;",
+            )
+            .bind(("id", rid("user", id)))
+            .await?
+            .check()?;
+        Ok(true)
+    }
+
+    pub async fn devices(&self, user: Uuid) -> Result<Vec<Device>, StoreError> {
+        let mut res = self
+            .db
+            .query("SELECT user, identifier, created_at FROM device WHERE user = $u ORDER BY created_at")
+            .bind(("u", rid("user", user)))
+            .await?;
+        convert_all(res.take::<Vec<DeviceRow>>(0)?)
+    }
+
+    pub async fn add_device(&self, user: Uuid, identifier: String, now: DateTime<Utc>) -> Result<Device, StoreError> {
+        let row = DeviceRow { user: rid("user", user), identifier, created_at: now };
+        self.db
+            .query("CREATE device CONTENT $row")
+            .bind(("row", row.clone()))
+            .await?
+            .check()?;
+        row.try_into()
+    }
+
+    /// Removes one of `user`'s device identifiers; false if they had none such.
+    pub async fn remove_device(&self, user: Uuid, identifier: String) -> Result<bool, StoreError> {
+        let mut res = self
+            .db
+            .query("DELETE device WHERE user = $u AND identifier = $i RETURN BEFORE")
+            .bind(("u", rid("user", user)))
+            .bind(("i", identifier))
+            .await?
+            .check()?;
+        let gone: Vec<DeviceRow> = res.take(0)?;
+        Ok(!gone.is_empty())
+    }
+
+    /// Imports one chunk of rows in a bounded number of queries: existing
+    /// e-mails are left alone (so re-running an import is harmless), new ones
+    /// are created, and rows with an event are registered for it.
+    pub async fn import(&self, rows: Vec<ImportRow>, now: DateTime<Utc>) -> Result<ImportSummary, StoreError> {
+        let mut summary = ImportSummary::default();
+        let emails: Vec<String> = rows.iter().map(|r| r.email.clone()).collect();
+        let bles: Vec<String> = rows.iter().map(|r| r.ble_uuid.clone()).collect();
+        let mut res = self
+            .db
+            .query(
+                "SELECT id, email, ble_uuid FROM user WHERE email IN $emails;
+                 SELECT email, ble_uuid FROM user WHERE ble_uuid IN $bles;",
+            )
+            .bind(("emails", emails))
+            .bind(("bles", bles))
+            .await?
+            .check()?;
+        let by_email: Vec<ExistingUser> = res.take(0)?;
+        let taken_ble: Vec<ExistingBle> = res.take(1)?;
+        let mut ids: HashMap<String, RecordId> = by_email.into_iter().map(|u| (u.email, u.id)).collect();
+        let taken_ble: HashMap<String, String> = taken_ble.into_iter().map(|u| (u.ble_uuid, u.email)).collect();
+
+        let mut new_users = Vec::new();
+        let mut seen_ble = HashSet::new();
+        let mut wanted_regs = Vec::new();
+        for row in rows {
+            if ids.contains_key(&row.email) {
+                summary.existing += 1;
+            } else {
+                match taken_ble.get(&row.ble_uuid) {
+                    Some(owner) if *owner != row.email => {
+                        summary.refused.push((row.line, format!("bleUuid {} already belongs to {owner}", row.ble_uuid)));
+                        continue;
+                    }
+                    _ => {}
+                }
+                if !seen_ble.insert(row.ble_uuid.clone()) {
+                    summary.refused.push((row.line, format!("bleUuid {} appears twice in this file", row.ble_uuid)));
+                    continue;
+                }
+                let id = rid("user", new_id());
+                ids.insert(row.email.clone(), id.clone());
+                new_users.push(UserRow {
+                    id,
+                    email: row.email.clone(),
+                    name: row.name,
+                    role: Role::Attendee.as_str().to_owned(),
+                    password_hash: None,
+                    ble_uuid: row.ble_uuid,
+                    created_at: now,
+                });
+            }
+            if let (Some(event), Some(user)) = (row.event, ids.get(&row.email)) {
+                wanted_regs.push((user.clone(), rid("event", event)));
+            }
+        }
+        summary.created = new_users.len();
+        if !new_users.is_empty() {
+            self.db.query("INSERT INTO user $rows").bind(("rows", new_users)).await?.check()?;
+        }
+        if !wanted_regs.is_empty() {
+            let users: Vec<RecordId> = wanted_regs.iter().map(|(u, _)| u.clone()).collect();
+            let mut res = self
+                .db
+                .query("SELECT user, event FROM registration WHERE user IN $users")
+                .bind(("users", users))
+                .await?;
+            let existing: Vec<UserEvent> = res.take(0)?;
+            let existing: HashSet<(RecordId, RecordId)> = existing.into_iter().map(|r| (r.user, r.event)).collect();
+            let mut regs = Vec::new();
+            let mut queued = HashSet::new();
+            for (user, event) in wanted_regs {
+                if existing.contains(&(user.clone(), event.clone())) || !queued.insert((user.clone(), event.clone())) {
+                    continue;
+                }
+                regs.push(RegistrationRow {
+                    id: rid("registration", new_id()),
+                    user,
+                    event,
+                    status: "REGISTERED".into(),
+                    walk_in: false,
+                    registered_at: now,
+                    cancelled_at: None,
+                });
+            }
+            summary.registered = regs.len();
+            if !regs.is_empty() {
+                self.db.query("INSERT INTO registration $rows").bind(("rows", regs)).await?.check()?;
+            }
+        }
+        Ok(summary)
+    }
+}
+
+#[derive(Debug, SurrealValue)]
+struct ExistingUser {
+    id: RecordId,
+    email: String,
+}
+
+#[derive(Debug, SurrealValue)]
+struct ExistingBle {
+    email: String,
+    ble_uuid: String,
+}
+
+#[derive(Debug, SurrealValue)]
+struct UserEvent {
+    user: RecordId,
+    event: RecordId,
+}
+

@@ -1,0 +1,104 @@
+//! Scanner API keys: issued once, hashed, scoped, revocable.
+
+use serde_json::json;
+
+use crate::helpers::{Auth, spawn_app};
+
+#[tokio::test]
+async fn a_key_is_shown_once_and_authenticates_both_header_forms() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let org = app.organizer("org@example.org").await;
+    let event = app.create_event(&org, "Live").await;
+    app.activate(&org, &event).await;
+    let (id, secret) = app.api_key(&admin, "north door", None).await;
+    assert!(secret.starts_with("rck_") && secret.len() >= 4 + 32, "prefix and >=128 bits: {secret}");
+
+    let list = app.ok(&admin.auth(), "{ apiKeys { id name prefix allEvents lastUsedAt revoked } }", json!({})).await;
+    let listed = &list["apiKeys"][0];
+    assert_eq!(listed["id"], id.as_str());
+    assert_eq!(listed["allEvents"], true);
+    assert!(listed["lastUsedAt"].is_null());
+    assert!(secret.starts_with(listed["prefix"].as_str().unwrap()));
+    assert!(!list.to_string().contains(&secret), "the list never shows the secret");
+    let stored = app.state.store.api_keys().get(id.parse().unwrap()).await.unwrap().unwrap();
+    assert_ne!(stored.key_hash, secret, "only a hash is stored");
+
+    for auth in [Auth::ApiKey(secret.clone()), Auth::XApiKey(secret.clone())] {
+        let data = app.ok(&auth, "{ activeEvents { id } }", json!({})).await;
+        assert_eq!(data["activeEvents"][0]["id"], event.as_str());
+    }
+    let list = app.ok(&admin.auth(), "{ apiKeys { lastUsedAt } }", json!({})).await;
+    assert!(list["apiKeys"][0]["lastUsedAt"].is_string(), "lastUsedAt is recorded");
+}
+
+#[tokio::test]
+async fn a_key_may_only_do_scanner_things() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let (_, secret) = app.api_key(&admin, "scanner", None).await;
+    let key = Auth::ApiKey(secret);
+    assert_eq!(app.err(&key, "{ me { id } }", json!({})).await, "FORBIDDEN");
+    assert_eq!(app.err(&key, "{ apiKeys { id } }", json!({})).await, "FORBIDDEN");
+    assert_eq!(app.err(&key, "{ events { edges { node { id } } } }", json!({})).await, "FORBIDDEN");
+    assert_eq!(app.err(&key, "mutation { createApiKey(name: \"more\") { secret } }", json!({})).await, "FORBIDDEN");
+}
+
+#[tokio::test]
+async fn scopes_limit_what_a_key_sees() {
+    let app = spawn_app().await;
+    let org = app.organizer("org@example.org").await;
+    let other = app.organizer("other@example.org").await;
+    let mine = app.create_event(&org, "Mine").await;
+    let also_mine = app.create_event(&org, "Also mine").await;
+    let theirs = app.create_event(&other, "Theirs").await;
+    for (who, e) in [(&org, &mine), (&org, &also_mine), (&other, &theirs)] {
+        app.activate(who, e).await;
+    }
+    let ids = |v: serde_json::Value| -> Vec<String> {
+        let mut ids: Vec<String> = v["activeEvents"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect();
+        ids.sort();
+        ids
+    };
+    let (_, scoped) = app.api_key(&org, "one event", Some(vec![&mine])).await;
+    assert_eq!(ids(app.ok(&Auth::ApiKey(scoped.clone()), "{ activeEvents { id } }", json!({})).await), vec![mine.clone()]);
+    let one = "query($id: ID!) { event(id: $id) { id } }";
+    assert!(app.ok(&Auth::ApiKey(scoped), one, json!({ "id": theirs })).await["event"].is_null());
+
+    let (_, all_mine) = app.api_key(&org, "all my events", None).await;
+    let mut expected = vec![mine.clone(), also_mine.clone()];
+    expected.sort();
+    assert_eq!(ids(app.ok(&Auth::ApiKey(all_mine), "{ activeEvents { id } }", json!({})).await), expected);
+
+    let q = "mutation($s: [ID!]) { createApiKey(name: \"x\", scopes: $s) { secret } }";
+    assert_eq!(app.err(&org.auth(), q, json!({ "s": [theirs] })).await, "FORBIDDEN");
+    assert_eq!(app.err(&org.auth(), q, json!({ "s": [uuid::Uuid::now_v7().to_string()] })).await, "NOT_FOUND");
+    let att = app.sign_up("att@example.org", "Att").await;
+    assert_eq!(app.err(&att.auth(), q, json!({ "s": null })).await, "FORBIDDEN");
+}
+
+#[tokio::test]
+async fn revoked_and_unknown_keys_are_refused() {
+    let app = spawn_app().await;
+    let org = app.organizer("org@example.org").await;
+    let other = app.organizer("other@example.org").await;
+    let (id, secret) = app.api_key(&org, "door", None).await;
+    let q = "{ activeEvents { id } }";
+    app.ok(&Auth::ApiKey(secret.clone()), q, json!({})).await;
+
+    let revoke = "mutation($id: ID!) { revokeApiKey(id: $id) { revoked revokedAt } }";
+    assert_eq!(app.err(&other.auth(), revoke, json!({ "id": id })).await, "FORBIDDEN");
+    let r = app.ok(&org.auth(), revoke, json!({ "id": id })).await;
+    assert_eq!(r["revokeApiKey"]["revoked"], true);
+
+    let (status, body) = app.post_gql(&Auth::XApiKey(secret), q, json!({})).await;
+    assert_eq!(status, 401);
+    assert_eq!(crate::helpers::code(&body).as_deref(), Some("UNAUTHENTICATED"));
+    assert_eq!(body["errors"][0]["message"], "API key revoked");
+
+    let unknown = format!("rck_{}", "0".repeat(64));
+    let (status, body) = app.post_gql(&Auth::ApiKey(unknown), q, json!({})).await;
+    assert_eq!((status, crate::helpers::code(&body).as_deref()), (401, Some("UNAUTHENTICATED")));
+    let (status, _) = app.post_gql(&Auth::ApiKey("garbage".into()), q, json!({})).await;
+    assert_eq!(status, 401);
+}

@@ -1,0 +1,15 @@
+//! Integration tests: the real server on 127.0.0.1:0, spoken to over real
+//! HTTP (and, for the CLI and persistence, the real binary). One test binary,
+//! so the server crate is linked once.
+
+mod accounts;
+mod api_keys;
+mod cli;
+mod events;
+mod helpers;
+mod limits;
+mod ops;
+mod persistence;
+mod registrations;
+mod schema;
+mod tokens;
