@@ -30,6 +30,12 @@ pub async fn create_account(
         Some(p) => Some(hash_password(&p).await?),
         None => None,
     };
-    let new = NewUser { email: email.as_str().to_owned(), name: name.as_str().to_owned(), role, password_hash, ble_uuid: ble };
+    let new = NewUser {
+        email: email.as_str().to_owned(),
+        name: name.as_str().to_owned(),
+        role,
+        password_hash,
+        ble_uuid: ble,
+    };
     Ok(users.create(new, Utc::now()).await?)
 }

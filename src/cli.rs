@@ -97,6 +97,9 @@ pub async fn apikey(cmd: ApiKeyCommand) -> anyhow::Result<()> {
     }
 }
 
+/// A row an import refused: its line number and why.
+pub type RefusedRow = (usize, String);
+
 /// Rows per database round trip during an import.
 const IMPORT_CHUNK: usize = 1000;
 
@@ -117,7 +120,11 @@ pub async fn import(cmd: ImportCommand) -> anyhow::Result<()> {
             }
             let (rows, unknown_event): (Vec<_>, Vec<_>) =
                 rows.into_iter().partition(|r| r.event.is_none_or(|e| !missing.contains(&e)));
-            refused.extend(unknown_event.into_iter().map(|r| (r.line, format!("no event has the id {}", r.event.unwrap_or_default()))));
+            refused.extend(
+                unknown_event
+                    .into_iter()
+                    .map(|r| (r.line, format!("no event has the id {}", r.event.unwrap_or_default()))),
+            );
 
             let bar = ProgressBar::new(rows.len() as u64);
             bar.set_style(
@@ -161,7 +168,7 @@ pub async fn import(cmd: ImportCommand) -> anyhow::Result<()> {
 /// Parses `email,name[,bleUuid][,eventId]` rows. Returns the good rows and
 /// the refused ones with their line numbers. A header row, recognised by its
 /// first cell being `email`, names the columns and is skipped.
-pub fn read_users_csv(path: &Path, forced_event: Option<Uuid>) -> anyhow::Result<(Vec<ImportRow>, Vec<(usize, String)>)> {
+pub fn read_users_csv(path: &Path, forced_event: Option<Uuid>) -> anyhow::Result<(Vec<ImportRow>, Vec<RefusedRow>)> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)

@@ -140,7 +140,13 @@ impl DbArgs {
 
     /// An in-memory database; for tests.
     pub fn memory() -> Self {
-        Self { url: "mem://".into(), db_namespace: "rollcall".into(), db_database: "rollcall".into(), db_user: None, db_password: None }
+        Self {
+            url: "mem://".into(),
+            db_namespace: "rollcall".into(),
+            db_database: "rollcall".into(),
+            db_user: None,
+            db_password: None,
+        }
     }
 }
 

@@ -17,7 +17,7 @@ pub mod config;
 pub mod domain;
 pub mod graphql;
 pub mod http;
-pub mod state;
 pub mod startup;
+pub mod state;
 pub mod store;
 pub mod telemetry;

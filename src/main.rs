@@ -8,7 +8,9 @@ use rollcall::{cli, telemetry};
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Cli::parse();
-    telemetry::init_logging(args.log_format);
+    // The server logs its life; the one-shot commands speak through their output.
+    let level = if matches!(args.command, Command::Serve(_)) { "info" } else { "warn" };
+    telemetry::init_logging(args.log_format, level);
     let result = match args.command {
         Command::Serve(serve) => run_server(serve).await,
         Command::Schema => {

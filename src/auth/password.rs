@@ -2,8 +2,8 @@
 //! OWASP's recommended minimum). Hashing is CPU-bound, so it runs on the
 //! blocking pool and never stalls the async workers.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng};
 
 use super::AuthError;
 use crate::domain::Password;
@@ -13,10 +13,7 @@ pub async fn hash_password(password: &Password) -> Result<String, AuthError> {
     let pw = password.expose().to_owned();
     tokio::task::spawn_blocking(move || {
         let salt = SaltString::generate(&mut OsRng);
-        Argon2::default()
-            .hash_password(pw.as_bytes(), &salt)
-            .map(|h| h.to_string())
-            .map_err(|_| AuthError::Hashing)
+        Argon2::default().hash_password(pw.as_bytes(), &salt).map(|h| h.to_string()).map_err(|_| AuthError::Hashing)
     })
     .await
     .map_err(|_| AuthError::Hashing)?

@@ -1,7 +1,7 @@
 //! The caller of a request, resolved once from its credential.
 
-use chrono::{Duration, Utc};
 use axum::http::{HeaderMap, header::AUTHORIZATION};
+use chrono::{Duration, Utc};
 use uuid::Uuid;
 
 use super::{ApiKeySecret, AuthError, JwtKeys};

@@ -50,21 +50,15 @@ impl EventState {
     pub fn end(self) -> Result<Self, DomainError> {
         match self {
             EventState::Scheduled | EventState::Active | EventState::Ended => Ok(EventState::Ended),
-            EventState::Cancelled => Err(DomainError::Conflict(
-                "a cancelled event cannot be ended".into(),
-            )),
+            EventState::Cancelled => Err(DomainError::Conflict("a cancelled event cannot be ended".into())),
         }
     }
 
     /// The state after `cancel`, or why it is not allowed.
     pub fn cancel(self) -> Result<Self, DomainError> {
         match self {
-            EventState::Scheduled | EventState::Active | EventState::Cancelled => {
-                Ok(EventState::Cancelled)
-            }
-            EventState::Ended => Err(DomainError::Conflict(
-                "an event that has ended cannot be cancelled".into(),
-            )),
+            EventState::Scheduled | EventState::Active | EventState::Cancelled => Ok(EventState::Cancelled),
+            EventState::Ended => Err(DomainError::Conflict("an event that has ended cannot be cancelled".into())),
         }
     }
 
@@ -104,10 +98,7 @@ impl EventWindow {
             return Err(DomainError::invalid("endsAt must be after startsAt"));
         }
         if ends_at - starts_at > Duration::days(Self::MAX_LENGTH_DAYS) {
-            return Err(DomainError::invalid(format!(
-                "an event may last at most {} days",
-                Self::MAX_LENGTH_DAYS
-            )));
+            return Err(DomainError::invalid(format!("an event may last at most {} days", Self::MAX_LENGTH_DAYS)));
         }
         Ok(Self { starts_at, ends_at })
     }
@@ -152,9 +143,7 @@ impl AttendancePolicy {
             return Err(DomainError::invalid("minRssi must be between -127 and 20 dBm"));
         }
         if self.departure_gap < Duration::seconds(1) || self.departure_gap > Duration::hours(24) {
-            return Err(DomainError::invalid(
-                "departureGap must be between 1 second and 24 hours",
-            ));
+            return Err(DomainError::invalid("departureGap must be between 1 second and 24 hours"));
         }
         if self.grace < Duration::zero() || self.grace > Duration::hours(24) {
             return Err(DomainError::invalid("grace must be between 0 and 24 hours"));

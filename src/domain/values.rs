@@ -43,9 +43,9 @@ impl FromStr for Role {
             "ADMIN" => Ok(Role::Admin),
             "ORGANIZER" => Ok(Role::Organizer),
             "ATTENDEE" => Ok(Role::Attendee),
-            other => Err(DomainError::invalid(format!(
-                "unknown role `{other}`: expected ADMIN, ORGANIZER or ATTENDEE"
-            ))),
+            other => {
+                Err(DomainError::invalid(format!("unknown role `{other}`: expected ADMIN, ORGANIZER or ATTENDEE")))
+            }
         }
     }
 }
@@ -92,9 +92,7 @@ impl Text {
             return Err(DomainError::invalid(format!("{field} must not be empty")));
         }
         if text.chars().count() > max {
-            return Err(DomainError::invalid(format!(
-                "{field} must be at most {max} characters"
-            )));
+            return Err(DomainError::invalid(format!("{field} must be at most {max} characters")));
         }
         Ok(Self(text.to_owned()))
     }
@@ -137,16 +135,11 @@ impl Password {
             )));
         }
         if len > Self::MAX_LEN {
-            return Err(DomainError::invalid(format!(
-                "password must be at most {} characters",
-                Self::MAX_LEN
-            )));
+            return Err(DomainError::invalid(format!("password must be at most {} characters", Self::MAX_LEN)));
         }
         let first = raw.chars().next();
         if raw.chars().all(|c| Some(c) == first) {
-            return Err(DomainError::invalid(
-                "password is too weak: it repeats a single character",
-            ));
+            return Err(DomainError::invalid("password is too weak: it repeats a single character"));
         }
         Ok(Self(raw.to_owned()))
     }
@@ -197,9 +190,7 @@ impl DeviceIdentifier {
     pub fn parse(raw: &str) -> Result<Self, DomainError> {
         let id = raw.trim();
         if id.is_empty() || id.len() > 128 || id.chars().any(char::is_control) {
-            return Err(DomainError::invalid(
-                "a device identifier must be 1 to 128 printable characters",
-            ));
+            return Err(DomainError::invalid("a device identifier must be 1 to 128 printable characters"));
         }
         Ok(Self(id.to_owned()))
     }

@@ -24,7 +24,12 @@ impl AccountsQuery {
     }
 
     /// Every user, in creation order. ADMIN only.
-    async fn users(&self, ctx: &Context<'_>, first: Option<i32>, after: Option<String>) -> Result<Connection<String, User>> {
+    async fn users(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, User>> {
         require_role(ctx, &[Role::Admin])?;
         let page = Page::parse(first, after)?;
         let rows = state(ctx)?.store.users().list(page.after, page.fetch()).await?;
@@ -178,7 +183,12 @@ impl AccountsMutation {
 
     /// Adds an extra identifier (a MAC address, an advertised name) that a
     /// user's device is known by. Without `userId`, your own.
-    async fn add_device_identifier(&self, ctx: &Context<'_>, identifier: String, user_id: Option<ID>) -> Result<Device> {
+    async fn add_device_identifier(
+        &self,
+        ctx: &Context<'_>,
+        identifier: String,
+        user_id: Option<ID>,
+    ) -> Result<Device> {
         let target = self_or_admin(ctx, user_id.as_ref())?;
         let identifier = DeviceIdentifier::parse(&identifier)?;
         let st = state(ctx)?;
@@ -192,7 +202,12 @@ impl AccountsMutation {
     }
 
     /// Removes an extra device identifier. Without `userId`, your own.
-    async fn remove_device_identifier(&self, ctx: &Context<'_>, identifier: String, user_id: Option<ID>) -> Result<bool> {
+    async fn remove_device_identifier(
+        &self,
+        ctx: &Context<'_>,
+        identifier: String,
+        user_id: Option<ID>,
+    ) -> Result<bool> {
         let target = self_or_admin(ctx, user_id.as_ref())?;
         let identifier = DeviceIdentifier::parse(&identifier)?;
         if !state(ctx)?.store.users().remove_device(target, identifier.as_str().to_owned()).await? {

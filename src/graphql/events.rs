@@ -116,7 +116,9 @@ impl EventsMutation {
                 }
                 id
             }
-            Some(_) => return Err(ApiError::Forbidden("only an admin can create events for someone else".into()).into()),
+            Some(_) => {
+                return Err(ApiError::Forbidden("only an admin can create events for someone else".into()).into());
+            }
             None => me.id,
         };
         let new = NewEvent {
@@ -146,7 +148,10 @@ impl EventsMutation {
                 Some(l) => optional_text("location", Some(l), 500)?,
                 None => event.location.clone(),
             },
-            window: EventWindow::new(input.starts_at.unwrap_or(event.starts_at), input.ends_at.unwrap_or(event.ends_at))?,
+            window: EventWindow::new(
+                input.starts_at.unwrap_or(event.starts_at),
+                input.ends_at.unwrap_or(event.ends_at),
+            )?,
             policy: match &input.policy {
                 Some(p) => p.apply(event.policy)?,
                 None => event.policy,

@@ -71,7 +71,12 @@ struct RequestMetricsExtension;
 
 #[async_trait::async_trait]
 impl Extension for RequestMetricsExtension {
-    async fn execute(&self, ctx: &ExtensionContext<'_>, operation_name: Option<&str>, next: NextExecute<'_>) -> Response {
+    async fn execute(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        operation_name: Option<&str>,
+        next: NextExecute<'_>,
+    ) -> Response {
         let started = Instant::now();
         let resp = next.run(ctx, operation_name).await;
         let operation = operation_name.unwrap_or("anonymous").to_owned();

@@ -63,14 +63,17 @@ pub(crate) fn principal<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a Prin
 pub(crate) fn require_user<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a crate::store::User> {
     match principal(ctx)? {
         Principal::User(u) => Ok(u),
-        Principal::Scanner { .. } => Err(ApiError::Forbidden("this needs a person's login, not an API key".into()).into()),
+        Principal::Scanner { .. } => {
+            Err(ApiError::Forbidden("this needs a person's login, not an API key".into()).into())
+        }
         Principal::Anonymous => Err(ApiError::unauthenticated().into()),
     }
 }
 
 /// Parses a GraphQL `ID` that should hold one of our UUIDs.
 pub(crate) fn parse_id(what: &str, id: &async_graphql::ID) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(id.as_str()).map_err(|_| ApiError::validation(format!("`{}` is not a valid {what} id", id.as_str())))
+    Uuid::parse_str(id.as_str())
+        .map_err(|_| ApiError::validation(format!("`{}` is not a valid {what} id", id.as_str())))
 }
 
 /// Cursor pagination arguments, checked.

@@ -386,7 +386,13 @@ pub struct AuthPayload {
 }
 
 /// Builds a connection page from rows fetched with [`Page::fetch`].
-pub(crate) fn edges<T, N>(rows: Vec<T>, limit: usize, has_previous: bool, id: impl Fn(&T) -> Uuid, node: impl Fn(T) -> N) -> Connection<String, N>
+pub(crate) fn edges<T, N>(
+    rows: Vec<T>,
+    limit: usize,
+    has_previous: bool,
+    id: impl Fn(&T) -> Uuid,
+    node: impl Fn(T) -> N,
+) -> Connection<String, N>
 where
     N: async_graphql::OutputType,
 {

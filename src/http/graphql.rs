@@ -49,14 +49,21 @@ pub async fn post(State(state): State<HttpState>, headers: HeaderMap, body: Resu
             "batched requests are not supported: send one operation per request",
         );
     }
-    let request: GqlRequest = match serde_json::from_slice(&body) {
+    let request = match parse_body(&body) {
         Ok(r) => r,
-        Err(e) => {
-            let msg = format!("the body is not a GraphQL request: {e}");
-            return error_response(StatusCode::BAD_REQUEST, "VALIDATION", &msg);
-        }
+        Err(msg) => return error_response(StatusCode::BAD_REQUEST, "VALIDATION", &msg),
     };
     execute(&state, &headers, request).await
+}
+
+/// Parses a JSON body `{"query", "variables"?, "operationName"?, "extensions"?}`.
+fn parse_body(body: &[u8]) -> Result<GqlRequest, String> {
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("the body is not valid JSON: {e}"))?;
+    if !value.get("query").is_some_and(serde_json::Value::is_string) {
+        return Err("the body must be a JSON object with a `query` string".into());
+    }
+    serde_json::from_value(value).map_err(|e| format!("the body is not a GraphQL request: {e}"))
 }
 
 /// `GET /graphql`: a query in the URL, the playground, or a WebSocket upgrade.
@@ -73,11 +80,8 @@ pub async fn get(State(state): State<HttpState>, req: Request) -> Response {
     let query = parts.uri.query().unwrap_or("");
     let has_query = query.split('&').any(|kv| kv.starts_with("query="));
     if !has_query {
-        let wants_html = parts
-            .headers
-            .get(header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.contains("text/html"));
+        let wants_html =
+            parts.headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/html"));
         if wants_html {
             return playground::page().await;
         }
@@ -88,11 +92,7 @@ pub async fn get(State(state): State<HttpState>, req: Request) -> Response {
         Err(e) => return error_response(StatusCode::BAD_REQUEST, "VALIDATION", &format!("bad query string: {e}")),
     };
     if is_mutation(&request) {
-        let mut resp = error_response(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "VALIDATION",
-            "mutations must be sent with POST",
-        );
+        let mut resp = error_response(StatusCode::METHOD_NOT_ALLOWED, "VALIDATION", "mutations must be sent with POST");
         resp.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static("POST"));
         return resp;
     }
@@ -122,7 +122,10 @@ async fn execute(state: &HttpState, headers: &HeaderMap, request: GqlRequest) ->
 }
 
 /// Resolves a credential, turning failures into the response to send.
-async fn authenticate(app: &AppState, credential: Result<Option<Credential>, AuthError>) -> Result<Principal, Response> {
+async fn authenticate(
+    app: &AppState,
+    credential: Result<Option<Credential>, AuthError>,
+) -> Result<Principal, Response> {
     let result = match credential {
         Ok(c) => Principal::authenticate(&app.store, &app.jwt, c).await,
         Err(e) => Err(e),

@@ -12,7 +12,11 @@ const PAGE: &str = include_str!("assets/playground.html");
 const ASSETS: &[(&str, &str, &[u8])] = &[
     ("graphiql.min.js", "text/javascript; charset=utf-8", include_bytes!("assets/graphiql/graphiql.min.js")),
     ("graphiql.min.css", "text/css; charset=utf-8", include_bytes!("assets/graphiql/graphiql.min.css")),
-    ("react.production.min.js", "text/javascript; charset=utf-8", include_bytes!("assets/graphiql/react.production.min.js")),
+    (
+        "react.production.min.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("assets/graphiql/react.production.min.js"),
+    ),
     (
         "react-dom.production.min.js",
         "text/javascript; charset=utf-8",
@@ -22,22 +26,16 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
 
 /// The playground page.
 pub async fn page() -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")],
-        PAGE,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], PAGE).into_response()
 }
 
 /// One embedded asset. They change only with the binary, so browsers may
 /// keep them for a day.
 pub async fn asset(Path(file): Path<String>) -> Response {
     match ASSETS.iter().find(|(name, _, _)| *name == file) {
-        Some((_, mime, bytes)) => (
-            [(header::CONTENT_TYPE, *mime), (header::CACHE_CONTROL, "public, max-age=86400")],
-            *bytes,
-        )
-            .into_response(),
+        Some((_, mime, bytes)) => {
+            ([(header::CONTENT_TYPE, *mime), (header::CACHE_CONTROL, "public, max-age=86400")], *bytes).into_response()
+        }
         None => (StatusCode::NOT_FOUND, "no such asset\n").into_response(),
     }
 }

@@ -56,11 +56,8 @@ impl<'a> ApiKeys<'a> {
 
     /// The key whose secret hashes to `key_hash`, revoked or not.
     pub async fn by_hash(&self, key_hash: &str) -> Result<Option<ApiKey>, StoreError> {
-        let mut res = self
-            .db
-            .query("SELECT * FROM api_key WHERE key_hash = $h LIMIT 1")
-            .bind(("h", key_hash.to_owned()))
-            .await?;
+        let mut res =
+            self.db.query("SELECT * FROM api_key WHERE key_hash = $h LIMIT 1").bind(("h", key_hash.to_owned())).await?;
         let rows: Vec<ApiKeyRow> = res.take(0)?;
         rows.into_iter().next().map(ApiKey::try_from).transpose()
     }

@@ -49,7 +49,14 @@ pub struct Events<'a> {
     db: &'a Surreal<Any>,
 }
 
-fn row_of(id: Uuid, e: &EventChanges, organizer: Uuid, state: EventState, created: DateTime<Utc>, now: DateTime<Utc>) -> EventRow {
+fn row_of(
+    id: Uuid,
+    e: &EventChanges,
+    organizer: Uuid,
+    state: EventState,
+    created: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> EventRow {
     EventRow {
         id: rid("event", id),
         name: e.name.clone(),
@@ -102,7 +109,12 @@ impl<'a> Events<'a> {
         self.write(row_of(event.id, &changes, event.organizer_id, event.state, event.created_at, now)).await
     }
 
-    pub async fn set_state(&self, id: Uuid, state: EventState, now: DateTime<Utc>) -> Result<Option<Event>, StoreError> {
+    pub async fn set_state(
+        &self,
+        id: Uuid,
+        state: EventState,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Event>, StoreError> {
         let mut res = self
             .db
             .query("UPDATE ONLY $id SET state = $state, updated_at = $now RETURN AFTER")
@@ -131,7 +143,12 @@ impl<'a> Events<'a> {
     }
 
     /// Events matching `filter`, in creation order after `after`, at most `limit`.
-    pub async fn list(&self, filter: &EventFilter, after: Option<Uuid>, limit: usize) -> Result<Vec<Event>, StoreError> {
+    pub async fn list(
+        &self,
+        filter: &EventFilter,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
         let mut conds = Vec::new();
         if after.is_some() {
             conds.push("id > $after");

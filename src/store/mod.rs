@@ -59,11 +59,12 @@ pub enum StoreError {
     Connect {
         url: String,
         #[source]
-        source: surrealdb::Error,
+        source: Box<surrealdb::Error>,
     },
-    /// Any other database failure.
+    /// Any other database failure. (Boxed: the engine's error is large, and
+    /// every `Result` in the server would carry its size.)
     #[error("database error")]
-    Db(#[source] surrealdb::Error),
+    Db(#[source] Box<surrealdb::Error>),
     /// A stored record that no longer matches what the code expects.
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
@@ -80,7 +81,7 @@ impl From<surrealdb::Error> for StoreError {
         {
             return StoreError::Conflict { index: index.to_owned() };
         }
-        StoreError::Db(err)
+        StoreError::Db(Box::new(err))
     }
 }
 
@@ -115,12 +116,10 @@ impl SurrealStore {
     /// Opens the database at `url`, signs in if credentials are given, selects
     /// the namespace and database, and applies pending migrations.
     pub async fn open(url: &str, opts: &StoreOptions) -> Result<Self, StoreError> {
-        let connect_err = |source| StoreError::Connect { url: redact_url(url), source };
+        let connect_err = |source| StoreError::Connect { url: redact_url(url), source: Box::new(source) };
         let db = any::connect(url).await.map_err(connect_err)?;
         if let (Some(username), Some(password)) = (&opts.username, &opts.password) {
-            db.signin(Root { username: username.clone(), password: password.clone() })
-                .await
-                .map_err(connect_err)?;
+            db.signin(Root { username: username.clone(), password: password.clone() }).await.map_err(connect_err)?;
         }
         db.use_ns(&opts.namespace).use_db(&opts.database).await.map_err(connect_err)?;
         let store = Self { db };
@@ -183,11 +182,7 @@ impl SurrealStore {
 
     /// Returns the secret stored under `name`, creating it with `generate` on
     /// first use. Concurrent first starts agree on one value.
-    pub async fn secret_or_insert(
-        &self,
-        name: &str,
-        generate: impl FnOnce() -> String,
-    ) -> Result<String, StoreError> {
+    pub async fn secret_or_insert(&self, name: &str, generate: impl FnOnce() -> String) -> Result<String, StoreError> {
         let id = RecordId::new("secret", name);
         let fetch = || async {
             let mut res = self.db.query("SELECT VALUE value FROM ONLY $id").bind(("id", id.clone())).await?;
@@ -203,10 +198,11 @@ impl SurrealStore {
             .bind(("value", generate()))
             .await?
             .check();
-        if let Err(e) = created {
-            if !e.is_already_exists() {
-                return Err(e.into());
-            }
+        // Already there means another instance won the race: use its value.
+        if let Err(e) = created
+            && !e.is_already_exists()
+        {
+            return Err(e.into());
         }
         fetch().await?.ok_or_else(|| StoreError::Corrupt(format!("secret `{name}` vanished")))
     }

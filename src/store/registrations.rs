@@ -33,7 +33,13 @@ impl<'a> Registrations<'a> {
 
     /// Registers `user` for `event`, reinstating a cancelled registration.
     /// Registering twice returns the existing registration unchanged.
-    pub async fn register(&self, user: Uuid, event: Uuid, walk_in: bool, now: DateTime<Utc>) -> Result<Registration, StoreError> {
+    pub async fn register(
+        &self,
+        user: Uuid,
+        event: Uuid,
+        walk_in: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Registration, StoreError> {
         let existing = self.get(user, event).await?;
         let row = match existing {
             Some(r) if r.status == super::RegistrationStatus::Registered => return Ok(r),
@@ -62,7 +68,12 @@ impl<'a> Registrations<'a> {
     }
 
     /// Cancels a standing registration; `None` if there was none.
-    pub async fn cancel(&self, user: Uuid, event: Uuid, now: DateTime<Utc>) -> Result<Option<Registration>, StoreError> {
+    pub async fn cancel(
+        &self,
+        user: Uuid,
+        event: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Registration>, StoreError> {
         let mut res = self
             .db
             .query(
@@ -79,12 +90,22 @@ impl<'a> Registrations<'a> {
     }
 
     /// An event's registrations in creation order after `after`.
-    pub async fn for_event(&self, event: Uuid, after: Option<Uuid>, limit: usize) -> Result<Vec<Registration>, StoreError> {
+    pub async fn for_event(
+        &self,
+        event: Uuid,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<Registration>, StoreError> {
         self.page("event", rid("event", event), after, limit).await
     }
 
     /// A user's registrations in creation order after `after`.
-    pub async fn for_user(&self, user: Uuid, after: Option<Uuid>, limit: usize) -> Result<Vec<Registration>, StoreError> {
+    pub async fn for_user(
+        &self,
+        user: Uuid,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<Registration>, StoreError> {
         self.page("user", rid("user", user), after, limit).await
     }
 

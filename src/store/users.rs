@@ -9,7 +9,7 @@ use surrealdb::types::{RecordId, SurrealValue};
 use uuid::Uuid;
 
 use super::models::{DeviceRow, RegistrationRow, UserRow, convert_all};
-use super::{Device, StoreError, User, new_id, rid};
+use super::{Device, StoreError, User, key_of, new_id, rid};
 use crate::domain::Role;
 
 /// What is needed to create an account. Values are already validated.
@@ -87,8 +87,7 @@ impl<'a> Users<'a> {
         if let Some(u) = self.find_one("SELECT * FROM user WHERE ble_uuid = $v LIMIT 1", identifier).await? {
             return Ok(Some(u));
         }
-        self.find_one("SELECT * FROM (SELECT VALUE user FROM device WHERE identifier = $v LIMIT 1).*", identifier)
-            .await
+        self.find_one("SELECT * FROM (SELECT VALUE user FROM device WHERE identifier = $v LIMIT 1).*", identifier).await
     }
 
     async fn find_one(&self, sql: &str, v: &str) -> Result<Option<User>, StoreError> {
@@ -103,12 +102,8 @@ impl<'a> Users<'a> {
             Some(_) => "SELECT * FROM user WHERE id > $after ORDER BY id LIMIT $limit",
             None => "SELECT * FROM user ORDER BY id LIMIT $limit",
         };
-        let mut res = self
-            .db
-            .query(sql)
-            .bind(("after", after.map(|a| rid("user", a))))
-            .bind(("limit", limit as i64))
-            .await?;
+        let mut res =
+            self.db.query(sql).bind(("after", after.map(|a| rid("user", a)))).bind(("limit", limit as i64)).await?;
         convert_all(res.take::<Vec<UserRow>>(0)?)
     }
 
@@ -177,11 +172,7 @@ impl<'a> Users<'a> {
 
     pub async fn add_device(&self, user: Uuid, identifier: String, now: DateTime<Utc>) -> Result<Device, StoreError> {
         let row = DeviceRow { user: rid("user", user), identifier, created_at: now };
-        self.db
-            .query("CREATE device CONTENT $row")
-            .bind(("row", row.clone()))
-            .await?
-            .check()?;
+        self.db.query("CREATE device CONTENT $row").bind(("row", row.clone())).await?.check()?;
         row.try_into()
     }
 
@@ -229,7 +220,9 @@ impl<'a> Users<'a> {
             } else {
                 match taken_ble.get(&row.ble_uuid) {
                     Some(owner) if *owner != row.email => {
-                        summary.refused.push((row.line, format!("bleUuid {} already belongs to {owner}", row.ble_uuid)));
+                        summary
+                            .refused
+                            .push((row.line, format!("bleUuid {} already belongs to {owner}", row.ble_uuid)));
                         continue;
                     }
                     _ => {}
@@ -251,7 +244,7 @@ impl<'a> Users<'a> {
                 });
             }
             if let (Some(event), Some(user)) = (row.event, ids.get(&row.email)) {
-                wanted_regs.push((user.clone(), rid("event", event)));
+                wanted_regs.push((key_of(user)?, event));
             }
         }
         summary.created = new_users.len();
@@ -259,24 +252,26 @@ impl<'a> Users<'a> {
             self.db.query("INSERT INTO user $rows").bind(("rows", new_users)).await?.check()?;
         }
         if !wanted_regs.is_empty() {
-            let users: Vec<RecordId> = wanted_regs.iter().map(|(u, _)| u.clone()).collect();
+            let users: Vec<RecordId> = wanted_regs.iter().map(|(u, _)| rid("user", *u)).collect();
             let mut res = self
                 .db
                 .query("SELECT user, event FROM registration WHERE user IN $users")
                 .bind(("users", users))
                 .await?;
             let existing: Vec<UserEvent> = res.take(0)?;
-            let existing: HashSet<(RecordId, RecordId)> = existing.into_iter().map(|r| (r.user, r.event)).collect();
+            let mut done: HashSet<(Uuid, Uuid)> = existing
+                .iter()
+                .map(|r| Ok((key_of(&r.user)?, key_of(&r.event)?)))
+                .collect::<Result<_, StoreError>>()?;
             let mut regs = Vec::new();
-            let mut queued = HashSet::new();
             for (user, event) in wanted_regs {
-                if existing.contains(&(user.clone(), event.clone())) || !queued.insert((user.clone(), event.clone())) {
+                if !done.insert((user, event)) {
                     continue;
                 }
                 regs.push(RegistrationRow {
                     id: rid("registration", new_id()),
-                    user,
-                    event,
+                    user: rid("user", user),
+                    event: rid("event", event),
                     status: "REGISTERED".into(),
                     walk_in: false,
                     registered_at: now,
@@ -309,4 +304,3 @@ struct UserEvent {
     user: RecordId,
     event: RecordId,
 }
-

@@ -24,8 +24,14 @@ async fn sign_up_then_log_in_then_me() {
     let token = data["logIn"]["token"].as_str().unwrap().to_owned();
     assert_eq!(app.ok(&Auth::Bearer(token), ME, json!({})).await["me"]["id"], ada.id.as_str());
 
-    assert_eq!(app.err(&Auth::None, login, json!({ "e": "ada@example.org", "p": "wrong password!" })).await, "UNAUTHENTICATED");
-    assert_eq!(app.err(&Auth::None, login, json!({ "e": "nobody@example.org", "p": PASSWORD })).await, "UNAUTHENTICATED");
+    assert_eq!(
+        app.err(&Auth::None, login, json!({ "e": "ada@example.org", "p": "wrong password!" })).await,
+        "UNAUTHENTICATED"
+    );
+    assert_eq!(
+        app.err(&Auth::None, login, json!({ "e": "nobody@example.org", "p": PASSWORD })).await,
+        "UNAUTHENTICATED"
+    );
 }
 
 #[tokio::test]
@@ -58,7 +64,11 @@ async fn admins_create_users_with_given_ble_uuid_and_role() {
     let q = "mutation($i: CreateUserInput!) { createUser(input: $i) { id role bleUuid email } }";
     let badge = "6F1C2A3E-8D4B-4C55-9A0E-2B7F4D9E1C3A";
     let data = app
-        .ok(&admin.auth(), q, json!({ "i": { "email": "badge@example.org", "name": "Badge", "bleUuid": badge, "role": "ORGANIZER" } }))
+        .ok(
+            &admin.auth(),
+            q,
+            json!({ "i": { "email": "badge@example.org", "name": "Badge", "bleUuid": badge, "role": "ORGANIZER" } }),
+        )
         .await;
     assert_eq!(data["createUser"]["bleUuid"], badge.to_lowercase());
     assert_eq!(data["createUser"]["role"], "ORGANIZER");
@@ -102,13 +112,23 @@ async fn lookups_by_email_and_identifier_are_for_organisers() {
     let org = app.organizer("org@example.org").await;
     let ada = app.sign_up("ada@example.org", "Ada").await;
     let ble = app.ok(&ada.auth(), ME, json!({})).await["me"]["bleUuid"].as_str().unwrap().to_owned();
-    app.ok(&ada.auth(), "mutation { addDeviceIdentifier(identifier: \"Ada's Pixel\") { identifier } }", json!({})).await;
+    app.ok(&ada.auth(), "mutation { addDeviceIdentifier(identifier: \"Ada's Pixel\") { identifier } }", json!({}))
+        .await;
 
     let by_email = "query($e: String!) { userByEmail(email: $e) { id } }";
-    assert_eq!(app.ok(&org.auth(), by_email, json!({ "e": "ADA@example.org" })).await["userByEmail"]["id"], ada.id.as_str());
+    assert_eq!(
+        app.ok(&org.auth(), by_email, json!({ "e": "ADA@example.org" })).await["userByEmail"]["id"],
+        ada.id.as_str()
+    );
     let by_ble = "query($b: String!) { userByBleUuid(bleUuid: $b) { id } }";
-    assert_eq!(app.ok(&org.auth(), by_ble, json!({ "b": ble.to_uppercase() })).await["userByBleUuid"]["id"], ada.id.as_str());
-    assert_eq!(app.ok(&org.auth(), by_ble, json!({ "b": "Ada's Pixel" })).await["userByBleUuid"]["id"], ada.id.as_str());
+    assert_eq!(
+        app.ok(&org.auth(), by_ble, json!({ "b": ble.to_uppercase() })).await["userByBleUuid"]["id"],
+        ada.id.as_str()
+    );
+    assert_eq!(
+        app.ok(&org.auth(), by_ble, json!({ "b": "Ada's Pixel" })).await["userByBleUuid"]["id"],
+        ada.id.as_str()
+    );
     assert!(app.ok(&org.auth(), by_ble, json!({ "b": "unknown" })).await["userByBleUuid"].is_null());
 
     assert_eq!(app.err(&ada.auth(), by_email, json!({ "e": "ada@example.org" })).await, "FORBIDDEN");
@@ -120,7 +140,9 @@ async fn rotating_the_ble_uuid_replaces_it() {
     let app = spawn_app().await;
     let ada = app.sign_up("ada@example.org", "Ada").await;
     let before = app.ok(&ada.auth(), ME, json!({})).await["me"]["bleUuid"].clone();
-    let after = app.ok(&ada.auth(), "mutation { rotateBleUuid { bleUuid } }", json!({})).await["rotateBleUuid"]["bleUuid"].clone();
+    let after =
+        app.ok(&ada.auth(), "mutation { rotateBleUuid { bleUuid } }", json!({})).await["rotateBleUuid"]["bleUuid"]
+            .clone();
     assert_ne!(before, after);
     assert_eq!(app.ok(&ada.auth(), ME, json!({})).await["me"]["bleUuid"], after);
 

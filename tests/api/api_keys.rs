@@ -56,12 +56,16 @@ async fn scopes_limit_what_a_key_sees() {
         app.activate(who, e).await;
     }
     let ids = |v: serde_json::Value| -> Vec<String> {
-        let mut ids: Vec<String> = v["activeEvents"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect();
+        let mut ids: Vec<String> =
+            v["activeEvents"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect();
         ids.sort();
         ids
     };
     let (_, scoped) = app.api_key(&org, "one event", Some(vec![&mine])).await;
-    assert_eq!(ids(app.ok(&Auth::ApiKey(scoped.clone()), "{ activeEvents { id } }", json!({})).await), vec![mine.clone()]);
+    assert_eq!(
+        ids(app.ok(&Auth::ApiKey(scoped.clone()), "{ activeEvents { id } }", json!({})).await),
+        vec![mine.clone()]
+    );
     let one = "query($id: ID!) { event(id: $id) { id } }";
     assert!(app.ok(&Auth::ApiKey(scoped), one, json!({ "id": theirs })).await["event"].is_null());
 

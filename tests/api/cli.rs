@@ -36,7 +36,8 @@ fn apikey_create_list_revoke() {
     let secret = secret.trim();
     assert!(secret.starts_with("rck_"), "{secret}");
     assert!(err.contains("shown only now"), "{err}");
-    let id = err.split_whitespace().nth(3).unwrap().to_owned();
+    let created = err.lines().find(|l| l.starts_with("created API key")).expect("creation reported");
+    let id = created.split_whitespace().nth(3).unwrap().to_owned();
 
     let (ok, list, _) = run_cli(&["apikey", "list", "--db", &db], "");
     assert!(ok && list.contains("north door") && list.contains("active"), "{list}");
@@ -55,13 +56,19 @@ fn apikey_create_list_revoke() {
 async fn import_users_is_idempotent_reports_bad_rows_and_registers() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("surrealkv://{}", dir.path().join("data").display());
-    let (ok, _, err) = run_cli(&["admin", "create", "--email", "root@example.org", "--name", "Root", "--password-stdin", "--db", &db], &format!("{PASSWORD}\n"));
+    let (ok, _, err) = run_cli(
+        &["admin", "create", "--email", "root@example.org", "--name", "Root", "--password-stdin", "--db", &db],
+        &format!("{PASSWORD}\n"),
+    );
     assert!(ok, "{err}");
 
     // An event to register people for, made through the API; then a clean stop.
     let server = ServerProcess::start(&db).await;
     let login = "mutation($e: String!, $p: String!) { logIn(email: $e, password: $p) { token } }";
-    let token = server.ok(None, login, json!({ "e": "root@example.org", "p": PASSWORD })).await["logIn"]["token"].as_str().unwrap().to_owned();
+    let token = server.ok(None, login, json!({ "e": "root@example.org", "p": PASSWORD })).await["logIn"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let bearer = format!("Bearer {token}");
     let event = server
         .ok(Some(&bearer), "mutation { createEvent(input: { name: \"Import\", startsAt: \"2030-01-01T09:00:00Z\", endsAt: \"2030-01-01T17:00:00Z\" }) { id } }", json!({}))

@@ -19,7 +19,10 @@ async fn organisers_create_events_with_default_policy() {
     assert_eq!(e["state"], "SCHEDULED");
     assert_eq!(e["isActive"], false);
     assert_eq!(e["organizer"]["id"], org.id.as_str());
-    assert_eq!(e["policy"], json!({ "minRssi": -90, "departureGapSeconds": 300, "graceSeconds": 900, "requireRegistration": true }));
+    assert_eq!(
+        e["policy"],
+        json!({ "minRssi": -90, "departureGapSeconds": 300, "graceSeconds": 900, "requireRegistration": true })
+    );
 }
 
 #[tokio::test]
@@ -155,8 +158,13 @@ async fn deleting_an_event_removes_it_and_its_registrations() {
     let att = app.sign_up("att@example.org", "Att").await;
     let id = app.create_event(&org, "Doomed").await;
     app.ok(&att.auth(), "mutation($e: ID!) { registerForEvent(eventId: $e) { id } }", json!({ "e": id })).await;
-    assert_eq!(app.ok(&org.auth(), "mutation($id: ID!) { deleteEvent(id: $id) }", json!({ "id": id })).await["deleteEvent"], true);
-    assert!(app.ok(&att.auth(), "query($id: ID!) { event(id: $id) { id } }", json!({ "id": id })).await["event"].is_null());
+    assert_eq!(
+        app.ok(&org.auth(), "mutation($id: ID!) { deleteEvent(id: $id) }", json!({ "id": id })).await["deleteEvent"],
+        true
+    );
+    assert!(
+        app.ok(&att.auth(), "query($id: ID!) { event(id: $id) { id } }", json!({ "id": id })).await["event"].is_null()
+    );
     let regs = app.ok(&att.auth(), "{ me { registrations { edges { node { id } } } } }", json!({})).await;
     assert_eq!(regs["me"]["registrations"]["edges"], json!([]));
 }

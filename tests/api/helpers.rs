@@ -192,14 +192,18 @@ pub fn run_cli(args: &[&str], stdin: &str) -> (bool, String, String) {
         .expect("rollcall starts");
     child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("stdin written");
     let out = child.wait_with_output().expect("rollcall runs");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 impl ServerProcess {
     /// Starts `rollcall serve` on a free port with `db`, and waits until it is healthy.
     pub async fn start(db: &str) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_rollcall"))
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rollcall"))
             .args(["serve", "--bind", &format!("127.0.0.1:{port}"), "--db", db])
             .env_remove("ROLLCALL_JWT_SECRET")
             .stdout(std::process::Stdio::null())
@@ -209,19 +213,23 @@ impl ServerProcess {
         let base = format!("http://127.0.0.1:{port}");
         let client = reqwest::Client::new();
         for _ in 0..300 {
-            if let Ok(r) = client.get(format!("{base}/ready")).send().await {
-                if r.status().is_success() {
-                    return Self { child, base };
-                }
+            if let Ok(r) = client.get(format!("{base}/ready")).send().await
+                && r.status().is_success()
+            {
+                return Self { child, base };
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("rollcall serve did not become ready on port {port}");
     }
 
     /// POSTs an operation that must succeed; returns `data`.
     pub async fn ok(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
-        let mut req = reqwest::Client::new().post(format!("{}/graphql", self.base)).json(&json!({ "query": query, "variables": variables }));
+        let mut req = reqwest::Client::new()
+            .post(format!("{}/graphql", self.base))
+            .json(&json!({ "query": query, "variables": variables }));
         if let Some(t) = token {
             req = req.header("authorization", t);
         }
@@ -238,7 +246,10 @@ impl ServerProcess {
 
     /// SIGTERM, then waits for a clean exit.
     pub fn terminate(mut self) -> std::process::ExitStatus {
-        let ok = std::process::Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill runs");
+        let ok = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
         assert!(ok.success());
         for _ in 0..200 {
             if let Some(status) = self.child.try_wait().expect("wait") {

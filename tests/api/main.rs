@@ -2,6 +2,9 @@
 //! HTTP (and, for the CLI and persistence, the real binary). One test binary,
 //! so the server crate is linked once.
 
+// Tests state their expectations with unwrap; a failure is the point.
+#![allow(clippy::unwrap_used)]
+
 mod accounts;
 mod api_keys;
 mod cli;

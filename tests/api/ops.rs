@@ -41,7 +41,8 @@ async fn metrics_count_requests_and_operations() {
 async fn the_playground_is_served_from_the_binary() {
     let app = spawn_app().await;
     for path in ["/", "/graphql"] {
-        let resp = app.http.get(app.url(path)).header("accept", "text/html,application/xhtml+xml").send().await.unwrap();
+        let resp =
+            app.http.get(app.url(path)).header("accept", "text/html,application/xhtml+xml").send().await.unwrap();
         assert_eq!(resp.status().as_u16(), 200, "{path}");
         assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
         let html = resp.text().await.unwrap();

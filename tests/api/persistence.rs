@@ -10,12 +10,18 @@ async fn data_survives_kill_9_and_restart() {
     let db = format!("surrealkv://{}", dir.path().join("data").display());
 
     // An admin made with the CLI, on the same data directory, before the server starts.
-    let (ok, _, err) = run_cli(&["admin", "create", "--email", "root@example.org", "--name", "Root", "--password-stdin", "--db", &db], &format!("{PASSWORD}\n"));
+    let (ok, _, err) = run_cli(
+        &["admin", "create", "--email", "root@example.org", "--name", "Root", "--password-stdin", "--db", &db],
+        &format!("{PASSWORD}\n"),
+    );
     assert!(ok, "{err}");
 
     let server = ServerProcess::start(&db).await;
     let login = "mutation($e: String!, $p: String!) { logIn(email: $e, password: $p) { token } }";
-    let admin = server.ok(None, login, json!({ "e": "root@example.org", "p": PASSWORD })).await["logIn"]["token"].as_str().unwrap().to_owned();
+    let admin = server.ok(None, login, json!({ "e": "root@example.org", "p": PASSWORD })).await["logIn"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let admin = format!("Bearer {admin}");
     let event = server
         .ok(Some(&admin), "mutation { createEvent(input: { name: \"Durable\", startsAt: \"2030-01-01T09:00:00Z\", endsAt: \"2030-01-01T17:00:00Z\" }) { id } }", json!({}))
@@ -42,7 +48,9 @@ async fn data_survives_kill_9_and_restart() {
 
     let server = ServerProcess::start(&db).await;
     // Tokens issued before the crash still verify: the generated JWT secret persisted too.
-    let me = server.ok(Some(&att), "{ me { email registrations { edges { node { status event { name state } } } } } }", json!({})).await;
+    let me = server
+        .ok(Some(&att), "{ me { email registrations { edges { node { status event { name state } } } } } }", json!({}))
+        .await;
     assert_eq!(me["me"]["email"], "ada@example.org");
     let reg = &me["me"]["registrations"]["edges"][0]["node"];
     assert_eq!(reg["status"], "REGISTERED");

@@ -32,7 +32,8 @@ async fn attendees_register_cancel_and_register_again() {
     let again = app.ok(&ada.auth(), REGISTER, json!({ "e": event })).await;
     assert_eq!(again["registerForEvent"]["status"], "REGISTERED");
 
-    let mine = app.ok(&ada.auth(), "{ me { registrations { edges { node { status event { id } } } } } }", json!({})).await;
+    let mine =
+        app.ok(&ada.auth(), "{ me { registrations { edges { node { status event { id } } } } } }", json!({})).await;
     assert_eq!(mine["me"]["registrations"]["edges"][0]["node"]["event"]["id"], event.as_str());
 }
 

@@ -37,13 +37,23 @@ async fn only_well_formed_current_hs256_tokens_from_our_secret_pass() {
         format!("{header}.{body}.")
     };
     let cases = [
-        ("forged with another secret", sign(Algorithm::HS256, "another-secret-that-is-long-enough-too", &claims(&admin.id, 3600, "rollcall", "rollcall"))),
+        (
+            "forged with another secret",
+            sign(
+                Algorithm::HS256,
+                "another-secret-that-is-long-enough-too",
+                &claims(&admin.id, 3600, "rollcall", "rollcall"),
+            ),
+        ),
         ("expired", sign(Algorithm::HS256, SECRET, &claims(&admin.id, -3600, "rollcall", "rollcall"))),
         ("HS512 instead of HS256", sign(Algorithm::HS512, SECRET, &claims(&admin.id, 3600, "rollcall", "rollcall"))),
         ("alg none", unsigned),
         ("wrong issuer", sign(Algorithm::HS256, SECRET, &claims(&admin.id, 3600, "someone-else", "rollcall"))),
         ("wrong audience", sign(Algorithm::HS256, SECRET, &claims(&admin.id, 3600, "rollcall", "another-app"))),
-        ("unknown user", sign(Algorithm::HS256, SECRET, &claims(&uuid::Uuid::now_v7().to_string(), 3600, "rollcall", "rollcall"))),
+        (
+            "unknown user",
+            sign(Algorithm::HS256, SECRET, &claims(&uuid::Uuid::now_v7().to_string(), 3600, "rollcall", "rollcall")),
+        ),
         ("garbage", "not.a.token".to_owned()),
     ];
     for (what, token) in cases {
