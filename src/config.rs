@@ -192,10 +192,10 @@ pub struct Limits {
     #[arg(long, env = "ROLLCALL_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
     /// Deepest accepted query nesting.
-    #[arg(long, env = "ROLLCALL_MAX_QUERY_DEPTH", default_value_t = 12)]
+    #[arg(long = "max-query-depth", env = "ROLLCALL_MAX_QUERY_DEPTH", default_value_t = 12)]
     pub max_depth: usize,
     /// Largest accepted query complexity (one point per field; lists count once).
-    #[arg(long, env = "ROLLCALL_MAX_QUERY_COMPLEXITY", default_value_t = 1000)]
+    #[arg(long = "max-query-complexity", env = "ROLLCALL_MAX_QUERY_COMPLEXITY", default_value_t = 1000)]
     pub max_complexity: usize,
 }
 

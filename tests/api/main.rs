@@ -16,3 +16,4 @@ mod persistence;
 mod registrations;
 mod schema;
 mod tokens;
+mod websocket;
