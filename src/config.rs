@@ -192,7 +192,7 @@ pub struct Limits {
     #[arg(long, env = "ROLLCALL_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
     /// Deepest accepted query nesting.
-    #[arg(long = "max-query-depth", env = "ROLLCALL_MAX_QUERY_DEPTH", default_value_t = 12)]
+    #[arg(long = "max-query-depth", env = "ROLLCALL_MAX_QUERY_DEPTH", default_value_t = 16)]
     pub max_depth: usize,
     /// Largest accepted query complexity (one point per field; lists count once).
     #[arg(long = "max-query-complexity", env = "ROLLCALL_MAX_QUERY_COMPLEXITY", default_value_t = 1000)]
@@ -201,6 +201,6 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_body_bytes: 1024 * 1024, max_depth: 12, max_complexity: 1000 }
+        Self { max_body_bytes: 1024 * 1024, max_depth: 16, max_complexity: 1000 }
     }
 }

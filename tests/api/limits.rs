@@ -46,7 +46,7 @@ async fn too_deep_and_too_complex_queries_are_refused() {
     let app = spawn_app().await;
     let org = app.organizer("org@example.org").await;
     let mut q = String::from("{ me { id } }");
-    for _ in 0..3 {
+    for _ in 0..4 {
         q = q.replacen("{ id }", "{ registrations { edges { node { user { id } } } } }", 1);
     }
     let (_, body) = app.post_gql(&org.auth(), &q, json!({})).await;
@@ -121,4 +121,28 @@ async fn every_error_has_a_code() {
             }
         }
     }
+}
+
+/// GraphiQL's schema introspection (its `TypeRef` fragment nests `ofType`
+/// nine times, under `__schema { types { fields { args { type ... } } } }`)
+/// must fit within the limits, or the playground's docs and completion break.
+#[tokio::test]
+async fn the_playgrounds_introspection_fits_the_limits() {
+    let app = spawn_app().await;
+    let mut type_ref = String::from("kind name");
+    for _ in 0..9 {
+        type_ref = format!("kind name ofType {{ {type_ref} }}");
+    }
+    let q = format!(
+        "query IntrospectionQuery {{ __schema {{ queryType {{ name }} mutationType {{ name }} subscriptionType {{ name }}
+           types {{ kind name description
+             fields(includeDeprecated: true) {{ name description args {{ name description type {{ {t} }} defaultValue }} type {{ {t} }} isDeprecated deprecationReason }}
+             inputFields {{ name description type {{ {t} }} defaultValue }}
+             interfaces {{ {t} }} enumValues(includeDeprecated: true) {{ name description isDeprecated deprecationReason }} possibleTypes {{ {t} }} }}
+           directives {{ name description locations args {{ name description type {{ {t} }} defaultValue }} }} }} }}",
+        t = type_ref
+    );
+    let (_, body) = app.post_gql(&Auth::None, &q, json!({})).await;
+    assert!(body.get("errors").is_none(), "{}", body["errors"]);
+    assert!(body["data"]["__schema"]["types"].as_array().unwrap().len() > 10);
 }
