@@ -17,10 +17,19 @@ use crate::config::{AdminCommand, ApiKeyCommand, DbArgs, ImportCommand};
 use crate::domain::{BleUuid, Email, Password, PersonName, Role, Text};
 use crate::store::{ImportRow, ImportSummary, SurrealStore, redact_url};
 
-async fn open(db: &DbArgs) -> anyhow::Result<SurrealStore> {
-    SurrealStore::open(&db.url, &db.options())
+/// Opens the database, runs `work` on it, and closes it cleanly whatever
+/// `work` returned, so the embedded engine is never cut off mid-shutdown.
+async fn with_store<T, F, Fut>(db: &DbArgs, work: F) -> anyhow::Result<T>
+where
+    F: FnOnce(SurrealStore) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let store = SurrealStore::open(&db.url, &db.options())
         .await
-        .with_context(|| format!("opening the database {} (is a server holding it open?)", redact_url(&db.url)))
+        .with_context(|| format!("opening the database {} (is a server holding it open?)", redact_url(&db.url)))?;
+    let result = work(store.clone()).await;
+    store.close(std::time::Duration::from_secs(10)).await;
+    result
 }
 
 pub async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
@@ -31,8 +40,10 @@ pub async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
             let password = Password::parse(line.trim_end_matches(['\r', '\n']))?;
             let email = Email::parse(&email)?;
             let name = PersonName::parse(&name)?;
-            let store = open(&db).await?;
-            let user = create_account(&store, email, name, Role::Admin, Some(password), None).await?;
+            let user = with_store(&db, |store| async move {
+                Ok(create_account(&store, email, name, Role::Admin, Some(password), None).await?)
+            })
+            .await?;
             println!("created ADMIN {} <{}> (id {})", user.name, user.email, user.id);
             Ok(())
         }
@@ -43,28 +54,28 @@ pub async fn apikey(cmd: ApiKeyCommand) -> anyhow::Result<()> {
     match cmd {
         ApiKeyCommand::Create { name, scopes, db } => {
             let name = Text::parse("name", &name, 200)?.into_inner();
-            let store = open(&db).await?;
-            let mut events = Vec::new();
-            for raw in scopes {
-                let id = Uuid::parse_str(raw.trim()).with_context(|| format!("`{raw}` is not an event id"))?;
-                if store.events().get(id).await?.is_none() {
-                    bail!("no event has the id {id}");
-                }
-                events.push(id);
-            }
-            let all = events.is_empty();
             let secret = ApiKeySecret::generate();
-            let key = store
-                .api_keys()
-                .create(name, secret.display_prefix(), secret.hash(), all, events, None, Utc::now())
-                .await?;
+            let (prefix, hash) = (secret.display_prefix(), secret.hash());
+            let key = with_store(&db, |store| async move {
+                let mut events = Vec::new();
+                for raw in scopes {
+                    let id = Uuid::parse_str(raw.trim()).with_context(|| format!("`{raw}` is not an event id"))?;
+                    if store.events().get(id).await?.is_none() {
+                        bail!("no event has the id {id}");
+                    }
+                    events.push(id);
+                }
+                let all = events.is_empty();
+                let key = store.api_keys().create(name, prefix, hash, all, events, None, Utc::now()).await?;
+                Ok(key)
+            })
+            .await?;
             eprintln!("created API key {} ({}); its secret is shown only now:", key.id, key.name);
             println!("{}", secret.expose());
             Ok(())
         }
         ApiKeyCommand::List { db } => {
-            let store = open(&db).await?;
-            let keys = store.api_keys().list(None).await?;
+            let keys = with_store(&db, |store| async move { Ok(store.api_keys().list(None).await?) }).await?;
             if keys.is_empty() {
                 println!("no API keys");
             }
@@ -87,8 +98,7 @@ pub async fn apikey(cmd: ApiKeyCommand) -> anyhow::Result<()> {
         }
         ApiKeyCommand::Revoke { id, db } => {
             let id = Uuid::parse_str(id.trim()).with_context(|| format!("`{id}` is not an API key id"))?;
-            let store = open(&db).await?;
-            match store.api_keys().revoke(id, Utc::now()).await? {
+            match with_store(&db, |store| async move { Ok(store.api_keys().revoke(id, Utc::now()).await?) }).await? {
                 Some(k) => println!("revoked API key {} ({})", k.id, k.name),
                 None => bail!("no API key has the id {id}"),
             }
@@ -110,41 +120,47 @@ pub async fn import(cmd: ImportCommand) -> anyhow::Result<()> {
                 .map(|e| Uuid::parse_str(e.trim()).with_context(|| format!("`{e}` is not an event id")))
                 .transpose()?;
             let (rows, mut refused) = read_users_csv(&file, forced_event)?;
-            let store = open(&db).await?;
-            let events: HashSet<Uuid> = rows.iter().filter_map(|r| r.event).collect();
-            let mut missing = HashSet::new();
-            for e in &events {
-                if store.events().get(*e).await?.is_none() {
-                    missing.insert(*e);
+            let (total, refused) = with_store(&db, |store| async move {
+                let events: HashSet<Uuid> = rows.iter().filter_map(|r| r.event).collect();
+                let mut missing = HashSet::new();
+                for e in &events {
+                    if store.events().get(*e).await?.is_none() {
+                        missing.insert(*e);
+                    }
                 }
-            }
-            let (rows, unknown_event): (Vec<_>, Vec<_>) =
-                rows.into_iter().partition(|r| r.event.is_none_or(|e| !missing.contains(&e)));
-            refused.extend(
-                unknown_event
-                    .into_iter()
-                    .map(|r| (r.line, format!("no event has the id {}", r.event.unwrap_or_default()))),
-            );
+                let (rows, unknown_event): (Vec<_>, Vec<_>) =
+                    rows.into_iter().partition(|r| r.event.is_none_or(|e| !missing.contains(&e)));
+                refused.extend(
+                    unknown_event
+                        .into_iter()
+                        .map(|r| (r.line, format!("no event has the id {}", r.event.unwrap_or_default()))),
+                );
 
-            let bar = ProgressBar::new(rows.len() as u64);
-            bar.set_style(
-                ProgressStyle::with_template("{spinner} importing [{bar:40}] {pos}/{len} rows ({per_sec}, {eta} left)")
+                let bar = ProgressBar::new(rows.len() as u64);
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "{spinner} importing [{bar:40}] {pos}/{len} rows ({per_sec}, {eta} left)",
+                    )
                     .unwrap_or_else(|_| ProgressStyle::default_bar())
                     .progress_chars("=> "),
-            );
-            let mut total = ImportSummary::default();
-            let mut rows = rows.into_iter().peekable();
-            while rows.peek().is_some() {
-                let chunk: Vec<ImportRow> = rows.by_ref().take(IMPORT_CHUNK).collect();
-                let n = chunk.len() as u64;
-                let s = store.users().import(chunk, Utc::now()).await?;
-                total.created += s.created;
-                total.existing += s.existing;
-                total.registered += s.registered;
-                refused.extend(s.refused);
-                bar.inc(n);
-            }
-            bar.finish_and_clear();
+                );
+                let mut total = ImportSummary::default();
+                let mut rows = rows.into_iter().peekable();
+                while rows.peek().is_some() {
+                    let chunk: Vec<ImportRow> = rows.by_ref().take(IMPORT_CHUNK).collect();
+                    let n = chunk.len() as u64;
+                    let s = store.users().import(chunk, Utc::now()).await?;
+                    total.created += s.created;
+                    total.existing += s.existing;
+                    total.registered += s.registered;
+                    refused.extend(s.refused);
+                    bar.inc(n);
+                }
+                bar.finish_and_clear();
+                Ok((total, refused))
+            })
+            .await?;
+            let mut refused = refused;
             refused.sort();
             for (line, reason) in &refused {
                 eprintln!("{}:{line}: {reason}", file.display());

@@ -66,23 +66,25 @@ impl Application {
     /// Serves until `shutdown` resolves; then stops accepting, and waits up
     /// to the grace period for in-flight requests before returning.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        let app = crate::http::router(self.state.clone());
-        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = axum::serve(self.listener, app).with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down: no new connections, finishing in-flight requests");
-            let _ = stopping_tx.send(());
-        });
-        let grace = self.shutdown_grace;
-        let mut server = std::pin::pin!(server.into_future());
-        tokio::select! {
-            res = &mut server => res?,
-            _ = async { let _ = stopping_rx.await; tokio::time::sleep(grace).await } => {
-                tracing::warn!(?grace, "in-flight requests did not finish in time; closing them");
+        let Application { listener, state, shutdown_grace } = self;
+        {
+            let app = crate::http::router(state.clone());
+            let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+            let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+                shutdown.await;
+                tracing::info!("shutting down: no new connections, finishing in-flight requests");
+                let _ = stopping_tx.send(());
+            });
+            let mut server = std::pin::pin!(server.into_future());
+            tokio::select! {
+                res = &mut server => res?,
+                _ = async { let _ = stopping_rx.await; tokio::time::sleep(shutdown_grace).await } => {
+                    tracing::warn!(grace = ?shutdown_grace, "in-flight requests did not finish in time; closing them");
+                }
             }
+            // The server, and with it the router's handles on the store, end here.
         }
-        // Dropping the last handle closes the store and flushes the engine.
-        drop(self.state);
+        state.store.close(Duration::from_secs(10)).await;
         Ok(())
     }
 }

@@ -9,9 +9,14 @@ use crate::config::LogFormat;
 
 /// Sets up logging to standard error: `RUST_LOG` filters (default `level`
 /// for Rollcall, warnings only for the database engine), text or JSON lines.
+///
+/// `surrealkv::lsm` is held to errors: after [`crate::store::SurrealStore::close`]
+/// has shut the engine down, its tree is dropped at process exit, outside the
+/// async runtime, and warns that it cannot close again.
 pub fn init_logging(format: LogFormat, level: &str) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("{level},surrealdb=warn,surrealkv=warn,surrealdb_core=warn")));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(format!("{level},surrealdb=warn,surrealdb_core=warn,surrealkv=warn,surrealkv::lsm=error"))
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

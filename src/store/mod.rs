@@ -110,6 +110,9 @@ impl Default for StoreOptions {
 pub struct SurrealStore {
     /// The SurrealDB client; embedded or remote depending on the URL.
     db: Surreal<Any>,
+    /// For an embedded on-disk store, its directory: [`SurrealStore::close`]
+    /// watches the engine's lock there to know it has shut down.
+    data_dir: Option<std::path::PathBuf>,
 }
 
 impl SurrealStore {
@@ -122,9 +125,38 @@ impl SurrealStore {
             db.signin(Root { username: username.clone(), password: password.clone() }).await.map_err(connect_err)?;
         }
         db.use_ns(&opts.namespace).use_db(&opts.database).await.map_err(connect_err)?;
-        let store = Self { db };
+        let data_dir = url
+            .strip_prefix("surrealkv://")
+            .map(|rest| std::path::PathBuf::from(rest.split('?').next().unwrap_or(rest)));
+        let store = Self { db, data_dir };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// Closes the store and waits, up to `timeout`, for the embedded engine
+    /// to finish shutting down (it does so in the background once the last
+    /// handle is gone). Without the wait, a process that exits right away
+    /// cancels the engine's tasks mid-shutdown. Other clones of this handle
+    /// keep the database open; then this returns after `timeout`.
+    pub async fn close(self, timeout: Duration) {
+        let Self { db, data_dir } = self;
+        drop(db);
+        let Some(dir) = data_dir else {
+            // In-memory and remote engines have nothing to flush; let their tasks run once.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            return;
+        };
+        // SurrealKV holds an exclusive OS lock on `LOCK` while open.
+        let lock = dir.join("LOCK");
+        let deadline = tokio::time::Instant::now() + timeout;
+        while tokio::time::Instant::now() < deadline {
+            let released = std::fs::File::open(&lock).map(|f| f.try_lock().is_ok()).unwrap_or(true);
+            if released {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tracing::warn!(?timeout, "the database did not finish closing in time");
     }
 
     /// An in-memory store with the schema applied; for tests and demos.
