@@ -3,9 +3,11 @@
 //! every rule can be unit-tested in place; the store's unique indexes back up
 //! these rules, they do not replace them.
 
+mod attendance;
 mod event;
 mod values;
 
+pub use attendance::{Attendance, Sighting, Stay, Verdict, classify, fingerprint};
 pub use event::{AttendancePolicy, EventState, EventWindow};
 pub use values::{BleUuid, DeviceIdentifier, Email, Password, PersonName, Role, Text};
 
