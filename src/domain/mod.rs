@@ -4,6 +4,7 @@
 //! these rules, they do not replace them.
 
 mod attendance;
+pub mod batch;
 mod event;
 mod values;
 

@@ -184,6 +184,16 @@ impl<'a> Events<'a> {
         convert_all(res.take::<Vec<EventRow>>(0)?)
     }
 
+    /// The events among `ids` that exist.
+    pub async fn get_many(&self, ids: &[Uuid]) -> Result<Vec<Event>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<_> = ids.iter().map(|id| rid("event", *id)).collect();
+        let mut res = self.db.query("SELECT * FROM $ids").bind(("ids", ids)).await?;
+        convert_all(res.take::<Vec<EventRow>>(0)?)
+    }
+
     /// Every event in the ACTIVE state.
     pub async fn active(&self) -> Result<Vec<Event>, StoreError> {
         let mut res = self.db.query("SELECT * FROM event WHERE state = 'ACTIVE' ORDER BY starts_at").await?;

@@ -22,6 +22,7 @@
 //! them is `IF NOT EXISTS`, so two instances starting together are harmless.
 
 mod api_keys;
+mod attendance;
 mod events;
 mod models;
 mod registrations;
@@ -36,6 +37,7 @@ use surrealdb::types::RecordId;
 use uuid::Uuid;
 
 pub use api_keys::ApiKeys;
+pub use attendance::{AttendanceLog, AttendanceRecord, BatchRecord, BatchWrite, CommitError, LoggedSighting};
 pub use events::{EventChanges, EventFilter, Events, NewEvent};
 pub use models::{ApiKey, Device, Event, Registration, RegistrationStatus, User};
 pub use registrations::Registrations;
@@ -46,7 +48,10 @@ pub const DEFAULT_DB_URL: &str = "surrealkv://rollcall-data";
 
 /// The migrations, in order. A migration is never edited once released: a
 /// change to the schema is a new file.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "init", include_str!("migrations/0001_init.surql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("migrations/0001_init.surql")),
+    (2, "ingest", include_str!("migrations/0002_ingest.surql")),
+];
 
 /// Errors from the storage layer.
 #[derive(Debug, thiserror::Error)]
@@ -254,15 +259,19 @@ impl SurrealStore {
     pub fn api_keys(&self) -> ApiKeys<'_> {
         ApiKeys::new(&self.db)
     }
+
+    pub fn attendance(&self) -> AttendanceLog<'_> {
+        AttendanceLog::new(&self.db)
+    }
 }
 
 /// A record id `table:⟨uuid⟩` for one of our UUID-keyed tables.
-pub(crate) fn rid(table: &str, id: Uuid) -> RecordId {
+pub fn rid(table: &str, id: Uuid) -> RecordId {
     RecordId::new(table, surrealdb::types::Uuid::from(id))
 }
 
 /// The UUID key of a record id, or `Corrupt` when it is of another kind.
-pub(crate) fn key_of(id: &RecordId) -> Result<Uuid, StoreError> {
+pub fn key_of(id: &RecordId) -> Result<Uuid, StoreError> {
     match &id.key {
         surrealdb::types::RecordIdKey::Uuid(u) => Ok(**u),
         other => Err(StoreError::Corrupt(format!("record key {other:?} is not a UUID"))),
