@@ -151,7 +151,7 @@ pub async fn submit(
             return replayed(&stored);
         }
         let now = Utc::now();
-        let (outcome, write) = plan(store, source, &batch_rid, sent_at, &sightings, now).await?;
+        let (outcome, write) = plan(store, source, (&batch_rid, batch_id), sent_at, &sightings, now).await?;
         match store.attendance().commit(write, now).await {
             Ok(()) => return Ok(outcome),
             Err(CommitError::AlreadyApplied) => continue,
@@ -177,7 +177,7 @@ fn replayed(stored: &str) -> Result<BatchOutcome, IngestError> {
 async fn plan(
     store: &SurrealStore,
     source: &Source,
-    batch_rid: &surrealdb::types::RecordId,
+    (batch_rid, batch_id): (&surrealdb::types::RecordId, Uuid),
     sent_at: Option<DateTime<Utc>>,
     sightings: &[SightingIn],
     now: DateTime<Utc>,
@@ -193,9 +193,11 @@ async fn plan(
             Err(reason) => out.rejected.push(Rejection { index, reason }),
         }
     }
-    let identifiers: Vec<String> = valid.iter().map(|(_, id, _)| id.clone()).collect::<HashSet<_>>().into_iter().collect();
+    let identifiers: Vec<String> =
+        valid.iter().map(|(_, id, _)| id.clone()).collect::<HashSet<_>>().into_iter().collect();
     let users = store.attendance().resolve(identifiers).await?;
-    let explicit: Vec<Uuid> = valid.iter().filter_map(|(_, _, s)| s.event_id).collect::<HashSet<_>>().into_iter().collect();
+    let explicit: Vec<Uuid> =
+        valid.iter().filter_map(|(_, _, s)| s.event_id).collect::<HashSet<_>>().into_iter().collect();
     let mut events: HashMap<Uuid, Event> =
         store.events().get_many(&explicit).await?.into_iter().map(|e| (e.id, e)).collect();
     let mut implicit = Vec::new();
@@ -243,7 +245,8 @@ async fn plan(
 
     // Rules 1 and 6: window, RSSI, registration.
     let pair_users: Vec<Uuid> = resolved.iter().map(|r| r.user).collect::<HashSet<_>>().into_iter().collect();
-    let pair_events: Vec<Uuid> = resolved.iter().flat_map(|r| r.events.iter().copied()).collect::<HashSet<_>>().into_iter().collect();
+    let pair_events: Vec<Uuid> =
+        resolved.iter().flat_map(|r| r.events.iter().copied()).collect::<HashSet<_>>().into_iter().collect();
     let registered: HashSet<(Uuid, Uuid)> =
         store.attendance().registered(pair_users, pair_events).await?.into_iter().collect();
     let mut counted: BTreeMap<(Uuid, Uuid), Vec<(usize, Sighting)>> = BTreeMap::new();
@@ -296,7 +299,8 @@ async fn plan(
             let fresh = match &mut record {
                 Some(r) => r.attendance.absorb(&s, gap),
                 None => {
-                    record = Some(AttendanceRecord { event_id, user_id, attendance: Attendance::first(&s), version: 0 });
+                    record =
+                        Some(AttendanceRecord { event_id, user_id, attendance: Attendance::first(&s), version: 0 });
                     true
                 }
             };
@@ -370,6 +374,7 @@ async fn plan(
             Source::Scanner { key_id, .. } => Some(*key_id),
             Source::Manual { .. } => None,
         },
+        batch_id,
         unknown_devices: out.unknown_devices,
     };
     Ok((out, write))
@@ -404,11 +409,18 @@ pub async fn recompute(store: &SurrealStore, event: &Event) -> Result<usize, Ing
         .into_iter()
         .filter(|(user, _)| registered.contains(user) || !event.policy.require_registration)
         .filter_map(|(user_id, sightings)| {
-            Attendance::fold(&event.policy, &window, &sightings)
-                .map(|attendance| AttendanceRecord { event_id: event.id, user_id, attendance, version: 1 })
+            Attendance::fold(&event.policy, &window, &sightings).map(|attendance| AttendanceRecord {
+                event_id: event.id,
+                user_id,
+                attendance,
+                version: 1,
+            })
         })
         .collect();
+    // Under walk-in rules, whoever now counts without a registration walks in.
+    let walk_ins: Vec<(Uuid, Uuid)> =
+        rows.iter().filter(|r| !registered.contains(&r.user_id)).map(|r| (r.user_id, event.id)).collect();
     let n = rows.len();
-    store.attendance().replace_for_event(event.id, rows).await?;
+    store.attendance().replace_for_event(event.id, rows, &walk_ins, Utc::now()).await?;
     Ok(n)
 }

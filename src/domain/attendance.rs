@@ -223,7 +223,10 @@ mod tests {
         let p = AttendancePolicy::default(); // gap 5 min
         let all = [s(0, -60), s(4, -70), s(8, -50), s(13, -60), s(30, -60), s(31, -60)];
         let a = Attendance::fold(&p, &window(), &all).unwrap();
-        assert_eq!(a.stays, vec![Stay { from: t(0), to: t(8) }, Stay { from: t(13), to: t(13) }, Stay { from: t(30), to: t(31) }]);
+        assert_eq!(
+            a.stays,
+            vec![Stay { from: t(0), to: t(8) }, Stay { from: t(13), to: t(13) }, Stay { from: t(30), to: t(31) }]
+        );
         assert_eq!(a.dwell(), Duration::minutes(9));
         assert_eq!(a.first_seen, t(0));
         assert_eq!(a.last_seen, t(31));

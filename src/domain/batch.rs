@@ -15,7 +15,12 @@ pub fn earliest_sane() -> DateTime<Utc> {
 }
 
 /// Checks one sighting; the error is the reason shown to the scanner.
-pub fn check_sighting(identifier: &str, seen_at: DateTime<Utc>, rssi: Option<i32>, now: DateTime<Utc>) -> Result<(), String> {
+pub fn check_sighting(
+    identifier: &str,
+    seen_at: DateTime<Utc>,
+    rssi: Option<i32>,
+    now: DateTime<Utc>,
+) -> Result<(), String> {
     if identifier.trim().is_empty() || identifier.len() > 128 {
         return Err("bleUuid must be 1 to 128 characters".into());
     }
@@ -61,7 +66,10 @@ mod tests {
 
     #[test]
     fn identifiers_are_canonical() {
-        assert_eq!(canonical_identifier(" 6F1C2A3E-8D4B-4C55-9A0E-2B7F4D9E1C3A "), "6f1c2a3e-8d4b-4c55-9a0e-2b7f4d9e1c3a");
+        assert_eq!(
+            canonical_identifier(" 6F1C2A3E-8D4B-4C55-9A0E-2B7F4D9E1C3A "),
+            "6f1c2a3e-8d4b-4c55-9a0e-2b7f4d9e1c3a"
+        );
         assert_eq!(canonical_identifier(" Ada's Pixel "), "Ada's Pixel");
     }
 }

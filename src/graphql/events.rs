@@ -157,7 +157,16 @@ impl EventsMutation {
                 None => event.policy,
             },
         };
-        Ok(Event(state(ctx)?.store.events().update(&event, changes, Utc::now()).await?))
+        let rules_changed = changes.policy != event.policy
+            || changes.window.starts_at() != event.starts_at
+            || changes.window.ends_at() != event.ends_at;
+        let st = state(ctx)?;
+        let updated = st.store.events().update(&event, changes, Utc::now()).await?;
+        if rules_changed {
+            // Attendance follows the rules: derive it again from the raw log.
+            crate::ingest::recompute(&st.store, &updated).await?;
+        }
+        Ok(Event(updated))
     }
 
     /// Deletes an event and its registrations. Its organiser or an ADMIN.

@@ -4,6 +4,7 @@
 
 mod accounts;
 mod api_keys;
+pub mod attendance;
 pub mod error;
 mod events;
 mod extensions;
@@ -20,13 +21,14 @@ use crate::auth::Principal;
 use crate::state::AppState;
 
 #[derive(MergedObject, Default)]
-pub struct Query(accounts::AccountsQuery, events::EventsQuery, api_keys::ApiKeysQuery);
+pub struct Query(accounts::AccountsQuery, events::EventsQuery, attendance::AttendanceQuery, api_keys::ApiKeysQuery);
 
 #[derive(MergedObject, Default)]
 pub struct Mutation(
     accounts::AccountsMutation,
     events::EventsMutation,
     registrations::RegistrationsMutation,
+    attendance::AttendanceMutation,
     api_keys::ApiKeysMutation,
 );
 

@@ -120,6 +120,11 @@ impl User {
         Ok(devices.into_iter().map(Device).collect())
     }
 
+    /// The user's attendance at every event; for the user and admins.
+    async fn attendance(&self, ctx: &Context<'_>) -> Result<Vec<super::attendance::AttendanceRecord>> {
+        super::attendance::of_user(ctx, self.0.id).await
+    }
+
     /// The user's registrations; for the user and admins.
     async fn registrations(
         &self,

@@ -168,6 +168,8 @@ pub struct BatchWrite {
     pub walk_ins: Vec<(Uuid, Uuid)>,
     /// The scanner's key, to record its last batch and unknown devices.
     pub scanner: Option<Uuid>,
+    /// The scanner's id for the batch, recorded as its last batch.
+    pub batch_id: Uuid,
     pub unknown_devices: u64,
 }
 
@@ -192,6 +194,30 @@ struct Resolved {
 struct UserEvent {
     user: RecordId,
     event: RecordId,
+}
+
+/// Registers each `$walk_ins` (user, event) pair: reinstates a cancelled
+/// registration, or creates one marked as a walk-in.
+const WALK_INS: &str = "FOR $w IN $walk_ins {
+    IF array::len(UPDATE registration SET status = 'REGISTERED', cancelled_at = NONE
+            WHERE user = $w.user AND event = $w.event RETURN id) == 0 {
+        CREATE $w.id CONTENT $w;
+    };
+};";
+
+fn walk_in_rows(pairs: &[(Uuid, Uuid)], now: DateTime<Utc>) -> Vec<WalkIn> {
+    pairs
+        .iter()
+        .map(|(u, e)| WalkIn {
+            id: rid("registration", new_id()),
+            user: rid("user", *u),
+            event: rid("event", *e),
+            status: "REGISTERED".into(),
+            walk_in: true,
+            registered_at: now,
+            cancelled_at: None,
+        })
+        .collect()
 }
 
 /// Repository for `attendance` and `batch` records.
@@ -258,49 +284,31 @@ impl<'a> AttendanceLog<'a> {
     pub async fn commit(&self, w: BatchWrite, now: DateTime<Utc>) -> Result<(), CommitError> {
         let created: Vec<AttendanceRow> = w.created.iter().map(AttendanceRow::from).collect();
         let updated: Vec<AttendanceRow> = w.updated.iter().map(AttendanceRow::from).collect();
-        let walk_ins: Vec<WalkIn> = w
-            .walk_ins
-            .iter()
-            .map(|(u, e)| WalkIn {
-                id: rid("registration", new_id()),
-                user: rid("user", *u),
-                event: rid("event", *e),
-                status: "REGISTERED".into(),
-                walk_in: true,
-                registered_at: now,
-                cancelled_at: None,
-            })
-            .collect();
-        let batch_key = w.batch.id.clone();
+        let walk_ins = walk_in_rows(&w.walk_ins, now);
         let res = self
             .db
-            .query(
+            .query(format!(
                 "BEGIN;
                  CREATE $batch.id CONTENT $batch;
-                 IF array::len($created) > 0 { INSERT INTO attendance $created };
-                 FOR $row IN $updated {
-                     IF array::len(UPDATE $row.id CONTENT $row WHERE version = $row.version - 1 RETURN id) == 0 {
+                 IF array::len($created) > 0 {{ INSERT INTO attendance $created }};
+                 FOR $row IN $updated {{
+                     IF array::len(UPDATE $row.id CONTENT $row WHERE version = $row.version - 1 RETURN id) == 0 {{
                          THROW 'attendance changed concurrently';
-                     };
-                 };
-                 FOR $w IN $walk_ins {
-                     IF array::len(UPDATE registration SET status = 'REGISTERED', cancelled_at = NONE
-                             WHERE user = $w.user AND event = $w.event RETURN id) == 0 {
-                         CREATE $w.id CONTENT $w;
-                     };
-                 };
-                 IF $scanner != NONE {
+                     }};
+                 }};
+                 {WALK_INS}
+                 IF $scanner != NONE {{
                      UPDATE $scanner SET last_batch_at = $now, last_batch_id = $batch_label,
                          unknown_devices = (unknown_devices ?? 0) + $unknown;
-                 };
-                 COMMIT;",
-            )
+                 }};
+                 COMMIT;"
+            ))
             .bind(("batch", w.batch))
             .bind(("created", created))
             .bind(("updated", updated))
             .bind(("walk_ins", walk_ins))
             .bind(("scanner", w.scanner.map(|s| rid("api_key", s))))
-            .bind(("batch_label", format!("{batch_key:?}")))
+            .bind(("batch_label", w.batch_id.to_string()))
             .bind(("unknown", w.unknown_devices as i64))
             .bind(("now", now))
             .await
@@ -314,7 +322,9 @@ impl<'a> AttendanceLog<'a> {
                 }
                 match StoreError::from(e) {
                     StoreError::Conflict { .. } => Err(CommitError::Conflict),
-                    StoreError::Db(e) if e.is_already_exists() && msg.contains("batch") => Err(CommitError::AlreadyApplied),
+                    StoreError::Db(e) if e.is_already_exists() && msg.contains("batch") => {
+                        Err(CommitError::AlreadyApplied)
+                    }
                     StoreError::Db(e) if e.is_already_exists() => Err(CommitError::Conflict),
                     other => Err(CommitError::Store(other)),
                 }
@@ -330,8 +340,11 @@ impl<'a> AttendanceLog<'a> {
             sightings: Vec<LoggedSighting>,
         }
         let e = rid("event", event);
-        let mut res =
-            self.db.query("SELECT scanner, sightings FROM batch WHERE events CONTAINS $e").bind(("e", e.clone())).await?;
+        let mut res = self
+            .db
+            .query("SELECT scanner, sightings FROM batch WHERE events CONTAINS $e")
+            .bind(("e", e.clone()))
+            .await?;
         let batches: Vec<Logged> = res.take(0)?;
         let mut out = Vec::new();
         for b in batches {
@@ -341,25 +354,39 @@ impl<'a> AttendanceLog<'a> {
         Ok(out)
     }
 
-    /// Replaces all of an event's attendance rows, atomically.
-    pub async fn replace_for_event(&self, event: Uuid, rows: Vec<AttendanceRecord>) -> Result<(), StoreError> {
+    /// Replaces all of an event's attendance rows, and registers the
+    /// `walk_ins` (user, event) pairs, atomically.
+    pub async fn replace_for_event(
+        &self,
+        event: Uuid,
+        rows: Vec<AttendanceRecord>,
+        walk_ins: &[(Uuid, Uuid)],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         let rows: Vec<AttendanceRow> = rows.iter().map(AttendanceRow::from).collect();
         self.db
-            .query(
+            .query(format!(
                 "BEGIN;
                  DELETE attendance WHERE event = $e;
-                 IF array::len($rows) > 0 { INSERT INTO attendance $rows };
-                 COMMIT;",
-            )
+                 IF array::len($rows) > 0 {{ INSERT INTO attendance $rows }};
+                 {WALK_INS}
+                 COMMIT;"
+            ))
             .bind(("e", rid("event", event)))
             .bind(("rows", rows))
+            .bind(("walk_ins", walk_in_rows(walk_ins, now)))
             .await?
             .check()?;
         Ok(())
     }
 
     /// An event's attendance, ordered by user id, after `after`.
-    pub async fn for_event(&self, event: Uuid, after: Option<Uuid>, limit: usize) -> Result<Vec<AttendanceRecord>, StoreError> {
+    pub async fn for_event(
+        &self,
+        event: Uuid,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<AttendanceRecord>, StoreError> {
         let sql = if after.is_some() {
             "SELECT * FROM attendance WHERE event = $e AND user > $after ORDER BY user LIMIT $limit"
         } else {

@@ -10,6 +10,7 @@ mod api_keys;
 mod cli;
 mod events;
 mod helpers;
+mod ingest;
 mod limits;
 mod ops;
 mod persistence;

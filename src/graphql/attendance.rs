@@ -1,0 +1,352 @@
+//! Sightings in, attendance out: `submitSightings`, manual check-ins,
+//! attendance lists and the event report.
+
+use async_graphql::connection::Connection;
+use async_graphql::{Context, ID, InputObject, Object, Result, SimpleObject};
+use chrono::{DateTime, Duration, DurationRound, Utc};
+use uuid::Uuid;
+
+use super::error::ApiError;
+use super::events::managed_event;
+use super::types::{Event, User};
+use super::{Page, parse_id, principal, require_user, state};
+use crate::auth::Principal;
+use crate::domain::Role;
+use crate::ingest::{self, BatchOutcome, IngestError, SightingIn, Source};
+use crate::store::{self, AttendanceRecord as Record};
+
+/// One sighting as a scanner heard it.
+#[derive(InputObject)]
+pub struct SightingInput {
+    /// The identifier heard: a user's BLE UUID, or an extra device identifier.
+    pub ble_uuid: String,
+    pub seen_at: DateTime<Utc>,
+    /// Signal strength in dBm (-127 to 20).
+    pub rssi: Option<i32>,
+    /// The event it is for; without it, the active events in the key's scope
+    /// whose window covers `seenAt`.
+    pub event_id: Option<ID>,
+}
+
+/// A batch of sightings. `batchId` is fixed when the scanner seals the batch,
+/// so a retry sends the same id and is applied once.
+#[derive(InputObject)]
+pub struct SightingBatchInput {
+    pub batch_id: Uuid,
+    /// When the scanner sent it, by its clock (to spot clock skew).
+    pub sent_at: Option<DateTime<Utc>>,
+    /// At most 5,000.
+    pub sightings: Vec<SightingInput>,
+}
+
+/// A sighting refused by validation; the rest of the batch still applied.
+#[derive(SimpleObject)]
+pub struct RejectedSighting {
+    /// Its position in `sightings`, from 0.
+    pub index: i32,
+    pub reason: String,
+}
+
+/// What a batch did. Counts other than `accepted` and `unknownDevices` are
+/// per (sighting, event) pair: a sighting can be offered to several events.
+#[derive(SimpleObject)]
+pub struct SightingBatchResult {
+    /// Sightings that passed validation.
+    pub accepted: i64,
+    /// New check-ins: first counted sighting of a user at an event.
+    pub check_ins: i64,
+    /// Already counted before (same scanner, identifier and time).
+    pub duplicates: i64,
+    /// Identifiers that belong to nobody; nothing about them is stored.
+    pub unknown_devices: i64,
+    /// Users not registered for an event that requires registration.
+    pub unregistered: i64,
+    /// Outside the event's window (with grace), or no event in scope then.
+    pub outside_event: i64,
+    /// Weaker than the event's minRssi.
+    pub below_rssi: i64,
+    pub rejected: Vec<RejectedSighting>,
+    /// True when this batch was applied before and this is its stored result.
+    pub replayed: bool,
+}
+
+impl From<BatchOutcome> for SightingBatchResult {
+    fn from(o: BatchOutcome) -> Self {
+        Self {
+            accepted: o.accepted as i64,
+            check_ins: o.check_ins as i64,
+            duplicates: o.duplicates as i64,
+            unknown_devices: o.unknown_devices as i64,
+            unregistered: o.unregistered as i64,
+            outside_event: o.outside_event as i64,
+            below_rssi: o.below_rssi as i64,
+            rejected: o
+                .rejected
+                .into_iter()
+                .map(|r| RejectedSighting { index: r.index as i32, reason: r.reason })
+                .collect(),
+            replayed: o.replayed,
+        }
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(e: IngestError) -> Self {
+        match e {
+            IngestError::TooLarge(_) | IngestError::Invalid(_) => ApiError::Validation(e.to_string()),
+            IngestError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<IngestError> for async_graphql::Error {
+    fn from(e: IngestError) -> Self {
+        ApiError::from(e).into()
+    }
+}
+
+/// A period of continuous presence.
+#[derive(SimpleObject)]
+pub struct Stay {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+}
+
+/// One user's attendance at one event.
+pub struct AttendanceRecord(pub Record);
+
+#[Object]
+impl AttendanceRecord {
+    async fn user(&self, ctx: &Context<'_>) -> Result<Option<User>> {
+        Ok(state(ctx)?.store.users().get(self.0.user_id).await?.map(User))
+    }
+
+    async fn event(&self, ctx: &Context<'_>) -> Result<Option<Event>> {
+        Ok(state(ctx)?.store.events().get(self.0.event_id).await?.map(Event))
+    }
+
+    /// The check-in: the earliest counted sighting.
+    async fn checked_in_at(&self) -> DateTime<Utc> {
+        self.0.attendance.first_seen
+    }
+
+    async fn first_seen(&self) -> DateTime<Utc> {
+        self.0.attendance.first_seen
+    }
+
+    async fn last_seen(&self) -> DateTime<Utc> {
+        self.0.attendance.last_seen
+    }
+
+    async fn stays(&self) -> Vec<Stay> {
+        self.0.attendance.stays.iter().map(|s| Stay { from: s.from, to: s.to }).collect()
+    }
+
+    /// Total time present, in seconds: the sum of the stays.
+    async fn dwell_seconds(&self) -> i64 {
+        self.0.attendance.dwell().num_seconds()
+    }
+
+    /// How many distinct sightings counted.
+    async fn sightings(&self) -> i64 {
+        self.0.attendance.sightings as i64
+    }
+
+    async fn best_rssi(&self) -> Option<i32> {
+        self.0.attendance.best_rssi
+    }
+
+    /// Seen less than the event's departureGap ago.
+    async fn present_now(&self, ctx: &Context<'_>) -> Result<bool> {
+        let event = state(ctx)?.store.events().get(self.0.event_id).await?;
+        let gap = event.map_or(Duration::minutes(5), |e| e.policy.departure_gap);
+        Ok(self.0.attendance.present_at(Utc::now(), gap))
+    }
+}
+
+/// Arrivals (check-ins) in one 5-minute bucket.
+#[derive(SimpleObject)]
+pub struct ArrivalBucket {
+    pub start: DateTime<Utc>,
+    pub count: i64,
+}
+
+/// How an event went.
+#[derive(SimpleObject)]
+pub struct EventReport {
+    /// Standing registrations (walk-ins included).
+    pub registered: i64,
+    /// Users with a check-in.
+    pub checked_in: i64,
+    /// Registered users with no check-in.
+    pub no_shows: i64,
+    /// Registered by walking in to an event open to walk-ins.
+    pub walk_ins: i64,
+    /// Registered users who checked in, over registered users (0 when none).
+    pub attendance_rate: f64,
+    pub median_dwell_seconds: i64,
+    pub mean_dwell_seconds: i64,
+    /// Check-ins per 5-minute bucket, in time order, empty buckets omitted.
+    pub arrivals: Vec<ArrivalBucket>,
+}
+
+#[derive(Default)]
+pub struct AttendanceQuery;
+
+#[Object]
+impl AttendanceQuery {
+    /// An event's attendance, one row per user with a check-in, by user id.
+    /// The event's organiser or an admin.
+    async fn attendance(
+        &self,
+        ctx: &Context<'_>,
+        event_id: ID,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, AttendanceRecord>> {
+        let event = managed_event(ctx, &event_id).await?;
+        let page = Page::parse(first, after)?;
+        let rows = state(ctx)?.store.attendance().for_event(event.id, page.after, page.fetch()).await?;
+        Ok(page.connection(rows, |r| r.user_id, AttendanceRecord))
+    }
+
+    /// Registered, checked in, no-shows, walk-ins, dwell and arrivals.
+    /// The event's organiser or an admin.
+    async fn event_report(&self, ctx: &Context<'_>, event_id: ID) -> Result<EventReport> {
+        let event = managed_event(ctx, &event_id).await?;
+        let st = state(ctx)?;
+        let regs = st.store.registrations().for_event(event.id, None, usize::MAX / 2).await?;
+        let rows = st.store.attendance().for_event(event.id, None, usize::MAX / 2).await?;
+        Ok(report(&regs, &rows))
+    }
+}
+
+/// Computes the report from an event's registrations and attendance rows.
+pub fn report(regs: &[store::Registration], rows: &[Record]) -> EventReport {
+    let standing: std::collections::HashSet<Uuid> =
+        regs.iter().filter(|r| r.status == store::RegistrationStatus::Registered).map(|r| r.user_id).collect();
+    let walk_ins = regs.iter().filter(|r| r.status == store::RegistrationStatus::Registered && r.walk_in).count();
+    let attended_registered = rows.iter().filter(|r| standing.contains(&r.user_id)).count();
+    let mut dwell: Vec<i64> = rows.iter().map(|r| r.attendance.dwell().num_seconds()).collect();
+    dwell.sort_unstable();
+    let median = match dwell.len() {
+        0 => 0,
+        n if n % 2 == 1 => dwell[n / 2],
+        n => (dwell[n / 2 - 1] + dwell[n / 2]) / 2,
+    };
+    let mean = if dwell.is_empty() { 0 } else { dwell.iter().sum::<i64>() / dwell.len() as i64 };
+    let mut buckets: std::collections::BTreeMap<DateTime<Utc>, i64> = std::collections::BTreeMap::new();
+    for r in rows {
+        let start = r.attendance.first_seen.duration_trunc(Duration::minutes(5)).unwrap_or(r.attendance.first_seen);
+        *buckets.entry(start).or_default() += 1;
+    }
+    EventReport {
+        registered: standing.len() as i64,
+        checked_in: rows.len() as i64,
+        no_shows: (standing.len() - attended_registered) as i64,
+        walk_ins: walk_ins as i64,
+        attendance_rate: if standing.is_empty() { 0.0 } else { attended_registered as f64 / standing.len() as f64 },
+        median_dwell_seconds: median,
+        mean_dwell_seconds: mean,
+        arrivals: buckets.into_iter().map(|(start, count)| ArrivalBucket { start, count }).collect(),
+    }
+}
+
+#[derive(Default)]
+pub struct AttendanceMutation;
+
+#[Object]
+impl AttendanceMutation {
+    /// Uploads a batch of sightings. API keys only; sightings for events
+    /// outside the key's scope are rejected. A retried batch (same batchId)
+    /// returns its stored result with `replayed: true` and changes nothing.
+    async fn submit_sightings(&self, ctx: &Context<'_>, batch: SightingBatchInput) -> Result<SightingBatchResult> {
+        let source = match principal(ctx)? {
+            Principal::Scanner { key, scope } => Source::Scanner { key_id: key.id, scope: scope.clone() },
+            Principal::User(_) => {
+                return Err(ApiError::Forbidden("sightings are uploaded with a scanner's API key".into()).into());
+            }
+            Principal::Anonymous => return Err(ApiError::unauthenticated().into()),
+        };
+        let mut sightings = Vec::with_capacity(batch.sightings.len());
+        for s in batch.sightings {
+            // An event id that is not even a UUID is that sighting's problem, not the batch's.
+            let event_id = match s.event_id.as_ref().map(|id| Uuid::parse_str(id.as_str())) {
+                Some(Ok(id)) => Some(id),
+                Some(Err(_)) => Some(Uuid::nil()),
+                None => None,
+            };
+            sightings.push(SightingIn { identifier: s.ble_uuid, seen_at: s.seen_at, rssi: s.rssi, event_id });
+        }
+        let outcome = ingest::submit(&state(ctx)?.store, &source, batch.batch_id, batch.sent_at, sightings).await?;
+        record_metrics(&outcome);
+        Ok(outcome.into())
+    }
+
+    /// An organiser's manual check-in (or extra sighting) of a user, at `at`
+    /// (default now). Goes through the same rules as scanners' sightings.
+    async fn record_attendance(
+        &self,
+        ctx: &Context<'_>,
+        event_id: ID,
+        user_id: ID,
+        at: Option<DateTime<Utc>>,
+    ) -> Result<AttendanceRecord> {
+        let event = managed_event(ctx, &event_id).await?;
+        let me = require_user(ctx)?;
+        let user_id = parse_id("user", &user_id)?;
+        let st = state(ctx)?;
+        let user = st.store.users().get(user_id).await?.ok_or_else(|| ApiError::not_found("user"))?;
+        let sighting = SightingIn {
+            identifier: user.ble_uuid.clone(),
+            seen_at: at.unwrap_or_else(Utc::now),
+            rssi: None,
+            event_id: Some(event.id),
+        };
+        let outcome =
+            ingest::submit(&st.store, &Source::Manual { by: me.id }, Uuid::now_v7(), None, vec![sighting]).await?;
+        record_metrics(&outcome);
+        if let Some(r) = outcome.rejected.first() {
+            return Err(ApiError::Validation(r.reason.clone()).into());
+        }
+        if outcome.outside_event > 0 {
+            return Err(ApiError::Validation("that time is outside the event's window (with grace)".into()).into());
+        }
+        if outcome.unregistered > 0 {
+            return Err(ApiError::Validation(
+                "the user is not registered, and this event requires registration".into(),
+            )
+            .into());
+        }
+        let row =
+            st.store.attendance().get(event.id, user_id).await?.ok_or_else(|| ApiError::not_found("attendance"))?;
+        Ok(AttendanceRecord(row))
+    }
+
+    /// Derives an event's attendance again from the raw sighting log (done
+    /// automatically when its window or policy changes). Returns the number
+    /// of users with attendance. The event's organiser or an admin.
+    async fn recompute_attendance(&self, ctx: &Context<'_>, event_id: ID) -> Result<i64> {
+        let event = managed_event(ctx, &event_id).await?;
+        Ok(ingest::recompute(&state(ctx)?.store, &event).await? as i64)
+    }
+}
+
+fn record_metrics(o: &BatchOutcome) {
+    if o.replayed {
+        metrics::counter!("rollcall_ingest_batches_total", "replayed" => "true").increment(1);
+        return;
+    }
+    metrics::counter!("rollcall_ingest_batches_total", "replayed" => "false").increment(1);
+    metrics::counter!("rollcall_ingest_sightings_total").increment(o.accepted);
+    metrics::counter!("rollcall_ingest_check_ins_total").increment(o.check_ins);
+}
+
+/// `User.attendance`: for the user and admins.
+pub async fn of_user(ctx: &Context<'_>, user: Uuid) -> Result<Vec<AttendanceRecord>> {
+    let me = require_user(ctx)?;
+    if me.id != user && me.role != Role::Admin {
+        return Err(ApiError::forbidden().into());
+    }
+    Ok(state(ctx)?.store.attendance().for_user(user).await?.into_iter().map(AttendanceRecord).collect())
+}

@@ -1,0 +1,349 @@
+//! `submitSightings` over real HTTP: the attendance rules end to end.
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::{Value, json};
+
+use crate::helpers::{Auth, Session, TestApp, code, spawn_app};
+
+const SUBMIT: &str = "mutation($b: SightingBatchInput!) { submitSightings(batch: $b) {
+    accepted checkIns duplicates unknownDevices unregistered outsideEvent belowRssi replayed rejected { index reason } } }";
+
+const ATTENDANCE: &str = "query($e: ID!) { attendance(eventId: $e) { edges { node {
+    user { id } checkedInAt firstSeen lastSeen stays { from to } dwellSeconds sightings bestRssi presentNow } } } }";
+
+/// An organiser, an active event around now, a scanner key for it, and a registered attendee.
+struct Venue {
+    org: Session,
+    event: String,
+    key: Auth,
+    ada: Session,
+    ada_ble: String,
+    start: DateTime<Utc>,
+}
+
+async fn venue(app: &TestApp, policy: Value) -> Venue {
+    venue_from(app, policy, Utc::now() - Duration::hours(1)).await
+}
+
+async fn venue_from(app: &TestApp, policy: Value, start: DateTime<Utc>) -> Venue {
+    let org = app.organizer("org@example.org").await;
+    let data = app
+        .ok(
+            &org.auth(),
+            "mutation($i: CreateEventInput!) { createEvent(input: $i) { id } }",
+            json!({ "i": { "name": "Live", "startsAt": start, "endsAt": start + Duration::hours(3), "policy": policy } }),
+        )
+        .await;
+    let event = data["createEvent"]["id"].as_str().unwrap().to_owned();
+    app.activate(&org, &event).await;
+    let (_, secret) = app.api_key(&org, "door", Some(vec![&event])).await;
+    let ada = app.sign_up("ada@example.org", "Ada").await;
+    app.ok(&ada.auth(), "mutation($e: ID!) { registerForEvent(eventId: $e) { id } }", json!({ "e": event })).await;
+    let ada_ble =
+        app.ok(&ada.auth(), "{ me { bleUuid } }", json!({})).await["me"]["bleUuid"].as_str().unwrap().to_owned();
+    Venue { org, event, key: Auth::ApiKey(secret), ada, ada_ble, start }
+}
+
+fn batch(sightings: Vec<Value>) -> Value {
+    json!({ "b": { "batchId": uuid::Uuid::new_v4(), "sightings": sightings } })
+}
+
+fn at(v: &Venue, minutes: i64) -> DateTime<Utc> {
+    v.start + Duration::minutes(minutes)
+}
+
+fn sighting(ble: &str, when: DateTime<Utc>, rssi: i32) -> Value {
+    json!({ "bleUuid": ble, "seenAt": when, "rssi": rssi })
+}
+
+async fn submit(app: &TestApp, v: &Venue, vars: &Value) -> Value {
+    app.ok(&v.key, SUBMIT, vars.clone()).await["submitSightings"].clone()
+}
+
+async fn attendance(app: &TestApp, v: &Venue) -> Vec<Value> {
+    let data = app.ok(&v.org.auth(), ATTENDANCE, json!({ "e": v.event })).await;
+    data["attendance"]["edges"].as_array().unwrap().iter().map(|e| e["node"].clone()).collect()
+}
+
+#[tokio::test]
+async fn sightings_become_a_check_in_with_stays() {
+    let app = spawn_app().await;
+    let v = venue(&app, json!({})).await;
+    let r = submit(
+        &app,
+        &v,
+        &batch(vec![
+            sighting(&v.ada_ble, at(&v, 10), -60),
+            sighting(&v.ada_ble.to_uppercase(), at(&v, 12), -55),
+            sighting(&v.ada_ble, at(&v, 30), -70),
+        ]),
+    )
+    .await;
+    assert_eq!(r["accepted"], 3);
+    assert_eq!(r["checkIns"], 1);
+    assert_eq!(r["duplicates"], 0);
+    assert_eq!(r["replayed"], false);
+    let rows = attendance(&app, &v).await;
+    assert_eq!(rows.len(), 1);
+    let row = &rows[0];
+    assert_eq!(row["user"]["id"], v.ada.id.as_str());
+    assert_eq!(row["sightings"], 3);
+    assert_eq!(row["bestRssi"], -55);
+    assert_eq!(row["stays"].as_array().unwrap().len(), 2, "a 18-minute gap opens a new stay");
+    assert_eq!(row["dwellSeconds"], 120);
+    assert_eq!(row["presentNow"], false);
+    let first: DateTime<Utc> = row["checkedInAt"].as_str().unwrap().parse().unwrap();
+    assert_eq!(first.timestamp_millis(), at(&v, 10).timestamp_millis());
+
+    // A second batch: no new check-in; an earlier sighting moves the check-in earlier.
+    let r = submit(&app, &v, &batch(vec![sighting(&v.ada_ble, at(&v, 5), -80)])).await;
+    assert_eq!(r["checkIns"], 0);
+    let row = &attendance(&app, &v).await[0];
+    let first: DateTime<Utc> = row["checkedInAt"].as_str().unwrap().parse().unwrap();
+    assert_eq!(first.timestamp_millis(), at(&v, 5).timestamp_millis());
+    assert_eq!(row["sightings"], 4);
+}
+
+#[tokio::test]
+async fn a_retried_batch_is_replayed_and_changes_nothing() {
+    let app = spawn_app().await;
+    let v = venue(&app, json!({})).await;
+    let vars = batch(vec![sighting(&v.ada_ble, at(&v, 10), -60), sighting("nobody", at(&v, 10), -60)]);
+    let first = submit(&app, &v, &vars).await;
+    let before = attendance(&app, &v).await;
+    let again = submit(&app, &v, &vars).await;
+    assert_eq!(again["replayed"], true);
+    let mut expected = first.clone();
+    expected["replayed"] = json!(true);
+    assert_eq!(again, expected, "the stored result is returned");
+    assert_eq!(attendance(&app, &v).await, before);
+
+    // The same sighting in a new batch counts once.
+    let r = submit(&app, &v, &batch(vec![sighting(&v.ada_ble, at(&v, 10), -60)])).await;
+    assert_eq!((r["duplicates"].as_i64(), r["checkIns"].as_i64()), (Some(1), Some(0)));
+    assert_eq!(attendance(&app, &v).await[0]["sightings"], 1);
+}
+
+#[tokio::test]
+async fn unknown_devices_are_only_counted() {
+    let app = spawn_app().await;
+    let v = venue(&app, json!({})).await;
+    let r = submit(
+        &app,
+        &v,
+        &batch(vec![
+            sighting("AA:BB:CC:00:11:22", at(&v, 10), -60),
+            sighting(&uuid::Uuid::new_v4().to_string(), at(&v, 10), -60),
+        ]),
+    )
+    .await;
+    assert_eq!(r["unknownDevices"], 2);
+    assert_eq!(r["checkIns"], 0);
+    assert!(attendance(&app, &v).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_batch_over_the_limit_is_refused_whole() {
+    let app = spawn_app().await;
+    let v = venue(&app, json!({})).await;
+    let many: Vec<Value> = (0..5001).map(|i| sighting(&v.ada_ble, at(&v, 10) + Duration::seconds(i), -60)).collect();
+    let (_, body) = app.post_gql(&v.key, SUBMIT, batch(many)).await;
+    assert_eq!(code(&body).as_deref(), Some("VALIDATION"), "{}", body["errors"]);
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("at most 5000"));
+    assert!(attendance(&app, &v).await.is_empty());
+}
+
+#[tokio::test]
+async fn invalid_sightings_are_rejected_one_by_one() {
+    let app = spawn_app().await;
+    let v = venue(&app, json!({})).await;
+    let r = submit(
+        &app,
+        &v,
+        &batch(vec![
+            sighting(&v.ada_ble, Utc::now() + Duration::hours(30), -60),
+            sighting(&v.ada_ble, at(&v, 10), -200),
+            sighting(&v.ada_ble, at(&v, 11), -60),
+        ]),
+    )
+    .await;
+    assert_eq!(r["accepted"], 1);
+    assert_eq!(r["checkIns"], 1);
+    let rejected = r["rejected"].as_array().unwrap();
+    assert_eq!(rejected.len(), 2);
+    assert_eq!(rejected[0]["index"], 0);
+    assert!(rejected[0]["reason"].as_str().unwrap().contains("24 hours"));
+    assert!(rejected[1]["reason"].as_str().unwrap().contains("rssi"));
+}
+
+#[tokio::test]
+async fn the_window_with_grace_and_min_rssi_decide_what_counts() {
+    let app = spawn_app().await;
+    let v = venue(&app, json!({ "graceSeconds": 600, "minRssi": -80 })).await;
+    let r = submit(
+        &app,
+        &v,
+        &batch(vec![
+            sighting(&v.ada_ble, at(&v, -11), -60),      // before start − grace
+            sighting(&v.ada_ble, at(&v, 180 + 11), -60), // after end + grace (in the future, < 24 h)
+            sighting(&v.ada_ble, at(&v, 30), -81),       // too weak
+        ]),
+    )
+    .await;
+    assert_eq!(r["outsideEvent"], 2);
+    assert_eq!(r["belowRssi"], 1);
+    assert_eq!(r["checkIns"], 0);
+    let r = submit(&app, &v, &batch(vec![sighting(&v.ada_ble, at(&v, -9), -80)])).await;
+    assert_eq!(r["checkIns"], 1, "within grace, at exactly minRssi");
+}
+
+#[tokio::test]
+async fn keys_only_report_for_their_scope_and_revoked_keys_are_refused() {
+    let app = spawn_app().await;
+    let v = venue(&app, json!({})).await;
+    let other_org = app.organizer("other@example.org").await;
+    let other = app.create_event(&other_org, "Elsewhere").await;
+    app.activate(&other_org, &other).await;
+    let mut s = sighting(&v.ada_ble, at(&v, 10), -60);
+    s["eventId"] = json!(other);
+    let r = submit(&app, &v, &batch(vec![s])).await;
+    assert_eq!(r["accepted"], 0);
+    assert!(r["rejected"][0]["reason"].as_str().unwrap().contains("scope"), "{r}");
+
+    let (key_id, secret) = app.api_key(&v.org, "soon revoked", Some(vec![&v.event])).await;
+    app.ok(&v.org.auth(), "mutation($id: ID!) { revokeApiKey(id: $id) { id } }", json!({ "id": key_id })).await;
+    let (status, body) =
+        app.post_gql(&Auth::ApiKey(secret), SUBMIT, batch(vec![sighting(&v.ada_ble, at(&v, 10), -60)])).await;
+    assert_eq!((status, code(&body).as_deref()), (401, Some("UNAUTHENTICATED")));
+    let (_, body) = app.post_gql(&v.org.auth(), SUBMIT, batch(vec![])).await;
+    assert_eq!(code(&body).as_deref(), Some("FORBIDDEN"), "a person cannot upload sightings");
+}
+
+#[tokio::test]
+async fn unregistered_users_in_each_registration_mode() {
+    let app = spawn_app().await;
+    let v = venue(&app, json!({})).await;
+    let bob = app.sign_up("bob@example.org", "Bob").await;
+    let bob_ble =
+        app.ok(&bob.auth(), "{ me { bleUuid } }", json!({})).await["me"]["bleUuid"].as_str().unwrap().to_owned();
+    let r = submit(&app, &v, &batch(vec![sighting(&bob_ble, at(&v, 10), -60)])).await;
+    assert_eq!((r["unregistered"].as_i64(), r["checkIns"].as_i64()), (Some(1), Some(0)));
+
+    // Open the event to walk-ins: deriving attendance again counts Bob's
+    // earlier sighting, and registers him as a walk-in.
+    let open = "mutation($id: ID!) { updateEvent(id: $id, input: { policy: { requireRegistration: false } }) { id } }";
+    app.ok(&v.org.auth(), open, json!({ "id": v.event })).await;
+    let rows = attendance(&app, &v).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["user"]["id"], bob.id.as_str());
+    let r = submit(&app, &v, &batch(vec![sighting(&bob_ble, at(&v, 20), -60)])).await;
+    assert_eq!((r["unregistered"].as_i64(), r["checkIns"].as_i64()), (Some(0), Some(0)));
+
+    // A newcomer at the open event walks in on their first sighting.
+    let cy = app.sign_up("cy@example.org", "Cy").await;
+    let cy_ble =
+        app.ok(&cy.auth(), "{ me { bleUuid } }", json!({})).await["me"]["bleUuid"].as_str().unwrap().to_owned();
+    let r = submit(&app, &v, &batch(vec![sighting(&cy_ble, at(&v, 25), -60)])).await;
+    assert_eq!((r["unregistered"].as_i64(), r["checkIns"].as_i64()), (Some(0), Some(1)));
+    let regs = app
+        .ok(
+            &v.org.auth(),
+            "query($id: ID!) { event(id: $id) { registrations { edges { node { walkIn user { id } } } } } }",
+            json!({ "id": v.event }),
+        )
+        .await;
+    let edges = regs["event"]["registrations"]["edges"].as_array().unwrap().clone();
+    for who in [&bob.id, &cy.id] {
+        let walk_in = edges.iter().find(|e| e["node"]["user"]["id"] == who.as_str()).cloned().unwrap();
+        assert_eq!(walk_in["node"]["walkIn"], true);
+    }
+}
+
+#[tokio::test]
+async fn a_policy_change_derives_attendance_again() {
+    let app = spawn_app().await;
+    let v = venue(&app, json!({})).await;
+    submit(&app, &v, &batch(vec![sighting(&v.ada_ble, at(&v, 10), -85), sighting(&v.ada_ble, at(&v, 40), -60)])).await;
+    let row = &attendance(&app, &v).await[0];
+    assert_eq!(row["sightings"], 2);
+    let stricter = "mutation($id: ID!, $r: Int!) { updateEvent(id: $id, input: { policy: { minRssi: $r } }) { id } }";
+    app.ok(&v.org.auth(), stricter, json!({ "id": v.event, "r": -70 })).await;
+    let row = &attendance(&app, &v).await[0];
+    assert_eq!(row["sightings"], 1, "the -85 dBm sighting no longer counts");
+    let first: DateTime<Utc> = row["checkedInAt"].as_str().unwrap().parse().unwrap();
+    assert_eq!(first.timestamp_millis(), at(&v, 40).timestamp_millis());
+    app.ok(&v.org.auth(), stricter, json!({ "id": v.event, "r": -90 })).await;
+    assert_eq!(attendance(&app, &v).await[0]["sightings"], 2, "and counts again when the policy is relaxed");
+    let n =
+        app.ok(&v.org.auth(), "mutation($e: ID!) { recomputeAttendance(eventId: $e) }", json!({ "e": v.event })).await;
+    assert_eq!(n["recomputeAttendance"], 1);
+}
+
+#[tokio::test]
+async fn out_of_order_batches_give_the_in_order_result() {
+    let start = Utc::now() - Duration::hours(1);
+    let in_order = {
+        let app = spawn_app().await;
+        let v = venue_from(&app, json!({}), start).await;
+        for m in [0, 3, 6, 20, 22] {
+            submit(&app, &v, &batch(vec![sighting(&v.ada_ble, at(&v, m), -60)])).await;
+        }
+        attendance(&app, &v).await[0].clone()
+    };
+    let shuffled = {
+        let app = spawn_app().await;
+        let v = venue_from(&app, json!({}), start).await;
+        submit(&app, &v, &batch(vec![sighting(&v.ada_ble, at(&v, 22), -60), sighting(&v.ada_ble, at(&v, 6), -60)]))
+            .await;
+        submit(
+            &app,
+            &v,
+            &batch(vec![
+                sighting(&v.ada_ble, at(&v, 3), -60),
+                sighting(&v.ada_ble, at(&v, 20), -60),
+                sighting(&v.ada_ble, at(&v, 0), -60),
+            ]),
+        )
+        .await;
+        attendance(&app, &v).await[0].clone()
+    };
+    let strip = |mut row: Value| {
+        row.as_object_mut().unwrap().remove("user");
+        row
+    };
+    assert_eq!(strip(in_order), strip(shuffled));
+}
+
+#[tokio::test]
+async fn manual_check_ins_report_and_my_attendance() {
+    let app = spawn_app().await;
+    let v = venue(&app, json!({})).await;
+    let q = "mutation($e: ID!, $u: ID!, $t: DateTime) { recordAttendance(eventId: $e, userId: $u, at: $t) { checkedInAt sightings } }";
+    let r = app.ok(&v.org.auth(), q, json!({ "e": v.event, "u": v.ada.id, "t": at(&v, 15) })).await;
+    assert_eq!(r["recordAttendance"]["sightings"], 1);
+    let too_late = json!({ "e": v.event, "u": v.ada.id, "t": at(&v, 600) });
+    assert_eq!(app.err(&v.org.auth(), q, too_late).await, "VALIDATION");
+    assert_eq!(app.err(&v.ada.auth(), q, json!({ "e": v.event, "u": v.ada.id })).await, "FORBIDDEN");
+
+    let bob = app.sign_up("bob@example.org", "Bob").await;
+    app.ok(&bob.auth(), "mutation($e: ID!) { registerForEvent(eventId: $e) { id } }", json!({ "e": v.event })).await;
+    let report = app
+        .ok(&v.org.auth(), "query($e: ID!) { eventReport(eventId: $e) { registered checkedIn noShows walkIns attendanceRate medianDwellSeconds meanDwellSeconds arrivals { start count } } }", json!({ "e": v.event }))
+        .await["eventReport"]
+        .clone();
+    assert_eq!(report["registered"], 2);
+    assert_eq!(report["checkedIn"], 1);
+    assert_eq!(report["noShows"], 1);
+    assert_eq!(report["walkIns"], 0);
+    assert_eq!(report["attendanceRate"], 0.5);
+    assert_eq!(report["arrivals"].as_array().unwrap().len(), 1);
+    assert_eq!(report["arrivals"][0]["count"], 1);
+
+    let mine = app.ok(&v.ada.auth(), "{ me { attendance { event { id } sightings } } }", json!({})).await;
+    assert_eq!(mine["me"]["attendance"][0]["event"]["id"], v.event.as_str());
+    assert_eq!(
+        app.err(&bob.auth(), "query($u: ID!) { user(id: $u) { attendance { sightings } } }", json!({ "u": v.ada.id }))
+            .await,
+        "FORBIDDEN"
+    );
+}
