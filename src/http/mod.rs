@@ -1,6 +1,8 @@
 //! The HTTP surface (axum): `/graphql` (POST, GET, WebSocket), the
 //! playground, `/health`, `/ready` and `/metrics`.
 
+mod compat;
+mod export;
 mod graphql;
 mod ops;
 mod playground;
@@ -39,6 +41,9 @@ pub fn router(app: AppState) -> Router {
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))
+        .route("/events/{id}/attendance.csv", get(export::attendance_csv))
+        .route("/active-events", get(compat::active_events))
+        .route("/batch-checkin", axum::routing::post(compat::batch_checkin))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(state.clone(), count_requests))

@@ -89,7 +89,7 @@ impl TryFrom<AttendanceRow> for AttendanceRecord {
             })
             .collect::<Result<_, _>>()?;
         let bytes: &[u8] = &r.seen;
-        if bytes.len() % 8 != 0 {
+        if !bytes.len().is_multiple_of(8) {
             return Err(corrupt("seen is not a list of u64"));
         }
         let seen = bytes.chunks_exact(8).map(|c| u64::from_be_bytes(c.try_into().unwrap_or([0; 8]))).collect();

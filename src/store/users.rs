@@ -77,6 +77,16 @@ impl<'a> Users<'a> {
         row.map(User::try_from).transpose()
     }
 
+    /// The users among `ids` that exist.
+    pub async fn get_many(&self, ids: &[Uuid]) -> Result<Vec<User>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<RecordId> = ids.iter().map(|id| rid("user", *id)).collect();
+        let mut res = self.db.query("SELECT * FROM $ids").bind(("ids", ids)).await?;
+        convert_all(res.take::<Vec<UserRow>>(0)?)
+    }
+
     pub async fn by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
         self.find_one("SELECT * FROM user WHERE email = $v LIMIT 1", email).await
     }

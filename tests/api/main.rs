@@ -8,6 +8,7 @@
 mod accounts;
 mod api_keys;
 mod cli;
+mod compat;
 mod events;
 mod helpers;
 mod ingest;
