@@ -152,7 +152,10 @@ pub async fn submit(
         }
         let now = Utc::now();
         let (outcome, write) = plan(store, source, (&batch_rid, batch_id), sent_at, &sightings, now).await?;
-        match store.attendance().commit(write, now).await {
+        let t = std::time::Instant::now();
+        let committed = store.attendance().commit(write, now).await;
+        tracing::debug!(commit = ?t.elapsed(), "batch write");
+        match committed {
             Ok(()) => return Ok(outcome),
             Err(CommitError::AlreadyApplied) => continue,
             Err(CommitError::Conflict) => {
@@ -195,7 +198,9 @@ async fn plan(
     }
     let identifiers: Vec<String> =
         valid.iter().map(|(_, id, _)| id.clone()).collect::<HashSet<_>>().into_iter().collect();
+    let t0 = std::time::Instant::now();
     let users = store.attendance().resolve(identifiers).await?;
+    let t_resolve = t0.elapsed();
     let explicit: Vec<Uuid> =
         valid.iter().filter_map(|(_, _, s)| s.event_id).collect::<HashSet<_>>().into_iter().collect();
     let mut events: HashMap<Uuid, Event> =
@@ -244,11 +249,15 @@ async fn plan(
     out.accepted = (sightings.len() - out.rejected.len()) as u64;
 
     // Rules 1 and 6: window, RSSI, registration.
-    let pair_users: Vec<Uuid> = resolved.iter().map(|r| r.user).collect::<HashSet<_>>().into_iter().collect();
-    let pair_events: Vec<Uuid> =
-        resolved.iter().flat_map(|r| r.events.iter().copied()).collect::<HashSet<_>>().into_iter().collect();
-    let registered: HashSet<(Uuid, Uuid)> =
-        store.attendance().registered(pair_users, pair_events).await?.into_iter().collect();
+    let pairs: Vec<(Uuid, Uuid)> = resolved
+        .iter()
+        .flat_map(|r| r.events.iter().map(|e| (r.user, *e)))
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let t1 = std::time::Instant::now();
+    let registered: HashSet<(Uuid, Uuid)> = store.registrations().standing(&pairs).await?.into_iter().collect();
+    let t_registered = t1.elapsed();
     let mut counted: BTreeMap<(Uuid, Uuid), Vec<(usize, Sighting)>> = BTreeMap::new();
     let mut walk_ins = HashSet::new();
     for r in &resolved {
@@ -288,8 +297,10 @@ async fn plan(
 
     // Rules 2–4: fold into the stored attendance, one row per (event, user).
     let pairs: Vec<(Uuid, Uuid)> = counted.keys().copied().collect();
+    let t2 = std::time::Instant::now();
     let mut existing: HashMap<(Uuid, Uuid), AttendanceRecord> =
         store.attendance().rows(&pairs).await?.into_iter().map(|r| ((r.event_id, r.user_id), r)).collect();
+    tracing::debug!(?t_resolve, ?t_registered, rows = ?t2.elapsed(), "batch reads");
     let (mut created, mut updated) = (Vec::new(), Vec::new());
     for ((event_id, user_id), items) in counted {
         let gap = events.get(&event_id).map(|e| e.policy.departure_gap).unwrap_or_default();
@@ -402,9 +413,8 @@ pub async fn recompute(store: &SurrealStore, event: &Event) -> Result<usize, Ing
             rssi: s.rssi.map(|r| r as i32),
         });
     }
-    let users: Vec<Uuid> = by_user.keys().copied().collect();
-    let registered: HashSet<Uuid> =
-        store.attendance().registered(users, vec![event.id]).await?.into_iter().map(|(u, _)| u).collect();
+    let pairs: Vec<(Uuid, Uuid)> = by_user.keys().map(|u| (*u, event.id)).collect();
+    let registered: HashSet<Uuid> = store.registrations().standing(&pairs).await?.into_iter().map(|(u, _)| u).collect();
     let rows: Vec<AttendanceRecord> = by_user
         .into_iter()
         .filter(|(user, _)| registered.contains(user) || !event.policy.require_registration)

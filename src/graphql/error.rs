@@ -79,6 +79,7 @@ impl From<StoreError> for ApiError {
                     "user_email" => "an account with this e-mail already exists",
                     "user_ble_uuid" => "this bleUuid already belongs to another user",
                     "device_identifier" => "this device identifier is already in use",
+                    "identifier" => "this identifier already belongs to someone",
                     "registration_user_event" => "this user is already registered for this event",
                     _ => "this record already exists",
                 }

@@ -139,7 +139,7 @@ impl User {
         }
         let page = Page::parse(first, after)?;
         let rows = state(ctx)?.store.registrations().for_user(self.0.id, page.after, page.fetch()).await?;
-        Ok(page.connection(rows, |r| r.id, Registration))
+        Ok(page.connection(rows, |r| r.event_id, Registration))
     }
 }
 
@@ -284,7 +284,7 @@ impl Event {
         }
         let page = Page::parse(first, after)?;
         let rows = state(ctx)?.store.registrations().for_event(self.0.id, page.after, page.fetch()).await?;
-        Ok(page.connection(rows, |r| r.id, Registration))
+        Ok(page.connection(rows, |r| r.user_id, Registration))
     }
 }
 
@@ -293,8 +293,9 @@ pub struct Registration(pub store::Registration);
 
 #[Object]
 impl Registration {
+    /// `<eventId>:<userId>`: a registration is the pair.
     async fn id(&self) -> ID {
-        ID(self.0.id.to_string())
+        ID(format!("{}:{}", self.0.event_id, self.0.user_id))
     }
 
     async fn status(&self) -> RegistrationStatus {

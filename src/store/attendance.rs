@@ -17,7 +17,7 @@ use surrealdb::engine::any::Any;
 use surrealdb::types::{Array, Bytes, RecordId, SurrealValue};
 use uuid::Uuid;
 
-use super::{StoreError, key_of, new_id, rid};
+use super::{StoreError, key_of, registration_id, rid};
 use crate::domain::{Attendance, Stay};
 
 /// A stored attendance row.
@@ -186,30 +186,22 @@ struct WalkIn {
 
 #[derive(Debug, SurrealValue)]
 struct Resolved {
-    key: String,
+    id: RecordId,
     user: RecordId,
-}
-
-#[derive(Debug, SurrealValue)]
-struct UserEvent {
-    user: RecordId,
-    event: RecordId,
 }
 
 /// Registers each `$walk_ins` (user, event) pair: reinstates a cancelled
 /// registration, or creates one marked as a walk-in.
 const WALK_INS: &str = "FOR $w IN $walk_ins {
-    IF array::len(UPDATE registration SET status = 'REGISTERED', cancelled_at = NONE
-            WHERE user = $w.user AND event = $w.event RETURN id) == 0 {
-        CREATE $w.id CONTENT $w;
-    };
+    UPSERT $w.id SET user = $w.user, event = $w.event, status = 'REGISTERED', walk_in = walk_in ?? true,
+        registered_at = $w.registered_at, cancelled_at = NONE;
 };";
 
 fn walk_in_rows(pairs: &[(Uuid, Uuid)], now: DateTime<Utc>) -> Vec<WalkIn> {
     pairs
         .iter()
         .map(|(u, e)| WalkIn {
-            id: rid("registration", new_id()),
+            id: registration_id(*e, *u),
             user: rid("user", *u),
             event: rid("event", *e),
             status: "REGISTERED".into(),
@@ -236,37 +228,23 @@ impl<'a> AttendanceLog<'a> {
         Ok(res.take(0)?)
     }
 
-    /// Maps canonical identifiers to users: by BLE UUID, then by extra device
-    /// identifier. One round trip for the whole batch.
+    /// Maps canonical identifiers to users (by BLE UUID or extra device
+    /// identifier), with one lookup by id for the whole batch.
     pub async fn resolve(&self, identifiers: Vec<String>) -> Result<HashMap<String, Uuid>, StoreError> {
-        let mut res = self
-            .db
-            .query(
-                "SELECT ble_uuid AS key, id AS user FROM user WHERE ble_uuid IN $ids;
-                 SELECT identifier AS key, user FROM device WHERE identifier IN $ids;",
-            )
-            .bind(("ids", identifiers))
-            .await?
-            .check()?;
-        let by_ble: Vec<Resolved> = res.take(0)?;
-        let by_device: Vec<Resolved> = res.take(1)?;
+        if identifiers.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let ids: Vec<RecordId> = identifiers.into_iter().map(|i| RecordId::new("identifier", i)).collect();
+        let mut res = self.db.query("SELECT id, user FROM $ids").bind(("ids", ids)).await?;
+        let found: Vec<Resolved> = res.take(0)?;
         let mut map = HashMap::new();
-        for r in by_device.into_iter().chain(by_ble) {
-            map.insert(r.key, key_of(&r.user)?);
+        for r in found {
+            let surrealdb::types::RecordIdKey::String(key) = r.id.key else {
+                return Err(StoreError::Corrupt("identifier key is not a string".into()));
+            };
+            map.insert(key, key_of(&r.user)?);
         }
         Ok(map)
-    }
-
-    /// The standing (user, event) registrations among these users and events.
-    pub async fn registered(&self, users: Vec<Uuid>, events: Vec<Uuid>) -> Result<Vec<(Uuid, Uuid)>, StoreError> {
-        let mut res = self
-            .db
-            .query("SELECT user, event FROM registration WHERE event IN $events AND user IN $users AND status = 'REGISTERED'")
-            .bind(("users", users.into_iter().map(|u| rid("user", u)).collect::<Vec<_>>()))
-            .bind(("events", events.into_iter().map(|e| rid("event", e)).collect::<Vec<_>>()))
-            .await?;
-        let rows: Vec<UserEvent> = res.take(0)?;
-        rows.iter().map(|r| Ok((key_of(&r.user)?, key_of(&r.event)?))).collect()
     }
 
     /// The attendance rows of these (event, user) pairs that exist.
@@ -313,22 +291,30 @@ impl<'a> AttendanceLog<'a> {
             .bind(("now", now))
             .await
             .map_err(StoreError::from)?;
-        match res.check() {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                let msg = e.message().to_owned();
-                if msg.contains("changed concurrently") || msg.contains("conflict") || msg.contains("Conflict") {
-                    return Err(CommitError::Conflict);
-                }
-                match StoreError::from(e) {
-                    StoreError::Conflict { .. } => Err(CommitError::Conflict),
-                    StoreError::Db(e) if e.is_already_exists() && msg.contains("batch") => {
-                        Err(CommitError::AlreadyApplied)
-                    }
-                    StoreError::Db(e) if e.is_already_exists() => Err(CommitError::Conflict),
-                    other => Err(CommitError::Store(other)),
-                }
-            }
+        let mut res = res;
+        let errors = res.take_errors();
+        if errors.is_empty() {
+            return Ok(());
+        }
+        // Statements after the failing one only report that the transaction
+        // failed; the cause is the other error.
+        let mut errors: Vec<(usize, surrealdb::Error)> = errors.into_iter().collect();
+        errors.sort_by_key(|(i, _)| *i);
+        let cause = errors
+            .iter()
+            .find(|(_, e)| !e.message().contains("failed transaction"))
+            .or(errors.first())
+            .map(|(_, e)| e.clone())
+            .ok_or_else(|| CommitError::Store(StoreError::Corrupt("no error".into())))?;
+        let msg = cause.message().to_owned();
+        if msg.contains("changed concurrently") || msg.to_lowercase().contains("conflict") {
+            return Err(CommitError::Conflict);
+        }
+        match StoreError::from(cause) {
+            StoreError::Conflict { .. } => Err(CommitError::Conflict),
+            StoreError::Db(e) if e.is_already_exists() && msg.contains("batch:") => Err(CommitError::AlreadyApplied),
+            StoreError::Db(e) if e.is_already_exists() => Err(CommitError::Conflict),
+            other => Err(CommitError::Store(other)),
         }
     }
 

@@ -41,6 +41,7 @@ pub use attendance::{AttendanceLog, AttendanceRecord, BatchRecord, BatchWrite, C
 pub use events::{EventChanges, EventFilter, Events, NewEvent};
 pub use models::{ApiKey, Device, Event, Registration, RegistrationStatus, User};
 pub use registrations::Registrations;
+pub(crate) use registrations::registration_id;
 pub use users::{ImportRow, ImportSummary, NewUser, Users};
 
 /// The default embedded database, relative to the working directory.
@@ -68,7 +69,7 @@ pub enum StoreError {
     },
     /// Any other database failure. (Boxed: the engine's error is large, and
     /// every `Result` in the server would carry its size.)
-    #[error("database error")]
+    #[error("database error: {}", .0.message())]
     Db(#[source] Box<surrealdb::Error>),
     /// A stored record that no longer matches what the code expects.
     #[error("stored data is invalid: {0}")]
@@ -85,6 +86,10 @@ impl From<surrealdb::Error> for StoreError {
             && let Some((index, _)) = rest.split_once('`')
         {
             return StoreError::Conflict { index: index.to_owned() };
+        }
+        // The identifier lookup table is keyed by the identifier itself.
+        if msg.contains("`identifier:") && msg.contains("already exists") {
+            return StoreError::Conflict { index: "identifier".to_owned() };
         }
         StoreError::Db(Box::new(err))
     }

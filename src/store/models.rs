@@ -152,10 +152,10 @@ impl RegistrationStatus {
     }
 }
 
-/// A user's registration for an event.
+/// A user's registration for an event; there is at most one per pair, keyed
+/// `registration:[event, user]`.
 #[derive(Debug, Clone)]
 pub struct Registration {
-    pub id: Uuid,
     pub user_id: Uuid,
     pub event_id: Uuid,
     pub status: RegistrationStatus,
@@ -180,7 +180,6 @@ impl TryFrom<RegistrationRow> for Registration {
     type Error = StoreError;
     fn try_from(r: RegistrationRow) -> Result<Self, StoreError> {
         Ok(Registration {
-            id: key_of(&r.id)?,
             user_id: key_of(&r.user)?,
             event_id: key_of(&r.event)?,
             status: match r.status.as_str() {

@@ -5,8 +5,17 @@ use surrealdb::Surreal;
 use surrealdb::engine::any::Any;
 use uuid::Uuid;
 
+use surrealdb::types::{Array, RecordId};
+
 use super::models::{RegistrationRow, convert_all};
-use super::{Registration, StoreError, new_id, rid};
+use super::{Registration, StoreError, rid};
+
+/// The record id of (event, user)'s registration, so that a batch can check
+/// many registrations by id rather than through an index scan.
+pub(crate) fn registration_id(event: Uuid, user: Uuid) -> RecordId {
+    let key = Array::from(vec![surrealdb::types::Uuid::from(event), surrealdb::types::Uuid::from(user)]);
+    RecordId::new("registration", key)
+}
 
 /// Repository for `registration` records. There is at most one per
 /// (user, event); cancelling keeps it, so that history is not lost, and
@@ -21,14 +30,9 @@ impl<'a> Registrations<'a> {
     }
 
     pub async fn get(&self, user: Uuid, event: Uuid) -> Result<Option<Registration>, StoreError> {
-        let mut res = self
-            .db
-            .query("SELECT * FROM registration WHERE user = $u AND event = $e LIMIT 1")
-            .bind(("u", rid("user", user)))
-            .bind(("e", rid("event", event)))
-            .await?;
-        let rows: Vec<RegistrationRow> = res.take(0)?;
-        rows.into_iter().next().map(Registration::try_from).transpose()
+        let mut res = self.db.query("SELECT * FROM ONLY $id").bind(("id", registration_id(event, user))).await?;
+        let row: Option<RegistrationRow> = res.take(0)?;
+        row.map(Registration::try_from).transpose()
     }
 
     /// Registers `user` for `event`, reinstating a cancelled registration.
@@ -44,7 +48,7 @@ impl<'a> Registrations<'a> {
         let row = match existing {
             Some(r) if r.status == super::RegistrationStatus::Registered => return Ok(r),
             Some(r) => RegistrationRow {
-                id: rid("registration", r.id),
+                id: registration_id(event, user),
                 user: rid("user", user),
                 event: rid("event", event),
                 status: "REGISTERED".into(),
@@ -53,7 +57,7 @@ impl<'a> Registrations<'a> {
                 cancelled_at: None,
             },
             None => RegistrationRow {
-                id: rid("registration", new_id()),
+                id: registration_id(event, user),
                 user: rid("user", user),
                 event: rid("event", event),
                 status: "REGISTERED".into(),
@@ -76,12 +80,8 @@ impl<'a> Registrations<'a> {
     ) -> Result<Option<Registration>, StoreError> {
         let mut res = self
             .db
-            .query(
-                "UPDATE registration SET status = 'CANCELLED', cancelled_at = $now
-                 WHERE user = $u AND event = $e AND status = 'REGISTERED' RETURN AFTER",
-            )
-            .bind(("u", rid("user", user)))
-            .bind(("e", rid("event", event)))
+            .query("UPDATE $id SET status = 'CANCELLED', cancelled_at = $now WHERE status = 'REGISTERED' RETURN AFTER")
+            .bind(("id", registration_id(event, user)))
             .bind(("now", now))
             .await?
             .check()?;
@@ -89,43 +89,50 @@ impl<'a> Registrations<'a> {
         rows.into_iter().next().map(Registration::try_from).transpose()
     }
 
-    /// An event's registrations in creation order after `after`.
+    /// An event's registrations by user id, after the user `after`.
     pub async fn for_event(
         &self,
         event: Uuid,
         after: Option<Uuid>,
         limit: usize,
     ) -> Result<Vec<Registration>, StoreError> {
-        self.page("event", rid("event", event), after, limit).await
+        self.page(("event", rid("event", event)), ("user", after.map(|a| rid("user", a))), limit).await
     }
 
-    /// A user's registrations in creation order after `after`.
+    /// A user's registrations by event id, after the event `after`.
     pub async fn for_user(
         &self,
         user: Uuid,
         after: Option<Uuid>,
         limit: usize,
     ) -> Result<Vec<Registration>, StoreError> {
-        self.page("user", rid("user", user), after, limit).await
+        self.page(("user", rid("user", user)), ("event", after.map(|a| rid("event", a))), limit).await
     }
 
     async fn page(
         &self,
-        field: &'static str,
-        owner: surrealdb::types::RecordId,
-        after: Option<Uuid>,
+        (field, owner): (&'static str, RecordId),
+        (order, after): (&'static str, Option<RecordId>),
         limit: usize,
     ) -> Result<Vec<Registration>, StoreError> {
-        let after_cond = if after.is_some() { " AND id > $after" } else { "" };
-        let sql = format!("SELECT * FROM registration WHERE {field} = $owner{after_cond} ORDER BY id LIMIT $limit");
-        let mut res = self
-            .db
-            .query(sql)
-            .bind(("owner", owner))
-            .bind(("after", after.map(|a| rid("registration", a))))
-            .bind(("limit", limit as i64))
-            .await?;
+        let after_cond = if after.is_some() { format!(" AND {order} > $after") } else { String::new() };
+        let sql =
+            format!("SELECT * FROM registration WHERE {field} = $owner{after_cond} ORDER BY {order} LIMIT $limit");
+        let mut res =
+            self.db.query(sql).bind(("owner", owner)).bind(("after", after)).bind(("limit", limit as i64)).await?;
         convert_all(res.take::<Vec<RegistrationRow>>(0)?)
+    }
+
+    /// Which of these (user, event) pairs have a standing registration; one
+    /// lookup by id for them all.
+    pub async fn standing(&self, pairs: &[(Uuid, Uuid)]) -> Result<Vec<(Uuid, Uuid)>, StoreError> {
+        if pairs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<RecordId> = pairs.iter().map(|(u, e)| registration_id(*e, *u)).collect();
+        let mut res = self.db.query("SELECT * FROM $ids WHERE status = 'REGISTERED'").bind(("ids", ids)).await?;
+        let rows: Vec<RegistrationRow> = res.take(0)?;
+        convert_all::<_, Registration>(rows).map(|rs| rs.into_iter().map(|r| (r.user_id, r.event_id)).collect())
     }
 
     /// How many standing registrations an event has.

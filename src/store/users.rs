@@ -9,7 +9,7 @@ use surrealdb::types::{RecordId, SurrealValue};
 use uuid::Uuid;
 
 use super::models::{DeviceRow, RegistrationRow, UserRow, convert_all};
-use super::{Device, StoreError, User, key_of, new_id, rid};
+use super::{Device, StoreError, User, key_of, new_id, registration_id, rid};
 use crate::domain::Role;
 
 /// What is needed to create an account. Values are already validated.
@@ -66,9 +66,14 @@ impl<'a> Users<'a> {
             ble_uuid: new.ble_uuid,
             created_at: now,
         };
-        let mut res = self.db.query("CREATE ONLY $row.id CONTENT $row").bind(("row", row)).await?.check()?;
-        let row: Option<UserRow> = res.take(0)?;
-        row.ok_or_else(|| StoreError::Corrupt("CREATE returned nothing".into()))?.try_into()
+        let id = row.id.clone();
+        self.db
+            .query("BEGIN; CREATE $row.id CONTENT $row; CREATE $ident SET user = $row.id, kind = 'ble'; COMMIT;")
+            .bind(("ident", ident_id(&row.ble_uuid)))
+            .bind(("row", row))
+            .await?
+            .check()?;
+        self.get(super::key_of(&id)?).await?.ok_or_else(|| StoreError::Corrupt("created user vanished".into()))
     }
 
     pub async fn get(&self, id: Uuid) -> Result<Option<User>, StoreError> {
@@ -94,10 +99,13 @@ impl<'a> Users<'a> {
     /// The user a scanner's identifier belongs to: their BLE UUID, or one of
     /// their extra device identifiers.
     pub async fn by_identifier(&self, identifier: &str) -> Result<Option<User>, StoreError> {
-        if let Some(u) = self.find_one("SELECT * FROM user WHERE ble_uuid = $v LIMIT 1", identifier).await? {
-            return Ok(Some(u));
-        }
-        self.find_one("SELECT * FROM (SELECT VALUE user FROM device WHERE identifier = $v LIMIT 1).*", identifier).await
+        let mut res = self
+            .db
+            .query("SELECT * FROM (SELECT VALUE user FROM $ident)")
+            .bind(("ident", ident_id(identifier)))
+            .await?;
+        let rows: Vec<UserRow> = res.take(0)?;
+        rows.into_iter().next().map(User::try_from).transpose()
     }
 
     async fn find_one(&self, sql: &str, v: &str) -> Result<Option<User>, StoreError> {
@@ -136,20 +144,27 @@ impl<'a> Users<'a> {
         row.map(User::try_from).transpose()
     }
 
-    /// Sets a new BLE UUID (rotation, or an admin assigning a badge).
+    /// Sets a new BLE UUID (rotation, or an admin assigning a badge); the
+    /// old one stops resolving at once.
     pub async fn set_ble_uuid(&self, id: Uuid, ble_uuid: String) -> Result<Option<User>, StoreError> {
-        if self.get(id).await?.is_none() {
+        let Some(user) = self.get(id).await? else {
             return Ok(None);
-        }
-        let mut res = self
-            .db
-            .query("UPDATE ONLY $id SET ble_uuid = $ble RETURN AFTER")
+        };
+        self.db
+            .query(
+                "BEGIN;
+                 DELETE $old;
+                 CREATE $new SET user = $id, kind = 'ble';
+                 UPDATE $id SET ble_uuid = $ble;
+                 COMMIT;",
+            )
+            .bind(("old", ident_id(&user.ble_uuid)))
+            .bind(("new", ident_id(&ble_uuid)))
             .bind(("id", rid("user", id)))
             .bind(("ble", ble_uuid))
             .await?
             .check()?;
-        let row: Option<UserRow> = res.take(0)?;
-        row.map(User::try_from).transpose()
+        self.get(id).await
     }
 
     /// Deletes a user with their devices and registrations, atomically.
@@ -161,6 +176,7 @@ impl<'a> Users<'a> {
             .query(
                 "BEGIN;
                  DELETE device WHERE user = $id;
+                 DELETE identifier WHERE user = $id;
                  DELETE registration WHERE user = $id;
                  DELETE $id;
                  COMMIT;",
@@ -182,7 +198,12 @@ impl<'a> Users<'a> {
 
     pub async fn add_device(&self, user: Uuid, identifier: String, now: DateTime<Utc>) -> Result<Device, StoreError> {
         let row = DeviceRow { user: rid("user", user), identifier, created_at: now };
-        self.db.query("CREATE device CONTENT $row").bind(("row", row.clone())).await?.check()?;
+        self.db
+            .query("BEGIN; CREATE device CONTENT $row; CREATE $ident SET user = $row.user, kind = 'device'; COMMIT;")
+            .bind(("ident", ident_id(&row.identifier)))
+            .bind(("row", row.clone()))
+            .await?
+            .check()?;
         row.try_into()
     }
 
@@ -190,13 +211,22 @@ impl<'a> Users<'a> {
     pub async fn remove_device(&self, user: Uuid, identifier: String) -> Result<bool, StoreError> {
         let mut res = self
             .db
-            .query("DELETE device WHERE user = $u AND identifier = $i RETURN BEFORE")
+            .query("SELECT user, identifier, created_at FROM device WHERE user = $u AND identifier = $i")
             .bind(("u", rid("user", user)))
+            .bind(("i", identifier.clone()))
+            .await?;
+        let found: Vec<DeviceRow> = res.take(0)?;
+        if found.is_empty() {
+            return Ok(false);
+        }
+        self.db
+            .query("BEGIN; DELETE device WHERE user = $u AND identifier = $i; DELETE $ident; COMMIT;")
+            .bind(("u", rid("user", user)))
+            .bind(("ident", ident_id(&identifier)))
             .bind(("i", identifier))
             .await?
             .check()?;
-        let gone: Vec<DeviceRow> = res.take(0)?;
-        Ok(!gone.is_empty())
+        Ok(true)
     }
 
     /// Imports one chunk of rows in a bounded number of queries: existing
@@ -259,15 +289,20 @@ impl<'a> Users<'a> {
         }
         summary.created = new_users.len();
         if !new_users.is_empty() {
-            self.db.query("INSERT INTO user $rows").bind(("rows", new_users)).await?.check()?;
+            let idents: Vec<IdentRow> = new_users
+                .iter()
+                .map(|u| IdentRow { id: ident_id(&u.ble_uuid), user: u.id.clone(), kind: "ble".into() })
+                .collect();
+            self.db
+                .query("BEGIN; INSERT INTO user $rows; INSERT INTO identifier $idents; COMMIT;")
+                .bind(("rows", new_users))
+                .bind(("idents", idents))
+                .await?
+                .check()?;
         }
         if !wanted_regs.is_empty() {
-            let users: Vec<RecordId> = wanted_regs.iter().map(|(u, _)| rid("user", *u)).collect();
-            let mut res = self
-                .db
-                .query("SELECT user, event FROM registration WHERE user IN $users")
-                .bind(("users", users))
-                .await?;
+            let ids: Vec<RecordId> = wanted_regs.iter().map(|(u, e)| registration_id(*e, *u)).collect();
+            let mut res = self.db.query("SELECT user, event FROM $ids").bind(("ids", ids)).await?;
             let existing: Vec<UserEvent> = res.take(0)?;
             let mut done: HashSet<(Uuid, Uuid)> = existing
                 .iter()
@@ -279,7 +314,7 @@ impl<'a> Users<'a> {
                     continue;
                 }
                 regs.push(RegistrationRow {
-                    id: rid("registration", new_id()),
+                    id: registration_id(event, user),
                     user: rid("user", user),
                     event: rid("event", event),
                     status: "REGISTERED".into(),
@@ -295,6 +330,18 @@ impl<'a> Users<'a> {
         }
         Ok(summary)
     }
+}
+
+/// The id of the lookup record for an identifier (see migration 0002).
+pub(crate) fn ident_id(identifier: &str) -> RecordId {
+    RecordId::new("identifier", identifier.to_owned())
+}
+
+#[derive(Debug, SurrealValue)]
+struct IdentRow {
+    id: RecordId,
+    user: RecordId,
+    kind: String,
 }
 
 #[derive(Debug, SurrealValue)]
