@@ -134,8 +134,14 @@ async fn main() -> anyhow::Result<()> {
             .collect();
         store.users().import(rows, now).await?;
     }
-    let secret = rollcall::auth::ApiKeySecret::generate();
-    store.api_keys().create("bench".into(), secret.display_prefix(), secret.hash(), true, vec![], None, now).await?;
+    // One key per client, as every scanner has its own.
+    let mut secrets = Vec::new();
+    for c in 0..args.clients {
+        let secret = rollcall::auth::ApiKeySecret::generate();
+        let name = format!("scanner {c}");
+        store.api_keys().create(name, secret.display_prefix(), secret.hash(), true, vec![], None, now).await?;
+        secrets.push(secret);
+    }
     println!("seeded {} registered users in {:.1?}", args.users, seeding.elapsed());
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -162,7 +168,7 @@ async fn main() -> anyhow::Result<()> {
     let total = args.clients * args.batches * args.batch_size;
     let began = Instant::now();
     let mut tasks = Vec::new();
-    for mine in bodies {
+    for (mine, secret) in bodies.into_iter().zip(&secrets) {
         let url = format!("http://{addr}/graphql");
         let key = secret.expose().to_owned();
         tasks.push(tokio::spawn(async move {

@@ -19,8 +19,7 @@ use crate::auth::ScannerScope;
 use crate::domain::batch::{MAX_BATCH_SIZE, canonical_identifier, check_sighting};
 use crate::domain::{Attendance, EventState, Sighting, Verdict, classify};
 use crate::store::{
-    AttendanceRecord, BatchRecord, BatchWrite, CommitError, Event, LoggedSighting, StoreError, SurrealStore, key_of,
-    rid,
+    AttendanceRecord, BatchRecord, BatchWrite, CommitError, Event, LoggedSighting, StoreError, SurrealStore,
 };
 
 /// How often a batch is retried after losing a race for an attendance row.
@@ -127,7 +126,6 @@ pub enum IngestError {
 /// A validated sighting with the user it belongs to.
 struct Resolved {
     index: usize,
-    identifier: String,
     user: Uuid,
     sighting: Sighting,
     /// Events it is offered to (before the window and RSSI rules).
@@ -151,12 +149,21 @@ pub async fn submit(
             return replayed(&stored);
         }
         let now = Utc::now();
-        let (outcome, write) = plan(store, source, (&batch_rid, batch_id), sent_at, &sightings, now).await?;
+        let (outcome, write) = plan(store, source, &batch_rid, sent_at, &sightings, now).await?;
         let t = std::time::Instant::now();
         let committed = store.attendance().commit(write, now).await;
         tracing::debug!(commit = ?t.elapsed(), "batch write");
         match committed {
-            Ok(()) => return Ok(outcome),
+            Ok(()) => {
+                if let Source::Scanner { key_id, .. } = source
+                    && let Err(e) =
+                        store.attendance().note_scanner_batch(*key_id, batch_id, outcome.unknown_devices, now).await
+                {
+                    // The batch is applied; only the scanner's statistics lag.
+                    tracing::warn!(error = ?e, scanner = %key_id, "could not record the scanner's last batch");
+                }
+                return Ok(outcome);
+            }
             Err(CommitError::AlreadyApplied) => continue,
             Err(CommitError::Conflict) => {
                 metrics::counter!("rollcall_ingest_conflicts_total").increment(1);
@@ -180,7 +187,7 @@ fn replayed(stored: &str) -> Result<BatchOutcome, IngestError> {
 async fn plan(
     store: &SurrealStore,
     source: &Source,
-    (batch_rid, batch_id): (&surrealdb::types::RecordId, Uuid),
+    batch_rid: &surrealdb::types::RecordId,
     sent_at: Option<DateTime<Utc>>,
     sightings: &[SightingIn],
     now: DateTime<Utc>,
@@ -243,7 +250,7 @@ async fn plan(
             continue;
         };
         let sighting = Sighting { scanner, seen_at: s.seen_at, rssi: s.rssi };
-        resolved.push(Resolved { index, identifier, user, sighting, events: offered });
+        resolved.push(Resolved { index, user, sighting, events: offered });
     }
     out.rejected.sort_by_key(|r| r.index);
     out.accepted = (sightings.len() - out.rejected.len()) as u64;
@@ -345,49 +352,29 @@ async fn plan(
     let logged: Vec<LoggedSighting> = resolved
         .iter()
         .map(|r| LoggedSighting {
-            user: rid("user", r.user),
-            identifier: r.identifier.clone(),
+            user: r.user,
             seen_at: r.sighting.seen_at,
-            rssi: r.sighting.rssi.map(i64::from),
-            events: r.events.iter().map(|e| rid("event", *e)).collect(),
+            rssi: r.sighting.rssi,
+            events: r.events.clone(),
         })
-        .collect();
-    let batch_events: Vec<_> = resolved
-        .iter()
-        .flat_map(|r| r.events.iter().copied())
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .map(|e| rid("event", e))
         .collect();
     let result = serde_json::to_string(&out).map_err(|e| StoreError::Corrupt(format!("batch result: {e}")))?;
     let batch = BatchRecord {
         id: batch_rid.clone(),
         scanner: match source {
-            Source::Scanner { key_id, .. } => Some(rid("api_key", *key_id)),
+            Source::Scanner { key_id, .. } => Some(*key_id),
             Source::Manual { .. } => None,
         },
         recorded_by: match source {
-            Source::Manual { by } => Some(rid("user", *by)),
+            Source::Manual { by } => Some(*by),
             Source::Scanner { .. } => None,
         },
         received_at: now,
         sent_at,
-        events: batch_events,
         sightings: logged,
         result,
     };
-    let write = BatchWrite {
-        batch,
-        created,
-        updated,
-        walk_ins: walk_ins.into_iter().collect(),
-        scanner: match source {
-            Source::Scanner { key_id, .. } => Some(*key_id),
-            Source::Manual { .. } => None,
-        },
-        batch_id,
-        unknown_devices: out.unknown_devices,
-    };
+    let write = BatchWrite { batch, created, updated, walk_ins: walk_ins.into_iter().collect() };
     Ok((out, write))
 }
 
@@ -406,7 +393,7 @@ pub async fn recompute(store: &SurrealStore, event: &Event) -> Result<usize, Ing
     let logged = store.attendance().logged_for_event(event.id).await?;
     let mut by_user: BTreeMap<Uuid, Vec<Sighting>> = BTreeMap::new();
     for (scanner, s) in logged {
-        let user = key_of(&s.user)?;
+        let user = s.user;
         by_user.entry(user).or_default().push(Sighting {
             scanner: scanner.unwrap_or_else(Uuid::nil),
             seen_at: s.seen_at,

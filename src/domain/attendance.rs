@@ -316,6 +316,44 @@ mod tests {
             prop_assert_eq!(acc, reference);
         }
 
+        /// Many users: any order and batching, with a batch repeated, gives the
+        /// same attendance per user and the same number of check-ins.
+        #[test]
+        fn many_users_same_attendance_and_check_ins(
+            sightings in proptest::collection::vec((0u8..6, arb_sighting()), 1..80),
+            seed in any::<u64>(),
+            batch_len in 1usize..20,
+        ) {
+            use std::collections::BTreeMap;
+            let p = AttendancePolicy::default();
+            let w = window();
+            let fold_batches = |batches: &[Vec<(u8, Sighting)>]| {
+                let mut per_user: BTreeMap<u8, Attendance> = BTreeMap::new();
+                let mut check_ins = 0;
+                for batch in batches {
+                    for (user, s) in batch {
+                        if classify(&p, &w, s) != Verdict::Counted { continue; }
+                        match per_user.get_mut(user) {
+                            Some(a) => { a.absorb(s, p.departure_gap); }
+                            None => { per_user.insert(*user, Attendance::first(s)); check_ins += 1; }
+                        }
+                    }
+                }
+                (per_user, check_ins)
+            };
+            let in_order = fold_batches(&[sightings.clone()]);
+            let mut shuffled = sightings.clone();
+            let mut state = seed | 1;
+            for i in (1..shuffled.len()).rev() {
+                state ^= state << 13; state ^= state >> 7; state ^= state << 17;
+                shuffled.swap(i, (state % (i as u64 + 1)) as usize);
+            }
+            let mut batches: Vec<Vec<(u8, Sighting)>> = shuffled.chunks(batch_len).map(<[_]>::to_vec).collect();
+            let again = batches[(seed as usize) % batches.len()].clone();
+            batches.push(again);
+            prop_assert_eq!(fold_batches(&batches), in_order);
+        }
+
         /// Stays stay sorted, disjoint and separated by at least the gap.
         #[test]
         fn stays_are_well_formed(sightings in proptest::collection::vec(arb_sighting(), 1..60)) {

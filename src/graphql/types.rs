@@ -372,6 +372,21 @@ impl ApiKey {
     async fn revoked(&self) -> bool {
         self.0.revoked_at.is_some()
     }
+
+    /// When this scanner's last sighting batch was applied.
+    async fn last_batch_at(&self) -> Option<DateTime<Utc>> {
+        self.0.last_batch_at
+    }
+
+    /// The batchId of that batch.
+    async fn last_batch_id(&self) -> Option<&str> {
+        self.0.last_batch_id.as_deref()
+    }
+
+    /// Sightings this scanner reported of identifiers that belong to nobody.
+    async fn unknown_devices(&self) -> i64 {
+        self.0.unknown_devices
+    }
 }
 
 /// A new API key with its secret. The secret is shown only here, once.

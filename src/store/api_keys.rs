@@ -42,6 +42,9 @@ impl<'a> ApiKeys<'a> {
             created_at: now,
             last_used_at: None,
             revoked_at: None,
+            last_batch_at: None,
+            last_batch_id: None,
+            unknown_devices: Some(0),
         };
         let mut res = self.db.query("CREATE ONLY $row.id CONTENT $row").bind(("row", row)).await?.check()?;
         let row: Option<ApiKeyRow> = res.take(0)?;

@@ -111,29 +111,94 @@ impl TryFrom<AttendanceRow> for AttendanceRecord {
 }
 
 /// One resolved sighting as kept in the raw log.
-#[derive(Debug, Clone, SurrealValue)]
+///
+/// Packed per sighting as: user UUID (16 bytes), `seen_at` in Unix ms (i64,
+/// big-endian), RSSI (i16, `i16::MIN` for none), then a count byte and that
+/// many indices into the batch's `events` list. Only sightings of known users
+/// are logged; unknown identifiers are not stored at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoggedSighting {
-    pub user: RecordId,
-    /// The identifier as the scanner reported it (canonical form).
-    pub identifier: String,
+    pub user: Uuid,
     pub seen_at: DateTime<Utc>,
-    pub rssi: Option<i64>,
-    /// The events the sighting was offered to.
-    pub events: Vec<RecordId>,
+    pub rssi: Option<i32>,
+    /// The events the sighting was offered to (before the window and RSSI rules).
+    pub events: Vec<Uuid>,
 }
 
-/// A batch as stored: the raw log and the idempotency record.
-#[derive(Debug, Clone, SurrealValue)]
+/// Packs sightings; returns the bytes and the batch's list of events.
+fn pack(sightings: &[LoggedSighting]) -> Result<(Vec<u8>, Vec<Uuid>), StoreError> {
+    let mut events: Vec<Uuid> = Vec::new();
+    let mut out = Vec::with_capacity(sightings.len() * 28);
+    for s in sightings {
+        out.extend_from_slice(s.user.as_bytes());
+        out.extend_from_slice(&s.seen_at.timestamp_millis().to_be_bytes());
+        let rssi = s.rssi.map_or(i16::MIN, |r| r.clamp(-32767, 32767) as i16);
+        out.extend_from_slice(&rssi.to_be_bytes());
+        let n = u8::try_from(s.events.len())
+            .map_err(|_| StoreError::Corrupt("a sighting offered to over 255 events".into()))?;
+        out.push(n);
+        for e in &s.events {
+            let idx = match events.iter().position(|x| x == e) {
+                Some(i) => i,
+                None => {
+                    events.push(*e);
+                    events.len() - 1
+                }
+            };
+            out.push(u8::try_from(idx).map_err(|_| StoreError::Corrupt("a batch offered to over 255 events".into()))?);
+        }
+    }
+    Ok((out, events))
+}
+
+/// Unpacks what [`pack`] wrote.
+fn unpack(bytes: &[u8], events: &[Uuid]) -> Result<Vec<LoggedSighting>, StoreError> {
+    let bad = || StoreError::Corrupt("a batch's packed sightings are truncated".into());
+    let mut out = Vec::new();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let (head, tail) = rest.split_at_checked(27).ok_or_else(bad)?;
+        let user = Uuid::from_slice(&head[..16]).map_err(|_| bad())?;
+        let ms = i64::from_be_bytes(head[16..24].try_into().map_err(|_| bad())?);
+        let rssi = i16::from_be_bytes(head[24..26].try_into().map_err(|_| bad())?);
+        let n = usize::from(head[26]);
+        let (idx, tail) = tail.split_at_checked(n).ok_or_else(bad)?;
+        let evs = idx.iter().map(|i| events.get(usize::from(*i)).copied().ok_or_else(bad)).collect::<Result<_, _>>()?;
+        out.push(LoggedSighting {
+            user,
+            seen_at: DateTime::<Utc>::from_timestamp_millis(ms).ok_or_else(bad)?,
+            rssi: (rssi != i16::MIN).then_some(i32::from(rssi)),
+            events: evs,
+        });
+        rest = tail;
+    }
+    Ok(out)
+}
+
+/// A batch: the raw log of its sightings and its idempotency record.
+#[derive(Debug, Clone)]
 pub struct BatchRecord {
+    /// `batch:[scanner, batchId]`.
     pub id: RecordId,
-    pub scanner: Option<RecordId>,
-    pub recorded_by: Option<RecordId>,
+    pub scanner: Option<Uuid>,
+    pub recorded_by: Option<Uuid>,
     pub received_at: DateTime<Utc>,
     pub sent_at: Option<DateTime<Utc>>,
-    pub events: Vec<RecordId>,
     pub sightings: Vec<LoggedSighting>,
     /// The result returned for it, as JSON, to answer retries.
     pub result: String,
+}
+
+#[derive(Debug, Clone, SurrealValue)]
+struct BatchRow {
+    id: RecordId,
+    scanner: Option<RecordId>,
+    recorded_by: Option<RecordId>,
+    received_at: DateTime<Utc>,
+    sent_at: Option<DateTime<Utc>>,
+    events: Vec<RecordId>,
+    sightings: Bytes,
+    result: String,
 }
 
 impl BatchRecord {
@@ -141,6 +206,20 @@ impl BatchRecord {
     pub fn id_for(scanner: Uuid, batch: Uuid) -> RecordId {
         let key = Array::from(vec![surrealdb::types::Uuid::from(scanner), surrealdb::types::Uuid::from(batch)]);
         RecordId::new("batch", key)
+    }
+
+    fn into_row(self) -> Result<BatchRow, StoreError> {
+        let (bytes, events) = pack(&self.sightings)?;
+        Ok(BatchRow {
+            id: self.id,
+            scanner: self.scanner.map(|s| rid("api_key", s)),
+            recorded_by: self.recorded_by.map(|u| rid("user", u)),
+            received_at: self.received_at,
+            sent_at: self.sent_at,
+            events: events.into_iter().map(|e| rid("event", e)).collect(),
+            sightings: Bytes::from(bytes),
+            result: self.result,
+        })
     }
 }
 
@@ -166,11 +245,6 @@ pub struct BatchWrite {
     pub updated: Vec<AttendanceRecord>,
     /// (user, event) pairs to register as walk-ins.
     pub walk_ins: Vec<(Uuid, Uuid)>,
-    /// The scanner's key, to record its last batch and unknown devices.
-    pub scanner: Option<Uuid>,
-    /// The scanner's id for the batch, recorded as its last batch.
-    pub batch_id: Uuid,
-    pub unknown_devices: u64,
 }
 
 #[derive(Debug, Clone, SurrealValue)]
@@ -275,20 +349,12 @@ impl<'a> AttendanceLog<'a> {
                      }};
                  }};
                  {WALK_INS}
-                 IF $scanner != NONE {{
-                     UPDATE $scanner SET last_batch_at = $now, last_batch_id = $batch_label,
-                         unknown_devices = (unknown_devices ?? 0) + $unknown;
-                 }};
                  COMMIT;"
             ))
-            .bind(("batch", w.batch))
+            .bind(("batch", w.batch.into_row()?))
             .bind(("created", created))
             .bind(("updated", updated))
             .bind(("walk_ins", walk_ins))
-            .bind(("scanner", w.scanner.map(|s| rid("api_key", s))))
-            .bind(("batch_label", w.batch_id.to_string()))
-            .bind(("unknown", w.unknown_devices as i64))
-            .bind(("now", now))
             .await
             .map_err(StoreError::from)?;
         let mut res = res;
@@ -318,24 +384,62 @@ impl<'a> AttendanceLog<'a> {
         }
     }
 
-    /// Every logged sighting offered to `event`, for deriving its attendance again.
+    /// Records a scanner's last batch and adds to its unknown-device count.
+    ///
+    /// Kept out of the batch's transaction: scanners sharing a key would
+    /// otherwise all write this one record and conflict on every batch.
+    /// A few retries cover concurrent batches of the same key.
+    pub async fn note_scanner_batch(
+        &self,
+        key: Uuid,
+        batch_id: Uuid,
+        unknown: u64,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut last = None;
+        for _ in 0..5 {
+            let res = self
+                .db
+                .query(
+                    "UPDATE $key SET last_batch_at = $now, last_batch_id = $batch,
+                         unknown_devices = (unknown_devices ?? 0) + $unknown",
+                )
+                .bind(("key", rid("api_key", key)))
+                .bind(("now", now))
+                .bind(("batch", batch_id.to_string()))
+                .bind(("unknown", unknown as i64))
+                .await
+                .and_then(|r| r.check());
+            match res {
+                Ok(_) => return Ok(()),
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        Err(last.map_or_else(|| StoreError::Corrupt("no attempt".into()), StoreError::from))
+    }
+
+    /// Every logged sighting offered to `event`, with the scanner that
+    /// reported it, for deriving the event's attendance again.
     pub async fn logged_for_event(&self, event: Uuid) -> Result<Vec<(Option<Uuid>, LoggedSighting)>, StoreError> {
         #[derive(Debug, SurrealValue)]
         struct Logged {
             scanner: Option<RecordId>,
-            sightings: Vec<LoggedSighting>,
+            events: Vec<RecordId>,
+            sightings: Bytes,
         }
-        let e = rid("event", event);
         let mut res = self
             .db
-            .query("SELECT scanner, sightings FROM batch WHERE events CONTAINS $e")
-            .bind(("e", e.clone()))
+            .query("SELECT scanner, events, sightings FROM batch WHERE events CONTAINS $e")
+            .bind(("e", rid("event", event)))
             .await?;
         let batches: Vec<Logged> = res.take(0)?;
         let mut out = Vec::new();
         for b in batches {
             let scanner = b.scanner.as_ref().map(key_of).transpose()?;
-            out.extend(b.sightings.into_iter().filter(|s| s.events.contains(&e)).map(|s| (scanner, s)));
+            let events: Vec<Uuid> = b.events.iter().map(key_of).collect::<Result<_, _>>()?;
+            let sightings = unpack(&b.sightings, &events)?;
+            out.extend(sightings.into_iter().filter(|s| s.events.contains(&event)).map(|s| (scanner, s)));
         }
         Ok(out)
     }
@@ -403,5 +507,25 @@ impl<'a> AttendanceLog<'a> {
     /// One row.
     pub async fn get(&self, event: Uuid, user: Uuid) -> Result<Option<AttendanceRecord>, StoreError> {
         Ok(self.rows(&[(event, user)]).await?.into_iter().next())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packed_sightings_round_trip() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let t = DateTime::<Utc>::from_timestamp_millis(1_795_000_000_123).unwrap();
+        let sightings = vec![
+            LoggedSighting { user: Uuid::new_v4(), seen_at: t, rssi: Some(-67), events: vec![a] },
+            LoggedSighting { user: Uuid::new_v4(), seen_at: t, rssi: None, events: vec![] },
+            LoggedSighting { user: Uuid::new_v4(), seen_at: t, rssi: Some(-127), events: vec![b, a] },
+        ];
+        let (bytes, events) = pack(&sightings).unwrap();
+        assert_eq!(events, vec![a, b]);
+        assert_eq!(unpack(&bytes, &events).unwrap(), sightings);
+        assert!(unpack(&bytes[..bytes.len() - 1], &events).is_err(), "truncation is detected");
     }
 }

@@ -212,6 +212,11 @@ pub struct ApiKey {
     pub created_at: DateTime<Utc>,
     pub last_used_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// When the scanner's last sighting batch was applied, and its id.
+    pub last_batch_at: Option<DateTime<Utc>>,
+    pub last_batch_id: Option<String>,
+    /// Sightings of identifiers that belong to nobody, over the key's life.
+    pub unknown_devices: i64,
 }
 
 #[derive(Debug, Clone, SurrealValue)]
@@ -226,6 +231,9 @@ pub(crate) struct ApiKeyRow {
     pub created_at: DateTime<Utc>,
     pub last_used_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
+    pub last_batch_at: Option<DateTime<Utc>>,
+    pub last_batch_id: Option<String>,
+    pub unknown_devices: Option<i64>,
 }
 
 impl TryFrom<ApiKeyRow> for ApiKey {
@@ -242,6 +250,9 @@ impl TryFrom<ApiKeyRow> for ApiKey {
             created_at: r.created_at,
             last_used_at: r.last_used_at,
             revoked_at: r.revoked_at,
+            last_batch_at: r.last_batch_at,
+            last_batch_id: r.last_batch_id,
+            unknown_devices: r.unknown_devices.unwrap_or(0),
         })
     }
 }
