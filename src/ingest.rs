@@ -397,7 +397,7 @@ pub async fn recompute(store: &SurrealStore, event: &Event) -> Result<usize, Ing
         by_user.entry(user).or_default().push(Sighting {
             scanner: scanner.unwrap_or_else(Uuid::nil),
             seen_at: s.seen_at,
-            rssi: s.rssi.map(|r| r as i32),
+            rssi: s.rssi,
         });
     }
     let pairs: Vec<(Uuid, Uuid)> = by_user.keys().map(|u| (*u, event.id)).collect();

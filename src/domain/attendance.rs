@@ -341,7 +341,7 @@ mod tests {
                 }
                 (per_user, check_ins)
             };
-            let in_order = fold_batches(&[sightings.clone()]);
+            let in_order = fold_batches(std::slice::from_ref(&sightings));
             let mut shuffled = sightings.clone();
             let mut state = seed | 1;
             for i in (1..shuffled.len()).rev() {
