@@ -32,7 +32,8 @@ pub struct SightingIn {
     pub identifier: String,
     pub seen_at: DateTime<Utc>,
     pub rssi: Option<i32>,
-    /// The event it is for; without one, the active events in scope.
+    /// The event it is for; without one, the active events in scope. The
+    /// nil UUID stands for an id that did not parse (rejected with a reason).
     pub event_id: Option<Uuid>,
 }
 
@@ -119,6 +120,10 @@ pub enum IngestError {
     TooLarge(usize),
     #[error("{0}")]
     Invalid(String),
+    /// Concurrent batches kept winning the race for the same rows; the
+    /// scanner should retry (with the same batchId, so nothing doubles).
+    #[error("the batch kept conflicting with concurrent batches; retry it")]
+    Contended,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -172,7 +177,7 @@ pub async fn submit(
             Err(CommitError::Store(e)) => return Err(e.into()),
         }
     }
-    Err(IngestError::Store(StoreError::Corrupt(format!("batch still conflicting after {MAX_ATTEMPTS} attempts"))))
+    Err(IngestError::Contended)
 }
 
 fn replayed(stored: &str) -> Result<BatchOutcome, IngestError> {
@@ -226,6 +231,10 @@ async fn plan(
     let mut resolved = Vec::new();
     for (index, identifier, s) in valid {
         let offered = match s.event_id {
+            Some(id) if id.is_nil() => {
+                out.rejected.push(Rejection { index, reason: "eventId is not a valid event id".into() });
+                continue;
+            }
             Some(id) => match events.get(&id) {
                 None => {
                     out.rejected.push(Rejection { index, reason: format!("no event has the id {id}") });

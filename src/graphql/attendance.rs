@@ -94,6 +94,7 @@ impl From<IngestError> for ApiError {
     fn from(e: IngestError) -> Self {
         match e {
             IngestError::TooLarge(_) | IngestError::Invalid(_) => ApiError::Validation(e.to_string()),
+            IngestError::Contended => ApiError::RateLimited(e.to_string()),
             IngestError::Store(e) => e.into(),
         }
     }

@@ -137,6 +137,7 @@ pub async fn batch_checkin(
         Err(e @ IngestError::TooLarge(_)) | Err(e @ IngestError::Invalid(_)) => {
             return error(StatusCode::BAD_REQUEST, &e.to_string());
         }
+        Err(e @ IngestError::Contended) => return error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
         Err(IngestError::Store(e)) => {
             tracing::error!(error = ?e, "batch-checkin failed");
             return error(StatusCode::INTERNAL_SERVER_ERROR, "internal error");

@@ -163,23 +163,24 @@ async fn a_batch_over_the_limit_is_refused_whole() {
 async fn invalid_sightings_are_rejected_one_by_one() {
     let app = spawn_app().await;
     let v = venue(&app, json!({})).await;
-    let r = submit(
-        &app,
-        &v,
-        &batch(vec![
-            sighting(&v.ada_ble, Utc::now() + Duration::hours(30), -60),
-            sighting(&v.ada_ble, at(&v, 10), -200),
-            sighting(&v.ada_ble, at(&v, 11), -60),
-        ]),
-    )
-    .await;
+    let mut bad_event = sighting(&v.ada_ble, at(&v, 12), -60);
+    bad_event["eventId"] = json!("not-an-id");
+    let sightings = vec![
+        sighting(&v.ada_ble, Utc::now() + Duration::hours(30), -60),
+        sighting(&v.ada_ble, at(&v, 10), -200),
+        sighting(&v.ada_ble, at(&v, 11), -60),
+        bad_event,
+    ];
+    let r = submit(&app, &v, &batch(sightings)).await;
     assert_eq!(r["accepted"], 1);
     assert_eq!(r["checkIns"], 1);
     let rejected = r["rejected"].as_array().unwrap();
-    assert_eq!(rejected.len(), 2);
+    assert_eq!(rejected.len(), 3);
     assert_eq!(rejected[0]["index"], 0);
     assert!(rejected[0]["reason"].as_str().unwrap().contains("24 hours"));
     assert!(rejected[1]["reason"].as_str().unwrap().contains("rssi"));
+    assert_eq!(rejected[2]["index"], 3);
+    assert!(rejected[2]["reason"].as_str().unwrap().contains("not a valid event id"));
 }
 
 #[tokio::test]
