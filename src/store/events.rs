@@ -127,12 +127,13 @@ impl<'a> Events<'a> {
         row.map(Event::try_from).transpose()
     }
 
-    /// Deletes an event with its registrations, atomically.
+    /// Deletes an event with its registrations and attendance, atomically.
     pub async fn delete(&self, id: Uuid) -> Result<(), StoreError> {
         self.db
             .query(
                 "BEGIN;
                  DELETE registration WHERE event = $id;
+                 DELETE attendance WHERE event = $id;
                  DELETE $id;
                  COMMIT;",
             )

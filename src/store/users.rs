@@ -167,7 +167,7 @@ impl<'a> Users<'a> {
         self.get(id).await
     }
 
-    /// Deletes a user with their devices and registrations, atomically.
+    /// Deletes a user with their devices, registrations and attendance, atomically.
     pub async fn delete(&self, id: Uuid) -> Result<bool, StoreError> {
         if self.get(id).await?.is_none() {
             return Ok(false);
@@ -178,6 +178,7 @@ impl<'a> Users<'a> {
                  DELETE device WHERE user = $id;
                  DELETE identifier WHERE user = $id;
                  DELETE registration WHERE user = $id;
+                 DELETE attendance WHERE user = $id;
                  DELETE $id;
                  COMMIT;",
             )

@@ -354,3 +354,35 @@ async fn manual_check_ins_report_and_my_attendance() {
         "FORBIDDEN"
     );
 }
+
+#[tokio::test]
+async fn deleting_an_event_or_a_user_removes_their_attendance() {
+    let app = spawn_app().await;
+    let v = venue(&app, json!({})).await;
+    submit(&app, &v, &batch(vec![sighting(&v.ada_ble, at(&v, 10), -60)])).await;
+    let mine = "{ me { attendance { sightings } } }";
+    assert_eq!(app.ok(&v.ada.auth(), mine, json!({})).await["me"]["attendance"].as_array().unwrap().len(), 1);
+    app.ok(&v.org.auth(), "mutation($id: ID!) { deleteEvent(id: $id) }", json!({ "id": v.event })).await;
+    assert_eq!(app.ok(&v.ada.auth(), mine, json!({})).await["me"]["attendance"], json!([]));
+
+    // A deleted user's attendance goes with them.
+    let admin = app.admin().await;
+    let event = app.create_event(&v.org, "Second").await;
+    let start = Utc::now() - Duration::hours(1);
+    let window = json!({ "id": event, "i": { "startsAt": start, "endsAt": start + Duration::hours(3) } });
+    app.ok(
+        &v.org.auth(),
+        "mutation($id: ID!, $i: UpdateEventInput!) { updateEvent(id: $id, input: $i) { id } }",
+        window,
+    )
+    .await;
+    app.activate(&v.org, &event).await;
+    app.ok(&v.ada.auth(), "mutation($e: ID!) { registerForEvent(eventId: $e) { id } }", json!({ "e": event })).await;
+    let (_, key) = app.api_key(&v.org, "second door", Some(vec![&event])).await;
+    let r =
+        app.ok(&Auth::ApiKey(key), SUBMIT, batch(vec![sighting(&v.ada_ble, start + Duration::minutes(5), -60)])).await;
+    assert_eq!(r["submitSightings"]["checkIns"], 1);
+    app.ok(&admin.auth(), "mutation($id: ID!) { deleteUser(id: $id) }", json!({ "id": v.ada.id })).await;
+    let rows = app.ok(&v.org.auth(), ATTENDANCE, json!({ "e": event })).await;
+    assert_eq!(rows["attendance"]["edges"], json!([]));
+}
