@@ -1,14 +1,15 @@
 //! Scanner API keys: issued once, listed without their secret, revoked.
 
-use async_graphql::{Context, ID, Object, Result};
-use chrono::Utc;
+use async_graphql::{Context, ID, InputObject, Object, Result};
+use chrono::{DateTime, Utc};
 
 use super::accounts::require_role;
 use super::error::ApiError;
-use super::types::{ApiKey, CreatedApiKey};
-use super::{parse_id, state};
-use crate::auth::ApiKeySecret;
+use super::types::{ApiKey, CreatedApiKey, ScannerHeartbeat};
+use super::{parse_id, principal, state};
+use crate::auth::{ApiKeySecret, Principal};
 use crate::domain::{Role, Text};
+use crate::store::Heartbeat;
 
 #[derive(Default)]
 pub struct ApiKeysQuery;
@@ -21,6 +22,19 @@ impl ApiKeysQuery {
         let by = (me.role != Role::Admin).then_some(me.id);
         Ok(state(ctx)?.store.api_keys().list(by).await?.into_iter().map(ApiKey).collect())
     }
+}
+
+/// What a scanner reports about itself.
+#[derive(InputObject)]
+pub struct ScannerHeartbeatInput {
+    /// The scanner software's version.
+    pub version: String,
+    /// Sightings waiting in its outbox.
+    pub outbox_depth: i32,
+    /// Its last successful upload, by its clock.
+    pub last_upload_at: Option<DateTime<Utc>>,
+    /// Its clock now, to spot skew.
+    pub clock: DateTime<Utc>,
 }
 
 #[derive(Default)]
@@ -55,6 +69,28 @@ impl ApiKeysMutation {
             .create(name, secret.display_prefix(), secret.hash(), all_events, events, Some(me.id), Utc::now())
             .await?;
         Ok(CreatedApiKey { api_key: ApiKey(key), secret: secret.expose().to_owned() })
+    }
+
+    /// A scanner reports its health: version, outbox depth, last upload and
+    /// clock. API keys only; shown on `apiKeys { heartbeat }`.
+    async fn scanner_heartbeat(&self, ctx: &Context<'_>, input: ScannerHeartbeatInput) -> Result<ScannerHeartbeat> {
+        let Principal::Scanner { key, .. } = principal(ctx)? else {
+            return Err(ApiError::Forbidden("heartbeats are sent with a scanner's API key".into()).into());
+        };
+        let version = Text::parse("version", &input.version, 64)?.into_inner();
+        if input.outbox_depth < 0 {
+            return Err(ApiError::validation("outboxDepth must not be negative").into());
+        }
+        let now = Utc::now();
+        let beat = Heartbeat {
+            at: now,
+            version,
+            outbox_depth: i64::from(input.outbox_depth),
+            last_upload_at: input.last_upload_at,
+            clock_skew_ms: (input.clock - now).num_milliseconds(),
+        };
+        state(ctx)?.store.api_keys().heartbeat(key.id, &beat).await?;
+        Ok(ScannerHeartbeat(beat))
     }
 
     /// Revokes a key; requests with it fail from now on. An admin, or the

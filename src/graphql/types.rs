@@ -387,6 +387,41 @@ impl ApiKey {
     async fn unknown_devices(&self) -> i64 {
         self.0.unknown_devices
     }
+
+    /// The scanner's last heartbeat, if it sent one.
+    async fn heartbeat(&self) -> Option<ScannerHeartbeat> {
+        self.0.heartbeat.clone().map(ScannerHeartbeat)
+    }
+}
+
+/// What a scanner last reported about itself.
+pub struct ScannerHeartbeat(pub store::Heartbeat);
+
+#[Object]
+impl ScannerHeartbeat {
+    /// When the server received it.
+    async fn at(&self) -> DateTime<Utc> {
+        self.0.at
+    }
+
+    async fn version(&self) -> &str {
+        &self.0.version
+    }
+
+    /// Sightings waiting in the scanner's outbox.
+    async fn outbox_depth(&self) -> i64 {
+        self.0.outbox_depth
+    }
+
+    /// The scanner's last successful upload, by its clock.
+    async fn last_upload_at(&self) -> Option<DateTime<Utc>> {
+        self.0.last_upload_at
+    }
+
+    /// The scanner's clock minus the server's, in milliseconds (network delay included).
+    async fn clock_skew_ms(&self) -> i64 {
+        self.0.clock_skew_ms
+    }
 }
 
 /// A new API key with its secret. The secret is shown only here, once.

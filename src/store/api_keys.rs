@@ -45,6 +45,11 @@ impl<'a> ApiKeys<'a> {
             last_batch_at: None,
             last_batch_id: None,
             unknown_devices: Some(0),
+            heartbeat_at: None,
+            heartbeat_version: None,
+            outbox_depth: None,
+            last_upload_at: None,
+            clock_skew_ms: None,
         };
         let mut res = self.db.query("CREATE ONLY $row.id CONTENT $row").bind(("row", row)).await?.check()?;
         let row: Option<ApiKeyRow> = res.take(0)?;
@@ -86,6 +91,24 @@ impl<'a> ApiKeys<'a> {
             .check()?;
         let row: Option<ApiKeyRow> = res.take(0)?;
         row.map(ApiKey::try_from).transpose()
+    }
+
+    /// Stores a scanner's heartbeat.
+    pub async fn heartbeat(&self, id: Uuid, beat: &super::Heartbeat) -> Result<(), StoreError> {
+        self.db
+            .query(
+                "UPDATE $id SET heartbeat_at = $at, heartbeat_version = $version, outbox_depth = $depth,
+                    last_upload_at = $upload, clock_skew_ms = $skew",
+            )
+            .bind(("id", rid("api_key", id)))
+            .bind(("at", beat.at))
+            .bind(("version", beat.version.clone()))
+            .bind(("depth", beat.outbox_depth))
+            .bind(("upload", beat.last_upload_at))
+            .bind(("skew", beat.clock_skew_ms))
+            .await?
+            .check()?;
+        Ok(())
     }
 
     /// Records that the key was just used.

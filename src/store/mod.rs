@@ -39,7 +39,7 @@ use uuid::Uuid;
 pub use api_keys::ApiKeys;
 pub use attendance::{AttendanceLog, AttendanceRecord, BatchRecord, BatchWrite, CommitError, LoggedSighting};
 pub use events::{EventChanges, EventFilter, Events, NewEvent};
-pub use models::{ApiKey, Device, Event, Registration, RegistrationStatus, User};
+pub use models::{ApiKey, Device, Event, Heartbeat, Registration, RegistrationStatus, User};
 pub use registrations::Registrations;
 pub(crate) use registrations::registration_id;
 pub use users::{ImportRow, ImportSummary, NewUser, Users};
@@ -52,6 +52,7 @@ pub const DEFAULT_DB_URL: &str = "surrealkv://rollcall-data";
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/0001_init.surql")),
     (2, "ingest", include_str!("migrations/0002_ingest.surql")),
+    (3, "heartbeat", include_str!("migrations/0003_heartbeat.surql")),
 ];
 
 /// Errors from the storage layer.

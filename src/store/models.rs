@@ -217,6 +217,23 @@ pub struct ApiKey {
     pub last_batch_id: Option<String>,
     /// Sightings of identifiers that belong to nobody, over the key's life.
     pub unknown_devices: i64,
+    /// The scanner's last heartbeat, if it sent one.
+    pub heartbeat: Option<Heartbeat>,
+}
+
+/// What a scanner last reported about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// When the server received it.
+    pub at: DateTime<Utc>,
+    /// The scanner software's version.
+    pub version: String,
+    /// Sightings waiting in the scanner's outbox.
+    pub outbox_depth: i64,
+    /// The scanner's last successful upload, by its clock.
+    pub last_upload_at: Option<DateTime<Utc>>,
+    /// The scanner's clock minus the server's, in milliseconds.
+    pub clock_skew_ms: i64,
 }
 
 #[derive(Debug, Clone, SurrealValue)]
@@ -234,6 +251,16 @@ pub(crate) struct ApiKeyRow {
     pub last_batch_at: Option<DateTime<Utc>>,
     pub last_batch_id: Option<String>,
     pub unknown_devices: Option<i64>,
+    #[surreal(default)]
+    pub heartbeat_at: Option<DateTime<Utc>>,
+    #[surreal(default)]
+    pub heartbeat_version: Option<String>,
+    #[surreal(default)]
+    pub outbox_depth: Option<i64>,
+    #[surreal(default)]
+    pub last_upload_at: Option<DateTime<Utc>>,
+    #[surreal(default)]
+    pub clock_skew_ms: Option<i64>,
 }
 
 impl TryFrom<ApiKeyRow> for ApiKey {
@@ -253,6 +280,13 @@ impl TryFrom<ApiKeyRow> for ApiKey {
             last_batch_at: r.last_batch_at,
             last_batch_id: r.last_batch_id,
             unknown_devices: r.unknown_devices.unwrap_or(0),
+            heartbeat: r.heartbeat_at.map(|at| Heartbeat {
+                at,
+                version: r.heartbeat_version.unwrap_or_default(),
+                outbox_depth: r.outbox_depth.unwrap_or(0),
+                last_upload_at: r.last_upload_at,
+                clock_skew_ms: r.clock_skew_ms.unwrap_or(0),
+            }),
         })
     }
 }

@@ -106,3 +106,28 @@ async fn revoked_and_unknown_keys_are_refused() {
     let (status, _) = app.post_gql(&Auth::ApiKey("garbage".into()), q, json!({})).await;
     assert_eq!(status, 401);
 }
+
+#[tokio::test]
+async fn scanners_send_heartbeats_that_organisers_see() {
+    let app = spawn_app().await;
+    let org = app.organizer("org@example.org").await;
+    let (_, secret) = app.api_key(&org, "door", None).await;
+    let beat =
+        "mutation($i: ScannerHeartbeatInput!) { scannerHeartbeat(input: $i) { version outboxDepth clockSkewMs } }";
+    let ahead = chrono::Utc::now() + chrono::Duration::seconds(90);
+    let vars =
+        json!({ "i": { "version": "0.1.0", "outboxDepth": 42, "lastUploadAt": chrono::Utc::now(), "clock": ahead } });
+    let r = app.ok(&Auth::ApiKey(secret.clone()), beat, vars.clone()).await;
+    assert_eq!(r["scannerHeartbeat"]["outboxDepth"], 42);
+    let skew = r["scannerHeartbeat"]["clockSkewMs"].as_i64().unwrap();
+    assert!((85_000..=90_000).contains(&skew), "the scanner's clock is 90 s ahead: {skew}");
+
+    let keys =
+        app.ok(&org.auth(), "{ apiKeys { heartbeat { version outboxDepth at lastUploadAt } } }", json!({})).await;
+    assert_eq!(keys["apiKeys"][0]["heartbeat"]["version"], "0.1.0");
+    assert_eq!(keys["apiKeys"][0]["heartbeat"]["outboxDepth"], 42);
+
+    assert_eq!(app.err(&org.auth(), beat, vars).await, "FORBIDDEN", "a person cannot send a heartbeat");
+    let negative = json!({ "i": { "version": "0.1.0", "outboxDepth": -1, "clock": chrono::Utc::now() } });
+    assert_eq!(app.err(&Auth::ApiKey(secret), beat, negative).await, "VALIDATION");
+}
