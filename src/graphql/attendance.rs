@@ -11,7 +11,7 @@ use super::events::managed_event;
 use super::types::{Event, User};
 use super::{Page, parse_id, principal, require_user, state};
 use crate::auth::Principal;
-use crate::domain::Role;
+use crate::domain::{AttendancePolicy, Role};
 use crate::ingest::{self, BatchOutcome, IngestError, SightingIn, Source};
 use crate::store::{self, AttendanceRecord as Record};
 
@@ -114,54 +114,64 @@ pub struct Stay {
 }
 
 /// One user's attendance at one event.
-pub struct AttendanceRecord(pub Record);
+pub struct AttendanceRecord {
+    pub record: Record,
+    /// The event's departure gap when the caller already has the event, so a
+    /// list does not fetch it again for every row's `presentNow`.
+    pub departure_gap: Option<Duration>,
+}
 
 #[Object]
 impl AttendanceRecord {
     async fn user(&self, ctx: &Context<'_>) -> Result<Option<User>> {
-        Ok(state(ctx)?.store.users().get(self.0.user_id).await?.map(User))
+        Ok(state(ctx)?.store.users().get(self.record.user_id).await?.map(User))
     }
 
     async fn event(&self, ctx: &Context<'_>) -> Result<Option<Event>> {
-        Ok(state(ctx)?.store.events().get(self.0.event_id).await?.map(Event))
+        Ok(state(ctx)?.store.events().get(self.record.event_id).await?.map(Event))
     }
 
     /// The check-in: the earliest counted sighting.
     async fn checked_in_at(&self) -> DateTime<Utc> {
-        self.0.attendance.first_seen
+        self.record.attendance.first_seen
     }
 
     async fn first_seen(&self) -> DateTime<Utc> {
-        self.0.attendance.first_seen
+        self.record.attendance.first_seen
     }
 
     async fn last_seen(&self) -> DateTime<Utc> {
-        self.0.attendance.last_seen
+        self.record.attendance.last_seen
     }
 
     async fn stays(&self) -> Vec<Stay> {
-        self.0.attendance.stays.iter().map(|s| Stay { from: s.from, to: s.to }).collect()
+        self.record.attendance.stays.iter().map(|s| Stay { from: s.from, to: s.to }).collect()
     }
 
     /// Total time present, in seconds: the sum of the stays.
     async fn dwell_seconds(&self) -> i64 {
-        self.0.attendance.dwell().num_seconds()
+        self.record.attendance.dwell().num_seconds()
     }
 
     /// How many distinct sightings counted.
     async fn sightings(&self) -> i64 {
-        self.0.attendance.sightings as i64
+        self.record.attendance.sightings as i64
     }
 
     async fn best_rssi(&self) -> Option<i32> {
-        self.0.attendance.best_rssi
+        self.record.attendance.best_rssi
     }
 
     /// Seen less than the event's departureGap ago.
     async fn present_now(&self, ctx: &Context<'_>) -> Result<bool> {
-        let event = state(ctx)?.store.events().get(self.0.event_id).await?;
-        let gap = event.map_or(Duration::minutes(5), |e| e.policy.departure_gap);
-        Ok(self.0.attendance.present_at(Utc::now(), gap))
+        let gap = match self.departure_gap {
+            Some(gap) => gap,
+            None => {
+                let event = state(ctx)?.store.events().get(self.record.event_id).await?;
+                event.map_or(AttendancePolicy::default().departure_gap, |e| e.policy.departure_gap)
+            }
+        };
+        Ok(self.record.attendance.present_at(Utc::now(), gap))
     }
 }
 
@@ -208,7 +218,8 @@ impl AttendanceQuery {
         let event = managed_event(ctx, &event_id).await?;
         let page = Page::parse(first, after)?;
         let rows = state(ctx)?.store.attendance().for_event(event.id, page.after, page.fetch()).await?;
-        Ok(page.connection(rows, |r| r.user_id, AttendanceRecord))
+        let gap = Some(event.policy.departure_gap);
+        Ok(page.connection(rows, |r| r.user_id, |record| AttendanceRecord { record, departure_gap: gap }))
     }
 
     /// Registered, checked in, no-shows, walk-ins, dwell and arrivals.
@@ -319,9 +330,9 @@ impl AttendanceMutation {
             )
             .into());
         }
-        let row =
+        let record =
             st.store.attendance().get(event.id, user_id).await?.ok_or_else(|| ApiError::not_found("attendance"))?;
-        Ok(AttendanceRecord(row))
+        Ok(AttendanceRecord { record, departure_gap: Some(event.policy.departure_gap) })
     }
 
     /// Derives an event's attendance again from the raw sighting log (done
@@ -349,5 +360,6 @@ pub async fn of_user(ctx: &Context<'_>, user: Uuid) -> Result<Vec<AttendanceReco
     if me.id != user && me.role != Role::Admin {
         return Err(ApiError::forbidden().into());
     }
-    Ok(state(ctx)?.store.attendance().for_user(user).await?.into_iter().map(AttendanceRecord).collect())
+    let rows = state(ctx)?.store.attendance().for_user(user).await?;
+    Ok(rows.into_iter().map(|record| AttendanceRecord { record, departure_gap: None }).collect())
 }

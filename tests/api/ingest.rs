@@ -102,6 +102,12 @@ async fn sightings_become_a_check_in_with_stays() {
     let first: DateTime<Utc> = row["checkedInAt"].as_str().unwrap().parse().unwrap();
     assert_eq!(first.timestamp_millis(), at(&v, 5).timestamp_millis());
     assert_eq!(row["sightings"], 4);
+
+    // Seen a minute ago, within the 5-minute departure gap: present now.
+    submit(&app, &v, &batch(vec![sighting(&v.ada_ble, Utc::now() - Duration::minutes(1), -60)])).await;
+    assert_eq!(attendance(&app, &v).await[0]["presentNow"], true);
+    let mine = app.ok(&v.ada.auth(), "{ me { attendance { presentNow } } }", json!({})).await;
+    assert_eq!(mine["me"]["attendance"][0]["presentNow"], true);
 }
 
 #[tokio::test]
