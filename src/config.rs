@@ -223,6 +223,9 @@ pub struct LiveLimits {
     /// Seconds between keepalive pings; a socket silent for three of them is closed.
     #[arg(long = "ws-keepalive-secs", env = "ROLLCALL_WS_KEEPALIVE_SECS", default_value_t = 15)]
     pub keepalive_secs: u64,
+    /// Seconds a client may leave a message untaken before its socket is dropped.
+    #[arg(long = "ws-send-timeout-secs", env = "ROLLCALL_WS_SEND_TIMEOUT_SECS", default_value_t = 10)]
+    pub send_timeout_secs: u64,
     /// Check-ins a live subscriber may fall behind before it is told to resume.
     #[arg(long = "live-buffer", env = "ROLLCALL_LIVE_BUFFER", default_value_t = crate::live::DEFAULT_BUFFER)]
     pub buffer: usize,
@@ -235,6 +238,7 @@ impl Default for LiveLimits {
             max_message_bytes: 64 * 1024,
             max_subscriptions: 32,
             keepalive_secs: 15,
+            send_timeout_secs: 10,
             buffer: crate::live::DEFAULT_BUFFER,
         }
     }

@@ -17,7 +17,7 @@ use crate::live;
 #[derive(Default)]
 pub struct LiveSubscription;
 
-#[Subscription]
+#[Subscription(name = "Subscription")]
 impl LiveSubscription {
     /// The event's check-ins as they happen. With `after` (an earlier item's
     /// cursor), first replays the check-ins after it, in order, then goes

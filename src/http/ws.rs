@@ -15,7 +15,7 @@
 //!   most so many subscriptions.
 //! - The server pings every keepalive interval; a socket that sends nothing
 //!   for three intervals is half-open and is dropped, as is one that cannot
-//!   take a message for [`SEND_TIMEOUT`].
+//!   take a message within the send timeout.
 //! - A token closes the socket when it expires (4403); a key when it is
 //!   revoked here (at once) or elsewhere (at the next recheck); the server
 //!   stopping closes every socket with 1001.
@@ -40,13 +40,11 @@ use super::graphql::error_response;
 use crate::auth::{AuthError, Credential, Principal};
 use crate::state::AppState;
 
-/// How long one outgoing message may wait for the client to take it.
-const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a live socket's credential is checked again (for revocations
 /// and deletions made by another instance).
 const RECHECK_INTERVAL: Duration = Duration::from_secs(30);
-/// The longest close reason the WebSocket protocol allows is 123 bytes.
-const MAX_REASON: usize = 123;
+/// Close reasons stay under the 123 bytes the WebSocket protocol allows.
+const MAX_REASON: usize = 120;
 
 const TRANSPORT_WS: &str = "graphql-transport-ws";
 const LEGACY_WS: &str = "graphql-ws";
@@ -178,6 +176,10 @@ impl Connection {
         &self.state.app
     }
 
+    fn send_timeout(&self) -> Duration {
+        Duration::from_secs(self.app().live_limits.send_timeout_secs.max(1))
+    }
+
     async fn run(mut self) {
         let close = match self.serve().await {
             Ok(close) => close,
@@ -185,7 +187,7 @@ impl Connection {
             Err(Gone) => return,
         };
         let frame = CloseFrame { code: close.code, reason: Utf8Bytes::from(close.reason) };
-        let _ = tokio::time::timeout(SEND_TIMEOUT, self.socket.send(Message::Close(Some(frame)))).await;
+        let _ = tokio::time::timeout(self.send_timeout(), self.socket.send(Message::Close(Some(frame)))).await;
     }
 
     async fn serve(&mut self) -> Result<Close, Gone> {
@@ -338,7 +340,8 @@ impl Connection {
             return Ok(None);
         }
         let request = request.data(session.principal.clone());
-        let stream = self.state.schema.execute_stream(request).map(Some).chain(futures_util::stream::once(async { None }));
+        let stream =
+            self.state.schema.execute_stream(request).map(Some).chain(futures_util::stream::once(async { None }));
         self.subscriptions.insert(id, Box::pin(stream));
         Ok(None)
     }
@@ -391,7 +394,7 @@ impl Connection {
     }
 
     async fn send(&mut self, msg: Message) -> Result<(), Gone> {
-        match tokio::time::timeout(SEND_TIMEOUT, self.socket.send(msg)).await {
+        match tokio::time::timeout(self.send_timeout(), self.socket.send(msg)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(Gone),
             Err(_) => {

@@ -150,9 +150,9 @@ impl Live {
         self.inner.revoked.subscribe()
     }
 
-    /// How many events have live listeners, for `/metrics` and tests.
-    pub fn feeds(&self) -> usize {
-        lock(&self.inner.feeds).len()
+    /// How many subscribers follow the event's check-ins right now.
+    pub fn check_in_subscribers(&self, event: Uuid) -> usize {
+        lock(&self.inner.feeds).get(&event).map_or(0, |f| f.check_ins.receiver_count())
     }
 
     /// The event's check-ins: with `after`, those after that cursor (all of
@@ -381,28 +381,28 @@ async fn pump(
         {
             let mut chunks = (&mut attendance).ready_chunks(256);
             loop {
-            tokio::select! {
-                changes = chunks.next() => match changes {
-                    Some(changes) => {
-                        let Some(inner) = inner.upgrade() else { return };
-                        inner.publish(changes).await;
-                    }
-                    None => break,
-                },
-                event = registrations.next() => match event {
-                    Some(event) => {
-                        let Some(inner) = inner.upgrade() else { return };
-                        if let Some(feed) = inner.feed(event) {
-                            feed.changed.notify_one();
+                tokio::select! {
+                    changes = chunks.next() => match changes {
+                        Some(changes) => {
+                            let Some(inner) = inner.upgrade() else { return };
+                            inner.publish(changes).await;
                         }
+                        None => break,
+                    },
+                    event = registrations.next() => match event {
+                        Some(event) => {
+                            let Some(inner) = inner.upgrade() else { return };
+                            if let Some(feed) = inner.feed(event) {
+                                feed.changed.notify_one();
+                            }
+                        }
+                        None => break,
+                    },
+                    _ = sweep.tick() => {
+                        let Some(inner) = inner.upgrade() else { return };
+                        inner.sweep();
                     }
-                    None => break,
-                },
-                _ = sweep.tick() => {
-                    let Some(inner) = inner.upgrade() else { return };
-                    inner.sweep();
                 }
-            }
             }
         }
         tracing::warn!("the database ended the live change stream; reopening it");

@@ -13,6 +13,7 @@ mod events;
 mod helpers;
 mod ingest;
 mod limits;
+mod live;
 mod ops;
 mod persistence;
 mod registrations;

@@ -1,0 +1,373 @@
+//! Live fan-out: how fast a check-in reaches many WebSocket subscribers.
+//!
+//! ```text
+//! cargo run --release --example fanout_bench -- --subscribers 1000 --rate 100 --seconds 20
+//! ```
+//!
+//! 1. Starts the real server as a child process (this same binary, in
+//!    server mode) on embedded SurrealKV in a temporary directory, so the
+//!    server's memory can be read from `/proc/<pid>/status` apart from the
+//!    clients'. It seeds an organiser, an active event, a scanner key and
+//!    enough attendees for every check-in to be new.
+//! 2. Opens `--subscribers` real WebSockets (graphql-transport-ws), each
+//!    subscribed to `checkIns` of the event, and measures the server's RSS
+//!    before and after them (idle cost per subscriber).
+//! 3. For `--seconds`, submits batches through `submitSightings` over HTTP
+//!    that create `--rate` new check-ins a second (ten batches a second), and
+//!    records, for every (check-in, subscriber) pair, the time from sending
+//!    the batch to the subscriber receiving the check-in.
+//!
+//! The last line is `fanout: subscribers <S>, delivered <D>/<E>, p50 <ms> ms,
+//! p99 <ms> ms, max <ms> ms, rss per subscriber <KB> KB`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use chrono::Utc;
+use clap::Parser;
+use futures_util::{SinkExt, StreamExt};
+use rollcall::config::{DbArgs, ServeArgs};
+use rollcall::domain::{AttendancePolicy, EventState, EventWindow, Role};
+use rollcall::startup::Application;
+use rollcall::store::{ImportRow, NewEvent};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// WebSocket subscribers to the one event.
+    #[arg(long, default_value_t = 1000)]
+    subscribers: usize,
+    /// New check-ins per second.
+    #[arg(long, default_value_t = 100)]
+    rate: usize,
+    /// How long to submit for, in seconds.
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
+    /// Internal: run as the server child, seeding this many attendees.
+    #[arg(long, hide = true)]
+    serve_people: Option<usize>,
+}
+
+const BATCHES_PER_SECOND: usize = 10;
+
+fn ble(i: usize) -> String {
+    format!("0000fa00-0000-4000-8000-{i:012x}")
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match args.serve_people {
+        Some(people) => rt.block_on(serve(people)),
+        None => rt.block_on(bench(args)),
+    }
+}
+
+/// Server mode: seed, print `READY <port> <token> <event> <key>`, serve until stdin closes.
+async fn serve(people: usize) -> anyhow::Result<()> {
+    rollcall::telemetry::init_logging(rollcall::config::LogFormat::Text, "warn");
+    let dir = tempfile::tempdir()?;
+    let db_url = format!("surrealkv://{}", dir.path().join("server").display());
+    let serve = ServeArgs::for_tests(DbArgs { url: db_url, ..DbArgs::memory() });
+    let app = Application::build(serve).await?;
+    let state = app.state().clone();
+    let store = state.store.clone();
+    let now = Utc::now();
+    let org = rollcall::accounts::create_account(
+        &store,
+        rollcall::domain::Email::parse("bench@example.org")?,
+        rollcall::domain::PersonName::parse("Bench")?,
+        Role::Organizer,
+        None,
+        None,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let start = now - chrono::Duration::hours(1);
+    let event = store
+        .events()
+        .create(
+            NewEvent {
+                name: "Arena".into(),
+                description: None,
+                location: None,
+                window: EventWindow::new(start, now + chrono::Duration::hours(22))?,
+                organizer: org.id,
+                policy: AttendancePolicy::default(),
+            },
+            now,
+        )
+        .await?;
+    store.events().set_state(event.id, EventState::Active, now).await?;
+    for chunk in (0..people).collect::<Vec<_>>().chunks(1000) {
+        let rows = chunk
+            .iter()
+            .map(|&i| ImportRow {
+                line: i + 1,
+                email: format!("p{i}@example.org"),
+                name: format!("P{i}"),
+                ble_uuid: ble(i),
+                event: Some(event.id),
+            })
+            .collect();
+        store.users().import(rows, now).await?;
+    }
+    let secret = rollcall::auth::ApiKeySecret::generate();
+    store
+        .api_keys()
+        .create("bench door".into(), secret.display_prefix(), secret.hash(), true, vec![], None, now)
+        .await?;
+    let (token, _) = state.jwt.issue(org.id, Role::Organizer)?;
+    let port = app.port();
+    println!("READY {port} {token} {} {}", event.id, secret.expose());
+    let stdin_closed = async {
+        let _ = tokio::task::spawn_blocking(|| {
+            let mut line = String::new();
+            while std::io::stdin().read_line(&mut line).map(|n| n > 0).unwrap_or(false) {}
+        })
+        .await;
+    };
+    app.run_until(stdin_closed).await?;
+    Ok(())
+}
+
+struct Server {
+    child: Child,
+    port: u16,
+    token: String,
+    event: String,
+    key: String,
+}
+
+impl Server {
+    fn start(people: usize) -> anyhow::Result<Server> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .args(["--serve-people", &people.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting the server child")?;
+        let stdout = child.stdout.take().context("child stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        let [ready, port, token, event, key] = parts.as_slice() else { bail!("the server child said {line:?}") };
+        if *ready != "READY" {
+            bail!("the server child said {line:?}");
+        }
+        Ok(Server {
+            port: port.parse()?,
+            token: token.to_string(),
+            event: event.to_string(),
+            key: key.to_string(),
+            child,
+        })
+    }
+
+    /// The child's resident memory, in KB, from `/proc`.
+    fn rss_kb(&self) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .context("VmRSS in /proc")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// Nanoseconds since the bench began.
+fn since(origin: Instant) -> u64 {
+    origin.elapsed().as_nanos() as u64
+}
+
+/// The person index in a check-in message (`"name":"P<i>"`), without a full parse.
+fn person_of(text: &str) -> Option<usize> {
+    let at = text.find("\"name\":\"P")? + 9;
+    let digits: &str = &text[at..at + text[at..].find('"')?];
+    digits.parse().ok()
+}
+
+async fn subscriber(
+    port: u16,
+    token: String,
+    event: String,
+    origin: Instant,
+    sent: Arc<Vec<AtomicU64>>,
+    ready: Arc<AtomicU64>,
+) -> anyhow::Result<Vec<u32>> {
+    let mut req = format!("ws://127.0.0.1:{port}/graphql").into_client_request()?;
+    req.headers_mut().insert("sec-websocket-protocol", "graphql-transport-ws".parse()?);
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await?;
+    let init = json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {token}") } });
+    ws.send(Message::text(init.to_string())).await?;
+    let sub = json!({ "type": "subscribe", "id": "1", "payload": {
+        "query": "subscription($e: ID!) { checkIns(eventId: $e) { cursor checkedInAt user { name } } }",
+        "variables": { "e": event } } });
+    ws.send(Message::text(sub.to_string())).await?;
+    ready.fetch_add(1, Ordering::Relaxed);
+    // Latencies in microseconds, one per check-in received.
+    let mut latencies = Vec::new();
+    while let Some(msg) = ws.next().await {
+        // The server going away at the end is how the run ends.
+        let Ok(msg) = msg else { break };
+        match msg {
+            Message::Text(text) => {
+                if let Some(p) = person_of(&text) {
+                    if p == 0 {
+                        continue; // the warm-up check-in
+                    }
+                    let now = since(origin);
+                    let at = sent.get(p).map_or(0, |s| s.load(Ordering::Relaxed));
+                    if at > 0 {
+                        latencies.push(((now.saturating_sub(at)) / 1000) as u32);
+                    }
+                } else if text.contains("\"ping\"") {
+                    ws.send(Message::text(r#"{"type":"pong"}"#)).await?;
+                } else if text.contains("\"error\"") || text.contains("\"errors\"") {
+                    bail!("subscription error: {text}");
+                }
+            }
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    Ok(latencies)
+}
+
+async fn submit(http: &reqwest::Client, url: &str, key: &str, people: std::ops::Range<usize>) -> anyhow::Result<()> {
+    let now = Utc::now();
+    let sightings: Vec<_> = people.map(|i| json!({ "bleUuid": ble(i), "seenAt": now, "rssi": -60 })).collect();
+    let body = json!({
+        "query": "mutation($b: SightingBatchInput!) { submitSightings(batch: $b) { checkIns } }",
+        "variables": { "b": { "batchId": uuid::Uuid::new_v4(), "sightings": sightings } } });
+    let resp = http.post(url).header("x-api-key", key).json(&body).send().await?;
+    let v: serde_json::Value = resp.json().await?;
+    if v.get("errors").is_some() {
+        bail!("batch failed: {v}");
+    }
+    Ok(())
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    f64::from(sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]) / 1000.0
+}
+
+async fn bench(args: Args) -> anyhow::Result<()> {
+    let per_batch = (args.rate / BATCHES_PER_SECOND).max(1);
+    let batches = BATCHES_PER_SECOND * args.seconds as usize;
+    let warmup = 1;
+    let people = warmup + per_batch * batches;
+    let server = Server::start(people)?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_before = server.rss_kb()?;
+    let origin = Instant::now();
+    let sent: Arc<Vec<AtomicU64>> = Arc::new((0..people).map(|_| AtomicU64::new(0)).collect());
+    let ready = Arc::new(AtomicU64::new(0));
+
+    let mut subs = Vec::with_capacity(args.subscribers);
+    for i in 0..args.subscribers {
+        subs.push(tokio::spawn(subscriber(
+            server.port,
+            server.token.clone(),
+            server.event.clone(),
+            origin,
+            sent.clone(),
+            ready.clone(),
+        )));
+        if i % 200 == 199 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    while ready.load(Ordering::Relaxed) < args.subscribers as u64 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Every subscriber is live once each has the warm-up check-in.
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{}/graphql", server.port);
+    sent[0].store(since(origin), Ordering::Relaxed);
+    submit(&http, &url, &server.key, 0..warmup).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_idle = server.rss_kb()?;
+    println!(
+        "server rss: {:.1} MB before subscribers, {:.1} MB with {} idle subscribers",
+        rss_before as f64 / 1024.0,
+        rss_idle as f64 / 1024.0,
+        args.subscribers
+    );
+
+    let began = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1) / BATCHES_PER_SECOND as u32);
+    let mut submits = Vec::new();
+    for b in 0..batches {
+        tick.tick().await;
+        let range = warmup + b * per_batch..warmup + (b + 1) * per_batch;
+        let at = since(origin);
+        for p in range.clone() {
+            sent[p].store(at, Ordering::Relaxed);
+        }
+        let (http, url, key) = (http.clone(), url.clone(), server.key.clone());
+        submits.push(tokio::spawn(async move { submit(&http, &url, &key, range).await }));
+    }
+    for s in submits {
+        s.await??;
+    }
+    let submitting = began.elapsed();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rss_after = server.rss_kb()?;
+    drop(server);
+
+    let mut latencies = Vec::new();
+    for s in subs {
+        match tokio::time::timeout(Duration::from_secs(10), s).await {
+            Ok(Ok(Ok(l))) => latencies.extend(l),
+            Ok(Ok(Err(e))) => println!("a subscriber failed: {e}"),
+            Ok(Err(e)) => println!("a subscriber panicked: {e}"),
+            Err(_) => println!("a subscriber did not finish"),
+        }
+    }
+    let expected = args.subscribers * (people - warmup);
+    latencies.sort_unstable();
+    println!(
+        "{} check-ins in {:.1?} ({:.0}/s) to {} subscribers: {} deliveries, {:.0} deliveries/s",
+        people - warmup,
+        submitting,
+        (people - warmup) as f64 / submitting.as_secs_f64(),
+        args.subscribers,
+        latencies.len(),
+        latencies.len() as f64 / submitting.as_secs_f64()
+    );
+    println!(
+        "server rss: {:.1} MB before, {:.1} MB idle with subscribers, {:.1} MB after the load",
+        rss_before as f64 / 1024.0,
+        rss_idle as f64 / 1024.0,
+        rss_after as f64 / 1024.0
+    );
+    let per_sub_kb = rss_idle.saturating_sub(rss_before) as f64 / args.subscribers.max(1) as f64;
+    println!(
+        "fanout: subscribers {}, delivered {}/{}, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, rss per subscriber {:.1} KB",
+        args.subscribers,
+        latencies.len(),
+        expected,
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.99),
+        percentile(&latencies, 1.0),
+        per_sub_kb
+    );
+    Ok(())
+}
