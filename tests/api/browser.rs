@@ -1,0 +1,426 @@
+//! The dashboard in a real browser: Debian's headless `chromium`, driven over
+//! the Chrome DevTools Protocol with raw JSON on a WebSocket. The page logs in
+//! as the organiser, picks the event and goes live; a scanner's batch then goes
+//! in over HTTP, and the test passes only when the new check-in is on the page
+//! within two seconds. A screenshot is kept under
+//! `target/test-artifacts/dashboard.png`.
+//!
+//! Without `chromium` on the PATH the test fails and says how to install it;
+//! `ROLLCALL_SKIP_BROWSER_TEST=1` skips it instead.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use chrono::Utc;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::helpers::{Auth, PASSWORD, TestApp, spawn_app};
+
+/// The check-in must show this soon after the batch is accepted.
+const VISIBLE_WITHIN: Duration = Duration::from_secs(2);
+/// Page steps that involve no live data (loading, logging in) get longer.
+const STEP_TIMEOUT: Duration = Duration::from_secs(20);
+
+const SUBMIT: &str = "mutation($b: SightingBatchInput!) { submitSightings(batch: $b) { accepted checkIns } }";
+
+#[tokio::test]
+async fn dashboard_shows_a_new_check_in_within_two_seconds() {
+    if std::env::var("ROLLCALL_SKIP_BROWSER_TEST").is_ok_and(|v| v == "1") {
+        println!("skipped: ROLLCALL_SKIP_BROWSER_TEST=1");
+        return;
+    }
+    let Some(binary) = find_on_path("chromium") else {
+        panic!(
+            "the dashboard browser test needs Debian's headless browser: install chromium: apt-get install chromium \
+             (or set ROLLCALL_SKIP_BROWSER_TEST=1 to skip this test)"
+        );
+    };
+
+    let app = spawn_app().await;
+    let venue = Venue::create(&app).await;
+    let chromium = Chromium::launch(&binary).await;
+    let mut page = Page::open(&chromium).await;
+
+    page.goto(&app.url("/dashboard")).await;
+    page.wait_for("the login form", "document.body.dataset.view === 'login'", STEP_TIMEOUT).await;
+    let fill = format!(
+        "document.getElementById('email').value = {}; document.getElementById('password').value = {}; \
+         document.getElementById('login').click(); true",
+        json!(venue.organiser_email),
+        json!(PASSWORD),
+    );
+    page.eval(&fill).await;
+    page.wait_for("the dashboard after logging in", "document.body.dataset.view === 'dashboard'", STEP_TIMEOUT).await;
+
+    // The organiser has one event, so it is picked; picking it again is harmless.
+    let pick = format!(
+        "(() => {{ const s = document.getElementById('event-select'); s.value = {id}; \
+         s.dispatchEvent(new Event('change')); return s.value === {id}; }})()",
+        id = json!(venue.event),
+    );
+    assert_eq!(page.eval(&pick).await, json!(true), "the event is in the picker");
+    page.wait_for(
+        "the event's name in the heading",
+        &format!("document.getElementById('event-name').textContent === {}", json!(venue.event_name)),
+        STEP_TIMEOUT,
+    )
+    .await;
+    page.wait_for(
+        "the live connection",
+        "document.getElementById('connection').dataset.state === 'live'",
+        STEP_TIMEOUT,
+    )
+    .await;
+    // `checkIns` starts at `after: ""`: the check-in made before the page opened is listed.
+    page.wait_for("the earlier check-in replayed", &name_listed(&venue.earlier_name), STEP_TIMEOUT).await;
+
+    let sent = Instant::now();
+    let result = app
+        .ok(
+            &venue.key,
+            SUBMIT,
+            json!({ "b": { "batchId": uuid::Uuid::new_v4(), "sightings": [
+                { "bleUuid": venue.newcomer_ble, "seenAt": Utc::now() - chrono::Duration::seconds(20), "rssi": -58 },
+            ] } }),
+        )
+        .await;
+    assert_eq!(result["submitSightings"]["checkIns"], 1, "{result}");
+    let accepted = sent.elapsed();
+    let left = VISIBLE_WITHIN.saturating_sub(accepted);
+    page.wait_for("the new check-in on the page", &name_listed(&venue.newcomer_name), left).await;
+    let since_sent = sent.elapsed();
+    println!(
+        "the new check-in was on the page {} ms after the batch was sent (the mutation took {} ms)",
+        since_sent.as_millis(),
+        accepted.as_millis()
+    );
+    assert!(since_sent <= VISIBLE_WITHIN, "visible only {since_sent:?} after the batch was sent");
+
+    // The newest is on top, the counter agrees, and the name went in as text, not markup.
+    let top = page.eval("document.querySelector('#checkins li .name').textContent").await;
+    assert_eq!(top, json!(venue.newcomer_name));
+    page.wait_for("two checked in", "document.getElementById('stat-checked-in').textContent === '2'", STEP_TIMEOUT)
+        .await;
+    assert_eq!(page.eval("document.querySelectorAll('#checkins li i').length").await, json!(0));
+
+    let shot = page.screenshot("dashboard.png").await;
+    println!("screenshot: {}", shot.display());
+    assert!(page.errors().is_empty(), "the page reported errors: {:#?}", page.errors());
+}
+
+/// A JS expression: whether a row of the check-in list shows exactly `name`.
+fn name_listed(name: &str) -> String {
+    format!("Array.from(document.querySelectorAll('#checkins li .name')).some(n => n.textContent === {})", json!(name))
+}
+
+/// An organiser with one active event happening now, a scanner key for it,
+/// one attendee already checked in and one about to arrive.
+struct Venue {
+    organiser_email: String,
+    event: String,
+    event_name: String,
+    key: Auth,
+    earlier_name: String,
+    newcomer_name: String,
+    newcomer_ble: String,
+}
+
+impl Venue {
+    async fn create(app: &TestApp) -> Self {
+        let organiser_email = "door@example.org".to_owned();
+        let org = app.organizer(&organiser_email).await;
+        let event_name = "RustFest · main hall".to_owned();
+        let now = Utc::now();
+        let data = app
+            .ok(
+                &org.auth(),
+                "mutation($i: CreateEventInput!) { createEvent(input: $i) { id } }",
+                json!({ "i": { "name": event_name, "location": "Hall A",
+                    "startsAt": now - chrono::Duration::hours(1), "endsAt": now + chrono::Duration::hours(3) } }),
+            )
+            .await;
+        let event = data["createEvent"]["id"].as_str().unwrap().to_owned();
+        app.activate(&org, &event).await;
+        let (_, secret) = app.api_key(&org, "north door", Some(vec![&event])).await;
+        let key = Auth::ApiKey(secret);
+
+        let attendee = async |email: &str, name: &str| {
+            let who = app.sign_up(email, name).await;
+            app.ok(&who.auth(), "mutation($e: ID!) { registerForEvent(eventId: $e) { id } }", json!({ "e": event }))
+                .await;
+            app.ok(&who.auth(), "{ me { bleUuid } }", json!({})).await["me"]["bleUuid"].as_str().unwrap().to_owned()
+        };
+        let earlier_name = "Grace Hopper".to_owned();
+        let earlier_ble = attendee("grace@example.org", &earlier_name).await;
+        // Markup in a name must show as text.
+        let newcomer_name = "Ada <i>Lovelace</i>".to_owned();
+        let newcomer_ble = attendee("ada@example.org", &newcomer_name).await;
+
+        let data = app
+            .ok(
+                &key,
+                SUBMIT,
+                json!({ "b": { "batchId": uuid::Uuid::new_v4(), "sightings": [
+                    { "bleUuid": earlier_ble, "seenAt": now - chrono::Duration::minutes(25), "rssi": -61 },
+                ] } }),
+            )
+            .await;
+        assert_eq!(data["submitSightings"]["checkIns"], 1, "{data}");
+        Self { organiser_email, event, event_name, key, earlier_name, newcomer_name, newcomer_ble }
+    }
+}
+
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|p| p.is_file())
+}
+
+/// Where test artefacts go: `target/test-artifacts/`.
+fn artefact_dir() -> PathBuf {
+    let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let dir = target.join("test-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A headless Chromium with a fresh profile, killed (with its helpers) on drop.
+struct Chromium {
+    child: Child,
+    /// The browser's DevTools WebSocket.
+    endpoint: String,
+    /// What the browser printed, for when it fails to start.
+    _stderr: Arc<Mutex<Vec<String>>>,
+    /// The throwaway profile; removed after the browser is gone.
+    _profile: tempfile::TempDir,
+}
+
+impl Chromium {
+    async fn launch(binary: &std::path::Path) -> Self {
+        use std::os::unix::process::CommandExt;
+        let profile = tempfile::tempdir().unwrap();
+        let mut child = Command::new(binary)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--no-default-browser-check",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-extensions",
+                "--mute-audio",
+                "--hide-scrollbars",
+                "--window-size=1440,900",
+                "--remote-debugging-port=0",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("about:blank")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            // Its own process group, so drop can end the renderers with it.
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("could not start {}: {e}", binary.display()));
+
+        let stderr = child.stderr.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let kept = lines.clone();
+        // Keeps draining stderr for the browser's whole life, so it never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("DevTools listening on ") {
+                    let _ = tx.send(url.trim().to_owned());
+                }
+                let mut kept = kept.lock().unwrap();
+                if kept.len() < 200 {
+                    kept.push(line);
+                }
+            }
+        });
+        let endpoint = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(30))).await.unwrap();
+        let mut browser = Self { child, endpoint: String::new(), _stderr: lines.clone(), _profile: profile };
+        match endpoint {
+            Ok(url) => browser.endpoint = url,
+            Err(_) => panic!(
+                "chromium did not print its DevTools address within 30 s; it said:\n{}",
+                lines.lock().unwrap().join("\n")
+            ),
+        }
+        browser
+    }
+}
+
+impl Drop for Chromium {
+    fn drop(&mut self) {
+        // The whole group: the browser and the renderer and helper processes it started.
+        let _ = Command::new("kill").args(["-KILL", &format!("-{}", self.child.id())]).status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// One tab, driven over the browser's DevTools socket (a flat session).
+struct Page {
+    ws: Socket,
+    session: String,
+    next_id: u64,
+    /// Uncaught exceptions and console errors the page reported.
+    errors: Vec<String>,
+}
+
+impl Page {
+    async fn open(browser: &Chromium) -> Self {
+        let (ws, _) = tokio_tungstenite::connect_async(browser.endpoint.as_str()).await.expect("DevTools socket");
+        let mut page = Self { ws, session: String::new(), next_id: 0, errors: Vec::new() };
+        let target = page.send("Target.createTarget", json!({ "url": "about:blank" })).await;
+        let target_id = target["targetId"].as_str().expect("targetId").to_owned();
+        let attached = page.send("Target.attachToTarget", json!({ "targetId": target_id, "flatten": true })).await;
+        page.session = attached["sessionId"].as_str().expect("sessionId").to_owned();
+        page.send("Runtime.enable", json!({})).await;
+        page.send("Page.enable", json!({})).await;
+        page.send(
+            "Emulation.setDeviceMetricsOverride",
+            json!({ "width": 1440, "height": 900, "deviceScaleFactor": 1, "mobile": false }),
+        )
+        .await;
+        page
+    }
+
+    /// Sends one command (to the tab once attached) and returns its result.
+    async fn send(&mut self, method: &str, params: Value) -> Value {
+        match self.try_send(method, params).await {
+            Ok(result) => result,
+            Err(err) => panic!("{method} failed: {err}"),
+        }
+    }
+
+    /// Sends one command; returns its result or the protocol's error.
+    async fn try_send(&mut self, method: &str, params: Value) -> Result<Value, String> {
+        self.next_id += 1;
+        let id = self.next_id;
+        let mut msg = json!({ "id": id, "method": method, "params": params });
+        if !self.session.is_empty() {
+            msg["sessionId"] = json!(self.session);
+        }
+        self.ws.send(Message::text(msg.to_string())).await.expect("DevTools command sent");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let frame = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("no answer to {method} within 30 s"))
+                .expect("DevTools socket open")
+                .expect("DevTools frame");
+            let Message::Text(text) = frame else { continue };
+            let reply: Value = serde_json::from_str(text.as_str()).expect("DevTools JSON");
+            if reply["id"] == id {
+                return match reply.get("error") {
+                    Some(err) => Err(err.to_string()),
+                    None => Ok(reply["result"].clone()),
+                };
+            }
+            self.note_event(&reply);
+        }
+    }
+
+    /// Keeps what the page says went wrong, to fail with it.
+    fn note_event(&mut self, event: &Value) {
+        match event["method"].as_str() {
+            Some("Runtime.exceptionThrown") => {
+                let details = &event["params"]["exceptionDetails"];
+                let text = details["exception"]["description"].as_str().or(details["text"].as_str()).unwrap_or("?");
+                self.errors.push(format!("uncaught: {text}"));
+            }
+            Some("Runtime.consoleAPICalled") if event["params"]["type"] == "error" => {
+                let args: Vec<String> = event["params"]["args"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|a| a["value"].as_str().map_or_else(|| a["description"].to_string(), str::to_owned))
+                    .collect();
+                self.errors.push(format!("console.error: {}", args.join(" ")));
+            }
+            _ => {}
+        }
+    }
+
+    fn errors(&self) -> &[String] {
+        &self.errors
+    }
+
+    async fn goto(&mut self, url: &str) {
+        let nav = self.send("Page.navigate", json!({ "url": url })).await;
+        assert!(nav.get("errorText").is_none(), "could not open {url}: {nav}");
+    }
+
+    /// Evaluates a JS expression in the page; returns its value.
+    async fn eval(&mut self, expression: &str) -> Value {
+        self.try_eval(expression).await.unwrap_or_else(|err| panic!("`{expression}` failed: {err}"))
+    }
+
+    /// Evaluates a JS expression; an exception (or a page mid-navigation) is an `Err`.
+    async fn try_eval(&mut self, expression: &str) -> Result<Value, String> {
+        let r = self.try_send("Runtime.evaluate", json!({ "expression": expression, "returnByValue": true })).await?;
+        match r.get("exceptionDetails") {
+            Some(ex) => Err(ex.to_string()),
+            None => Ok(r["result"]["value"].clone()),
+        }
+    }
+
+    /// Polls `condition` until it is true; returns how long that took. On
+    /// timeout it saves a screenshot and fails with what the page shows.
+    async fn wait_for(&mut self, what: &str, condition: &str, timeout: Duration) -> Duration {
+        let started = Instant::now();
+        let mut last_error = None;
+        loop {
+            match self.try_eval(&format!("Boolean({condition})")).await {
+                Ok(Value::Bool(true)) => return started.elapsed(),
+                Ok(_) => {}
+                Err(err) => last_error = Some(err),
+            }
+            if started.elapsed() > timeout {
+                let shot = self.screenshot("dashboard-failure.png").await;
+                let state = self
+                    .try_eval(
+                        "JSON.stringify({ view: document.body.dataset.view, \
+                         connection: document.getElementById('connection').textContent, \
+                         banner: document.getElementById('banner').hidden ? null : document.getElementById('banner').textContent, \
+                         loginError: document.getElementById('login-error').hidden ? null : document.getElementById('login-error').textContent, \
+                         rows: Array.from(document.querySelectorAll('#checkins li .name')).map(n => n.textContent) })",
+                    )
+                    .await
+                    .unwrap_or_else(|err| json!(err));
+                panic!(
+                    "timed out after {timeout:?} waiting for {what}\npage: {}\nlast evaluation error: {last_error:?}\n\
+                     page errors: {:#?}\nscreenshot: {}",
+                    state.as_str().unwrap_or_default(),
+                    self.errors,
+                    shot.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Saves a PNG of the tab under the artefact directory; returns its path.
+    async fn screenshot(&mut self, name: &str) -> PathBuf {
+        let shot = self.send("Page.captureScreenshot", json!({ "format": "png" })).await;
+        let png = base64::engine::general_purpose::STANDARD.decode(shot["data"].as_str().expect("PNG data")).unwrap();
+        let path = artefact_dir().join(name);
+        std::fs::write(&path, png).unwrap();
+        path
+    }
+}
