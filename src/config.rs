@@ -166,6 +166,8 @@ pub struct ServeArgs {
     pub jwt_ttl_hours: i64,
     #[command(flatten)]
     pub limits: Limits,
+    #[command(flatten)]
+    pub live: LiveLimits,
     /// Seconds to let in-flight requests finish after SIGTERM or Ctrl-C.
     #[arg(long, env = "ROLLCALL_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
     pub shutdown_grace_secs: u64,
@@ -180,6 +182,7 @@ impl ServeArgs {
             jwt_secret: None,
             jwt_ttl_hours: 12,
             limits: Limits::default(),
+            live: LiveLimits::default(),
             shutdown_grace_secs: 5,
         }
     }
@@ -202,5 +205,37 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self { max_body_bytes: 1024 * 1024, max_depth: 16, max_complexity: 1000 }
+    }
+}
+
+/// Limits of live subscriptions over WebSocket.
+#[derive(Debug, Clone, Args)]
+pub struct LiveLimits {
+    /// Seconds a new WebSocket may take to send `connection_init` (closed with 4408 after).
+    #[arg(long = "ws-init-timeout-secs", env = "ROLLCALL_WS_INIT_TIMEOUT_SECS", default_value_t = 3)]
+    pub init_timeout_secs: u64,
+    /// Largest WebSocket message accepted from a client, in bytes.
+    #[arg(long = "ws-max-message-bytes", env = "ROLLCALL_WS_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
+    pub max_message_bytes: usize,
+    /// Most subscriptions one WebSocket may hold at once.
+    #[arg(long = "ws-max-subscriptions", env = "ROLLCALL_WS_MAX_SUBSCRIPTIONS", default_value_t = 32)]
+    pub max_subscriptions: usize,
+    /// Seconds between keepalive pings; a socket silent for three of them is closed.
+    #[arg(long = "ws-keepalive-secs", env = "ROLLCALL_WS_KEEPALIVE_SECS", default_value_t = 15)]
+    pub keepalive_secs: u64,
+    /// Check-ins a live subscriber may fall behind before it is told to resume.
+    #[arg(long = "live-buffer", env = "ROLLCALL_LIVE_BUFFER", default_value_t = crate::live::DEFAULT_BUFFER)]
+    pub buffer: usize,
+}
+
+impl Default for LiveLimits {
+    fn default() -> Self {
+        Self {
+            init_timeout_secs: 3,
+            max_message_bytes: 64 * 1024,
+            max_subscriptions: 32,
+            keepalive_secs: 15,
+            buffer: crate::live::DEFAULT_BUFFER,
+        }
     }
 }

@@ -327,7 +327,13 @@ async fn plan(
                 Some(r) => r.attendance.absorb(&s, gap),
                 None => {
                     record =
-                        Some(AttendanceRecord { event_id, user_id, attendance: Attendance::first(&s), version: 0 });
+                        Some(AttendanceRecord {
+                        event_id,
+                        user_id,
+                        attendance: Attendance::first(&s),
+                        version: 0,
+                        cursor: Uuid::nil(),
+                    });
                     true
                 }
             };
@@ -410,6 +416,8 @@ pub async fn recompute(store: &SurrealStore, event: &Event) -> Result<usize, Ing
         });
     }
     let pairs: Vec<(Uuid, Uuid)> = by_user.keys().map(|u| (*u, event.id)).collect();
+    // Check-ins that stay keep their place in the event's check-in stream.
+    let cursors = store.attendance().cursors(event.id).await?;
     let registered: HashSet<Uuid> = store.registrations().standing(&pairs).await?.into_iter().map(|(u, _)| u).collect();
     let rows: Vec<AttendanceRecord> = by_user
         .into_iter()
@@ -420,6 +428,7 @@ pub async fn recompute(store: &SurrealStore, event: &Event) -> Result<usize, Ing
                 user_id,
                 attendance,
                 version: 1,
+                cursor: cursors.get(&user_id).copied().unwrap_or_else(Uuid::nil),
             })
         })
         .collect();

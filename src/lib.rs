@@ -18,6 +18,7 @@ pub mod domain;
 pub mod graphql;
 pub mod http;
 pub mod ingest;
+pub mod live;
 pub mod startup;
 pub mod state;
 pub mod store;

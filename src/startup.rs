@@ -46,7 +46,17 @@ impl Application {
         let jwt = JwtKeys::new(secret.as_bytes(), chrono::Duration::hours(args.jwt_ttl_hours))
             .context("ROLLCALL_JWT_SECRET is unusable")?;
         let listener = TcpListener::bind(args.bind).await.with_context(|| format!("binding {}", args.bind))?;
-        let state = AppState { store, jwt, limits: Arc::new(args.limits), metrics: Metrics::install() };
+        let live = crate::live::Live::start(store.clone(), args.live.buffer)
+            .await
+            .context("opening the database's live change stream")?;
+        let state = AppState {
+            store,
+            jwt,
+            limits: Arc::new(args.limits),
+            metrics: Metrics::install(),
+            live,
+            live_limits: Arc::new(args.live),
+        };
         Ok(Self { listener, state, shutdown_grace: Duration::from_secs(args.shutdown_grace_secs) })
     }
 
@@ -70,9 +80,12 @@ impl Application {
         {
             let app = crate::http::router(state.clone());
             let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+            let live = state.live.clone();
             let server = axum::serve(listener, app).with_graceful_shutdown(async move {
                 shutdown.await;
                 tracing::info!("shutting down: no new connections, finishing in-flight requests");
+                // Live sockets are told to close; the change stream ends.
+                live.stop().await;
                 let _ = stopping_tx.send(());
             });
             let mut server = std::pin::pin!(server.into_future());
@@ -84,7 +97,11 @@ impl Application {
             }
             // The server, and with it the router's handles on the store, end here.
         }
-        state.store.close(Duration::from_secs(10)).await;
+        // The live hub holds the store too; it must go before the store closes.
+        let AppState { store, live, .. } = state;
+        live.stop().await;
+        drop(live);
+        store.close(Duration::from_secs(10)).await;
         Ok(())
     }
 }

@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use crate::auth::JwtKeys;
-use crate::config::Limits;
+use crate::config::{Limits, LiveLimits};
+use crate::live::Live;
 use crate::store::SurrealStore;
 use crate::telemetry::Metrics;
 
@@ -19,4 +20,8 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     /// The Prometheus registry `/metrics` renders.
     pub metrics: Metrics,
+    /// The live change stream, fanned out to subscribers.
+    pub live: Live,
+    /// WebSocket and subscription limits.
+    pub live_limits: Arc<LiveLimits>,
 }

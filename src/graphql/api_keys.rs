@@ -104,6 +104,8 @@ impl ApiKeysMutation {
             return Err(ApiError::forbidden().into());
         }
         let key = keys.revoke(id, Utc::now()).await?.ok_or_else(|| ApiError::not_found("API key"))?;
+        // Live sockets opened with this key close now, not at their next check.
+        state(ctx)?.live.key_revoked(id);
         Ok(ApiKey(key))
     }
 }

@@ -8,11 +8,12 @@ pub mod attendance;
 pub mod error;
 mod events;
 mod extensions;
+mod live;
 mod registrations;
 mod types;
 
 use async_graphql::connection::Connection;
-use async_graphql::{Context, EmptySubscription, MergedObject, Schema};
+use async_graphql::{Context, MergedObject, Schema};
 use uuid::Uuid;
 
 pub use error::ApiError;
@@ -32,12 +33,14 @@ pub struct Mutation(
     api_keys::ApiKeysMutation,
 );
 
-pub type RollcallSchema = Schema<Query, Mutation, EmptySubscription>;
+pub use live::LiveSubscription as Subscription;
+
+pub type RollcallSchema = Schema<Query, Mutation, Subscription>;
 
 /// Builds the schema around `state`, with the configured limits.
 pub fn build_schema(state: AppState) -> RollcallSchema {
     let limits = state.limits.clone();
-    Schema::build(Query::default(), Mutation::default(), EmptySubscription)
+    Schema::build(Query::default(), Mutation::default(), Subscription)
         .data(state)
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity)
@@ -49,7 +52,7 @@ pub fn build_schema(state: AppState) -> RollcallSchema {
 
 /// The SDL, as `rollcall schema` prints it and `schema.graphql` holds it.
 pub fn sdl() -> String {
-    Schema::build(Query::default(), Mutation::default(), EmptySubscription).finish().sdl()
+    Schema::build(Query::default(), Mutation::default(), Subscription).finish().sdl()
 }
 
 pub(crate) fn state<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a AppState> {

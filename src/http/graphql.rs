@@ -11,13 +11,12 @@
 //! The caller's credential is checked before the schema runs: a presented
 //! credential that does not check out gets 401, never anonymous access.
 
-use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::parser::types::{DocumentOperations, OperationType};
-use async_graphql::{Data, Request as GqlRequest};
-use async_graphql_axum::{GraphQLProtocol, GraphQLResponse, GraphQLWebSocket};
+use async_graphql::Request as GqlRequest;
+use async_graphql_axum::GraphQLResponse;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{FromRequestParts, Request, State, WebSocketUpgrade};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -75,7 +74,7 @@ pub async fn get(State(state): State<HttpState>, req: Request) -> Response {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     if is_upgrade {
-        return websocket(state, &mut parts).await;
+        return super::ws::upgrade(state, &mut parts).await;
     }
     let query = parts.uri.query().unwrap_or("");
     let has_query = query.split('&').any(|kv| kv.starts_with("query="));
@@ -137,45 +136,4 @@ async fn authenticate(
         }
         other => error_response(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", &other.to_string()),
     })
-}
-
-async fn websocket(state: HttpState, parts: &mut axum::http::request::Parts) -> Response {
-    let protocol = match GraphQLProtocol::from_request_parts(parts, &state).await {
-        Ok(p) => p,
-        Err(_) => return error_response(StatusCode::BAD_REQUEST, "VALIDATION", "unsupported WebSocket subprotocol"),
-    };
-    let upgrade = match WebSocketUpgrade::from_request_parts(parts, &state).await {
-        Ok(u) => u,
-        Err(rejection) => return rejection.into_response(),
-    };
-    let HttpState { app, schema } = state;
-    upgrade
-        .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |socket| {
-            GraphQLWebSocket::new(socket, schema, protocol)
-                .on_connection_init(move |payload| connection_init(app, payload))
-                .serve()
-        })
-        .into_response()
-}
-
-/// Reads credentials from a `connection_init` payload:
-/// `{"authorization": "Bearer <jwt>"}` or `{"apiKey": "<key>"}`.
-async fn connection_init(app: AppState, payload: serde_json::Value) -> async_graphql::Result<Data> {
-    let field = |names: &[&str]| names.iter().find_map(|n| payload.get(*n).and_then(|v| v.as_str()).map(str::to_owned));
-    let credential = if let Some(auth) = field(&["authorization", "Authorization"]) {
-        Some(Credential::from_authorization(&auth).map_err(|e| async_graphql::Error::new(e.to_string()))?)
-    } else {
-        field(&["apiKey", "x-api-key"]).map(Credential::ApiKey)
-    };
-    let principal = Principal::authenticate(&app.store, &app.jwt, credential).await.map_err(|e| match e {
-        AuthError::Store(e) => {
-            tracing::error!(error = ?e, "credential check failed");
-            async_graphql::Error::new("internal error")
-        }
-        other => async_graphql::Error::new(other.to_string()),
-    })?;
-    let mut data = Data::default();
-    data.insert(principal);
-    Ok(data)
 }

@@ -7,6 +7,7 @@ mod export;
 mod graphql;
 mod ops;
 mod playground;
+mod ws;
 
 use std::time::Instant;
 

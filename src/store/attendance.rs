@@ -11,6 +11,8 @@
 
 use std::collections::HashMap;
 
+use futures_util::StreamExt;
+
 use chrono::{DateTime, Utc};
 use surrealdb::Surreal;
 use surrealdb::engine::any::Any;
@@ -28,6 +30,10 @@ pub struct AttendanceRecord {
     pub attendance: Attendance,
     /// Optimistic-concurrency version: 1 when created, +1 per write.
     pub version: i64,
+    /// The check-in's place in the event's check-in stream: a UUIDv7 minted
+    /// when the row is first written (nil until then), kept for the row's
+    /// life. Subscribers resume after it.
+    pub cursor: Uuid,
 }
 
 #[derive(Debug, Clone, SurrealValue)]
@@ -44,6 +50,7 @@ struct AttendanceRow {
     dwell_secs: i64,
     seen: Bytes,
     version: i64,
+    cursor: String,
 }
 
 /// The record id of (event, user)'s attendance.
@@ -72,6 +79,7 @@ impl From<&AttendanceRecord> for AttendanceRow {
             dwell_secs: a.dwell().num_seconds(),
             seen: Bytes::from(seen),
             version: r.version,
+            cursor: if r.cursor.is_nil() { Uuid::now_v7() } else { r.cursor }.to_string(),
         }
     }
 }
@@ -106,6 +114,7 @@ impl TryFrom<AttendanceRow> for AttendanceRecord {
                 seen,
             },
             version: r.version,
+            cursor: Uuid::parse_str(&r.cursor).map_err(|_| corrupt("cursor"))?,
         })
     }
 }
@@ -286,6 +295,65 @@ fn walk_in_rows(pairs: &[(Uuid, Uuid)], now: DateTime<Utc>) -> Vec<WalkIn> {
         .collect()
 }
 
+/// The fields of an attendance row a check-in stream needs.
+const CHECK_IN_FIELDS: &str = "event, user, first_seen, first_scanner, last_seen, cursor";
+
+#[derive(Debug, Clone, SurrealValue)]
+struct CheckInFields {
+    event: RecordId,
+    user: RecordId,
+    first_seen: DateTime<Utc>,
+    first_scanner: String,
+    last_seen: DateTime<Utc>,
+    cursor: Option<String>,
+}
+
+/// A check-in as a live stream shows it: who, when, where first, and when
+/// last seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckInRow {
+    pub event: Uuid,
+    pub user: Uuid,
+    pub checked_in_at: DateTime<Utc>,
+    /// The API key whose scanner saw the check-in; nil for a manual one.
+    pub scanner: Uuid,
+    pub last_seen: DateTime<Utc>,
+    pub cursor: Uuid,
+}
+
+impl TryFrom<CheckInFields> for CheckInRow {
+    type Error = StoreError;
+    fn try_from(f: CheckInFields) -> Result<Self, StoreError> {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("attendance row: {what}"));
+        Ok(CheckInRow {
+            event: key_of(&f.event)?,
+            user: key_of(&f.user)?,
+            checked_in_at: f.first_seen,
+            scanner: Uuid::parse_str(&f.first_scanner).map_err(|_| corrupt("first_scanner"))?,
+            last_seen: f.last_seen,
+            cursor: f.cursor.as_deref().map_or(Ok(Uuid::nil()), Uuid::parse_str).map_err(|_| corrupt("cursor"))?,
+        })
+    }
+}
+
+/// What happened to an attendance row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    /// A new check-in.
+    Created,
+    /// Seen again, or re-derived.
+    Updated,
+    /// Removed (a re-derivation no longer counts it, or its user or event went).
+    Deleted,
+}
+
+/// One committed change to an attendance row.
+#[derive(Debug, Clone)]
+pub struct AttendanceChange {
+    pub kind: ChangeKind,
+    pub row: CheckInRow,
+}
+
 /// Repository for `attendance` and `batch` records.
 pub struct AttendanceLog<'a> {
     db: &'a Surreal<Any>,
@@ -446,6 +514,9 @@ impl<'a> AttendanceLog<'a> {
 
     /// Replaces all of an event's attendance rows, and registers the
     /// `walk_ins` (user, event) pairs, atomically.
+    ///
+    /// Rows that stay are written over in place (with the cursor they carry),
+    /// so a live subscriber sees updates, not the same check-ins again.
     pub async fn replace_for_event(
         &self,
         event: Uuid,
@@ -457,17 +528,89 @@ impl<'a> AttendanceLog<'a> {
         self.db
             .query(format!(
                 "BEGIN;
-                 DELETE attendance WHERE event = $e;
-                 IF array::len($rows) > 0 {{ INSERT INTO attendance $rows }};
+                 DELETE attendance WHERE event = $e AND user NOTINSIDE $users;
+                 FOR $row IN $rows {{ UPSERT $row.id CONTENT $row }};
                  {WALK_INS}
                  COMMIT;"
             ))
             .bind(("e", rid("event", event)))
+            .bind(("users", rows.iter().map(|r| r.user.clone()).collect::<Vec<_>>()))
             .bind(("rows", rows))
             .bind(("walk_ins", walk_in_rows(walk_ins, now)))
             .await?
             .check()?;
         Ok(())
+    }
+
+    /// The cursor of each of an event's check-ins, by user.
+    pub async fn cursors(&self, event: Uuid) -> Result<HashMap<Uuid, Uuid>, StoreError> {
+        Ok(self.check_ins(event, None).await?.into_iter().map(|c| (c.user, c.cursor)).collect())
+    }
+
+    /// An event's check-ins with a cursor after `after` (all of them for
+    /// `None`), in cursor order.
+    pub async fn check_ins(&self, event: Uuid, after: Option<Uuid>) -> Result<Vec<CheckInRow>, StoreError> {
+        let mut res = self
+            .db
+            .query(format!("SELECT {CHECK_IN_FIELDS} FROM attendance WHERE event = $e AND cursor > $after ORDER BY cursor"))
+            .bind(("e", rid("event", event)))
+            .bind(("after", after.map(|a| a.to_string()).unwrap_or_default()))
+            .await?;
+        let rows: Vec<CheckInFields> = res.take(0)?;
+        rows.into_iter().map(CheckInRow::try_from).collect()
+    }
+
+    /// How many of an event's users have checked in, and how many of them
+    /// were last seen in `(since, now]` (present now).
+    pub async fn counts(&self, event: Uuid, since: DateTime<Utc>, now: DateTime<Utc>) -> Result<(usize, usize), StoreError> {
+        #[derive(Debug, SurrealValue)]
+        struct Counts {
+            checked_in: i64,
+            present: i64,
+        }
+        let mut res = self
+            .db
+            .query(
+                "LET $rows = SELECT last_seen FROM attendance WHERE event = $e;
+                 RETURN { checked_in: array::len($rows),
+                          present: array::len($rows[WHERE last_seen > $since AND last_seen <= $now]) };",
+            )
+            .bind(("e", rid("event", event)))
+            .bind(("since", since))
+            .bind(("now", now))
+            .await?;
+        let c: Option<Counts> = res.take(1)?;
+        let c = c.ok_or_else(|| StoreError::Corrupt("no attendance counts".into()))?;
+        Ok((c.checked_in.max(0) as usize, c.present.max(0) as usize))
+    }
+
+    /// Every change to any attendance row, as it commits: one live query for
+    /// the whole table, which the caller fans out.
+    pub async fn changes(&self) -> Result<impl futures_util::Stream<Item = AttendanceChange> + use<>, StoreError> {
+        let mut res = self.db.query(format!("LIVE SELECT {CHECK_IN_FIELDS} FROM attendance")).await?;
+        let stream = res.stream::<surrealdb::Notification<CheckInFields>>(0)?;
+        Ok(stream.filter_map(|n| async move {
+            let n = match n {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "attendance change could not be read");
+                    return None;
+                }
+            };
+            let kind = match n.action {
+                surrealdb::types::Action::Create => ChangeKind::Created,
+                surrealdb::types::Action::Update => ChangeKind::Updated,
+                surrealdb::types::Action::Delete => ChangeKind::Deleted,
+                _ => return None,
+            };
+            match CheckInRow::try_from(n.data) {
+                Ok(row) => Some(AttendanceChange { kind, row }),
+                Err(e) => {
+                    tracing::warn!(error = %e, "attendance change could not be read");
+                    None
+                }
+            }
+        }))
     }
 
     /// An event's attendance, ordered by user id, after `after`.

@@ -37,7 +37,10 @@ use surrealdb::types::RecordId;
 use uuid::Uuid;
 
 pub use api_keys::ApiKeys;
-pub use attendance::{AttendanceLog, AttendanceRecord, BatchRecord, BatchWrite, CommitError, LoggedSighting};
+pub use attendance::{
+    AttendanceChange, AttendanceLog, AttendanceRecord, BatchRecord, BatchWrite, ChangeKind, CheckInRow, CommitError,
+    LoggedSighting,
+};
 pub use events::{EventChanges, EventFilter, Events, NewEvent};
 pub use models::{ApiKey, Device, Event, Heartbeat, Registration, RegistrationStatus, User};
 pub use registrations::Registrations;
@@ -53,6 +56,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/0001_init.surql")),
     (2, "ingest", include_str!("migrations/0002_ingest.surql")),
     (3, "heartbeat", include_str!("migrations/0003_heartbeat.surql")),
+    (4, "live", include_str!("migrations/0004_live.surql")),
 ];
 
 /// Errors from the storage layer.

@@ -1,0 +1,143 @@
+//! Subscriptions: an event's check-ins as they happen, and its counters.
+
+use std::sync::Arc;
+
+use async_graphql::{Context, ErrorExtensions, ID, Object, Result, SimpleObject, Subscription};
+use chrono::{DateTime, Utc};
+use futures_util::{Stream, StreamExt};
+use uuid::Uuid;
+
+use super::error::ApiError;
+use super::events::managed_event;
+use super::types::User;
+use super::{parse_id, principal, state};
+use crate::auth::Principal;
+use crate::live;
+
+#[derive(Default)]
+pub struct LiveSubscription;
+
+#[Subscription]
+impl LiveSubscription {
+    /// The event's check-ins as they happen. With `after` (an earlier item's
+    /// cursor), first replays the check-ins after it, in order, then goes
+    /// live, with nothing missed or repeated in between; `after: ""` replays
+    /// them all from the start. Without `after`, starts live.
+    ///
+    /// A subscriber that falls too far behind receives an error with code
+    /// `LAGGED` and `extensions.lastCursor`, and the subscription completes:
+    /// subscribe again with that cursor to carry on.
+    ///
+    /// For the event's organiser, an admin, or a scanner key covering it.
+    async fn check_ins(
+        &self,
+        ctx: &Context<'_>,
+        event_id: ID,
+        after: Option<String>,
+    ) -> Result<impl Stream<Item = Result<CheckIn>> + use<>> {
+        let event = watched_event(ctx, &event_id).await?;
+        let after = after.as_deref().map(parse_cursor).transpose()?;
+        let stream = state(ctx)?.live.check_ins(event, after).await?;
+        Ok(stream.map(|item| match item {
+            Ok(c) => Ok(CheckIn(c)),
+            Err(lagged) => Err(lagged_error(lagged)),
+        }))
+    }
+
+    /// The event's counters: the current ones at once, then on each change,
+    /// at most four times a second.
+    async fn event_stats(&self, ctx: &Context<'_>, event_id: ID) -> Result<impl Stream<Item = EventStats> + use<>> {
+        let event = watched_event(ctx, &event_id).await?;
+        Ok(state(ctx)?.live.stats(event).map(EventStats::from))
+    }
+}
+
+/// The event `id`, if the caller may watch it live: its organiser, an admin,
+/// or a scanner whose key covers it.
+async fn watched_event(ctx: &Context<'_>, id: &ID) -> Result<Uuid> {
+    if let Principal::Scanner { scope, .. } = principal(ctx)? {
+        let event_id = parse_id("event", id)?;
+        let event = state(ctx)?.store.events().get(event_id).await?.ok_or_else(|| ApiError::not_found("event"))?;
+        if !scope.covers(&event) {
+            return Err(ApiError::Forbidden("this API key does not cover that event".into()).into());
+        }
+        return Ok(event.id);
+    }
+    Ok(managed_event(ctx, id).await?.id)
+}
+
+fn parse_cursor(raw: &str) -> Result<Uuid, ApiError> {
+    if raw.is_empty() {
+        return Ok(Uuid::nil());
+    }
+    Uuid::parse_str(raw).map_err(|_| ApiError::validation(format!("`{raw}` is not a check-in cursor")))
+}
+
+fn lagged_error(lagged: live::Lagged) -> async_graphql::Error {
+    let last = lagged.last_cursor.map(|c| c.to_string());
+    async_graphql::Error::new(
+        "this subscription fell too far behind and was stopped; subscribe again with `after: lastCursor`",
+    )
+    .extend_with(|_, e| {
+        e.set("code", "LAGGED");
+        match &last {
+            Some(c) => e.set("lastCursor", c.as_str()),
+            None => e.set("lastCursor", async_graphql::Value::Null),
+        }
+    })
+}
+
+/// A check-in, as it happened.
+pub struct CheckIn(Arc<live::CheckIn>);
+
+#[Object]
+impl CheckIn {
+    /// Resume after this item with `checkIns(after: cursor)`.
+    async fn cursor(&self) -> String {
+        self.0.cursor.to_string()
+    }
+
+    async fn event_id(&self) -> ID {
+        ID(self.0.event.to_string())
+    }
+
+    async fn user(&self) -> User {
+        User(self.0.user.clone())
+    }
+
+    /// The time of the first counted sighting.
+    async fn checked_in_at(&self) -> DateTime<Utc> {
+        self.0.checked_in_at
+    }
+
+    /// The name of the scanner's API key; `null` for a manual check-in.
+    async fn scanner(&self) -> Option<&str> {
+        self.0.scanner.as_deref()
+    }
+}
+
+/// An event's counters at one moment.
+#[derive(SimpleObject)]
+pub struct EventStats {
+    pub event_id: ID,
+    /// Standing registrations.
+    pub registered: i64,
+    /// People with a check-in.
+    pub checked_in: i64,
+    /// People seen less than the event's departure gap ago.
+    pub present_now: i64,
+    /// When these were counted.
+    pub at: DateTime<Utc>,
+}
+
+impl From<live::EventStats> for EventStats {
+    fn from(s: live::EventStats) -> Self {
+        EventStats {
+            event_id: ID(s.event.to_string()),
+            registered: s.registered as i64,
+            checked_in: s.checked_in as i64,
+            present_now: s.present_now as i64,
+            at: s.at,
+        }
+    }
+}

@@ -1,0 +1,438 @@
+//! GraphQL over WebSocket: the `graphql-transport-ws` protocol, and the
+//! legacy `graphql-ws` (subscriptions-transport-ws) one.
+//!
+//! Written here rather than taken from async-graphql's `GraphQLWebSocket`,
+//! which cannot close with the protocol's codes (it closes a refused
+//! `connection_init` with 1002, never times out a silent handshake, and
+//! replaces a subscription on a duplicate id), nor end a socket whose
+//! credential expires or is revoked. Each socket is one task:
+//!
+//! - `connection_init` must come within the configured time (4408); a second
+//!   one closes with 4429; a refused credential with 4403; `subscribe`
+//!   before the handshake with 4401; a malformed message with 4400; a
+//!   subscription id in use with 4409. Close reasons stay under 123 bytes.
+//! - Messages over the size limit end the socket (1009); each socket holds at
+//!   most so many subscriptions.
+//! - The server pings every keepalive interval; a socket that sends nothing
+//!   for three intervals is half-open and is dropped, as is one that cannot
+//!   take a message for [`SEND_TIMEOUT`].
+//! - A token closes the socket when it expires (4403); a key when it is
+//!   revoked here (at once) or elsewhere (at the next recheck); the server
+//!   stopping closes every socket with 1001.
+
+use std::collections::HashSet;
+use std::pin::Pin;
+use std::time::Duration;
+
+use axum::extract::FromRequestParts;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use futures_util::{Stream, StreamExt};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::time::{Instant, sleep_until};
+use tokio_stream::StreamMap;
+use uuid::Uuid;
+
+use super::HttpState;
+use super::graphql::error_response;
+use crate::auth::{AuthError, Credential, Principal};
+use crate::state::AppState;
+
+/// How long one outgoing message may wait for the client to take it.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a live socket's credential is checked again (for revocations
+/// and deletions made by another instance).
+const RECHECK_INTERVAL: Duration = Duration::from_secs(30);
+/// The longest close reason the WebSocket protocol allows is 123 bytes.
+const MAX_REASON: usize = 123;
+
+const TRANSPORT_WS: &str = "graphql-transport-ws";
+const LEGACY_WS: &str = "graphql-ws";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    /// `graphql-transport-ws` (the graphql-ws library).
+    TransportWs,
+    /// `graphql-ws` (the older subscriptions-transport-ws).
+    Legacy,
+}
+
+/// Upgrades `GET /graphql` to a GraphQL WebSocket.
+pub async fn upgrade(state: HttpState, parts: &mut axum::http::request::Parts) -> Response {
+    let upgrade = match WebSocketUpgrade::from_request_parts(parts, &state).await {
+        Ok(u) => u,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let limits = state.app.live_limits.clone();
+    let upgrade = upgrade
+        .protocols([TRANSPORT_WS, LEGACY_WS])
+        // Small buffers: tungstenite's defaults allocate 128 KiB per socket
+        // up front, which is most of an idle subscriber's cost.
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(4 * 1024)
+        .max_write_buffer_size(256 * 1024)
+        .max_message_size(limits.max_message_bytes)
+        .max_frame_size(limits.max_message_bytes);
+    let protocol = match upgrade.selected_protocol().and_then(|p| p.to_str().ok()) {
+        Some(TRANSPORT_WS) => Protocol::TransportWs,
+        Some(LEGACY_WS) => Protocol::Legacy,
+        _ => {
+            return error_response(
+                axum::http::StatusCode::BAD_REQUEST,
+                "VALIDATION",
+                "ask for the WebSocket subprotocol graphql-transport-ws (or the legacy graphql-ws)",
+            );
+        }
+    };
+    upgrade.on_upgrade(move |socket| async move {
+        metrics::gauge!("rollcall_websockets_open").increment(1.0);
+        Connection::new(state, socket, protocol).run().await;
+        metrics::gauge!("rollcall_websockets_open").decrement(1.0);
+    })
+}
+
+/// A message from the client, of either protocol.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ClientMessage {
+    ConnectionInit {
+        #[serde(default)]
+        payload: Option<Value>,
+    },
+    Ping {
+        #[serde(default)]
+        payload: Option<Value>,
+    },
+    Pong {},
+    #[serde(alias = "start")]
+    Subscribe {
+        id: String,
+        payload: Value,
+    },
+    #[serde(alias = "stop")]
+    Complete {
+        id: String,
+    },
+    ConnectionTerminate {},
+}
+
+/// Why a socket ends.
+struct Close {
+    code: u16,
+    reason: String,
+}
+
+impl Close {
+    fn new(code: u16, reason: impl Into<String>) -> Self {
+        let mut reason = reason.into();
+        if reason.len() > MAX_REASON {
+            let mut cut = MAX_REASON - 3;
+            while !reason.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            reason.truncate(cut);
+            reason.push_str("...");
+        }
+        Close { code, reason }
+    }
+}
+
+/// The signed-in side of a socket: who, until when, with what.
+struct Session {
+    principal: Principal,
+    credential: Option<Credential>,
+    expires: Option<Instant>,
+    key: Option<Uuid>,
+}
+
+/// An operation's results, then `None` when it has no more.
+type Results = Pin<Box<dyn Stream<Item = Option<async_graphql::Response>> + Send>>;
+
+struct Connection {
+    state: HttpState,
+    socket: WebSocket,
+    protocol: Protocol,
+    session: Option<Session>,
+    subscriptions: StreamMap<String, Results>,
+    /// Subscriptions that have sent a result (a later error is a `next`).
+    started: HashSet<String>,
+    last_heard: Instant,
+}
+
+impl Connection {
+    fn new(state: HttpState, socket: WebSocket, protocol: Protocol) -> Self {
+        Connection {
+            state,
+            socket,
+            protocol,
+            session: None,
+            subscriptions: StreamMap::new(),
+            started: HashSet::new(),
+            last_heard: Instant::now(),
+        }
+    }
+
+    fn app(&self) -> &AppState {
+        &self.state.app
+    }
+
+    async fn run(mut self) {
+        let close = match self.serve().await {
+            Ok(close) => close,
+            // The client went away or stopped taking messages: nothing to tell it.
+            Err(Gone) => return,
+        };
+        let frame = CloseFrame { code: close.code, reason: Utf8Bytes::from(close.reason) };
+        let _ = tokio::time::timeout(SEND_TIMEOUT, self.socket.send(Message::Close(Some(frame)))).await;
+    }
+
+    async fn serve(&mut self) -> Result<Close, Gone> {
+        let limits = self.app().live_limits.clone();
+        let init_deadline = Instant::now() + Duration::from_secs(limits.init_timeout_secs);
+        let keepalive = Duration::from_secs(limits.keepalive_secs.max(1));
+        let mut ping = tokio::time::interval_at(Instant::now() + keepalive, keepalive);
+        let mut recheck = tokio::time::interval_at(Instant::now() + RECHECK_INTERVAL, RECHECK_INTERVAL);
+        let mut revocations = self.app().live.revocations();
+        let mut stopping = self.app().live.stopping();
+        loop {
+            let expires = self.session.as_ref().and_then(|s| s.expires);
+            tokio::select! {
+                msg = self.socket.recv() => {
+                    let msg = match msg {
+                        Some(Ok(msg)) => msg,
+                        Some(Err(e)) => return Ok(Self::read_error(e)),
+                        None => return Err(Gone),
+                    };
+                    self.last_heard = Instant::now();
+                    if let Some(close) = self.on_message(msg).await? {
+                        return Ok(close);
+                    }
+                }
+                Some((id, response)) = self.subscriptions.next(), if !self.subscriptions.is_empty() => {
+                    self.on_result(id, response).await?;
+                }
+                _ = sleep_until(init_deadline), if self.session.is_none() => {
+                    return Ok(Close::new(4408, "Connection initialisation timeout"));
+                }
+                _ = ping.tick() => {
+                    if self.last_heard.elapsed() > keepalive * 3 {
+                        tracing::debug!("closing a half-open WebSocket");
+                        return Err(Gone);
+                    }
+                    let msg = match self.protocol {
+                        Protocol::TransportWs => json!({"type": "ping"}),
+                        Protocol::Legacy => json!({"type": "ka"}),
+                    };
+                    self.send_json(&msg).await?;
+                    // A WebSocket-level ping too: browsers answer it by themselves.
+                    self.send(Message::Ping(Default::default())).await?;
+                }
+                _ = sleep_until(expires.unwrap_or_else(Instant::now)), if expires.is_some() => {
+                    return Ok(Close::new(4403, "Forbidden: token expired"));
+                }
+                revoked = revocations.recv(), if self.session.as_ref().is_some_and(|s| s.key.is_some()) => {
+                    let mine = self.session.as_ref().and_then(|s| s.key);
+                    match revoked {
+                        Ok(key) if Some(key) == mine => return Ok(Close::new(4403, "Forbidden: API key revoked")),
+                        Ok(_) => {}
+                        // Missed some: check the key itself.
+                        Err(_) => if let Some(close) = self.recheck().await { return Ok(close) },
+                    }
+                }
+                _ = recheck.tick(), if self.session.is_some() => {
+                    if let Some(close) = self.recheck().await {
+                        return Ok(close);
+                    }
+                }
+                _ = async { let _ = stopping.wait_for(|s| *s).await; } => {
+                    return Ok(Close::new(1001, "server shutting down"));
+                }
+            }
+        }
+    }
+
+    fn read_error(e: axum::Error) -> Close {
+        let text = e.to_string();
+        if text.contains("too long") || text.contains("too big") || text.contains("Space limit") {
+            Close::new(1009, "message too big")
+        } else {
+            Close::new(4400, "unreadable WebSocket message")
+        }
+    }
+
+    async fn on_message(&mut self, msg: Message) -> Result<Option<Close>, Gone> {
+        let text = match msg {
+            Message::Text(t) => t,
+            Message::Binary(_) => return Ok(Some(Close::new(4400, "Invalid message: binary frames are not used"))),
+            Message::Ping(_) | Message::Pong(_) => return Ok(None),
+            Message::Close(_) => return Err(Gone),
+        };
+        let msg: ClientMessage = match serde_json::from_str(text.as_str()) {
+            Ok(m) => m,
+            Err(e) => return Ok(Some(Close::new(4400, format!("Invalid message: {e}")))),
+        };
+        match msg {
+            ClientMessage::ConnectionInit { payload } => {
+                if self.session.is_some() {
+                    return Ok(Some(Close::new(4429, "Too many initialisation requests")));
+                }
+                match authenticate(self.state.app.clone(), payload.unwrap_or(Value::Null)).await {
+                    Ok(session) => {
+                        self.session = Some(session);
+                        self.send_json(&json!({"type": "connection_ack"})).await?;
+                        Ok(None)
+                    }
+                    Err(close) => {
+                        if self.protocol == Protocol::Legacy {
+                            let error = json!({"type": "connection_error", "payload": {"message": close.reason}});
+                            self.send_json(&error).await?;
+                        }
+                        Ok(Some(close))
+                    }
+                }
+            }
+            ClientMessage::Ping { payload } => {
+                let mut pong = json!({"type": "pong"});
+                if let Some(p) = payload {
+                    pong["payload"] = p;
+                }
+                self.send_json(&pong).await?;
+                Ok(None)
+            }
+            ClientMessage::Pong {} => Ok(None),
+            ClientMessage::Subscribe { id, payload } => self.subscribe(id, payload).await,
+            ClientMessage::Complete { id } => {
+                self.subscriptions.remove(&id);
+                self.started.remove(&id);
+                if self.protocol == Protocol::Legacy {
+                    self.send_json(&json!({"type": "complete", "id": id})).await?;
+                }
+                Ok(None)
+            }
+            ClientMessage::ConnectionTerminate {} => Ok(Some(Close::new(1000, "terminated"))),
+        }
+    }
+
+    async fn subscribe(&mut self, id: String, payload: Value) -> Result<Option<Close>, Gone> {
+        let Some(session) = &self.session else {
+            return Ok(Some(Close::new(4401, "Unauthorized")));
+        };
+        if self.subscriptions.contains_key(&id) {
+            return Ok(Some(Close::new(4409, format!("Subscriber for {id} already exists"))));
+        }
+        let request: async_graphql::Request = match serde_json::from_value(payload) {
+            Ok(r) => r,
+            Err(e) => return Ok(Some(Close::new(4400, format!("Invalid subscribe payload: {e}")))),
+        };
+        if self.subscriptions.len() >= self.app().live_limits.max_subscriptions {
+            let error = json!([{
+                "message": format!(
+                    "this socket already holds {} subscriptions; complete one first",
+                    self.subscriptions.len()
+                ),
+                "extensions": {"code": "RATE_LIMITED"}
+            }]);
+            self.send_json(&json!({"type": "error", "id": id, "payload": error})).await?;
+            return Ok(None);
+        }
+        let request = request.data(session.principal.clone());
+        let stream = self.state.schema.execute_stream(request).map(Some).chain(futures_util::stream::once(async { None }));
+        self.subscriptions.insert(id, Box::pin(stream));
+        Ok(None)
+    }
+
+    async fn on_result(&mut self, id: String, response: Option<async_graphql::Response>) -> Result<(), Gone> {
+        let Some(response) = response else {
+            // No more results: the operation is complete.
+            self.subscriptions.remove(&id);
+            self.started.remove(&id);
+            return self.send_json(&json!({"type": "complete", "id": id})).await;
+        };
+        if !self.started.contains(&id) && response.is_err() {
+            // Refused before it started (validation, permissions): one
+            // `error`, which ends the operation.
+            self.subscriptions.remove(&id);
+            let payload = serde_json::to_value(&response.errors).unwrap_or(Value::Null);
+            return self.send_json(&json!({"type": "error", "id": id, "payload": payload})).await;
+        }
+        self.started.insert(id.clone());
+        let kind = match self.protocol {
+            Protocol::TransportWs => "next",
+            Protocol::Legacy => "data",
+        };
+        let text = serde_json::to_string(&json!({"type": kind, "id": id, "payload": response}))
+            .unwrap_or_else(|_| r#"{"type":"error","payload":[{"message":"internal error"}]}"#.to_owned());
+        self.send(Message::Text(text.into())).await
+    }
+
+    /// Checks the socket's credential again: a deleted user, a revoked key.
+    async fn recheck(&mut self) -> Option<Close> {
+        let credential = self.session.as_ref()?.credential.clone()?;
+        let app = self.state.app.clone();
+        match Principal::authenticate(&app.store, &app.jwt, Some(credential)).await {
+            Ok(principal) => {
+                if let Some(s) = self.session.as_mut() {
+                    s.principal = principal;
+                }
+                None
+            }
+            Err(AuthError::Store(e)) => {
+                tracing::warn!(error = ?e, "could not recheck a live socket's credential");
+                None
+            }
+            Err(e) => Some(Close::new(4403, format!("Forbidden: {e}"))),
+        }
+    }
+
+    async fn send_json(&mut self, value: &Value) -> Result<(), Gone> {
+        self.send(Message::Text(value.to_string().into())).await
+    }
+
+    async fn send(&mut self, msg: Message) -> Result<(), Gone> {
+        match tokio::time::timeout(SEND_TIMEOUT, self.socket.send(msg)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Gone),
+            Err(_) => {
+                tracing::info!("dropping a WebSocket client that stopped reading");
+                Err(Gone)
+            }
+        }
+    }
+}
+
+/// Reads credentials from a `connection_init` payload:
+/// `{"authorization": "Bearer <jwt>"}` or `{"apiKey": "<key>"}`.
+async fn authenticate(app: AppState, payload: Value) -> Result<Session, Close> {
+    let field = |names: &[&str]| names.iter().find_map(|n| payload.get(*n).and_then(|v| v.as_str()));
+    let credential = if let Some(auth) = field(&["authorization", "Authorization"]) {
+        Some(Credential::from_authorization(auth).map_err(|e| Close::new(4403, format!("Forbidden: {e}")))?)
+    } else {
+        field(&["apiKey", "x-api-key"]).map(|k| Credential::ApiKey(k.to_owned()))
+    };
+    let principal = match Principal::authenticate(&app.store, &app.jwt, credential.clone()).await {
+        Ok(p) => p,
+        Err(AuthError::Store(e)) => {
+            tracing::error!(error = ?e, "credential check failed");
+            return Err(Close::new(4500, "Internal error"));
+        }
+        Err(e) => return Err(Close::new(4403, format!("Forbidden: {e}"))),
+    };
+    let expires = match &credential {
+        Some(Credential::Bearer(token)) => {
+            let claims = app.jwt.verify(token).map_err(|e| Close::new(4403, format!("Forbidden: {e}")))?;
+            let left = (claims.exp - Utc::now().timestamp()).max(0) as u64;
+            Some(Instant::now() + Duration::from_secs(left))
+        }
+        _ => None,
+    };
+    let key = match &principal {
+        Principal::Scanner { key, .. } => Some(key.id),
+        _ => None,
+    };
+    Ok(Session { principal, credential, expires, key })
+}
+
+/// The client is gone, or cannot be written to.
+struct Gone;
