@@ -253,8 +253,9 @@ class LiveSocket {
     this.#byId.clear();
     clearInterval(this.#heartbeat);
     if (this.#stopped) return;
-    // 4401 and 4403: the server refused our credentials; retrying cannot help.
-    if (code === 4401 || code === 4403) {
+    // 4403: the server refused the token (or it expired); retrying cannot help.
+    // Every other close (a restart, a dropped network, 4408, 4429) is retried.
+    if (code === 4403) {
       this.onstatus("error", "Not allowed");
       this.onauthfailure(reason);
       return;
@@ -317,11 +318,13 @@ function eventMeta(ev) {
 
 const STATE_NAMES = { ACTIVE: "Live now", SCHEDULED: "Scheduled", ENDED: "Ended", CANCELLED: "Cancelled" };
 
+/** Up to two initials, from the first letters of the first and last words. */
 function initials(name) {
-  const words = name.trim().split(/\s+/u).filter(Boolean);
-  const first = [...(words[0] ?? "?")][0] ?? "?";
-  const last = words.length > 1 ? [...words[words.length - 1]][0] : "";
-  return (first + last).toUpperCase();
+  const words = name.match(/[\p{L}\p{N}][^\s]*/gu) ?? [];
+  const letter = (w) => w.match(/[\p{L}\p{N}]/u)?.[0] ?? "";
+  const first = letter(words[0] ?? "");
+  const last = words.length > 1 ? letter(words[words.length - 1]) : "";
+  return (first + last).toUpperCase() || "?";
 }
 
 function hue(text) {
