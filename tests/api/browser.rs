@@ -5,8 +5,11 @@
 //! within two seconds. A screenshot is kept under
 //! `target/test-artifacts/dashboard.png`.
 //!
-//! Without `chromium` on the PATH the test fails and says how to install it;
-//! `ROLLCALL_SKIP_BROWSER_TEST=1` skips it instead.
+//! A second test cuts the network between page and server while a check-in
+//! is made, and checks the page resumes from its last cursor by itself.
+//!
+//! Without `chromium` on the PATH the tests fail and say how to install it;
+//! `ROLLCALL_SKIP_BROWSER_TEST=1` skips them instead.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -31,66 +34,15 @@ const SUBMIT: &str = "mutation($b: SightingBatchInput!) { submitSightings(batch:
 
 #[tokio::test]
 async fn dashboard_shows_a_new_check_in_within_two_seconds() {
-    if std::env::var("ROLLCALL_SKIP_BROWSER_TEST").is_ok_and(|v| v == "1") {
-        println!("skipped: ROLLCALL_SKIP_BROWSER_TEST=1");
-        return;
-    }
-    let Some(binary) = find_on_path("chromium") else {
-        panic!(
-            "the dashboard browser test needs Debian's headless browser: install chromium: apt-get install chromium \
-             (or set ROLLCALL_SKIP_BROWSER_TEST=1 to skip this test)"
-        );
-    };
-
+    let Some(binary) = chromium_or_skip() else { return };
     let app = spawn_app().await;
     let venue = Venue::create(&app).await;
     let chromium = Chromium::launch(&binary).await;
     let mut page = Page::open(&chromium).await;
-
-    page.goto(&app.url("/dashboard")).await;
-    page.wait_for("the login form", "document.body.dataset.view === 'login'", STEP_TIMEOUT).await;
-    let fill = format!(
-        "document.getElementById('email').value = {}; document.getElementById('password').value = {}; \
-         document.getElementById('login').click(); true",
-        json!(venue.organiser_email),
-        json!(PASSWORD),
-    );
-    page.eval(&fill).await;
-    page.wait_for("the dashboard after logging in", "document.body.dataset.view === 'dashboard'", STEP_TIMEOUT).await;
-
-    // The organiser has one event, so it is picked; picking it again is harmless.
-    let pick = format!(
-        "(() => {{ const s = document.getElementById('event-select'); s.value = {id}; \
-         s.dispatchEvent(new Event('change')); return s.value === {id}; }})()",
-        id = json!(venue.event),
-    );
-    assert_eq!(page.eval(&pick).await, json!(true), "the event is in the picker");
-    page.wait_for(
-        "the event's name in the heading",
-        &format!("document.getElementById('event-name').textContent === {}", json!(venue.event_name)),
-        STEP_TIMEOUT,
-    )
-    .await;
-    page.wait_for(
-        "the live connection",
-        "document.getElementById('connection').dataset.state === 'live'",
-        STEP_TIMEOUT,
-    )
-    .await;
-    // `checkIns` starts at `after: ""`: the check-in made before the page opened is listed.
-    page.wait_for("the earlier check-in replayed", &name_listed(&venue.earlier_name), STEP_TIMEOUT).await;
+    open_dashboard(&mut page, &app.url("/dashboard"), &venue).await;
 
     let sent = Instant::now();
-    let result = app
-        .ok(
-            &venue.key,
-            SUBMIT,
-            json!({ "b": { "batchId": uuid::Uuid::new_v4(), "sightings": [
-                { "bleUuid": venue.newcomer_ble, "seenAt": Utc::now() - chrono::Duration::seconds(20), "rssi": -58 },
-            ] } }),
-        )
-        .await;
-    assert_eq!(result["submitSightings"]["checkIns"], 1, "{result}");
+    venue.newcomer_arrives(&app).await;
     let accepted = sent.elapsed();
     let left = VISIBLE_WITHIN.saturating_sub(accepted);
     page.wait_for("the new check-in on the page", &name_listed(&venue.newcomer_name), left).await;
@@ -130,6 +82,96 @@ async fn dashboard_shows_a_new_check_in_within_two_seconds() {
     .await;
     page.screenshot("dashboard-phone-dark.png").await;
     assert!(page.errors().is_empty(), "the page reported errors: {:#?}", page.errors());
+}
+
+/// The network between the page and the server drops while a check-in is
+/// made; when it comes back the page reconnects by itself and resumes after
+/// its last cursor: the missed check-in shows, and nothing is sent twice.
+#[tokio::test]
+async fn dashboard_resumes_after_the_network_drops() {
+    let Some(binary) = chromium_or_skip() else { return };
+    let app = spawn_app().await;
+    let venue = Venue::create(&app).await;
+    let network = Network::between_page_and(app.addr).await;
+    let chromium = Chromium::launch(&binary).await;
+    let mut page = Page::open(&chromium).await;
+    open_dashboard(&mut page, &format!("http://{}/dashboard", network.addr), &venue).await;
+    assert_eq!(delivered(&mut page).await, 1);
+
+    network.cut();
+    page.wait_for(
+        "the page to notice the drop",
+        "['reconnecting', 'offline', 'connecting'].includes(document.getElementById('connection').dataset.state)",
+        STEP_TIMEOUT,
+    )
+    .await;
+    venue.newcomer_arrives(&app).await;
+    network.restore();
+
+    page.wait_for("the check-in made while offline", &name_listed(&venue.newcomer_name), STEP_TIMEOUT).await;
+    page.wait_for("live again", "document.getElementById('connection').dataset.state === 'live'", STEP_TIMEOUT).await;
+    let rows = page.eval("Array.from(document.querySelectorAll('#checkins li .name')).map(n => n.textContent)").await;
+    assert_eq!(rows, json!([venue.newcomer_name, venue.earlier_name]));
+    // Resumed with `after: <last cursor>`: the server sent Grace once in all, not again on reconnect.
+    assert_eq!(delivered(&mut page).await, 2, "check-ins the server delivered to the page");
+    assert!(page.errors().is_empty(), "the page reported errors: {:#?}", page.errors());
+}
+
+/// The browser to use, or `None` when the test is to be skipped.
+fn chromium_or_skip() -> Option<PathBuf> {
+    if std::env::var("ROLLCALL_SKIP_BROWSER_TEST").is_ok_and(|v| v == "1") {
+        println!("skipped: ROLLCALL_SKIP_BROWSER_TEST=1");
+        return None;
+    }
+    match find_on_path("chromium") {
+        Some(binary) => Some(binary),
+        None => panic!(
+            "the dashboard browser tests need Debian's headless browser: install chromium: apt-get install chromium \
+             (or set ROLLCALL_SKIP_BROWSER_TEST=1 to skip them)"
+        ),
+    }
+}
+
+/// Opens the dashboard at `url`, logs in as the venue's organiser, picks its
+/// event and waits until it is live with the earlier check-in listed.
+async fn open_dashboard(page: &mut Page, url: &str, venue: &Venue) {
+    page.goto(url).await;
+    page.wait_for("the login form", "document.body.dataset.view === 'login'", STEP_TIMEOUT).await;
+    let fill = format!(
+        "document.getElementById('email').value = {}; document.getElementById('password').value = {}; \
+         document.getElementById('login').click(); true",
+        json!(venue.organiser_email),
+        json!(PASSWORD),
+    );
+    page.eval(&fill).await;
+    page.wait_for("the dashboard after logging in", "document.body.dataset.view === 'dashboard'", STEP_TIMEOUT).await;
+
+    // The organiser has one event, so it is picked already; picking it again is harmless.
+    let pick = format!(
+        "(() => {{ const s = document.getElementById('event-select'); s.value = {id}; \
+         s.dispatchEvent(new Event('change')); return s.value === {id}; }})()",
+        id = json!(venue.event),
+    );
+    assert_eq!(page.eval(&pick).await, json!(true), "the event is in the picker");
+    page.wait_for(
+        "the event's name in the heading",
+        &format!("document.getElementById('event-name').textContent === {}", json!(venue.event_name)),
+        STEP_TIMEOUT,
+    )
+    .await;
+    page.wait_for(
+        "the live connection",
+        "document.getElementById('connection').dataset.state === 'live'",
+        STEP_TIMEOUT,
+    )
+    .await;
+    // `checkIns` starts at `after: ""`: the check-in made before the page opened is listed.
+    page.wait_for("the earlier check-in replayed", &name_listed(&venue.earlier_name), STEP_TIMEOUT).await;
+}
+
+/// How many check-in items the server has sent the page (duplicates included).
+async fn delivered(page: &mut Page) -> u64 {
+    page.eval("Number(document.getElementById('checkins').dataset.delivered)").await.as_u64().unwrap()
 }
 
 /// A JS expression: whether a row of the check-in list shows exactly `name`.
@@ -192,6 +234,72 @@ impl Venue {
         assert_eq!(data["submitSightings"]["checkIns"], 1, "{data}");
         Self { organiser_email, event, event_name, key, earlier_name, newcomer_name, newcomer_ble }
     }
+
+    /// The door scanner uploads a batch in which the newcomer is heard: one new check-in.
+    async fn newcomer_arrives(&self, app: &TestApp) {
+        let data = app
+            .ok(
+                &self.key,
+                SUBMIT,
+                json!({ "b": { "batchId": uuid::Uuid::new_v4(), "sightings": [
+                    { "bleUuid": self.newcomer_ble, "seenAt": Utc::now() - chrono::Duration::seconds(20), "rssi": -58 },
+                ] } }),
+            )
+            .await;
+        assert_eq!(data["submitSightings"]["checkIns"], 1, "{data}");
+    }
+}
+
+/// A TCP relay between the browser and the server that can be cut, like a
+/// venue's Wi-Fi: cutting it drops every open connection and refuses new
+/// ones until it is restored.
+struct Network {
+    addr: std::net::SocketAddr,
+    up: Arc<std::sync::atomic::AtomicBool>,
+    connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+    relay: tokio::task::JoinHandle<()>,
+}
+
+impl Network {
+    async fn between_page_and(server: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let connections = Arc::new(Mutex::new(Vec::new()));
+        let (relay_up, relay_connections) = (up.clone(), connections.clone());
+        let relay = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !relay_up.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue; // dropped: the connection is refused
+                }
+                let pipe = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(server).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                relay_connections.lock().unwrap().push(pipe.abort_handle());
+            }
+        });
+        Self { addr, up, connections, relay }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        for pipe in self.connections.lock().unwrap().drain(..) {
+            pipe.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        self.cut();
+        self.relay.abort();
+    }
 }
 
 fn find_on_path(name: &str) -> Option<PathBuf> {
@@ -210,7 +318,7 @@ fn artefact_dir() -> PathBuf {
     dir
 }
 
-/// A headless Chromium with a fresh profile, killed (with its helpers) on drop.
+/// A headless Chromium with a fresh profile, killed on drop.
 struct Chromium {
     child: Child,
     /// The browser's DevTools WebSocket.
@@ -223,7 +331,6 @@ struct Chromium {
 
 impl Chromium {
     async fn launch(binary: &std::path::Path) -> Self {
-        use std::os::unix::process::CommandExt;
         let profile = tempfile::tempdir().unwrap();
         let mut child = Command::new(binary)
             .args([
@@ -246,8 +353,6 @@ impl Chromium {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
-            // Its own process group, so drop can end the renderers with it.
-            .process_group(0)
             .spawn()
             .unwrap_or_else(|e| panic!("could not start {}: {e}", binary.display()));
 
@@ -282,8 +387,10 @@ impl Chromium {
 
 impl Drop for Chromium {
     fn drop(&mut self) {
-        // The whole group: the browser and the renderer and helper processes it started.
-        let _ = Command::new("kill").args(["-KILL", &format!("-{}", self.child.id())]).status();
+        // SIGKILL to the browser process by its id (not its group: procps-ng
+        // 4.0.2's `kill -KILL -<pgid>` reads only the first digit of the id, so
+        // `-1xxxx` becomes -1, every process). Its renderer and helper
+        // processes exit with it: they end when their parent's IPC pipe closes.
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -560,6 +560,10 @@ class EventLive {
   }
 
   #accept(item) {
+    // Counts what the server sent, repeats included, so a test can tell a
+    // resume from its cursor from a replay of everything.
+    const list = $("checkins");
+    list.dataset.delivered = String(Number(list.dataset.delivered ?? 0) + 1);
     if (this.#cursors.has(item.cursor)) return;
     this.#cursors.add(item.cursor);
     this.#lastCursor = item.cursor;
@@ -795,6 +799,7 @@ class Dashboard {
     $("event-meta").textContent = eventMeta(event);
     document.title = `${event.name} · Rollcall`;
     $("checkins").replaceChildren();
+    $("checkins").dataset.delivered = "0";
     for (const id of ["stat-checked-in", "stat-present", "stat-registered"]) $(id).textContent = "–";
     document.body.dataset.eventId = id;
     this.#live = new EventLive(event, this.#socket, { liveFailed: (code, message) => this.#liveFailed(code, message) });
