@@ -137,13 +137,23 @@ fn chromium_or_skip() -> Option<PathBuf> {
 async fn open_dashboard(page: &mut Page, url: &str, venue: &Venue) {
     page.goto(url).await;
     page.wait_for("the login form", "document.body.dataset.view === 'login'", STEP_TIMEOUT).await;
-    let fill = format!(
-        "document.getElementById('email').value = {}; document.getElementById('password').value = {}; \
-         document.getElementById('login').click(); true",
-        json!(venue.organiser_email),
-        json!(PASSWORD),
-    );
-    page.eval(&fill).await;
+    let log_in = |password: &str| {
+        format!(
+            "document.getElementById('email').value = {}; document.getElementById('password').value = {}; \
+             document.getElementById('login').click(); true",
+            json!(venue.organiser_email),
+            json!(password),
+        )
+    };
+    page.eval(&log_in("not the password")).await;
+    page.wait_for(
+        "the wrong password to be refused",
+        "document.getElementById('login-error').textContent === 'Wrong e-mail or password.' && \
+         !document.getElementById('login-error').hidden && document.body.dataset.view === 'login'",
+        STEP_TIMEOUT,
+    )
+    .await;
+    page.eval(&log_in(PASSWORD)).await;
     page.wait_for("the dashboard after logging in", "document.body.dataset.view === 'dashboard'", STEP_TIMEOUT).await;
 
     // The organiser has one event, so it is picked already; picking it again is harmless.

@@ -499,6 +499,17 @@ class EventLive {
   #subscribeCheckIns() {
     this.#subscribedAt = Date.now();
     let lagged = false;
+    // LAGGED: the server dropped this subscriber for falling behind. It comes
+    // as `next` + `complete` mid-stream, or as `error` if nothing was sent yet.
+    const isLagged = (errors) => {
+      const e = errors?.[0];
+      if (e?.extensions?.code !== "LAGGED") return false;
+      if (e.extensions.lastCursor) this.#lastCursor = e.extensions.lastCursor;
+      return true;
+    };
+    const resume = (delay) => {
+      if (!this.#closed) this.#resumeTimer = setTimeout(() => this.#subscribeCheckIns(), delay);
+    };
     this.#stopCheckIns = this.#socket.subscribe(
       CHECK_INS,
       () => {
@@ -509,25 +520,20 @@ class EventLive {
       {
         next: (payload) => {
           if (payload.errors?.length) {
-            const e = payload.errors[0];
-            if (e.extensions?.code === "LAGGED") {
-              lagged = true;
-              if (e.extensions.lastCursor) this.#lastCursor = e.extensions.lastCursor;
-              return;
-            }
-            this.#failed(payload.errors);
+            if (isLagged(payload.errors)) lagged = true;
+            else this.#failed(payload.errors);
             return;
           }
           const item = payload.data?.checkIns;
           if (item) this.#accept(item);
         },
-        error: (errors) => this.#failed(errors),
-        complete: () => {
-          if (this.#closed) return;
-          // LAGGED: resume at once from the last cursor. Any other end of the
-          // stream: resume too, after a moment, so a server restart heals itself.
-          this.#resumeTimer = setTimeout(() => this.#subscribeCheckIns(), lagged ? 0 : 1000);
+        error: (errors) => {
+          if (isLagged(errors)) resume(0);
+          else this.#failed(errors);
         },
+        // After LAGGED, resume at once from the last cursor. Any other end of
+        // the stream: resume too, after a moment, so a server restart heals.
+        complete: () => resume(lagged ? 0 : 1000),
       },
     );
   }
