@@ -326,7 +326,8 @@ async fn plan(
             let fresh = match &mut record {
                 Some(r) => r.attendance.absorb(&s, gap),
                 None => {
-                    record = Some(AttendanceRecord {
+                    record =
+                        Some(AttendanceRecord {
                         event_id,
                         user_id,
                         attendance: Attendance::first(&s),

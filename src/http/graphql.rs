@@ -11,8 +11,8 @@
 //! The caller's credential is checked before the schema runs: a presented
 //! credential that does not check out gets 401, never anonymous access.
 
-use async_graphql::Request as GqlRequest;
 use async_graphql::parser::types::{DocumentOperations, OperationType};
+use async_graphql::Request as GqlRequest;
 use async_graphql_axum::GraphQLResponse;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;

@@ -338,8 +338,7 @@ impl Connection {
             return Ok(None);
         }
         let request = request.data(session.principal.clone());
-        let stream =
-            self.state.schema.execute_stream(request).map(Some).chain(futures_util::stream::once(async { None }));
+        let stream = self.state.schema.execute_stream(request).map(Some).chain(futures_util::stream::once(async { None }));
         self.subscriptions.insert(id, Box::pin(stream));
         Ok(None)
     }

@@ -381,28 +381,28 @@ async fn pump(
         {
             let mut chunks = (&mut attendance).ready_chunks(256);
             loop {
-                tokio::select! {
-                    changes = chunks.next() => match changes {
-                        Some(changes) => {
-                            let Some(inner) = inner.upgrade() else { return };
-                            inner.publish(changes).await;
-                        }
-                        None => break,
-                    },
-                    event = registrations.next() => match event {
-                        Some(event) => {
-                            let Some(inner) = inner.upgrade() else { return };
-                            if let Some(feed) = inner.feed(event) {
-                                feed.changed.notify_one();
-                            }
-                        }
-                        None => break,
-                    },
-                    _ = sweep.tick() => {
+            tokio::select! {
+                changes = chunks.next() => match changes {
+                    Some(changes) => {
                         let Some(inner) = inner.upgrade() else { return };
-                        inner.sweep();
+                        inner.publish(changes).await;
                     }
+                    None => break,
+                },
+                event = registrations.next() => match event {
+                    Some(event) => {
+                        let Some(inner) = inner.upgrade() else { return };
+                        if let Some(feed) = inner.feed(event) {
+                            feed.changed.notify_one();
+                        }
+                    }
+                    None => break,
+                },
+                _ = sweep.tick() => {
+                    let Some(inner) = inner.upgrade() else { return };
+                    inner.sweep();
                 }
+            }
             }
         }
         tracing::warn!("the database ended the live change stream; reopening it");

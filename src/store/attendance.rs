@@ -552,9 +552,7 @@ impl<'a> AttendanceLog<'a> {
     pub async fn check_ins(&self, event: Uuid, after: Option<Uuid>) -> Result<Vec<CheckInRow>, StoreError> {
         let mut res = self
             .db
-            .query(format!(
-                "SELECT {CHECK_IN_FIELDS} FROM attendance WHERE event = $e AND cursor > $after ORDER BY cursor"
-            ))
+            .query(format!("SELECT {CHECK_IN_FIELDS} FROM attendance WHERE event = $e AND cursor > $after ORDER BY cursor"))
             .bind(("e", rid("event", event)))
             .bind(("after", after.map(|a| a.to_string()).unwrap_or_default()))
             .await?;
@@ -564,12 +562,7 @@ impl<'a> AttendanceLog<'a> {
 
     /// How many of an event's users have checked in, and how many of them
     /// were last seen in `(since, now]` (present now).
-    pub async fn counts(
-        &self,
-        event: Uuid,
-        since: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<(usize, usize), StoreError> {
+    pub async fn counts(&self, event: Uuid, since: DateTime<Utc>, now: DateTime<Utc>) -> Result<(usize, usize), StoreError> {
         #[derive(Debug, SurrealValue)]
         struct Counts {
             checked_in: i64,

@@ -144,10 +144,9 @@ impl<'a> Registrations<'a> {
         }
         let mut res = self.db.query("LIVE SELECT event FROM registration").await?;
         let stream = res.stream::<surrealdb::Notification<Changed>>(0)?;
-        Ok(futures_util::StreamExt::filter_map(
-            stream,
-            |n| async move { n.ok().and_then(|n| key_of(&n.data.event).ok()) },
-        ))
+        Ok(futures_util::StreamExt::filter_map(stream, |n| async move {
+            n.ok().and_then(|n| key_of(&n.data.event).ok())
+        }))
     }
 
     /// How many standing registrations an event has.

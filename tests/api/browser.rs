@@ -192,12 +192,19 @@ fn name_listed(name: &str) -> String {
 /// An organiser with one active event happening now, a scanner key for it,
 /// one attendee already checked in and one about to arrive.
 struct Venue {
+    /// The organiser logs in with this (and the helpers' password).
     organiser_email: String,
+    /// The event's id, as the picker's option value.
     event: String,
+    /// Shown as the page's heading once picked.
     event_name: String,
+    /// The door scanner's API key, scoped to the event.
     key: Auth,
+    /// Checked in before the page opens: the replay must list them.
     earlier_name: String,
+    /// Arrives while the page watches; the name holds markup, which must show as text.
     newcomer_name: String,
+    /// What the scanner hears for the newcomer.
     newcomer_ble: String,
 }
 
@@ -264,9 +271,13 @@ impl Venue {
 /// venue's Wi-Fi: cutting it drops every open connection and refuses new
 /// ones until it is restored.
 struct Network {
+    /// Where the page connects instead of the server.
     addr: std::net::SocketAddr,
+    /// Whether new connections are let through.
     up: Arc<std::sync::atomic::AtomicBool>,
+    /// The open connections' pipes, aborted to cut them.
     connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+    /// The accept loop.
     relay: tokio::task::JoinHandle<()>,
 }
 
@@ -330,6 +341,7 @@ fn artefact_dir() -> PathBuf {
 
 /// A headless Chromium with a fresh profile, killed on drop.
 struct Chromium {
+    /// The browser process (the wrapper script execs it, so this is its pid).
     child: Child,
     /// The browser's DevTools WebSocket.
     endpoint: String,
@@ -397,10 +409,10 @@ impl Chromium {
 
 impl Drop for Chromium {
     fn drop(&mut self) {
-        // SIGKILL to the browser process by its id (not its group: procps-ng
-        // 4.0.2's `kill -KILL -<pgid>` reads only the first digit of the id, so
-        // `-1xxxx` becomes -1, every process). Its renderer and helper
-        // processes exit with it: they end when their parent's IPC pipe closes.
+        // SIGKILL to the browser process by its id. Not to its group through
+        // `kill -KILL -<pgid>`: procps-ng 4.0.2 misreads a negative id (under
+        // strace, `-25` became kill(-2)), and kill(-1) ends every process. The
+        // renderers and helpers exit once the browser's IPC pipes close.
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -410,8 +422,11 @@ type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStre
 
 /// One tab, driven over the browser's DevTools socket (a flat session).
 struct Page {
+    /// The browser's DevTools socket.
     ws: Socket,
+    /// The tab's flat session id; commands carry it.
     session: String,
+    /// The last command id used; replies are matched by it.
     next_id: u64,
     /// Uncaught exceptions and console errors the page reported.
     errors: Vec<String>,
