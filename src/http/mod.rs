@@ -2,6 +2,7 @@
 //! playground, `/health`, `/ready` and `/metrics`.
 
 mod compat;
+mod dashboard;
 mod export;
 mod graphql;
 mod ops;
@@ -39,6 +40,8 @@ pub fn router(app: AppState) -> Router {
         .route("/", get(playground::page))
         .route("/graphql", get(graphql::get).post(graphql::post))
         .route("/assets/graphiql/{file}", get(playground::asset))
+        .route("/dashboard", get(dashboard::page))
+        .route("/assets/dashboard/{file}", get(dashboard::asset_file))
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))

@@ -7,6 +7,7 @@
 
 mod accounts;
 mod api_keys;
+mod browser;
 mod cli;
 mod compat;
 mod events;
