@@ -87,6 +87,8 @@ pub struct OutboxStats {
     pub sightings_rejected: u64,
     /// Batches the server answered as already applied (`replayed`), ever.
     pub batches_replayed: u64,
+    /// The id of the batch to be sent next (the oldest sealed one), if any.
+    pub next_batch_id: Option<String>,
 }
 
 /// The outbox, one connection. Each task that uses it opens its own.
@@ -302,6 +304,12 @@ impl Outbox {
             sightings_acked: counter("sightings_acked")?,
             sightings_rejected: counter("sightings_rejected")?,
             batches_replayed: counter("batches_replayed")?,
+            next_batch_id: self
+                .conn
+                .query_row("SELECT batch_id FROM batch WHERE dead_reason IS NULL ORDER BY seq LIMIT 1", [], |r| {
+                    r.get(0)
+                })
+                .optional()?,
         })
     }
 }

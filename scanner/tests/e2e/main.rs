@@ -1,0 +1,10 @@
+//! End-to-end tests of `rollcall-scanner` against the real `rollcall` server binary,
+//! run as child processes. One binary for all of them (see `helpers`).
+
+mod advertisements;
+mod ble;
+mod crash;
+mod helpers;
+mod outage;
+mod replay;
+mod simulate;
