@@ -42,10 +42,6 @@ pub fn scanner_bin() -> &'static str {
 pub struct ChildGuard(pub Option<Child>);
 
 impl ChildGuard {
-    pub fn id(&self) -> u32 {
-        self.0.as_ref().expect("running").id()
-    }
-
     /// SIGKILL and reap.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.0.take() {
