@@ -334,3 +334,12 @@ pub fn iso(ms: i64) -> String {
 pub fn ms(s: &str) -> i64 {
     rollcall_scanner::sighting::parse_rfc3339_ms(s).unwrap_or_else(|| panic!("RFC 3339: {s}"))
 }
+
+/// A `[{from, to}]` list (attendance stays, or the simulation's truth) as Unix ms pairs.
+pub fn stays(list: &Value) -> Vec<(i64, i64)> {
+    list.as_array()
+        .expect("a list of stays")
+        .iter()
+        .map(|s| (ms(s["from"].as_str().unwrap()), ms(s["to"].as_str().unwrap())))
+        .collect()
+}

@@ -6,6 +6,7 @@
 
 mod advertisements;
 mod ble;
+mod cli;
 mod crash;
 mod helpers;
 mod outage;

@@ -52,13 +52,7 @@ async fn replays_the_old_scanners_log_format() {
     let attendance = server.attendance(&event).await;
     let a = &attendance[ada];
     assert_eq!(ms(a["checkedInAt"].as_str().unwrap()), t0);
-    let stays: Vec<(i64, i64)> = a["stays"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| (ms(s["from"].as_str().unwrap()), ms(s["to"].as_str().unwrap())))
-        .collect();
-    assert_eq!(stays, vec![(t0, t0 + 120_000), (t0 + 720_000, t0 + 780_000)]);
+    assert_eq!(stays(&a["stays"]), vec![(t0, t0 + 120_000), (t0 + 720_000, t0 + 780_000)]);
     assert_eq!(a["sightings"], 8);
     let b = &attendance[bob];
     assert_eq!(ms(b["checkedInAt"].as_str().unwrap()), t0 + 60_000);

@@ -47,26 +47,16 @@ async fn simulated_venue_matches_ground_truth() {
     for a in attendees {
         let uuid = a["bleUuid"].as_str().unwrap();
         let row = &attendance[uuid];
-        let truth_stays: Vec<(i64, i64)> = a["stays"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| (ms(s["from"].as_str().unwrap()), ms(s["to"].as_str().unwrap())))
-            .collect();
-        let stays: Vec<(i64, i64)> = row["stays"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| (ms(s["from"].as_str().unwrap()), ms(s["to"].as_str().unwrap())))
-            .collect();
-        assert_eq!(stays.len(), truth_stays.len(), "{uuid}: stays {stays:?} vs truth {truth_stays:?}");
+        let truth_stays = stays(&a["stays"]);
+        let seen = stays(&row["stays"]);
+        assert_eq!(seen.len(), truth_stays.len(), "{uuid}: stays {seen:?} vs truth {truth_stays:?}");
         let check_in = ms(row["checkedInAt"].as_str().unwrap());
         assert!(
             (truth_stays[0].0..truth_stays[0].0 + WINDOW_MS).contains(&check_in),
             "{uuid}: check-in {check_in} vs arrival {}",
             truth_stays[0].0
         );
-        for ((from, to), (t_from, t_to)) in stays.iter().zip(&truth_stays) {
+        for ((from, to), (t_from, t_to)) in seen.iter().zip(&truth_stays) {
             assert!((*t_from..t_from + WINDOW_MS).contains(from), "{uuid}: stay starts {from}, truth {t_from}");
             assert!((t_to - WINDOW_MS + 1..=*t_to).contains(to), "{uuid}: stay ends {to}, truth {t_to}");
         }
