@@ -53,7 +53,8 @@ async fn outbox_holds_everything_through_an_outage_and_delivers_once() {
     assert!(status.success(), "scanner failed: {}", home.log_text("scanner.log"));
 
     let uploads = home.uploads("scanner.log");
-    assert_eq!(uploads.len(), 8, "300 sightings in batches of 40");
+    // A batch sealed while the replay was still being committed may be smaller; none is larger.
+    assert!(uploads.len() >= 8 && uploads.iter().all(|u| u["sightings"].as_u64().unwrap() <= 40), "{uploads:?}");
     assert_eq!(sum(&uploads, "sightings"), 300);
     assert_eq!(sum(&uploads, "accepted"), 300);
     assert_eq!(sum(&uploads, "duplicates"), 0, "nothing delivered twice");
