@@ -1,0 +1,356 @@
+//! The command line, the config file and the environment.
+//!
+//! Every setting can come from three places; the first that has it wins:
+//!
+//! 1. a flag (`--min-rssi -85`);
+//! 2. an environment variable (`ROLLCALL_SCANNER_MIN_RSSI=-85`);
+//! 3. the TOML file named by `--config` / `ROLLCALL_SCANNER_CONFIG` (`min_rssi = -85`);
+//!
+//! and otherwise the default. The API key itself is only ever read from a file
+//! (`--api-key-file`), so it never shows up in `ps`, shell history or logs.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+
+use crate::source::SourceSpec;
+
+/// Rollcall's venue scanner: hears attendees' phones over Bluetooth LE, keeps every
+/// sighting in a durable outbox, and uploads them to the Rollcall server exactly once.
+#[derive(Debug, Parser)]
+#[command(name = "rollcall-scanner", version, about, long_about = None)]
+pub struct Cli {
+    /// TOML config file; flags and environment variables override it.
+    #[arg(long, global = true, env = "ROLLCALL_SCANNER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Where the outbox lives [default: ./rollcall-scanner-data].
+    #[arg(long, global = true, env = "ROLLCALL_SCANNER_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Log format: `text` or `json` (RUST_LOG filters, default `info`).
+    #[arg(long, global = true, env = "ROLLCALL_SCANNER_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Scan (or replay, or simulate) and upload, until stopped. A replay or a
+    /// simulation exits once everything it produced is delivered.
+    Run(Box<RunArgs>),
+    /// Show the outbox: sightings waiting, batches, last upload. Safe while `run` runs.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Upload everything waiting in the outbox now, then exit (0 when empty).
+    Flush(ServerArgs),
+    /// Print the ground truth of `--source simulate:N` for a seed and start, as JSON.
+    Simulate {
+        /// Attendees.
+        #[arg(default_value_t = crate::source::DEFAULT_SIMULATED_ATTENDEES)]
+        attendees: usize,
+        #[command(flatten)]
+        sim: SimArgs,
+    },
+}
+
+/// Where the server is and how to authenticate.
+#[derive(Debug, Args, Default)]
+pub struct ServerArgs {
+    /// The Rollcall server's base URL, e.g. https://rollcall.example.org.
+    #[arg(long, env = "ROLLCALL_SCANNER_SERVER")]
+    pub server: Option<String>,
+    /// File holding this scanner's API key (made with `createApiKey` or `rollcall apikey create`).
+    #[arg(long, env = "ROLLCALL_SCANNER_API_KEY_FILE")]
+    pub api_key_file: Option<PathBuf>,
+    /// Sightings per batch, at most 5000 [default: 500].
+    #[arg(long, env = "ROLLCALL_SCANNER_BATCH_SIZE")]
+    pub batch_size: Option<usize>,
+    /// HTTP request timeout in seconds [default: 30].
+    #[arg(long, env = "ROLLCALL_SCANNER_HTTP_TIMEOUT_SECS")]
+    pub http_timeout_secs: Option<u64>,
+}
+
+/// The simulation's knobs.
+#[derive(Debug, Args, Default)]
+pub struct SimArgs {
+    /// Seed for `simulate` [default: 1].
+    #[arg(long, env = "ROLLCALL_SCANNER_SEED")]
+    pub seed: Option<u64>,
+    /// When the simulation starts, RFC 3339 [default: now].
+    #[arg(long, env = "ROLLCALL_SCANNER_SIM_START")]
+    pub sim_start: Option<String>,
+    /// Seconds between two advertisements of a simulated phone [default: 2].
+    #[arg(long, env = "ROLLCALL_SCANNER_SIM_AD_INTERVAL_SECS")]
+    pub sim_ad_interval_secs: Option<f64>,
+}
+
+/// `run`'s settings.
+#[derive(Debug, Args, Default)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// `ble`, `replay:FILE` (JSONL) or `simulate[:N]` [default: ble].
+    #[arg(long, env = "ROLLCALL_SCANNER_SOURCE")]
+    pub source: Option<String>,
+    /// Pin every sighting to this event id; without it the server assigns sightings
+    /// to the active events in the key's scope.
+    #[arg(long, env = "ROLLCALL_SCANNER_EVENT")]
+    pub event: Option<String>,
+    /// Drop advertisements weaker than this (dBm) [default: the weakest `minRssi`
+    /// of the active events in scope, or keep everything while unknown].
+    #[arg(long, env = "ROLLCALL_SCANNER_MIN_RSSI", allow_hyphen_values = true)]
+    pub min_rssi: Option<i16>,
+    /// Coalescing window in seconds: one sighting per device per window [default: 10].
+    #[arg(long, env = "ROLLCALL_SCANNER_WINDOW_SECS")]
+    pub window_secs: Option<f64>,
+    /// Group commit interval in milliseconds [default: 250].
+    #[arg(long, env = "ROLLCALL_SCANNER_COMMIT_INTERVAL_MS")]
+    pub commit_interval_ms: Option<u64>,
+    /// Replay/simulation speed: 1 as recorded, 60 a minute per second, 0 as fast as possible [default: 1].
+    #[arg(long, env = "ROLLCALL_SCANNER_SPEED")]
+    pub speed: Option<f64>,
+    #[command(flatten)]
+    pub sim: SimArgs,
+    /// Restart the BLE scan after this many seconds without any event [default: 30].
+    #[arg(long, env = "ROLLCALL_SCANNER_WATCHDOG_SECS")]
+    pub watchdog_secs: Option<f64>,
+    /// Bluetooth adapter to use, e.g. `hci1` [default: the first].
+    #[arg(long, env = "ROLLCALL_SCANNER_ADAPTER")]
+    pub adapter: Option<String>,
+    /// Seconds between refreshes of the active events [default: 60].
+    #[arg(long, env = "ROLLCALL_SCANNER_EVENTS_REFRESH_SECS")]
+    pub events_refresh_secs: Option<f64>,
+    /// Seconds between heartbeats [default: 60].
+    #[arg(long, env = "ROLLCALL_SCANNER_HEARTBEAT_SECS")]
+    pub heartbeat_secs: Option<f64>,
+    /// First retry delay after a failed upload, in milliseconds [default: 500].
+    #[arg(long, env = "ROLLCALL_SCANNER_BACKOFF_INITIAL_MS")]
+    pub backoff_initial_ms: Option<u64>,
+    /// Longest retry delay, in seconds [default: 60].
+    #[arg(long, env = "ROLLCALL_SCANNER_BACKOFF_MAX_SECS")]
+    pub backoff_max_secs: Option<f64>,
+    /// Keep running (uploading, heartbeating) after a replay or simulation ends.
+    #[arg(long, env = "ROLLCALL_SCANNER_KEEP_RUNNING")]
+    pub keep_running: bool,
+}
+
+/// The TOML file: the same settings with snake_case names.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub server: Option<String>,
+    pub api_key_file: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+    pub source: Option<String>,
+    pub event: Option<String>,
+    pub min_rssi: Option<i16>,
+    pub window_secs: Option<f64>,
+    pub commit_interval_ms: Option<u64>,
+    pub batch_size: Option<usize>,
+    pub http_timeout_secs: Option<u64>,
+    pub speed: Option<f64>,
+    pub seed: Option<u64>,
+    pub sim_start: Option<String>,
+    pub sim_ad_interval_secs: Option<f64>,
+    pub watchdog_secs: Option<f64>,
+    pub adapter: Option<String>,
+    pub events_refresh_secs: Option<f64>,
+    pub heartbeat_secs: Option<f64>,
+    pub backoff_initial_ms: Option<u64>,
+    pub backoff_max_secs: Option<f64>,
+    pub keep_running: Option<bool>,
+}
+
+impl FileConfig {
+    /// Reads `path`, or gives the empty config when there is none.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
+        let Some(path) = path else { return Ok(Self::default()) };
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("config file {}", path.display()))
+    }
+}
+
+/// Where to upload, resolved.
+#[derive(Clone, Debug)]
+pub struct ServerSettings {
+    /// Base URL.
+    pub server: String,
+    /// Key file.
+    pub api_key_file: PathBuf,
+    /// Sightings per batch.
+    pub batch_size: usize,
+    /// Request timeout.
+    pub http_timeout: Duration,
+}
+
+/// The largest batch the server takes.
+pub const MAX_BATCH: usize = 5_000;
+
+fn secs(v: f64, what: &str) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(v)
+        .map_err(|_| anyhow::anyhow!("{what} must be a non-negative number of seconds, not {v}"))
+}
+
+/// The data directory.
+pub fn data_dir(cli: &Cli, file: &FileConfig) -> PathBuf {
+    cli.data_dir.clone().or_else(|| file.data_dir.clone()).unwrap_or_else(|| PathBuf::from("rollcall-scanner-data"))
+}
+
+impl ServerSettings {
+    /// Resolves flags/env over the file.
+    pub fn resolve(args: &ServerArgs, file: &FileConfig) -> anyhow::Result<Self> {
+        let server = args
+            .server
+            .clone()
+            .or_else(|| file.server.clone())
+            .context("no server: pass --server URL (or ROLLCALL_SCANNER_SERVER, or `server` in the config file)")?;
+        let api_key_file = args.api_key_file.clone().or_else(|| file.api_key_file.clone()).context(
+            "no API key: pass --api-key-file FILE (or ROLLCALL_SCANNER_API_KEY_FILE, or `api_key_file` in the config file)",
+        )?;
+        let batch_size = args.batch_size.or(file.batch_size).unwrap_or(500);
+        anyhow::ensure!((1..=MAX_BATCH).contains(&batch_size), "batch size must be 1 to {MAX_BATCH}, not {batch_size}");
+        let http_timeout = Duration::from_secs(args.http_timeout_secs.or(file.http_timeout_secs).unwrap_or(30).max(1));
+        Ok(Self { server, api_key_file, batch_size, http_timeout })
+    }
+}
+
+/// The simulation, resolved.
+#[derive(Clone, Debug)]
+pub struct SimSettings {
+    /// Seed.
+    pub seed: u64,
+    /// Start, Unix ms.
+    pub start_ms: i64,
+    /// Advertising interval, ms.
+    pub ad_interval_ms: i64,
+}
+
+impl SimSettings {
+    /// Resolves flags/env over the file.
+    pub fn resolve(args: &SimArgs, file: &FileConfig) -> anyhow::Result<Self> {
+        let start_ms = match args.sim_start.as_ref().or(file.sim_start.as_ref()) {
+            Some(s) => {
+                crate::sighting::parse_rfc3339_ms(s).with_context(|| format!("--sim-start `{s}` is not RFC 3339"))?
+            }
+            None => crate::sighting::now_ms() / 1000 * 1000,
+        };
+        let ad = args.sim_ad_interval_secs.or(file.sim_ad_interval_secs).unwrap_or(2.0);
+        Ok(Self {
+            seed: args.seed.or(file.seed).unwrap_or(1),
+            start_ms,
+            ad_interval_ms: secs(ad, "sim_ad_interval_secs")?.as_millis().max(1) as i64,
+        })
+    }
+}
+
+/// Everything `run` needs, resolved.
+#[derive(Clone, Debug)]
+pub struct RunSettings {
+    /// Server and key.
+    pub server: ServerSettings,
+    /// Outbox location.
+    pub data_dir: PathBuf,
+    /// The source.
+    pub source: SourceSpec,
+    /// Pinned event.
+    pub event: Option<String>,
+    /// Configured minimum RSSI (overrides the events' own).
+    pub min_rssi: Option<i16>,
+    /// Coalescing window.
+    pub window: Duration,
+    /// Group commit interval.
+    pub commit_interval: Duration,
+    /// Replay/simulation speed.
+    pub speed: f64,
+    /// Simulation.
+    pub sim: SimSettings,
+    /// BLE watchdog.
+    pub watchdog: Duration,
+    /// BLE adapter.
+    pub adapter: Option<String>,
+    /// Active-events refresh interval.
+    pub events_refresh: Duration,
+    /// Heartbeat interval.
+    pub heartbeat: Duration,
+    /// First retry delay.
+    pub backoff_initial: Duration,
+    /// Longest retry delay.
+    pub backoff_max: Duration,
+    /// Keep running after a finite source ends.
+    pub keep_running: bool,
+}
+
+impl RunSettings {
+    /// Resolves `run`'s flags/env over the file.
+    pub fn resolve(cli: &Cli, args: &RunArgs, file: &FileConfig) -> anyhow::Result<Self> {
+        let source: SourceSpec = args
+            .source
+            .clone()
+            .or_else(|| file.source.clone())
+            .unwrap_or_else(|| "ble".into())
+            .parse()
+            .map_err(anyhow::Error::msg)?;
+        let speed = args.speed.or(file.speed).unwrap_or(1.0);
+        anyhow::ensure!(speed.is_finite() && speed >= 0.0, "speed must be 0 or more, not {speed}");
+        Ok(Self {
+            server: ServerSettings::resolve(&args.server, file)?,
+            data_dir: data_dir(cli, file),
+            source,
+            event: args.event.clone().or_else(|| file.event.clone()).filter(|e| !e.is_empty()),
+            min_rssi: args.min_rssi.or(file.min_rssi),
+            window: secs(args.window_secs.or(file.window_secs).unwrap_or(10.0), "window_secs")?,
+            commit_interval: Duration::from_millis(
+                args.commit_interval_ms.or(file.commit_interval_ms).unwrap_or(250).max(1),
+            ),
+            speed,
+            sim: SimSettings::resolve(&args.sim, file)?,
+            watchdog: secs(args.watchdog_secs.or(file.watchdog_secs).unwrap_or(30.0), "watchdog_secs")?,
+            adapter: args.adapter.clone().or_else(|| file.adapter.clone()),
+            events_refresh: secs(
+                args.events_refresh_secs.or(file.events_refresh_secs).unwrap_or(60.0),
+                "events_refresh_secs",
+            )?,
+            heartbeat: secs(args.heartbeat_secs.or(file.heartbeat_secs).unwrap_or(60.0), "heartbeat_secs")?,
+            backoff_initial: Duration::from_millis(
+                args.backoff_initial_ms.or(file.backoff_initial_ms).unwrap_or(500).max(1),
+            ),
+            backoff_max: secs(args.backoff_max_secs.or(file.backoff_max_secs).unwrap_or(60.0), "backoff_max_secs")?,
+            keep_running: args.keep_running || file.keep_running.unwrap_or(false),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_the_file_and_the_file_beats_defaults() {
+        let file: FileConfig = toml::from_str(
+            "server = \"http://file\"\napi_key_file = \"/k\"\nmin_rssi = -80\nwindow_secs = 5\nsource = \"simulate:3\"\n",
+        )
+        .unwrap();
+        let cli = Cli::parse_from(["rollcall-scanner", "run", "--server", "http://flag", "--min-rssi", "-70"]);
+        let Command::Run(args) = &cli.command else { panic!("run") };
+        let s = RunSettings::resolve(&cli, args, &file).unwrap();
+        assert_eq!(s.server.server, "http://flag");
+        assert_eq!(s.server.api_key_file, PathBuf::from("/k"));
+        assert_eq!(s.min_rssi, Some(-70));
+        assert_eq!(s.window, Duration::from_secs(5));
+        assert_eq!(s.source, SourceSpec::Simulate(3));
+        assert_eq!(s.server.batch_size, 500);
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_an_error() {
+        assert!(toml::from_str::<FileConfig>("sever = \"typo\"").is_err());
+    }
+}

@@ -1,0 +1,366 @@
+//! The durable outbox: every sighting the scanner has accepted, until the server
+//! has answered for it.
+//!
+//! It is one SQLite database (`outbox.sqlite3` in the data directory) in WAL mode
+//! with `synchronous=FULL`, so a committed transaction survives `kill -9` and power
+//! loss. Other processes (`rollcall-scanner status`, `flush`) can read and work on
+//! it while `run` holds it; SQLite's locking keeps them consistent.
+//!
+//! # Invariants
+//!
+//! 1. **Accepted means durable.** [`Outbox::append`] returns only after its
+//!    transaction is committed. The pipeline calls it once per commit interval with
+//!    everything coalesced since the last call (a group commit): one fsync per
+//!    interval, not one per advertisement.
+//! 2. **A batch is fixed at sealing.** [`Outbox::next_batch`] returns the oldest
+//!    sealed batch if there is one; otherwise, in one transaction, it takes up to N
+//!    pending sightings, gives them a fresh `batchId`, and records both. A batch's id
+//!    and members never change afterwards, so a retry, even after a restart, sends
+//!    exactly the same batch under the same id, and the server applies it once.
+//! 3. **Removed only after an answer.** [`Outbox::ack`] deletes a batch and its
+//!    sightings in one transaction, and only the uploader calls it, after the
+//!    server's result (fresh or `replayed`) arrived. A crash before the ack means
+//!    the batch is sent again and answered `replayed: true`: exactly once overall.
+//! 4. **A permanent refusal is parked, not retried, not lost.** [`Outbox::park`]
+//!    marks a batch the server refused as a whole (a validation error) as *dead*
+//!    with the reason. Dead batches are never sent again automatically; `status`
+//!    counts them and their sightings stay on disk for inspection.
+//! 5. **Order.** Batches are sent in sealing order and sightings are sealed in the
+//!    order they were appended.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use uuid::Uuid;
+
+use crate::sighting::Sighting;
+
+/// File name of the outbox inside the data directory.
+pub const OUTBOX_FILE: &str = "outbox.sqlite3";
+
+/// What can go wrong with the outbox.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error("outbox database {path}: {source}")]
+    Open { path: PathBuf, source: rusqlite::Error },
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error("outbox: {0}")]
+    Sql(#[from] rusqlite::Error),
+}
+
+/// A sealed batch, ready to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Batch {
+    /// The id fixed at sealing; the server's idempotency key (with the API key).
+    pub batch_id: Uuid,
+    /// Its sightings, in append order.
+    pub sightings: Vec<Sighting>,
+    /// How many times it has been sent without an answer (for the logs).
+    pub attempts: u32,
+}
+
+/// Counters kept with the outbox, so they survive restarts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutboxStats {
+    /// Sightings waiting: pending plus sealed, dead excluded.
+    pub depth: u64,
+    /// Sightings not yet in a batch.
+    pub pending: u64,
+    /// Batches sealed and not yet answered.
+    pub sealed_batches: u64,
+    /// Batches the server refused as a whole.
+    pub dead_batches: u64,
+    /// Sightings in dead batches.
+    pub dead_sightings: u64,
+    /// When the last batch was acknowledged (Unix ms, scanner clock).
+    pub last_upload_ms: Option<i64>,
+    /// The id of that batch.
+    pub last_batch_id: Option<String>,
+    /// Batches acknowledged, ever.
+    pub batches_acked: u64,
+    /// Sightings in acknowledged batches, ever.
+    pub sightings_acked: u64,
+    /// Sightings the server rejected with a reason, ever.
+    pub sightings_rejected: u64,
+    /// Batches the server answered as already applied (`replayed`), ever.
+    pub batches_replayed: u64,
+    /// The id of the batch to be sent next (the oldest sealed one), if any.
+    pub next_batch_id: Option<String>,
+}
+
+/// The outbox, one connection. Each task that uses it opens its own.
+pub struct Outbox {
+    /// The SQLite connection.
+    conn: Connection,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox").field("path", &self.conn.path()).finish()
+    }
+}
+
+const SCHEMA: &str = r"
+CREATE TABLE IF NOT EXISTS sighting (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    identifier TEXT    NOT NULL,
+    seen_at_ms INTEGER NOT NULL,
+    rssi       INTEGER,
+    event_id   TEXT,
+    batch      INTEGER          -- NULL while pending; else batch.seq
+);
+CREATE INDEX IF NOT EXISTS sighting_by_batch ON sighting (batch, id);
+CREATE TABLE IF NOT EXISTS batch (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    batch_id    TEXT    NOT NULL UNIQUE,
+    sealed_at_ms INTEGER NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    dead_reason TEXT                -- NULL while live
+);
+CREATE TABLE IF NOT EXISTS counter (
+    name  TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS note (
+    name  TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+";
+
+impl Outbox {
+    /// Opens (creating if needed) the outbox in `data_dir`.
+    pub fn open(data_dir: &Path) -> Result<Self, OutboxError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|source| OutboxError::DataDir { path: data_dir.to_owned(), source })?;
+        let path = data_dir.join(OUTBOX_FILE);
+        let open = || -> rusqlite::Result<Connection> {
+            let conn = Connection::open(&path)?;
+            // Another process may hold a write lock for a moment (`flush` next to `run`).
+            conn.busy_timeout(Duration::from_secs(10))?;
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            // FULL: a commit is fsynced before it returns; with WAL that is one fsync per commit.
+            conn.pragma_update(None, "synchronous", "FULL")?;
+            conn.execute_batch(SCHEMA)?;
+            Ok(conn)
+        };
+        let conn = open().map_err(|source| OutboxError::Open { path: path.clone(), source })?;
+        Ok(Self { conn })
+    }
+
+    /// Appends sightings in one transaction (a group commit). When it returns `Ok`,
+    /// they are durable.
+    pub fn append(&mut self, sightings: &[Sighting]) -> Result<(), OutboxError> {
+        if sightings.is_empty() {
+            return Ok(());
+        }
+        let tx = self.conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO sighting (identifier, seen_at_ms, rssi, event_id) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for s in sightings {
+                insert.execute(params![s.identifier, s.seen_at_ms, s.rssi, s.event_id])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The oldest sealed batch, or a newly sealed one of at most `max` pending
+    /// sightings; `None` when nothing is waiting.
+    pub fn next_batch(&mut self, max: usize) -> Result<Option<Batch>, OutboxError> {
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let existing: Option<(i64, String, u32)> = tx
+            .query_row(
+                "SELECT seq, batch_id, attempts FROM batch WHERE dead_reason IS NULL ORDER BY seq LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let (seq, batch_id, attempts) = match existing {
+            Some(found) => found,
+            None => {
+                let has_pending: bool =
+                    tx.query_row("SELECT EXISTS (SELECT 1 FROM sighting WHERE batch IS NULL)", [], |r| r.get(0))?;
+                if !has_pending {
+                    return Ok(None);
+                }
+                let batch_id = Uuid::new_v4().to_string();
+                tx.execute(
+                    "INSERT INTO batch (batch_id, sealed_at_ms) VALUES (?1, ?2)",
+                    params![batch_id, crate::sighting::now_ms()],
+                )?;
+                let seq = tx.last_insert_rowid();
+                let limit = i64::try_from(max.max(1)).unwrap_or(i64::MAX);
+                tx.execute(
+                    "UPDATE sighting SET batch = ?1 WHERE id IN
+                       (SELECT id FROM sighting WHERE batch IS NULL ORDER BY id LIMIT ?2)",
+                    params![seq, limit],
+                )?;
+                (seq, batch_id, 0)
+            }
+        };
+        let sightings = {
+            let mut stmt = tx.prepare_cached(
+                "SELECT identifier, seen_at_ms, rssi, event_id FROM sighting WHERE batch = ?1 ORDER BY id",
+            )?;
+            let rows = stmt.query_map([seq], |r| {
+                Ok(Sighting { identifier: r.get(0)?, seen_at_ms: r.get(1)?, rssi: r.get(2)?, event_id: r.get(3)? })
+            })?;
+            rows.collect::<Result<Vec<_>, _>>()?
+        };
+        tx.commit()?;
+        let batch_id = Uuid::parse_str(&batch_id).unwrap_or_else(|_| Uuid::nil());
+        Ok(Some(Batch { batch_id, sightings, attempts }))
+    }
+
+    /// Counts one more send of `batch_id` that got no answer.
+    pub fn note_attempt(&mut self, batch_id: Uuid) -> Result<(), OutboxError> {
+        self.conn.execute("UPDATE batch SET attempts = attempts + 1 WHERE batch_id = ?1", [batch_id.to_string()])?;
+        Ok(())
+    }
+
+    /// The server answered for `batch_id`: remove it with its sightings and update
+    /// the counters, in one transaction. Acking an unknown batch (another process
+    /// acked it already) changes nothing.
+    pub fn ack(&mut self, batch_id: Uuid, rejected: u64, replayed: bool) -> Result<bool, OutboxError> {
+        let id = batch_id.to_string();
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let seq: Option<i64> =
+            tx.query_row("SELECT seq FROM batch WHERE batch_id = ?1", [&id], |r| r.get(0)).optional()?;
+        let Some(seq) = seq else {
+            return Ok(false);
+        };
+        let n = tx.execute("DELETE FROM sighting WHERE batch = ?1", [seq])?;
+        tx.execute("DELETE FROM batch WHERE seq = ?1", [seq])?;
+        let bump = |name: &str, by: u64| {
+            tx.execute(
+                "INSERT INTO counter (name, value) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+                params![name, i64::try_from(by).unwrap_or(i64::MAX)],
+            )
+        };
+        bump("batches_acked", 1)?;
+        bump("sightings_acked", n as u64)?;
+        bump("sightings_rejected", rejected)?;
+        bump("batches_replayed", u64::from(replayed))?;
+        let now = crate::sighting::now_ms().to_string();
+        for (name, value) in [("last_upload_ms", now.as_str()), ("last_batch_id", id.as_str())] {
+            tx.execute(
+                "INSERT INTO note (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                params![name, value],
+            )?;
+        }
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// The server refused `batch_id` as a whole for good: keep it, never send it again.
+    pub fn park(&mut self, batch_id: Uuid, reason: &str) -> Result<(), OutboxError> {
+        self.conn
+            .execute("UPDATE batch SET dead_reason = ?2 WHERE batch_id = ?1", params![batch_id.to_string(), reason])?;
+        Ok(())
+    }
+
+    /// Sightings waiting to be delivered (pending and sealed, dead excluded).
+    pub fn depth(&self) -> Result<u64, OutboxError> {
+        let n: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM sighting WHERE batch IS NULL
+                OR batch IN (SELECT seq FROM batch WHERE dead_reason IS NULL)",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(n.max(0) as u64)
+    }
+
+    /// The counters and depths.
+    pub fn stats(&self) -> Result<OutboxStats, OutboxError> {
+        let count = |sql: &str| -> rusqlite::Result<u64> {
+            self.conn.query_row(sql, [], |r| r.get::<_, i64>(0)).map(|n| n.max(0) as u64)
+        };
+        let counter = |name: &str| -> rusqlite::Result<u64> {
+            self.conn
+                .query_row("SELECT value FROM counter WHERE name = ?1", [name], |r| r.get::<_, i64>(0))
+                .optional()
+                .map(|v| v.unwrap_or(0).max(0) as u64)
+        };
+        let note = |name: &str| -> rusqlite::Result<Option<String>> {
+            self.conn.query_row("SELECT value FROM note WHERE name = ?1", [name], |r| r.get(0)).optional()
+        };
+        Ok(OutboxStats {
+            depth: self.depth()?,
+            pending: count("SELECT COUNT(*) FROM sighting WHERE batch IS NULL")?,
+            sealed_batches: count("SELECT COUNT(*) FROM batch WHERE dead_reason IS NULL")?,
+            dead_batches: count("SELECT COUNT(*) FROM batch WHERE dead_reason IS NOT NULL")?,
+            dead_sightings: count(
+                "SELECT COUNT(*) FROM sighting WHERE batch IN (SELECT seq FROM batch WHERE dead_reason IS NOT NULL)",
+            )?,
+            last_upload_ms: note("last_upload_ms")?.and_then(|v| v.parse().ok()),
+            last_batch_id: note("last_batch_id")?,
+            batches_acked: counter("batches_acked")?,
+            sightings_acked: counter("sightings_acked")?,
+            sightings_rejected: counter("sightings_rejected")?,
+            batches_replayed: counter("batches_replayed")?,
+            next_batch_id: self
+                .conn
+                .query_row("SELECT batch_id FROM batch WHERE dead_reason IS NULL ORDER BY seq LIMIT 1", [], |r| {
+                    r.get(0)
+                })
+                .optional()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(i: i64) -> Sighting {
+        Sighting { identifier: format!("id-{i}"), seen_at_ms: i, rssi: Some(-60), event_id: None }
+    }
+
+    #[test]
+    fn sealed_batch_is_fixed_until_acked_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ob = Outbox::open(dir.path()).unwrap();
+        ob.append(&(0..5).map(s).collect::<Vec<_>>()).unwrap();
+        let first = ob.next_batch(3).unwrap().unwrap();
+        assert_eq!(first.sightings, (0..3).map(s).collect::<Vec<_>>());
+        ob.append(&[s(9)]).unwrap();
+        drop(ob);
+
+        let mut ob = Outbox::open(dir.path()).unwrap();
+        let again = ob.next_batch(3).unwrap().unwrap();
+        assert_eq!(again.batch_id, first.batch_id, "same id after a restart");
+        assert_eq!(again.sightings, first.sightings);
+        assert_eq!(ob.depth().unwrap(), 6);
+        assert!(ob.ack(first.batch_id, 1, false).unwrap());
+        assert!(!ob.ack(first.batch_id, 1, false).unwrap(), "a second ack is a no-op");
+        let second = ob.next_batch(3).unwrap().unwrap();
+        assert_ne!(second.batch_id, first.batch_id);
+        assert_eq!(second.sightings, vec![s(3), s(4), s(9)]);
+        ob.ack(second.batch_id, 0, true).unwrap();
+        assert!(ob.next_batch(3).unwrap().is_none());
+        let st = ob.stats().unwrap();
+        assert_eq!(
+            (st.depth, st.batches_acked, st.sightings_acked, st.sightings_rejected, st.batches_replayed),
+            (0, 2, 6, 1, 1)
+        );
+        assert_eq!(st.last_batch_id, Some(second.batch_id.to_string()));
+    }
+
+    #[test]
+    fn parked_batches_are_not_sent_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ob = Outbox::open(dir.path()).unwrap();
+        ob.append(&[s(1), s(2)]).unwrap();
+        let b = ob.next_batch(10).unwrap().unwrap();
+        ob.park(b.batch_id, "VALIDATION: too many").unwrap();
+        assert!(ob.next_batch(10).unwrap().is_none());
+        let st = ob.stats().unwrap();
+        assert_eq!((st.depth, st.dead_batches, st.dead_sightings), (0, 1, 2));
+    }
+}

@@ -1,0 +1,163 @@
+//! `ble`: the radio, through btleplug (BlueZ over D-Bus on Linux).
+//!
+//! The scan asks for duplicates (btleplug sets BlueZ's `DuplicateData`), so a phone
+//! that keeps advertising keeps being heard, not just once. Each advertisement
+//! shows up as BlueZ property changes on the device (`RSSI`, `ManufacturerData`,
+//! `ServiceData`, `UUIDs`); btleplug turns those into events:
+//!
+//! - a data event (manufacturer data, service data, services) refreshes the
+//!   identifiers known for that device (see [`crate::advert`]) and reports them with
+//!   the device's current RSSI;
+//! - an RSSI event reports the known identifiers with the RSSI of that advertisement.
+//!
+//! **Watchdog.** btleplug's event stream is known to stall after hours on some
+//! adapters. When no event at all arrives for `watchdog` (30 s by default: a venue
+//! is never that quiet), the source stops the scan, drops the stream and starts
+//! again, and logs it. If BlueZ or the adapter is missing it retries every few
+//! seconds rather than exiting, so the scanner recovers when the dongle is plugged in.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use btleplug::api::{Central as _, CentralEvent, Manager as _, Peripheral as _, ScanFilter};
+use btleplug::platform::{Adapter, Manager, PeripheralId};
+use futures_util::StreamExt as _;
+use tokio::sync::mpsc;
+
+use super::Source;
+use crate::advert::{AdvertisingData, identifiers};
+use crate::sighting::{Sighting, now_ms};
+
+/// Scans with btleplug.
+#[derive(Debug)]
+pub struct BtleplugSource {
+    /// Restart the scan after this long without any event.
+    pub watchdog: Duration,
+    /// Use the adapter whose name contains this (e.g. `hci1`); the first one otherwise.
+    pub adapter: Option<String>,
+}
+
+/// Why one scanning session ended.
+enum SessionEnd {
+    /// The receiver is gone: stop for good.
+    Closed,
+    /// Silence or a dead stream: start again.
+    Restart(String),
+}
+
+#[async_trait::async_trait]
+impl Source for BtleplugSource {
+    fn describe(&self) -> String {
+        format!("BLE scan (watchdog {} s)", self.watchdog.as_secs())
+    }
+
+    fn is_finite(&self) -> bool {
+        false
+    }
+
+    async fn run(self: Box<Self>, out: mpsc::Sender<Sighting>) -> anyhow::Result<()> {
+        let mut restarts = 0u64;
+        loop {
+            let why = match self.session(&out).await {
+                Ok(SessionEnd::Closed) => return Ok(()),
+                Ok(SessionEnd::Restart(why)) => why,
+                Err(e) => format!("{e:#}"),
+            };
+            if out.is_closed() {
+                return Ok(());
+            }
+            restarts += 1;
+            tracing::warn!(restarts, "BLE scan restarting: {why}");
+            tokio::time::sleep(Duration::from_secs(if restarts < 3 { 1 } else { 5 })).await;
+        }
+    }
+}
+
+impl BtleplugSource {
+    async fn pick_adapter(&self) -> anyhow::Result<Adapter> {
+        let manager = Manager::new().await?;
+        let adapters = manager.adapters().await?;
+        let mut named = Vec::new();
+        for a in adapters {
+            let info = a.adapter_info().await.unwrap_or_default();
+            named.push((info, a));
+        }
+        let chosen = match &self.adapter {
+            Some(want) => named.into_iter().find(|(info, _)| info.contains(want.as_str())),
+            None => named.into_iter().next(),
+        };
+        match chosen {
+            Some((info, adapter)) => {
+                tracing::info!("using Bluetooth adapter {info}");
+                Ok(adapter)
+            }
+            None => anyhow::bail!(
+                "no Bluetooth adapter{}",
+                self.adapter.as_ref().map(|a| format!(" matching `{a}`")).unwrap_or_default()
+            ),
+        }
+    }
+
+    /// One scanning session: until the watchdog fires or the stream ends.
+    async fn session(&self, out: &mpsc::Sender<Sighting>) -> anyhow::Result<SessionEnd> {
+        let adapter = self.pick_adapter().await?;
+        let mut events = adapter.events().await?;
+        adapter.start_scan(ScanFilter::default()).await?;
+        tracing::info!("BLE scan started");
+        // Identifiers last seen per device, for RSSI-only events.
+        let mut known: HashMap<PeripheralId, Vec<String>> = HashMap::new();
+        let end = loop {
+            let event = match tokio::time::timeout(self.watchdog, events.next()).await {
+                Err(_) => break SessionEnd::Restart(format!("no BLE event for {} s", self.watchdog.as_secs())),
+                Ok(None) => break SessionEnd::Restart("the BLE event stream ended".into()),
+                Ok(Some(e)) => e,
+            };
+            let (id, rssi) = match event {
+                CentralEvent::RssiUpdate { id, rssi } => (id, Some(rssi)),
+                CentralEvent::ManufacturerDataAdvertisement { id, .. }
+                | CentralEvent::ServiceDataAdvertisement { id, .. }
+                | CentralEvent::ServicesAdvertisement { id, .. }
+                | CentralEvent::DeviceDiscovered(id) => {
+                    // Read the device's whole advertisement state, not just the part
+                    // that changed: an identifier may live in another field.
+                    let props = match adapter.peripheral(&id).await {
+                        Ok(p) => p.properties().await.ok().flatten(),
+                        Err(_) => None,
+                    };
+                    let Some(props) = props else { continue };
+                    let ad = AdvertisingData {
+                        manufacturer_data: props.manufacturer_data.into_iter().collect(),
+                        services: props.services,
+                        service_data: props.service_data.into_iter().collect(),
+                    };
+                    let ids: Vec<String> = identifiers(&ad).iter().map(ToString::to_string).collect();
+                    if ids.is_empty() {
+                        known.remove(&id);
+                    } else {
+                        known.insert(id.clone(), ids);
+                    }
+                    (id, props.rssi)
+                }
+                CentralEvent::StateUpdate(state) => {
+                    tracing::info!("Bluetooth adapter state: {state:?}");
+                    continue;
+                }
+                _ => continue,
+            };
+            // Without an RSSI there was no advertisement heard just now (a cached device).
+            let (Some(rssi), Some(ids)) = (rssi, known.get(&id)) else { continue };
+            let seen_at_ms = now_ms();
+            for identifier in ids {
+                let s = Sighting { identifier: identifier.clone(), seen_at_ms, rssi: Some(rssi), event_id: None };
+                if out.send(s).await.is_err() {
+                    let _ = adapter.stop_scan().await;
+                    return Ok(SessionEnd::Closed);
+                }
+            }
+        };
+        if let Err(e) = adapter.stop_scan().await {
+            tracing::debug!("stopping the BLE scan: {e}");
+        }
+        Ok(end)
+    }
+}

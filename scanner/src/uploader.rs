@@ -1,0 +1,250 @@
+//! The uploader: outbox → `submitSightings` → ack.
+//!
+//! One batch is in flight at a time, in sealing order. For each:
+//!
+//! - **Answered** (fresh or `replayed`): the batch is acked, i.e. deleted from the
+//!   outbox. Sightings the server rejected with a reason (`rejected[]`) are logged
+//!   and counted; the rest of the batch was applied, so it is acked all the same.
+//! - **Transient failure** (network, timeout, 5xx, `RATE_LIMITED`): the same batch,
+//!   same `batchId`, is sent again after an exponential backoff with full jitter,
+//!   capped at `backoff_max`.
+//! - **Bad key** (`UNAUTHENTICATED`): nothing is sent until the key changes; the
+//!   uploader re-reads the key file every few seconds and carries on when it holds
+//!   a different key. Sightings keep accumulating safely in the outbox meanwhile.
+//!   In `drain` mode (`flush`, finite sources) it gives up with [`UploadError::BadKey`].
+//! - **Refused for good** (`VALIDATION`, `FORBIDDEN`, ...): the batch is parked in
+//!   the outbox as dead, logged and counted, and the uploader moves on.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng as _;
+use tokio::sync::{Notify, watch};
+
+use crate::api::{ApiError, ServerClient, submit_sightings};
+use crate::outbox::{Batch, Outbox, OutboxError};
+use crate::sighting::{now_ms, rfc3339_ms};
+
+/// How the uploader behaves.
+#[derive(Clone, Debug)]
+pub struct UploaderConfig {
+    /// At most this many sightings per batch (the server takes 5,000).
+    pub batch_size: usize,
+    /// First retry delay.
+    pub backoff_initial: Duration,
+    /// Longest retry delay.
+    pub backoff_max: Duration,
+    /// Where the API key is read from again after the server refused it.
+    pub api_key_file: Option<PathBuf>,
+    /// Give up after this many transient failures in a row (`flush`); `None`: never.
+    pub give_up_after: Option<u32>,
+}
+
+/// Why the uploader stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    #[error("the server refuses the API key ({0}); fix the key file and start again")]
+    BadKey(String),
+    #[error("giving up after {0} failed attempts in a row: {1}")]
+    GaveUp(u32, String),
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+}
+
+/// Sends sealed batches until told to stop (or, when draining, until the outbox is empty).
+pub struct Uploader {
+    /// Its own outbox connection.
+    outbox: Outbox,
+    /// The server.
+    client: ServerClient,
+    /// Settings.
+    cfg: UploaderConfig,
+    /// Woken when the pipeline has committed new sightings.
+    wake: Arc<Notify>,
+}
+
+impl Uploader {
+    /// An uploader over `outbox` sending to `client`.
+    pub fn new(outbox: Outbox, client: ServerClient, cfg: UploaderConfig, wake: Arc<Notify>) -> Self {
+        Self { outbox, client, cfg, wake }
+    }
+
+    /// Runs until `stop` turns true. `drain` turns true when no more sightings will
+    /// come (the source ended and the pipeline flushed): from then on the uploader
+    /// returns as soon as the outbox is empty. Returns the number of batches acked.
+    pub async fn run(
+        &mut self,
+        mut stop: watch::Receiver<bool>,
+        mut drain: watch::Receiver<bool>,
+    ) -> Result<u64, UploadError> {
+        let mut acked = 0u64;
+        let mut failures = 0u32;
+        loop {
+            if *stop.borrow() {
+                return Ok(acked);
+            }
+            let batch = tokio::task::block_in_place(|| self.outbox.next_batch(self.cfg.batch_size))?;
+            let Some(batch) = batch else {
+                if *drain.borrow() {
+                    return Ok(acked);
+                }
+                tokio::select! {
+                    _ = self.wake.notified() => {}
+                    _ = stop.changed() => {}
+                    _ = drain.changed() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+                continue;
+            };
+            match self.send(&batch).await {
+                Ok(()) => {
+                    acked += 1;
+                    failures = 0;
+                }
+                Err(ApiError::Transient(why)) => {
+                    failures = failures.saturating_add(1);
+                    if self.cfg.give_up_after.is_some_and(|max| failures >= max) {
+                        tokio::task::block_in_place(|| self.outbox.note_attempt(batch.batch_id))?;
+                        return Err(UploadError::GaveUp(failures, why));
+                    }
+                    tokio::task::block_in_place(|| self.outbox.note_attempt(batch.batch_id))?;
+                    let delay = backoff(&self.cfg, failures);
+                    tracing::warn!(
+                        batch = %batch.batch_id, attempt = batch.attempts + 1,
+                        "upload failed, retrying in {:.1} s: {why}", delay.as_secs_f64()
+                    );
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = stop.changed() => {}
+                    }
+                }
+                Err(ApiError::BadKey(why)) => {
+                    tracing::error!(
+                        "the server refuses this scanner's API key: {why}. Sightings are kept in the outbox; waiting for a new key in the key file"
+                    );
+                    if *drain.borrow() || self.cfg.api_key_file.is_none() {
+                        return Err(UploadError::BadKey(why));
+                    }
+                    if !self.wait_for_new_key(&mut stop).await {
+                        return Ok(acked);
+                    }
+                }
+                Err(ApiError::Refused(why)) => {
+                    tracing::error!(
+                        batch = %batch.batch_id, sightings = batch.sightings.len(),
+                        "the server refused the whole batch; parking it (kept in the outbox, not sent again): {why}"
+                    );
+                    tokio::task::block_in_place(|| self.outbox.park(batch.batch_id, &why))?;
+                }
+            }
+        }
+    }
+
+    /// Sends one batch and acks it when the server answers.
+    async fn send(&mut self, batch: &Batch) -> Result<(), ApiError> {
+        let input = submit_sightings::SightingBatchInput {
+            batch_id: batch.batch_id,
+            sent_at: Some(rfc3339_ms(now_ms())),
+            sightings: batch
+                .sightings
+                .iter()
+                .map(|s| submit_sightings::SightingInput {
+                    ble_uuid: s.identifier.clone(),
+                    seen_at: rfc3339_ms(s.seen_at_ms),
+                    rssi: s.rssi.map(i64::from),
+                    event_id: s.event_id.clone(),
+                })
+                .collect(),
+        };
+        let result = self.client.submit(input).await?;
+        for r in result.rejected.iter().take(5) {
+            let who = usize::try_from(r.index)
+                .ok()
+                .and_then(|i| batch.sightings.get(i))
+                .map(|s| s.identifier.as_str())
+                .unwrap_or("?");
+            tracing::warn!(batch = %batch.batch_id, "server rejected sighting #{} ({who}): {}", r.index, r.reason);
+        }
+        if result.rejected.len() > 5 {
+            tracing::warn!(batch = %batch.batch_id, "… and {} more rejected sightings", result.rejected.len() - 5);
+        }
+        let rejected = result.rejected.len() as u64;
+        tokio::task::block_in_place(|| self.outbox.ack(batch.batch_id, rejected, result.replayed))
+            .map_err(|e| ApiError::Transient(format!("acking in the outbox: {e}")))?;
+        tracing::info!(
+            batch = %batch.batch_id,
+            sightings = batch.sightings.len(),
+            accepted = result.accepted,
+            check_ins = result.check_ins,
+            duplicates = result.duplicates,
+            unknown = result.unknown_devices,
+            unregistered = result.unregistered,
+            outside_event = result.outside_event,
+            below_rssi = result.below_rssi,
+            rejected,
+            replayed = result.replayed,
+            "uploaded"
+        );
+        Ok(())
+    }
+
+    /// Polls the key file until it holds a different key. Returns false if told to stop.
+    async fn wait_for_new_key(&mut self, stop: &mut watch::Receiver<bool>) -> bool {
+        let Some(path) = self.cfg.api_key_file.clone() else { return false };
+        let first = read_key(&path).ok();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                _ = stop.changed() => return false,
+            }
+            if let Ok(key) = read_key(&path)
+                && Some(&key) != first.as_ref()
+            {
+                tracing::info!("the API key file changed; resuming uploads");
+                self.client.set_api_key(key);
+                return true;
+            }
+        }
+    }
+}
+
+/// Reads an API key from a file (surrounding whitespace ignored).
+pub fn read_key(path: &std::path::Path) -> std::io::Result<String> {
+    let key = std::fs::read_to_string(path)?.trim().to_owned();
+    if key.is_empty() {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{} is empty", path.display())));
+    }
+    Ok(key)
+}
+
+/// Exponential backoff with full jitter: uniform in [initial/2, min(max, initial·2^(n-1))].
+pub fn backoff(cfg: &UploaderConfig, failures: u32) -> Duration {
+    let exp = cfg.backoff_initial.saturating_mul(1u32 << failures.saturating_sub(1).min(16));
+    let ceiling = exp.min(cfg.backoff_max).max(Duration::from_millis(1));
+    let floor = (cfg.backoff_initial / 2).min(ceiling);
+    rand::thread_rng().gen_range(floor..=ceiling)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_the_cap_with_jitter() {
+        let cfg = UploaderConfig {
+            batch_size: 10,
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(2),
+            api_key_file: None,
+            give_up_after: None,
+        };
+        for n in 1..30 {
+            let d = backoff(&cfg, n);
+            let cap = Duration::from_millis(100 * (1u64 << (n - 1).min(16))).min(Duration::from_secs(2));
+            assert!(d >= Duration::from_millis(50) && d <= cap, "attempt {n}: {d:?}");
+        }
+        let many: std::collections::HashSet<_> = (0..20).map(|_| backoff(&cfg, 8)).collect();
+        assert!(many.len() > 1, "jittered");
+    }
+}

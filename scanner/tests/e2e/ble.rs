@@ -1,0 +1,169 @@
+//! The BLE path without hardware: btleplug against a fake BlueZ (`tests/fake_bluez.py`)
+//! on a private `dbus-daemon`, found through `DBUS_SYSTEM_BUS_ADDRESS`. Simulated phones'
+//! advertisements (an iBeacon, a 128-bit service UUID, service data) become uploaded
+//! sightings, a too-weak one is filtered out, and when the fake falls silent the
+//! watchdog restarts the scan.
+//!
+//! Needs `dbus-daemon` and Python 3 with `dbus` and `gi` (Debian: `dbus`,
+//! `python3-dbus`, `python3-gi`; `.ci/run` installs them). The Python is
+//! `/usr/bin/python3` unless `ROLLCALL_TEST_PYTHON` names another.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+/// A private bus, run as our child (`--nofork`, so it dies with the guard).
+struct DbusDaemon {
+    address: String,
+    _child: ChildGuard,
+}
+
+impl DbusDaemon {
+    fn start() -> Self {
+        use std::io::BufRead as _;
+        let mut child = Command::new("dbus-daemon")
+            .args(["--session", "--nofork", "--print-address=1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dbus-daemon runs (Debian package `dbus`; .ci/run installs it)");
+        let mut address = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut address).unwrap();
+        assert!(address.starts_with("unix:"), "dbus-daemon printed no address: {address:?}");
+        Self { address: address.trim().to_owned(), _child: ChildGuard(Some(child)) }
+    }
+}
+
+fn fake_log(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+/// An iBeacon frame's manufacturer data (after Apple's company id) for `uuid`.
+fn ibeacon(uuid: &str) -> String {
+    format!("0215{}00010002c5", uuid.replace('-', ""))
+}
+
+#[tokio::test]
+async fn advertisements_heard_through_bluez_become_uploaded_sightings() {
+    let server = Server::start().await;
+    let now = rollcall_scanner::sighting::now_ms();
+    let event = server.active_event("Radio", &iso(now - 3_600_000), &iso(now + 3_600_000)).await;
+    let beacon = "b9407f30-f5f8-466e-aff9-25556b57fe6d";
+    let service = "6e400001-b5a3-f393-e0a9-e50e24dcca9e";
+    let in_data = "3f2504e0-4f89-41d3-9a0c-0305e82c3301";
+    let faint = "c0ffee00-0000-4000-8000-000000000001";
+    for (i, u) in [beacon, service, in_data, faint].iter().enumerate() {
+        server.attendee(&format!("p{i}@example.org"), u, &event).await;
+    }
+    let key = server.api_key(&event).await;
+    let home = ScannerHome::new(&key);
+
+    let phones = json!([
+        // An iPhone-style iBeacon, plus Google's 0xFE9F service, which is nobody's id.
+        { "address": "5C:F3:70:11:22:01", "rssi": [-70, -58, -64],
+          "manufacturerData": { "76": ibeacon(beacon) }, "uuids": ["0000fe9f-0000-1000-8000-00805f9b34fb"] },
+        // An app advertising the user's UUID as a 128-bit service.
+        { "address": "5C:F3:70:11:22:02", "rssi": [-66, -61], "uuids": [service] },
+        // The UUID as a 16-byte payload of a 16-bit service's data.
+        { "address": "5C:F3:70:11:22:03", "rssi": [-72],
+          "serviceData": { "0000feaa-0000-1000-8000-00805f9b34fb": in_data.replace('-', "") } },
+        // Too far away: below --min-rssi.
+        { "address": "5C:F3:70:11:22:04", "rssi": [-99], "uuids": [faint] },
+    ]);
+    std::fs::write(home.path("phones.json"), phones.to_string()).unwrap();
+
+    let bus = DbusDaemon::start();
+    let python = std::env::var("ROLLCALL_TEST_PYTHON").unwrap_or_else(|_| "/usr/bin/python3".into());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fake_bluez.py");
+    let fake_log_path = home.path("bluez.log");
+    let _fake = ChildGuard(Some(
+        Command::new(&python)
+            .args([
+                script,
+                &bus.address,
+                home.path("phones.json").to_str().unwrap(),
+                fake_log_path.to_str().unwrap(),
+                "10",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(home.path("bluez.err")).unwrap())
+            .spawn()
+            .expect("python3 runs the fake BlueZ"),
+    ));
+    eventually(Duration::from_secs(20), "the fake BlueZ to own org.bluez", || {
+        let err = std::fs::read_to_string(home.path("bluez.err")).unwrap_or_default();
+        assert!(!err.contains("Traceback"), "fake BlueZ failed (python3-dbus and python3-gi installed?): {err}");
+        fake_log(&fake_log_path).iter().any(|e| e["call"] == "ready").then_some(())
+    })
+    .await;
+
+    let log = std::fs::File::create(home.path("scanner.log")).unwrap();
+    let mut scanner = ChildGuard(Some(
+        Command::new(scanner_bin())
+            .args(["--data-dir", home.path("data").to_str().unwrap(), "--log-format", "json", "run", "--source", "ble"])
+            .args(["--server", &server.base, "--api-key-file", home.path("api-key").to_str().unwrap()])
+            .args(["--watchdog-secs", "2", "--window-secs", "1", "--min-rssi", "-90", "--heartbeat-secs", "1"])
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    ));
+
+    // Each phone becomes a check-in of its user, with the RSSI of its strongest advertisement.
+    let mut attendance = std::collections::BTreeMap::new();
+    for _ in 0..300 {
+        attendance = server.attendance(&event).await;
+        if attendance.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut expected = vec![beacon.to_owned(), service.to_owned(), in_data.to_owned()];
+    expected.sort();
+    assert_eq!(
+        attendance.keys().cloned().collect::<Vec<_>>(),
+        expected,
+        "scanner log: {}\nfake BlueZ: {}",
+        home.log_text("scanner.log"),
+        home.log_text("bluez.err")
+    );
+
+    // The fake falls silent after 10 advertisements; the watchdog restarts the scan.
+    eventually(Duration::from_secs(30), "the watchdog to restart the scan", || {
+        let starts = fake_log(&fake_log_path).iter().filter(|e| e["call"] == "StartDiscovery").count();
+        (starts >= 2).then_some(())
+    })
+    .await;
+    // By now the first scan's advertisements are all uploaded: the strongest of each
+    // phone's advertisements is the best RSSI, so each advertisement's own RSSI was used.
+    let best = |a: &std::collections::BTreeMap<String, Value>| {
+        [beacon, service, in_data].map(|u| a[u]["bestRssi"].as_i64().unwrap_or_default())
+    };
+    for _ in 0..100 {
+        if best(&server.attendance(&event).await) == [-58, -61, -72] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(best(&server.attendance(&event).await), [-58, -61, -72]);
+    let calls = fake_log(&fake_log_path);
+    let filter = calls.iter().find(|e| e["call"] == "SetDiscoveryFilter").expect("a discovery filter was set");
+    assert_eq!(filter["filter"]["DuplicateData"], true, "duplicates allowed: {filter}");
+    assert!(calls.iter().any(|e| e["call"] == "StopDiscovery"), "the stalled scan was stopped first");
+    assert!(home.log_text("scanner.log").contains("BLE scan restarting: no BLE event for 2 s"));
+
+    // SIGTERM is a clean stop.
+    let pid = scanner.0.as_ref().unwrap().id();
+    assert!(Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());
+    let status = scanner.wait_for_exit(Duration::from_secs(20));
+    assert!(status.success(), "{}", home.log_text("scanner.log"));
+    assert!(!server.attendance(&event).await.contains_key(faint), "the faint phone was filtered out");
+}

@@ -1,0 +1,14 @@
+//! End-to-end tests of `rollcall-scanner` against the real `rollcall` server binary,
+//! run as child processes. One binary for all of them (see `helpers`).
+
+// Tests state their expectations with unwrap; a failure is the point.
+#![allow(clippy::unwrap_used)]
+
+mod advertisements;
+mod ble;
+mod cli;
+mod crash;
+mod helpers;
+mod outage;
+mod replay;
+mod simulate;
