@@ -331,7 +331,7 @@ async fn plan(
                         user_id,
                         attendance: Attendance::first(&s),
                         version: 0,
-                        cursor: Uuid::nil(),
+                        cursor: String::new(),
                     });
                     true
                 }
@@ -415,19 +415,18 @@ pub async fn recompute(store: &SurrealStore, event: &Event) -> Result<usize, Ing
         });
     }
     let pairs: Vec<(Uuid, Uuid)> = by_user.keys().map(|u| (*u, event.id)).collect();
-    // Check-ins that stay keep their place in the event's check-in stream.
-    let cursors = store.attendance().cursors(event.id).await?;
+    // Check-ins that stay keep their place in the event's check-in stream,
+    // and their versions move on (an ingest that read the old row must not
+    // pass its version check against the re-derived one).
+    let kept = store.attendance().cursors(event.id).await?;
     let registered: HashSet<Uuid> = store.registrations().standing(&pairs).await?.into_iter().map(|(u, _)| u).collect();
     let rows: Vec<AttendanceRecord> = by_user
         .into_iter()
         .filter(|(user, _)| registered.contains(user) || !event.policy.require_registration)
         .filter_map(|(user_id, sightings)| {
-            Attendance::fold(&event.policy, &window, &sightings).map(|attendance| AttendanceRecord {
-                event_id: event.id,
-                user_id,
-                attendance,
-                version: 1,
-                cursor: cursors.get(&user_id).copied().unwrap_or_else(Uuid::nil),
+            Attendance::fold(&event.policy, &window, &sightings).map(|attendance| {
+                let (cursor, version) = kept.get(&user_id).cloned().unwrap_or_default();
+                AttendanceRecord { event_id: event.id, user_id, attendance, version: version + 1, cursor }
             })
         })
         .collect();

@@ -36,11 +36,13 @@ impl LiveSubscription {
         after: Option<String>,
     ) -> Result<impl Stream<Item = Result<CheckIn>> + use<>> {
         let event = watched_event(ctx, &event_id).await?;
-        let after = after.as_deref().map(parse_cursor).transpose()?;
+        if let Some(after) = &after {
+            check_cursor(after)?;
+        }
         let stream = state(ctx)?.live.check_ins(event, after).await?;
         Ok(stream.map(|item| match item {
             Ok(c) => Ok(CheckIn(c)),
-            Err(lagged) => Err(lagged_error(lagged)),
+            Err(why) => Err(interrupted_error(why)),
         }))
     }
 
@@ -48,7 +50,7 @@ impl LiveSubscription {
     /// at most four times a second.
     async fn event_stats(&self, ctx: &Context<'_>, event_id: ID) -> Result<impl Stream<Item = EventStats> + use<>> {
         let event = watched_event(ctx, &event_id).await?;
-        Ok(state(ctx)?.live.stats(event).map(EventStats::from))
+        Ok(state(ctx)?.live.stats(event).await?.map(EventStats::from))
     }
 }
 
@@ -66,24 +68,35 @@ async fn watched_event(ctx: &Context<'_>, id: &ID) -> Result<Uuid> {
     Ok(managed_event(ctx, id).await?.id)
 }
 
-fn parse_cursor(raw: &str) -> Result<Uuid, ApiError> {
-    if raw.is_empty() {
-        return Ok(Uuid::nil());
+/// A cursor is one an item carried: digits (or, for check-ins from before
+/// cursors, `0-<time>-<user>`); `""` means from the start.
+fn check_cursor(raw: &str) -> Result<(), ApiError> {
+    let digits = !raw.is_empty() && raw.len() <= 20 && raw.bytes().all(|b| b.is_ascii_digit());
+    let legacy =
+        raw.starts_with("0-") && raw.len() <= 64 && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if raw.is_empty() || digits || legacy {
+        Ok(())
+    } else {
+        Err(ApiError::validation(format!("`{raw}` is not a check-in cursor")))
     }
-    Uuid::parse_str(raw).map_err(|_| ApiError::validation(format!("`{raw}` is not a check-in cursor")))
 }
 
-fn lagged_error(lagged: live::Lagged) -> async_graphql::Error {
-    let last = lagged.last_cursor.map(|c| c.to_string());
-    async_graphql::Error::new(
-        "this subscription fell too far behind and was stopped; subscribe again with `after: lastCursor`",
-    )
-    .extend_with(|_, e| {
-        e.set("code", "LAGGED");
-        match &last {
-            Some(c) => e.set("lastCursor", c.as_str()),
-            None => e.set("lastCursor", async_graphql::Value::Null),
-        }
+fn interrupted_error(why: live::Interrupted) -> async_graphql::Error {
+    let (code, message, last) = match why {
+        live::Interrupted::Lagged { last_cursor } => (
+            "LAGGED",
+            "this subscription fell too far behind and was stopped; subscribe again with `after: lastCursor`",
+            last_cursor,
+        ),
+        live::Interrupted::Unavailable { last_cursor } => (
+            "UNAVAILABLE",
+            "the check-ins could not be read just now; subscribe again with `after: lastCursor`",
+            last_cursor,
+        ),
+    };
+    async_graphql::Error::new(message).extend_with(|_, e| {
+        e.set("code", code);
+        e.set("lastCursor", last.as_str());
     })
 }
 
@@ -93,8 +106,8 @@ pub struct CheckIn(Arc<live::CheckIn>);
 #[Object]
 impl CheckIn {
     /// Resume after this item with `checkIns(after: cursor)`.
-    async fn cursor(&self) -> String {
-        self.0.cursor.to_string()
+    async fn cursor(&self) -> &str {
+        &self.0.cursor
     }
 
     async fn event_id(&self) -> ID {

@@ -187,7 +187,9 @@ impl Connection {
             Err(Gone) => return,
         };
         let frame = CloseFrame { code: close.code, reason: Utf8Bytes::from(close.reason) };
-        let _ = tokio::time::timeout(self.send_timeout(), self.socket.send(Message::Close(Some(frame)))).await;
+        // Short: the server may be stopping, and the client may not be reading.
+        let wait = self.send_timeout().min(Duration::from_secs(2));
+        let _ = tokio::time::timeout(wait, self.socket.send(Message::Close(Some(frame)))).await;
     }
 
     async fn serve(&mut self) -> Result<Close, Gone> {
@@ -353,7 +355,7 @@ impl Connection {
             self.started.remove(&id);
             return self.send_json(&json!({"type": "complete", "id": id})).await;
         };
-        if !self.started.contains(&id) && response.is_err() {
+        if !self.started.contains(&id) && response.is_err() && response.data == async_graphql::Value::Null {
             // Refused before it started (validation, permissions): one
             // `error`, which ends the operation.
             self.subscriptions.remove(&id);
@@ -375,12 +377,10 @@ impl Connection {
         let credential = self.session.as_ref()?.credential.clone()?;
         let app = self.state.app.clone();
         match Principal::authenticate(&app.store, &app.jwt, Some(credential)).await {
-            Ok(principal) => {
-                if let Some(s) = self.session.as_mut() {
-                    s.principal = principal;
-                }
-                None
-            }
+            // Subscriptions were authorised with the rights the socket had:
+            // if those changed (a demotion, a narrower key), it must start over.
+            Ok(principal) if same_rights(&principal, &self.session.as_ref()?.principal) => None,
+            Ok(_) => Some(Close::new(4403, "Forbidden: your rights changed; connect again")),
             Err(AuthError::Store(e)) => {
                 tracing::warn!(error = ?e, "could not recheck a live socket's credential");
                 None
@@ -435,6 +435,17 @@ async fn authenticate(app: AppState, payload: Value) -> Result<Session, Close> {
         _ => None,
     };
     Ok(Session { principal, credential, expires, key })
+}
+
+/// Whether two checks of one credential grant the same: the same role, or
+/// the same key scope.
+fn same_rights(a: &Principal, b: &Principal) -> bool {
+    match (a, b) {
+        (Principal::User(a), Principal::User(b)) => a.id == b.id && a.role == b.role,
+        (Principal::Scanner { scope: a, .. }, Principal::Scanner { scope: b, .. }) => a == b,
+        (Principal::Anonymous, Principal::Anonymous) => true,
+        _ => false,
+    }
 }
 
 /// The client is gone, or cannot be written to.

@@ -1,5 +1,13 @@
 //! Live updates: one change stream per process, fanned out by event.
 //!
+//! Check-in cursors follow commit order per event (a counter bumped in the
+//! committing transaction; see `store::cursor_of`). The database's
+//! notifications may arrive out of that order, so each feed publishes in
+//! cursor order: an item that comes early waits for the ones before it, and
+//! a gap that does not fill within [`GAP_WAIT`] is read from the database
+//! (or skipped, if those rows are gone). Subscribers therefore see check-ins
+//! in cursor order, which is what makes "resume after my last cursor" exact.
+//!
 //! [`Live`] holds one SurrealDB live query on `attendance` and one on
 //! `registration` for the whole process, whoever is listening. Each event
 //! with listeners has a [`Feed`]: a bounded broadcast ring of resolved
@@ -13,7 +21,7 @@
 //! over one SurrealDB server each hold their own live queries, so a check-in
 //! ingested through either reaches the subscribers of both.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
@@ -23,10 +31,13 @@ use tokio::sync::{Notify, broadcast, watch};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::store::{AttendanceChange, ChangeKind, CheckInRow, StoreError, SurrealStore, User};
+use crate::store::{AttendanceChange, ChangeKind, CheckInRow, StoreError, SurrealStore, User, cursor_of};
 
 /// How many check-ins a subscriber may fall behind before it is cut off.
-pub const DEFAULT_BUFFER: usize = 1024;
+/// Above the largest batch (5,000 sightings, so at most 5,000 new check-ins
+/// published at once), so one big batch never cuts off a subscriber that
+/// keeps up.
+pub const DEFAULT_BUFFER: usize = 8192;
 
 /// The shortest time between two counter updates of one event.
 const STATS_MIN_INTERVAL: Duration = Duration::from_millis(250);
@@ -34,12 +45,19 @@ const STATS_MIN_INTERVAL: Duration = Duration::from_millis(250);
 const STATS_MAX_INTERVAL: Duration = Duration::from_secs(1);
 /// How often feeds nobody listens to any more are dropped.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a feed waits for a check-in that should come before ones it
+/// already has, before reading it from the database.
+const GAP_WAIT: Duration = Duration::from_millis(100);
+/// Check-ins read per page when replaying.
+const REPLAY_PAGE: usize = 500;
 
 /// One check-in as subscribers receive it.
 #[derive(Debug, Clone)]
 pub struct CheckIn {
     /// Its place in the event's check-in stream; resume after it.
-    pub cursor: Uuid,
+    pub cursor: String,
+    /// The number in the cursor (0 for rows from before cursors).
+    pub seq: u64,
     pub event: Uuid,
     pub user: User,
     pub checked_in_at: DateTime<Utc>,
@@ -63,11 +81,14 @@ impl EventStats {
     }
 }
 
-/// A subscriber fell too far behind; it should resume after `last_cursor`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Lagged {
-    /// The last check-in this subscriber was given, if any.
-    pub last_cursor: Option<Uuid>,
+/// Why a check-in stream ended early; the subscriber should resume after
+/// `last_cursor` (the last check-in it was given, or where it started).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Interrupted {
+    /// It fell a whole buffer behind.
+    Lagged { last_cursor: String },
+    /// The database failed while replaying.
+    Unavailable { last_cursor: String },
 }
 
 /// The process's live hub; cheap to clone.
@@ -94,8 +115,18 @@ struct Feed {
     check_ins: broadcast::Sender<Arc<CheckIn>>,
     stats: watch::Sender<Option<EventStats>>,
     changed: Arc<Notify>,
-    /// The greatest cursor published, for catching up after a lost stream.
-    last_published: Mutex<Uuid>,
+    order: Mutex<Order>,
+}
+
+/// A feed's publishing position.
+struct Order {
+    /// The last check-in number published (or the event's count when the
+    /// feed began).
+    last: u64,
+    /// Check-ins that came before the ones in front of them.
+    pending: BTreeMap<u64, CheckIn>,
+    /// Since when `pending` has waited for a missing check-in.
+    gap_since: Option<tokio::time::Instant>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -155,39 +186,42 @@ impl Live {
         lock(&self.inner.feeds).get(&event).map_or(0, |f| f.check_ins.receiver_count())
     }
 
-    /// The event's check-ins: with `after`, those after that cursor (all of
-    /// them for the nil cursor) in order, then live ones; without, live ones.
-    /// Nothing is missed or repeated at the hand-over: the live stream is
-    /// joined before the replay is read, and what both hold is given once.
+    /// The event's check-ins: with `after`, those after that cursor (from
+    /// the first for `Some("")`) in order, then live ones; without, live
+    /// ones. Nothing is missed or repeated at the hand-over: the live stream
+    /// is joined before the replay is read, and live items the replay
+    /// already gave are skipped.
     pub async fn check_ins(
         &self,
         event: Uuid,
-        after: Option<Uuid>,
-    ) -> Result<impl Stream<Item = Result<Arc<CheckIn>, Lagged>> + Send + use<>, StoreError> {
-        let feed = self.feed(event);
+        after: Option<String>,
+    ) -> Result<impl Stream<Item = Result<Arc<CheckIn>, Interrupted>> + Send + use<>, StoreError> {
+        let feed = self.feed(event).await?;
         let rx = feed.check_ins.subscribe();
-        let mut replay = VecDeque::new();
-        let mut replayed = HashSet::new();
-        if let Some(after) = after {
-            let after = (!after.is_nil()).then_some(after);
-            let rows = self.inner.store.attendance().check_ins(event, after).await?;
-            for c in self.inner.resolve(rows).await? {
-                replayed.insert(c.cursor);
-                replay.push_back(Arc::new(c));
-            }
-        }
-        let state = Subscriber { replay, replayed, rx, last: after.filter(|a| !a.is_nil()), done: false, _feed: feed };
+        let start = cursor_of(lock(&feed.order).last);
+        let replaying = after.is_some();
+        let state = Subscriber {
+            live: self.clone(),
+            event,
+            replay: VecDeque::new(),
+            replaying,
+            replayed_upto: 0,
+            rx,
+            last: after.unwrap_or(start),
+            done: false,
+            _feed: feed,
+        };
         Ok(futures_util::stream::unfold(state, Subscriber::next))
     }
 
     /// The event's counters: the current ones as soon as they are known,
     /// then each change.
-    pub fn stats(&self, event: Uuid) -> impl Stream<Item = EventStats> + Send + use<> {
-        let feed = self.feed(event);
+    pub async fn stats(&self, event: Uuid) -> Result<impl Stream<Item = EventStats> + Send + use<>, StoreError> {
+        let feed = self.feed(event).await?;
         feed.changed.notify_one();
         let mut rx = feed.stats.subscribe();
         rx.mark_changed();
-        futures_util::stream::unfold((rx, feed), |(mut rx, feed)| async move {
+        Ok(futures_util::stream::unfold((rx, feed), |(mut rx, feed)| async move {
             loop {
                 rx.changed().await.ok()?;
                 let current = rx.borrow_and_update().clone();
@@ -195,13 +229,17 @@ impl Live {
                     return Some((stats, (rx, feed)));
                 }
             }
-        })
+        }))
     }
 
-    fn feed(&self, event: Uuid) -> Arc<Feed> {
+    async fn feed(&self, event: Uuid) -> Result<Arc<Feed>, StoreError> {
+        if let Some(feed) = self.inner.feed(event) {
+            return Ok(feed);
+        }
+        let last = self.inner.store.attendance().check_in_count(event).await?;
         let mut feeds = lock(&self.inner.feeds);
         if let Some(feed) = feeds.get(&event) {
-            return feed.clone();
+            return Ok(feed.clone()); // another subscriber made it meanwhile
         }
         let (check_ins, _) = broadcast::channel(self.inner.buffer);
         let (stats, _) = watch::channel(None);
@@ -210,46 +248,62 @@ impl Live {
             check_ins,
             stats,
             changed: Arc::new(Notify::new()),
-            last_published: Mutex::new(Uuid::nil()),
+            order: Mutex::new(Order { last, pending: BTreeMap::new(), gap_since: None }),
         });
         feeds.insert(event, feed.clone());
         tokio::spawn(keep_stats(Arc::downgrade(&self.inner), Arc::downgrade(&feed), feed.changed.clone()));
-        feed
+        Ok(feed)
     }
 }
 
-/// One subscriber's position: what is left to replay, what was replayed
-/// (to skip when the live stream brings it again), and the last cursor given.
+/// One subscriber's position: the replay page in hand, how far the replay
+/// went (live items up to there are skipped), and the last cursor given.
 struct Subscriber {
+    live: Live,
+    event: Uuid,
     replay: VecDeque<Arc<CheckIn>>,
-    replayed: HashSet<Uuid>,
+    replaying: bool,
+    replayed_upto: u64,
     rx: broadcast::Receiver<Arc<CheckIn>>,
-    last: Option<Uuid>,
+    last: String,
     done: bool,
     /// Keeps the event's feed alive while this subscriber is.
     _feed: Arc<Feed>,
 }
 
 impl Subscriber {
-    async fn next(mut self) -> Option<(Result<Arc<CheckIn>, Lagged>, Self)> {
+    async fn next(mut self) -> Option<(Result<Arc<CheckIn>, Interrupted>, Self)> {
         if self.done {
             return None;
         }
+        while self.replay.is_empty() && self.replaying {
+            match self.live.inner.replay_page(self.event, &self.last).await {
+                Ok(page) if page.is_empty() => self.replaying = false,
+                Ok(page) => self.replay.extend(page.into_iter().map(Arc::new)),
+                Err(e) => {
+                    tracing::error!(error = %e, "could not replay check-ins");
+                    self.done = true;
+                    let last_cursor = self.last.clone();
+                    return Some((Err(Interrupted::Unavailable { last_cursor }), self));
+                }
+            }
+        }
         if let Some(c) = self.replay.pop_front() {
-            self.last = Some(c.cursor);
+            self.last = c.cursor.clone();
+            self.replayed_upto = self.replayed_upto.max(c.seq);
             return Some((Ok(c), self));
         }
         loop {
             match self.rx.recv().await {
-                Ok(c) if self.replayed.remove(&c.cursor) => continue,
+                Ok(c) if c.seq <= self.replayed_upto => continue,
                 Ok(c) => {
-                    self.last = Some(c.cursor);
+                    self.last = c.cursor.clone();
                     return Some((Ok(c), self));
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     self.done = true;
-                    let lagged = Lagged { last_cursor: self.last };
-                    return Some((Err(lagged), self));
+                    let last_cursor = self.last.clone();
+                    return Some((Err(Interrupted::Lagged { last_cursor }), self));
                 }
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
@@ -271,6 +325,7 @@ impl Inner {
         for row in rows {
             let Some(user) = users.get(&row.user) else { continue };
             out.push(CheckIn {
+                seq: row.seq(),
                 cursor: row.cursor,
                 event: row.event,
                 user: user.clone(),
@@ -279,6 +334,21 @@ impl Inner {
             });
         }
         Ok(out)
+    }
+
+    /// The next page of an event's check-ins after `after` ("" for the first).
+    async fn replay_page(&self, event: Uuid, after: &str) -> Result<Vec<CheckIn>, StoreError> {
+        let mut after = after.to_owned();
+        loop {
+            let rows = self.store.attendance().check_ins(event, Some(&after), REPLAY_PAGE).await?;
+            let Some(last) = rows.last().map(|r| r.cursor.clone()) else { return Ok(Vec::new()) };
+            let page = self.resolve(rows).await?;
+            if !page.is_empty() {
+                return Ok(page);
+            }
+            // Every user on this page is gone: go on past it.
+            after = last;
+        }
     }
 
     async fn key_name(&self, key: Uuid) -> Result<Option<String>, StoreError> {
@@ -314,30 +384,40 @@ impl Inner {
             Ok(check_ins) => {
                 for c in check_ins {
                     if let Some(feed) = self.feed(c.event) {
-                        feed.publish(c);
+                        feed.offer([c]);
                     }
                 }
             }
+            // The feeds' gap filling reads them again.
             Err(e) => tracing::error!(error = %e, "could not resolve new check-ins for live subscribers"),
         }
     }
 
-    /// After the change stream was lost, publishes what it missed.
-    async fn catch_up(&self) {
+    /// Reads from the database the check-ins that feeds have waited for too
+    /// long (or, with `all`, everything after each feed's position: after
+    /// the change stream was lost).
+    async fn fill_gaps(&self, all: bool) {
         let feeds: Vec<Arc<Feed>> = lock(&self.feeds).values().cloned().collect();
         for feed in feeds {
-            feed.changed.notify_one();
-            let after = *lock(&feed.last_published);
-            let rows = match self.store.attendance().check_ins(feed.event, (!after.is_nil()).then_some(after)).await {
-                Ok(rows) => rows,
-                Err(e) => {
-                    tracing::error!(error = %e, "could not catch up live check-ins");
-                    continue;
-                }
+            let Some((last, until)) = feed.gap(all) else { continue };
+            let limit = until.map_or(REPLAY_PAGE, |u| (u - last - 1) as usize).clamp(1, REPLAY_PAGE);
+            let found = match self.store.attendance().check_ins(feed.event, Some(&cursor_of(last)), limit).await {
+                Ok(rows) => self.resolve(rows).await,
+                Err(e) => Err(e),
             };
-            match self.resolve(rows).await {
-                Ok(check_ins) => check_ins.into_iter().for_each(|c| feed.publish(c)),
-                Err(e) => tracing::error!(error = %e, "could not catch up live check-ins"),
+            match found {
+                Ok(found) => {
+                    feed.offer(found);
+                    // Whatever is still missing is gone (a re-derivation or a
+                    // deleted user): move past it.
+                    if let Some(until) = until {
+                        feed.skip_to(until);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "could not fill a gap in live check-ins"),
+            }
+            if all {
+                feed.changed.notify_one();
             }
         }
     }
@@ -357,15 +437,53 @@ impl Inner {
 }
 
 impl Feed {
-    fn publish(&self, c: CheckIn) {
-        {
-            let mut last = lock(&self.last_published);
-            if c.cursor > *last {
-                *last = c.cursor;
+    /// Takes check-ins in any order and publishes them in cursor order.
+    fn offer(&self, items: impl IntoIterator<Item = CheckIn>) {
+        let mut order = lock(&self.order);
+        for c in items {
+            if c.seq > order.last {
+                order.pending.insert(c.seq, c);
             }
         }
-        // No receivers is fine: nobody is listening right now.
-        let _ = self.check_ins.send(Arc::new(c));
+        self.drain(&mut order);
+    }
+
+    /// Gives up on the check-ins before `seq` that never came.
+    fn skip_to(&self, seq: u64) {
+        let mut order = lock(&self.order);
+        if seq > order.last + 1 {
+            order.last = seq - 1;
+        }
+        self.drain(&mut order);
+    }
+
+    fn drain(&self, order: &mut Order) {
+        while let Some(entry) = order.pending.first_entry() {
+            if *entry.key() != order.last + 1 {
+                break;
+            }
+            let c = entry.remove();
+            order.last = c.seq;
+            // No receivers is fine: nobody is listening right now.
+            let _ = self.check_ins.send(Arc::new(c));
+        }
+        order.gap_since = match (order.pending.is_empty(), order.gap_since) {
+            (true, _) => None,
+            (false, None) => Some(tokio::time::Instant::now()),
+            (false, since) => since,
+        };
+    }
+
+    /// `(last published, first waiting)` if a gap has waited too long; with
+    /// `all`, `(last published, None)`, to read everything after it.
+    fn gap(&self, all: bool) -> Option<(u64, Option<u64>)> {
+        let order = lock(&self.order);
+        if all {
+            return Some((order.last, None));
+        }
+        let since = order.gap_since?;
+        let first = *order.pending.keys().next()?;
+        (since.elapsed() >= GAP_WAIT).then_some((order.last, Some(first)))
     }
 }
 
@@ -377,6 +495,7 @@ async fn pump(
     mut registrations: futures_util::stream::BoxStream<'static, Uuid>,
 ) {
     let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
+    let mut gaps = tokio::time::interval(GAP_WAIT / 2);
     loop {
         {
             let mut chunks = (&mut attendance).ready_chunks(256);
@@ -402,6 +521,10 @@ async fn pump(
                         let Some(inner) = inner.upgrade() else { return };
                         inner.sweep();
                     }
+                    _ = gaps.tick() => {
+                        let Some(inner) = inner.upgrade() else { return };
+                        inner.fill_gaps(false).await;
+                    }
                 }
             }
         }
@@ -422,7 +545,7 @@ async fn pump(
                 Ok((a, r)) => {
                     attendance = a;
                     registrations = r;
-                    hub.catch_up().await;
+                    hub.fill_gaps(true).await;
                     tracing::info!("live change stream reopened");
                     break;
                 }
@@ -442,7 +565,11 @@ async fn keep_stats(inner: Weak<Inner>, feed: Weak<Feed>, changed: Arc<Notify>) 
     loop {
         {
             let (Some(inner), Some(feed)) = (inner.upgrade(), feed.upgrade()) else { return };
-            if feed.stats.receiver_count() > 0 {
+            if feed.stats.receiver_count() == 0 {
+                // Nobody watches: forget the counts, so the next watcher
+                // waits for fresh ones rather than getting old ones.
+                feed.stats.send_if_modified(|cur| cur.take().is_some());
+            } else {
                 match inner.compute_stats(feed.event).await {
                     Ok(Some(stats)) => {
                         feed.stats.send_if_modified(|cur| {

@@ -30,10 +30,10 @@ pub struct AttendanceRecord {
     pub attendance: Attendance,
     /// Optimistic-concurrency version: 1 when created, +1 per write.
     pub version: i64,
-    /// The check-in's place in the event's check-in stream: a UUIDv7 minted
-    /// when the row is first written (nil until then), kept for the row's
-    /// life. Subscribers resume after it.
-    pub cursor: Uuid,
+    /// The check-in's place in the event's check-in stream (see
+    /// [`cursor_of`]), assigned when the row is first committed (empty until
+    /// then) and kept for the row's life. Subscribers resume after it.
+    pub cursor: String,
 }
 
 #[derive(Debug, Clone, SurrealValue)]
@@ -79,7 +79,7 @@ impl From<&AttendanceRecord> for AttendanceRow {
             dwell_secs: a.dwell().num_seconds(),
             seen: Bytes::from(seen),
             version: r.version,
-            cursor: if r.cursor.is_nil() { Uuid::now_v7() } else { r.cursor }.to_string(),
+            cursor: r.cursor.clone(),
         }
     }
 }
@@ -114,7 +114,7 @@ impl TryFrom<AttendanceRow> for AttendanceRecord {
                 seen,
             },
             version: r.version,
-            cursor: Uuid::parse_str(&r.cursor).map_err(|_| corrupt("cursor"))?,
+            cursor: r.cursor,
         })
     }
 }
@@ -308,6 +308,38 @@ struct CheckInFields {
     cursor: Option<String>,
 }
 
+/// The cursor of an event's `seq`-th check-in: zero-padded so that cursors
+/// compare as text in commit order. (Rows from before cursors existed carry
+/// `0-<unix time>-<user>`, which sorts before all of these.)
+pub fn cursor_of(seq: u64) -> String {
+    format!("{seq:012}")
+}
+
+/// The sequence number in a cursor made by [`cursor_of`]; `None` for others.
+pub fn seq_of(cursor: &str) -> Option<u64> {
+    if cursor.len() >= 12 && cursor.bytes().all(|b| b.is_ascii_digit()) { cursor.parse().ok() } else { None }
+}
+
+/// Each event's check-in counter, `checkin_seq:<event>`: bumped inside the
+/// transaction that creates check-ins, so cursors follow commit order.
+fn seq_id(event: Uuid) -> RecordId {
+    rid("checkin_seq", event)
+}
+
+#[derive(Debug, Clone, SurrealValue)]
+struct SeqStep {
+    id: RecordId,
+    expected: i64,
+    next: i64,
+}
+
+/// Checks that no other transaction moved the counters since they were
+/// read, and moves them: the commit fails (and is retried) otherwise.
+const SEQ_STEPS: &str = "FOR $s IN $seqs {
+    IF ((SELECT VALUE n FROM $s.id)[0] ?? 0) != $s.expected { THROW 'attendance changed concurrently'; };
+    UPSERT $s.id SET n = $s.next;
+};";
+
 /// A check-in as a live stream shows it: who, when, where first, and when
 /// last seen.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -318,7 +350,14 @@ pub struct CheckInRow {
     /// The API key whose scanner saw the check-in; nil for a manual one.
     pub scanner: Uuid,
     pub last_seen: DateTime<Utc>,
-    pub cursor: Uuid,
+    pub cursor: String,
+}
+
+impl CheckInRow {
+    /// Its place in the event's commit order (0 for rows from before cursors).
+    pub fn seq(&self) -> u64 {
+        seq_of(&self.cursor).unwrap_or(0)
+    }
 }
 
 impl TryFrom<CheckInFields> for CheckInRow {
@@ -331,7 +370,7 @@ impl TryFrom<CheckInFields> for CheckInRow {
             checked_in_at: f.first_seen,
             scanner: Uuid::parse_str(&f.first_scanner).map_err(|_| corrupt("first_scanner"))?,
             last_seen: f.last_seen,
-            cursor: f.cursor.as_deref().map_or(Ok(Uuid::nil()), Uuid::parse_str).map_err(|_| corrupt("cursor"))?,
+            cursor: f.cursor.unwrap_or_default(),
         })
     }
 }
@@ -362,6 +401,36 @@ pub struct AttendanceLog<'a> {
 impl<'a> AttendanceLog<'a> {
     pub(super) fn new(db: &'a Surreal<Any>) -> Self {
         Self { db }
+    }
+
+    /// Gives each row without a cursor the next ones of its event, in order,
+    /// from the counters as they stand; the returned steps make the commit
+    /// fail if another commit moved a counter in between.
+    async fn assign_cursors(&self, rows: &mut [AttendanceRecord]) -> Result<Vec<SeqStep>, StoreError> {
+        let mut events: Vec<Uuid> = rows.iter().filter(|r| r.cursor.is_empty()).map(|r| r.event_id).collect();
+        events.sort_unstable();
+        events.dedup();
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut steps = Vec::with_capacity(events.len());
+        for event in events {
+            let expected = self.check_in_count(event).await?;
+            let mut next = expected;
+            for row in rows.iter_mut().filter(|r| r.event_id == event && r.cursor.is_empty()) {
+                next += 1;
+                row.cursor = cursor_of(next);
+            }
+            steps.push(SeqStep { id: seq_id(event), expected: expected as i64, next: next as i64 });
+        }
+        Ok(steps)
+    }
+
+    /// How many cursors the event has handed out: the last one's number.
+    pub async fn check_in_count(&self, event: Uuid) -> Result<u64, StoreError> {
+        let mut res = self.db.query("RETURN (SELECT VALUE n FROM $id)[0] ?? 0").bind(("id", seq_id(event))).await?;
+        let n: Option<i64> = res.take(0)?;
+        Ok(n.unwrap_or(0).max(0) as u64)
     }
 
     /// The stored result of a batch, if it was applied.
@@ -401,7 +470,8 @@ impl<'a> AttendanceLog<'a> {
     }
 
     /// Applies one batch atomically; see the module doc for the checks.
-    pub async fn commit(&self, w: BatchWrite, now: DateTime<Utc>) -> Result<(), CommitError> {
+    pub async fn commit(&self, mut w: BatchWrite, now: DateTime<Utc>) -> Result<(), CommitError> {
+        let seqs = self.assign_cursors(&mut w.created).await.map_err(CommitError::Store)?;
         let created: Vec<AttendanceRow> = w.created.iter().map(AttendanceRow::from).collect();
         let updated: Vec<AttendanceRow> = w.updated.iter().map(AttendanceRow::from).collect();
         let walk_ins = walk_in_rows(&w.walk_ins, now);
@@ -410,6 +480,7 @@ impl<'a> AttendanceLog<'a> {
             .query(format!(
                 "BEGIN;
                  CREATE $batch.id CONTENT $batch;
+                 {SEQ_STEPS}
                  IF array::len($created) > 0 {{ INSERT INTO attendance $created }};
                  FOR $row IN $updated {{
                      IF array::len(UPDATE $row.id CONTENT $row WHERE version = $row.version - 1 RETURN id) == 0 {{
@@ -420,6 +491,7 @@ impl<'a> AttendanceLog<'a> {
                  COMMIT;"
             ))
             .bind(("batch", w.batch.into_row()?))
+            .bind(("seqs", seqs))
             .bind(("created", created))
             .bind(("updated", updated))
             .bind(("walk_ins", walk_ins))
@@ -520,20 +592,23 @@ impl<'a> AttendanceLog<'a> {
     pub async fn replace_for_event(
         &self,
         event: Uuid,
-        rows: Vec<AttendanceRecord>,
+        mut rows: Vec<AttendanceRecord>,
         walk_ins: &[(Uuid, Uuid)],
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        let seqs = self.assign_cursors(&mut rows).await?;
         let rows: Vec<AttendanceRow> = rows.iter().map(AttendanceRow::from).collect();
         self.db
             .query(format!(
                 "BEGIN;
+                 {SEQ_STEPS}
                  DELETE attendance WHERE event = $e AND user NOTINSIDE $users;
                  FOR $row IN $rows {{ UPSERT $row.id CONTENT $row }};
                  {WALK_INS}
                  COMMIT;"
             ))
             .bind(("e", rid("event", event)))
+            .bind(("seqs", seqs))
             .bind(("users", rows.iter().map(|r| r.user.clone()).collect::<Vec<_>>()))
             .bind(("rows", rows))
             .bind(("walk_ins", walk_in_rows(walk_ins, now)))
@@ -542,21 +617,40 @@ impl<'a> AttendanceLog<'a> {
         Ok(())
     }
 
-    /// The cursor of each of an event's check-ins, by user.
-    pub async fn cursors(&self, event: Uuid) -> Result<HashMap<Uuid, Uuid>, StoreError> {
-        Ok(self.check_ins(event, None).await?.into_iter().map(|c| (c.user, c.cursor)).collect())
+    /// The cursor and version of each of an event's attendance rows, by user.
+    pub async fn cursors(&self, event: Uuid) -> Result<HashMap<Uuid, (String, i64)>, StoreError> {
+        #[derive(Debug, SurrealValue)]
+        struct Kept {
+            user: RecordId,
+            cursor: Option<String>,
+            version: i64,
+        }
+        let mut res = self
+            .db
+            .query("SELECT user, cursor, version FROM attendance WHERE event = $e")
+            .bind(("e", rid("event", event)))
+            .await?;
+        let rows: Vec<Kept> = res.take(0)?;
+        rows.into_iter().map(|k| Ok((key_of(&k.user)?, (k.cursor.unwrap_or_default(), k.version)))).collect()
     }
 
-    /// An event's check-ins with a cursor after `after` (all of them for
-    /// `None`), in cursor order.
-    pub async fn check_ins(&self, event: Uuid, after: Option<Uuid>) -> Result<Vec<CheckInRow>, StoreError> {
+    /// Up to `limit` of an event's check-ins with a cursor after `after`
+    /// (from the first for `None`), in cursor order.
+    pub async fn check_ins(
+        &self,
+        event: Uuid,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<CheckInRow>, StoreError> {
         let mut res = self
             .db
             .query(format!(
-                "SELECT {CHECK_IN_FIELDS} FROM attendance WHERE event = $e AND cursor > $after ORDER BY cursor"
+                "SELECT {CHECK_IN_FIELDS} FROM attendance WHERE event = $e AND cursor > $after
+                 ORDER BY cursor LIMIT $limit"
             ))
             .bind(("e", rid("event", event)))
-            .bind(("after", after.map(|a| a.to_string()).unwrap_or_default()))
+            .bind(("after", after.unwrap_or_default().to_owned()))
+            .bind(("limit", limit as i64))
             .await?;
         let rows: Vec<CheckInFields> = res.take(0)?;
         rows.into_iter().map(CheckInRow::try_from).collect()

@@ -39,7 +39,7 @@ use uuid::Uuid;
 pub use api_keys::ApiKeys;
 pub use attendance::{
     AttendanceChange, AttendanceLog, AttendanceRecord, BatchRecord, BatchWrite, ChangeKind, CheckInRow, CommitError,
-    LoggedSighting,
+    LoggedSighting, cursor_of, seq_of,
 };
 pub use events::{EventChanges, EventFilter, Events, NewEvent};
 pub use models::{ApiKey, Device, Event, Heartbeat, Registration, RegistrationStatus, User};

@@ -115,7 +115,7 @@ async fn a_check_in_reaches_every_subscriber_in_both_protocols() {
     assert_eq!(got_a["user"]["name"], "Person 0000");
     assert_eq!(got_a["scanner"], "north door");
     assert_eq!(got_a["eventId"], v.event.as_str());
-    assert!(uuid::Uuid::parse_str(got_a["cursor"].as_str().unwrap()).is_ok());
+    assert_eq!(got_a["cursor"], "000000000001", "the event's first check-in");
     // Seen again: not a new check-in, so nothing is pushed.
     check_in(&app, &v, [0]).await;
     check_in(&app, &v, [1]).await;
@@ -135,16 +135,18 @@ async fn resuming_after_a_cursor_misses_nothing_and_repeats_nothing_while_check_
     let cursor = first[9]["cursor"].as_str().unwrap().to_owned();
     drop(c);
 
-    // Check-ins keep coming, one per batch, while the subscriber comes back.
-    let feeder = {
-        let (http, addr) = (app.http.clone(), app.addr);
-        let v_key = match &v.key {
-            Auth::ApiKey(k) => k.clone(),
-            _ => unreachable!(),
-        };
-        let people = v.people.clone();
-        tokio::spawn(async move {
-            for (ble, _) in &people[20..] {
+    // Check-ins keep coming, one per batch from four scanners at once (so
+    // commits race), while the subscriber comes back.
+    let v_key = match &v.key {
+        Auth::ApiKey(k) => k.clone(),
+        _ => unreachable!(),
+    };
+    let mut feeders = Vec::new();
+    for part in v.people[20..].chunks(10) {
+        let (http, addr, v_key) = (app.http.clone(), app.addr, v_key.clone());
+        let people = part.to_vec();
+        feeders.push(tokio::spawn(async move {
+            for (ble, _) in &people {
                 let vars = json!({ "b": { "batchId": uuid::Uuid::new_v4(),
                     "sightings": [{ "bleUuid": ble, "seenAt": Utc::now(), "rssi": -50 }] } });
                 let resp = http
@@ -156,19 +158,23 @@ async fn resuming_after_a_cursor_misses_nothing_and_repeats_nothing_while_check_
                     .unwrap();
                 assert!(resp.status().is_success());
             }
-        })
-    };
+        }));
+    }
     tokio::time::sleep(Duration::from_millis(30)).await;
     let mut c = WsClient::bearer(&app, &v.org.token).await;
     c.subscribe("s", CHECK_INS, json!({ "e": v.event, "after": cursor })).await;
     let rest = take(&mut c, "s", 50).await;
-    feeder.await.unwrap();
+    for f in feeders {
+        f.await.unwrap();
+    }
     let mut all = names(&first);
     all.extend(names(&rest));
     let distinct: HashSet<&String> = all.iter().collect();
     assert_eq!(distinct.len(), 60, "every check-in exactly once: {all:?}");
-    // The replayed part comes in cursor order.
+    // The replayed part comes in order, and every item's cursor is after the one before.
     assert_eq!(names(&rest[..10]), (10..20).map(|i| format!("Person {i:04}")).collect::<Vec<_>>());
+    let cursors: Vec<&str> = first.iter().chain(&rest).map(|i| i["cursor"].as_str().unwrap()).collect();
+    assert!(cursors.windows(2).all(|w| w[0] < w[1]), "{cursors:?}");
     // And nothing more arrives.
     assert!(c.recv_within(Duration::from_millis(300)).await.is_none());
 }
@@ -296,7 +302,8 @@ async fn a_subscriber_that_stops_reading_is_cut_off_with_its_cursor_and_the_othe
     }
     // Now the slow one reads: what fitted in its socket, then LAGGED with the
     // cursor of the last check-in it was given, then complete.
-    let mut last_cursor = Value::Null;
+    // Before it was given anything, its position is where it started.
+    let mut last_cursor = json!("000000000000");
     let mut received = 0;
     loop {
         let msg = slow.recv().await;
@@ -312,9 +319,31 @@ async fn a_subscriber_that_stops_reading_is_cut_off_with_its_cursor_and_the_othe
     assert!(received < 1800, "the slow subscriber was cut off, not buffered for: {received}");
     assert_eq!(slow.recv().await, json!({ "type": "complete", "id": "s" }));
     // It resumes from its cursor and gets the rest, exactly.
-    let after = if last_cursor.is_null() { json!("") } else { last_cursor };
-    slow.subscribe("r", CHECK_INS, json!({ "e": v.event, "after": after })).await;
+    slow.subscribe("r", CHECK_INS, json!({ "e": v.event, "after": last_cursor })).await;
     let rest = take(&mut slow, "r", 1800 - received).await;
     let distinct: HashSet<String> = names(&rest).into_iter().collect();
     assert_eq!(distinct.len(), 1800 - received);
+}
+
+#[tokio::test]
+async fn re_deriving_attendance_does_not_announce_check_ins_again() {
+    let app = spawn_app().await;
+    let v = venue(&app, 3).await;
+    let mut c = WsClient::bearer(&app, &v.org.token).await;
+    c.subscribe("s", CHECK_INS, json!({ "e": v.event, "after": "" })).await;
+    subscribers(&app, &v, 1).await;
+    check_in(&app, &v, [0, 1]).await;
+    let got = take(&mut c, "s", 2).await;
+    // A policy change re-derives the event's attendance from the raw log.
+    app.ok(
+        &v.org.auth(),
+        "mutation($id: ID!) { updateEvent(id: $id, input: { policy: { departureGapSeconds: 600 } }) { id } }",
+        json!({ "id": v.event }),
+    )
+    .await;
+    check_in(&app, &v, [2]).await;
+    let next = take(&mut c, "s", 1).await;
+    assert_eq!(names(&next), ["Person 0002"], "only the new check-in, not the re-derived ones");
+    assert!(next[0]["cursor"].as_str().unwrap() > got[1]["cursor"].as_str().unwrap());
+    assert!(c.recv_within(Duration::from_millis(300)).await.is_none());
 }
