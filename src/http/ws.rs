@@ -210,7 +210,10 @@ impl Connection {
                         None => return Err(Gone),
                     };
                     self.last_heard = Instant::now();
-                    if let Some(close) = self.on_message(msg).await? {
+                    // Boxed, here and below: the database calls behind them are
+                    // large futures, and an idle socket's task would otherwise
+                    // carry their space all its life.
+                    if let Some(close) = Box::pin(self.on_message(msg)).await? {
                         return Ok(close);
                     }
                 }
@@ -242,11 +245,11 @@ impl Connection {
                         Ok(key) if Some(key) == mine => return Ok(Close::new(4403, "Forbidden: API key revoked")),
                         Ok(_) => {}
                         // Missed some: check the key itself.
-                        Err(_) => if let Some(close) = self.recheck().await { return Ok(close) },
+                        Err(_) => if let Some(close) = Box::pin(self.recheck()).await { return Ok(close) },
                     }
                 }
                 _ = recheck.tick(), if self.session.is_some() => {
-                    if let Some(close) = self.recheck().await {
+                    if let Some(close) = Box::pin(self.recheck()).await {
                         return Ok(close);
                     }
                 }

@@ -277,7 +277,9 @@ impl Subscriber {
             return None;
         }
         while self.replay.is_empty() && self.replaying {
-            match self.live.inner.replay_page(self.event, &self.last).await {
+            // Boxed: a live subscriber waits on its receiver for hours and
+            // should not carry the space of a database read meanwhile.
+            match Box::pin(self.live.inner.replay_page(self.event, &self.last)).await {
                 Ok(page) if page.is_empty() => self.replaying = false,
                 Ok(page) => self.replay.extend(page.into_iter().map(Arc::new)),
                 Err(e) => {

@@ -396,11 +396,12 @@ pub struct AttendanceChange {
 /// Repository for `attendance` and `batch` records.
 pub struct AttendanceLog<'a> {
     db: &'a Surreal<Any>,
+    cursor_turn: &'a tokio::sync::Mutex<()>,
 }
 
 impl<'a> AttendanceLog<'a> {
-    pub(super) fn new(db: &'a Surreal<Any>) -> Self {
-        Self { db }
+    pub(super) fn new(db: &'a Surreal<Any>, cursor_turn: &'a tokio::sync::Mutex<()>) -> Self {
+        Self { db, cursor_turn }
     }
 
     /// Gives each row without a cursor the next ones of its event, in order,
@@ -471,6 +472,7 @@ impl<'a> AttendanceLog<'a> {
 
     /// Applies one batch atomically; see the module doc for the checks.
     pub async fn commit(&self, mut w: BatchWrite, now: DateTime<Utc>) -> Result<(), CommitError> {
+        let _turn = if w.created.is_empty() { None } else { Some(self.cursor_turn.lock().await) };
         let seqs = self.assign_cursors(&mut w.created).await.map_err(CommitError::Store)?;
         let created: Vec<AttendanceRow> = w.created.iter().map(AttendanceRow::from).collect();
         let updated: Vec<AttendanceRow> = w.updated.iter().map(AttendanceRow::from).collect();
@@ -596,6 +598,7 @@ impl<'a> AttendanceLog<'a> {
         walk_ins: &[(Uuid, Uuid)],
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        let _turn = self.cursor_turn.lock().await;
         let seqs = self.assign_cursors(&mut rows).await?;
         let rows: Vec<AttendanceRow> = rows.iter().map(AttendanceRow::from).collect();
         self.db

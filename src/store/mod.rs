@@ -128,6 +128,10 @@ pub struct SurrealStore {
     /// For an embedded on-disk store, its directory: [`SurrealStore::close`]
     /// watches the engine's lock there to know it has shut down.
     data_dir: Option<std::path::PathBuf>,
+    /// Held by a commit that hands out check-in cursors, so that this
+    /// process's commits take the counters in turn instead of failing each
+    /// other (another instance's still can; those retry).
+    cursor_turn: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl SurrealStore {
@@ -143,7 +147,7 @@ impl SurrealStore {
         let data_dir = url
             .strip_prefix("surrealkv://")
             .map(|rest| std::path::PathBuf::from(rest.split('?').next().unwrap_or(rest)));
-        let store = Self { db, data_dir };
+        let store = Self { db, data_dir, cursor_turn: Default::default() };
         store.migrate().await?;
         Ok(store)
     }
@@ -154,7 +158,7 @@ impl SurrealStore {
     /// cancels the engine's tasks mid-shutdown. Other clones of this handle
     /// keep the database open; then this returns after `timeout`.
     pub async fn close(self, timeout: Duration) {
-        let Self { db, data_dir } = self;
+        let Self { db, data_dir, .. } = self;
         drop(db);
         let Some(dir) = data_dir else {
             // In-memory and remote engines have nothing to flush; let their tasks run once.
@@ -271,7 +275,7 @@ impl SurrealStore {
     }
 
     pub fn attendance(&self) -> AttendanceLog<'_> {
-        AttendanceLog::new(&self.db)
+        AttendanceLog::new(&self.db, &self.cursor_turn)
     }
 }
 
