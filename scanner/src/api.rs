@@ -4,9 +4,9 @@
 //! `graphql_client` against the workspace's `schema.graphql`, so a change to the
 //! server's contract that breaks them breaks this crate's build, not a venue.
 //!
-//! [`ServerClient`] sends them with the API key and sorts every failure into
-//! [`ApiError::Transient`] (try the same thing again later) or a permanent kind
-//! that the caller must not retry blindly.
+//! [`ServerClient`] sends them with the API key and sorts every failure (see
+//! [`interpret`]) into [`ApiError::Transient`] (try the same thing again later) or
+//! one of two permanent kinds that the caller must not retry blindly.
 
 use std::time::Duration;
 
@@ -54,15 +54,17 @@ pub type BatchResult = submit_sightings::SubmitSightingsSubmitSightings;
 /// How a request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// Network trouble, a timeout, a 5xx, `RATE_LIMITED` or `INTERNAL`: worth retrying.
-    #[error("transient: {0}")]
+    /// Anything that says nothing about the request itself: network trouble, a
+    /// timeout, any HTTP status but 401, a body that is not GraphQL, an error
+    /// without a code, `RATE_LIMITED`, `INTERNAL`, `FORBIDDEN`. Worth retrying.
+    #[error("{0}")]
     Transient(String),
     /// The key is missing, wrong or revoked (`UNAUTHENTICATED`, HTTP 401). Retrying
     /// with the same key cannot help.
     #[error("the server refused the API key: {0}")]
     BadKey(String),
-    /// The server understood the request and refused it for good (`VALIDATION`,
-    /// `FORBIDDEN`, a GraphQL error without a code, a 4xx).
+    /// The operation's resolver refused what the request carried (`VALIDATION` with
+    /// the operation's path): sending the same thing again cannot help.
     #[error("refused: {0}")]
     Refused(String),
 }
@@ -103,6 +105,11 @@ impl ServerClient {
         &self.endpoint
     }
 
+    /// The key requests are sent with.
+    pub fn api_key(&self) -> &str {
+        &self.api_key
+    }
+
     /// Replaces the key (after the key file changed).
     pub fn set_api_key(&mut self, api_key: String) {
         self.api_key = api_key;
@@ -120,40 +127,12 @@ impl ServerClient {
             .json(&body)
             .send()
             .await
-            .map_err(|e| ApiError::Transient(error_chain(&e)))?;
+            .map_err(|e| ApiError::Transient(format!("cannot reach {}: {}", self.endpoint, error_chain(&e))))?;
         let status = resp.status();
-        let text = resp.text().await.map_err(|e| ApiError::Transient(error_chain(&e)))?;
-        let parsed: Option<Response<Q::ResponseData>> = serde_json::from_str(&text).ok();
-        if let Some(parsed) = &parsed
-            && let Some(err) = parsed.errors.as_ref().and_then(|e| e.first())
-        {
-            let code =
-                err.extensions.as_ref().and_then(|x| x.get("code")).and_then(|c| c.as_str()).unwrap_or("").to_owned();
-            let msg = format!("{} ({})", err.message, if code.is_empty() { "no code" } else { &code });
-            return Err(match code.as_str() {
-                "UNAUTHENTICATED" => ApiError::BadKey(msg),
-                "RATE_LIMITED" | "INTERNAL" => ApiError::Transient(msg),
-                _ if status.is_server_error() => ApiError::Transient(msg),
-                _ => ApiError::Refused(msg),
-            });
-        }
-        if status == reqwest::StatusCode::UNAUTHORIZED {
-            return Err(ApiError::BadKey(format!("HTTP {status}")));
-        }
-        if status.is_server_error()
-            || status == reqwest::StatusCode::TOO_MANY_REQUESTS
-            || status == reqwest::StatusCode::REQUEST_TIMEOUT
-        {
-            return Err(ApiError::Transient(format!("HTTP {status}")));
-        }
-        if !status.is_success() {
-            return Err(ApiError::Refused(format!("HTTP {status}: {}", truncate(&text, 200))));
-        }
-        match parsed.and_then(|p| p.data) {
-            Some(data) => Ok(data),
-            // A 200 that is not our JSON: a captive portal or a proxy page. Try later.
-            None => Err(ApiError::Transient(format!("unexpected response: {}", truncate(&text, 200)))),
-        }
+        let text = resp.text().await.map_err(|e| {
+            ApiError::Transient(format!("reading the answer of {}: {}", self.endpoint, error_chain(&e)))
+        })?;
+        interpret(&self.endpoint, body.operation_name, status.as_u16(), &text)
     }
 
     /// `submitSightings`.
@@ -169,6 +148,79 @@ impl ServerClient {
     /// `scannerHeartbeat`; returns the skew the server measured, in ms.
     pub async fn heartbeat(&self, input: scanner_heartbeat::ScannerHeartbeatInput) -> Result<i64, ApiError> {
         Ok(self.post::<ScannerHeartbeat>(scanner_heartbeat::Variables { input }).await?.scanner_heartbeat.clock_skew_ms)
+    }
+}
+
+/// Sorts an HTTP answer to the operation `operation` (its root field is the
+/// operation name with a lower-case first letter) into data or an [`ApiError`].
+///
+/// Only two answers are not worth retrying:
+///
+/// - `UNAUTHENTICATED` or HTTP 401: the key ([`ApiError::BadKey`]);
+/// - `VALIDATION` raised by the operation's own resolver (the error's `path`
+///   starts at its root field): the server read the request and refused what it
+///   carried ([`ApiError::Refused`]).
+///
+/// Everything else is [`ApiError::Transient`], with a message that says what the
+/// server answered: a 404 from a wrong `--server` path, a 403 or an HTML page from
+/// a captive portal, a 413 from a proxy, a GraphQL error without a code, a request
+/// the server could not parse (a `VALIDATION` without a path: the scanner and the
+/// server disagree about the schema). None of those says anything about the batch
+/// itself, and each can be fixed on the server's side or by the network, so the
+/// sightings stay in the outbox and are retried.
+pub fn interpret<T: DeserializeOwned>(endpoint: &str, operation: &str, status: u16, text: &str) -> Result<T, ApiError> {
+    let parsed: Option<Response<T>> = serde_json::from_str(text).ok();
+    let root_field = {
+        let mut c = operation.chars();
+        c.next().map(|f| f.to_lowercase().chain(c).collect::<String>()).unwrap_or_default()
+    };
+    if let Some(parsed) = &parsed
+        && let Some(err) = parsed.errors.as_ref().and_then(|e| e.first())
+    {
+        let code = err.extensions.as_ref().and_then(|x| x.get("code")).and_then(|c| c.as_str()).unwrap_or("");
+        let in_resolver = err
+            .path
+            .as_ref()
+            .and_then(|p| p.first())
+            .is_some_and(|f| matches!(f, graphql_client::PathFragment::Key(k) if *k == root_field));
+        let msg = format!(
+            "the server at {endpoint} answered HTTP {status} with the error \"{}\" ({})",
+            err.message,
+            if code.is_empty() { "no code" } else { code }
+        );
+        return Err(match code {
+            "UNAUTHENTICATED" => ApiError::BadKey(msg),
+            "VALIDATION" if in_resolver => ApiError::Refused(msg),
+            "VALIDATION" if status == 413 => ApiError::Transient(format!("{msg}: is --batch-size too large for it?")),
+            "VALIDATION" => ApiError::Transient(format!(
+                "{msg}: the server could not take {operation} as sent; is it an older or newer Rollcall than this scanner ({})?",
+                crate::VERSION
+            )),
+            _ => ApiError::Transient(msg),
+        });
+    }
+    if status == 401 {
+        return Err(ApiError::BadKey(format!("the server at {endpoint} answered HTTP 401: {}", truncate(text, 200))));
+    }
+    let body = truncate(text.trim(), 200);
+    let hint = match status {
+        200..=299 => None,
+        404 | 405 => Some("is --server right?"),
+        403 => Some("a captive portal or a proxy in the way, or is --server right?"),
+        413 => Some("is --batch-size too large for it (or for a proxy in between)?"),
+        408 | 429 | 500..=599 => Some("the server is busy or down; retrying"),
+        _ => Some("retrying"),
+    };
+    if let Some(hint) = hint {
+        return Err(ApiError::Transient(format!("the server at {endpoint} answered HTTP {status}: {hint} ({body})")));
+    }
+    match parsed.and_then(|p| p.data) {
+        Some(data) => Ok(data),
+        // A 200 that is not our JSON: a captive portal or a proxy page. Try later.
+        None => Err(ApiError::Transient(format!(
+            "the server at {endpoint} answered HTTP {status} with something that is not Rollcall's GraphQL \
+             (a captive portal? is --server right?): {body}"
+        ))),
     }
 }
 
@@ -188,5 +240,85 @@ fn truncate(s: &str, max: usize) -> String {
     match s.char_indices().nth(max) {
         Some((i, _)) => format!("{}…", &s[..i]),
         None => s.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Data = submit_sightings::ResponseData;
+    const URL: &str = "http://rollcall.test/graphql";
+
+    fn answer(status: u16, body: &str) -> Result<Data, ApiError> {
+        interpret::<Data>(URL, "SubmitSightings", status, body)
+    }
+
+    fn transient(r: Result<Data, ApiError>) -> String {
+        match r {
+            Err(ApiError::Transient(msg)) => msg,
+            other => panic!("expected a transient error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn wrong_paths_portals_and_proxies_are_transient_and_say_what_the_server_answered() {
+        let msg = transient(answer(404, "Not Found"));
+        assert!(
+            msg.contains("the server at http://rollcall.test/graphql answered HTTP 404: is --server right?"),
+            "{msg}"
+        );
+        assert!(msg.contains("Not Found"), "the server's answer is quoted: {msg}");
+        let msg = transient(answer(403, "<html>Log in to the venue Wi-Fi</html>"));
+        assert!(msg.contains("403") && msg.contains("captive portal") && msg.contains("venue Wi-Fi"), "{msg}");
+        let msg = transient(answer(413, "Request Entity Too Large"));
+        assert!(msg.contains("--batch-size"), "{msg}");
+        let msg = transient(answer(200, "<html>Welcome to FreeWifi</html>"));
+        assert!(msg.contains("not Rollcall's GraphQL") && msg.contains("FreeWifi"), "{msg}");
+        transient(answer(400, "bad request"));
+        transient(answer(502, "Bad Gateway"));
+        transient(answer(429, ""));
+    }
+
+    #[test]
+    fn only_a_coded_validation_error_from_the_resolver_refuses_the_batch() {
+        // The resolver refused the batch: permanent.
+        let body = r#"{"data":null,"errors":[{"message":"at most 5000 sightings","path":["submitSightings"],
+            "extensions":{"code":"VALIDATION"}}]}"#;
+        assert!(matches!(answer(200, body), Err(ApiError::Refused(m)) if m.contains("at most 5000")));
+        // A query the server cannot even parse (schema drift): VALIDATION but no path.
+        let body = r#"{"errors":[{"message":"Unknown field \"belowRssi\"","extensions":{"code":"VALIDATION"}}]}"#;
+        let msg = transient(answer(200, body));
+        assert!(msg.contains("Unknown field") && msg.contains("older or newer Rollcall"), "{msg}");
+        // The server's own body-size limit.
+        let body =
+            r#"{"errors":[{"message":"request body is larger than the limit","extensions":{"code":"VALIDATION"}}]}"#;
+        assert!(transient(answer(413, body)).contains("--batch-size"));
+        // An error without a code, whatever it says.
+        let body = r#"{"errors":[{"message":"Unknown field \"x\" on type \"Mutation\""}]}"#;
+        assert!(transient(answer(200, body)).contains("(no code)"));
+        // The server's transient codes, and a scope the key does not have (yet).
+        for code in ["INTERNAL", "RATE_LIMITED", "FORBIDDEN", "NOT_FOUND"] {
+            let body = format!(
+                r#"{{"errors":[{{"message":"m","path":["submitSightings"],"extensions":{{"code":"{code}"}}}}]}}"#
+            );
+            transient(answer(200, &body));
+        }
+    }
+
+    #[test]
+    fn a_bad_key_is_a_bad_key() {
+        let body = r#"{"errors":[{"message":"invalid API key","extensions":{"code":"UNAUTHENTICATED"}}]}"#;
+        assert!(matches!(answer(401, body), Err(ApiError::BadKey(_))));
+        assert!(matches!(answer(200, body), Err(ApiError::BadKey(_))));
+        assert!(matches!(answer(401, "Unauthorized"), Err(ApiError::BadKey(_))));
+    }
+
+    #[test]
+    fn data_is_data() {
+        let body = r#"{"data":{"submitSightings":{"accepted":1,"checkIns":1,"duplicates":0,"unknownDevices":0,"unregistered":0,"outsideEvent":0,"belowRssi":0,
+            "rejected":[],"replayed":false}}}"#;
+        let data = answer(200, body);
+        assert!(matches!(&data, Ok(d) if d.submit_sightings.accepted == 1), "{data:?}");
     }
 }

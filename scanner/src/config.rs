@@ -29,11 +29,20 @@ pub struct Cli {
     /// Where the outbox lives [default: ./rollcall-scanner-data].
     #[arg(long, global = true, env = "ROLLCALL_SCANNER_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Log format: `text` or `json` (RUST_LOG filters, default `info`).
-    #[arg(long, global = true, env = "ROLLCALL_SCANNER_LOG_FORMAT", default_value = "text")]
-    pub log_format: String,
+    /// Log format (RUST_LOG filters, default `info`).
+    #[arg(long, global = true, env = "ROLLCALL_SCANNER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How logs are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One line of text per record.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// What to do.
@@ -48,8 +57,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Upload everything waiting in the outbox now, then exit (0 when empty).
-    Flush(ServerArgs),
+    /// Upload everything waiting in the outbox now, then exit: 0 when everything
+    /// was delivered, 1 while batches the server refused (dead batches) remain.
+    Flush(FlushArgs),
     /// Print the ground truth of `--source simulate:N` for a seed and start, as JSON.
     Simulate {
         /// Attendees.
@@ -75,6 +85,17 @@ pub struct ServerArgs {
     /// HTTP request timeout in seconds [default: 30].
     #[arg(long, env = "ROLLCALL_SCANNER_HTTP_TIMEOUT_SECS")]
     pub http_timeout_secs: Option<u64>,
+}
+
+/// `flush`'s settings.
+#[derive(Debug, Args, Default)]
+pub struct FlushArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// First give the batches the server refused as a whole (dead batches, see
+    /// `status`) another go, under their own batch ids.
+    #[arg(long)]
+    pub retry_dead: bool,
 }
 
 /// The simulation's knobs.
@@ -124,6 +145,10 @@ pub struct RunArgs {
     /// Bluetooth adapter to use, e.g. `hci1` [default: the first].
     #[arg(long, env = "ROLLCALL_SCANNER_ADAPTER")]
     pub adapter: Option<String>,
+    /// Exit (non-zero, so systemd starts a fresh process) after this many BLE scan
+    /// sessions in a row that failed or heard nothing [default: 10].
+    #[arg(long, env = "ROLLCALL_SCANNER_BLE_GIVE_UP_AFTER")]
+    pub ble_give_up_after: Option<u32>,
     /// Seconds between refreshes of the active events [default: 60].
     #[arg(long, env = "ROLLCALL_SCANNER_EVENTS_REFRESH_SECS")]
     pub events_refresh_secs: Option<f64>,
@@ -161,6 +186,7 @@ pub struct FileConfig {
     pub sim_ad_interval_secs: Option<f64>,
     pub watchdog_secs: Option<f64>,
     pub adapter: Option<String>,
+    pub ble_give_up_after: Option<u32>,
     pub events_refresh_secs: Option<f64>,
     pub heartbeat_secs: Option<f64>,
     pub backoff_initial_ms: Option<u64>,
@@ -199,6 +225,32 @@ fn secs(v: f64, what: &str) -> anyhow::Result<Duration> {
         .map_err(|_| anyhow::anyhow!("{what} must be a non-negative number of seconds, not {v}"))
 }
 
+/// A duration that must not be zero: a zero watchdog would restart the scan in a
+/// tight loop, a zero backoff would hammer the server.
+fn positive_secs(v: f64, what: &str) -> anyhow::Result<Duration> {
+    let d = secs(v, what)?;
+    anyhow::ensure!(d >= Duration::from_millis(1), "{what} must be more than 0 seconds, not {v}");
+    Ok(d)
+}
+
+/// Checks that `server` is an http(s) URL with a host, and says how to fix it if not.
+pub fn check_server_url(server: &str) -> anyhow::Result<()> {
+    let example = "e.g. https://rollcall.example.org";
+    let url = reqwest::Url::parse(server).map_err(|e| {
+        anyhow::anyhow!("server `{server}` is not a URL ({e}): give its base URL with http:// or https://, {example}")
+    })?;
+    anyhow::ensure!(
+        matches!(url.scheme(), "http" | "https"),
+        "server `{server}` must start with http:// or https://, {example}"
+    );
+    anyhow::ensure!(url.host_str().is_some_and(|h| !h.is_empty()), "server `{server}` has no host, {example}");
+    anyhow::ensure!(
+        url.query().is_none() && url.fragment().is_none(),
+        "server `{server}` must be a base URL without ?query or #fragment, {example}"
+    );
+    Ok(())
+}
+
 /// The data directory.
 pub fn data_dir(cli: &Cli, file: &FileConfig) -> PathBuf {
     cli.data_dir.clone().or_else(|| file.data_dir.clone()).unwrap_or_else(|| PathBuf::from("rollcall-scanner-data"))
@@ -212,6 +264,7 @@ impl ServerSettings {
             .clone()
             .or_else(|| file.server.clone())
             .context("no server: pass --server URL (or ROLLCALL_SCANNER_SERVER, or `server` in the config file)")?;
+        check_server_url(&server)?;
         let api_key_file = args.api_key_file.clone().or_else(|| file.api_key_file.clone()).context(
             "no API key: pass --api-key-file FILE (or ROLLCALL_SCANNER_API_KEY_FILE, or `api_key_file` in the config file)",
         )?;
@@ -276,6 +329,8 @@ pub struct RunSettings {
     pub watchdog: Duration,
     /// BLE adapter.
     pub adapter: Option<String>,
+    /// BLE sessions in a row that fail or hear nothing before the source fails.
+    pub ble_give_up_after: u32,
     /// Active-events refresh interval.
     pub events_refresh: Duration,
     /// Heartbeat interval.
@@ -300,6 +355,11 @@ impl RunSettings {
             .map_err(anyhow::Error::msg)?;
         let speed = args.speed.or(file.speed).unwrap_or(1.0);
         anyhow::ensure!(speed.is_finite() && speed >= 0.0, "speed must be 0 or more, not {speed}");
+        let watchdog = positive_secs(args.watchdog_secs.or(file.watchdog_secs).unwrap_or(30.0), "watchdog_secs")?;
+        let backoff_max =
+            positive_secs(args.backoff_max_secs.or(file.backoff_max_secs).unwrap_or(60.0), "backoff_max_secs")?;
+        let ble_give_up_after = args.ble_give_up_after.or(file.ble_give_up_after).unwrap_or(10);
+        anyhow::ensure!(ble_give_up_after >= 1, "ble_give_up_after must be at least 1");
         Ok(Self {
             server: ServerSettings::resolve(&args.server, file)?,
             data_dir: data_dir(cli, file),
@@ -312,8 +372,9 @@ impl RunSettings {
             ),
             speed,
             sim: SimSettings::resolve(&args.sim, file)?,
-            watchdog: secs(args.watchdog_secs.or(file.watchdog_secs).unwrap_or(30.0), "watchdog_secs")?,
+            watchdog,
             adapter: args.adapter.clone().or_else(|| file.adapter.clone()),
+            ble_give_up_after,
             events_refresh: secs(
                 args.events_refresh_secs.or(file.events_refresh_secs).unwrap_or(60.0),
                 "events_refresh_secs",
@@ -322,7 +383,7 @@ impl RunSettings {
             backoff_initial: Duration::from_millis(
                 args.backoff_initial_ms.or(file.backoff_initial_ms).unwrap_or(500).max(1),
             ),
-            backoff_max: secs(args.backoff_max_secs.or(file.backoff_max_secs).unwrap_or(60.0), "backoff_max_secs")?,
+            backoff_max,
             keep_running: args.keep_running || file.keep_running.unwrap_or(false),
         })
     }
@@ -347,6 +408,59 @@ mod tests {
         assert_eq!(s.window, Duration::from_secs(5));
         assert_eq!(s.source, SourceSpec::Simulate(3));
         assert_eq!(s.server.batch_size, 500);
+    }
+
+    fn run_settings(args: &[&str], file: &str) -> anyhow::Result<RunSettings> {
+        let file: FileConfig = toml::from_str(file).unwrap();
+        let cli = Cli::try_parse_from(["rollcall-scanner", "run", "--api-key-file", "/k"].iter().chain(args))?;
+        let Command::Run(run) = &cli.command else { panic!("run") };
+        RunSettings::resolve(&cli, run, &file)
+    }
+
+    fn error(r: anyhow::Result<RunSettings>) -> String {
+        format!("{:#}", r.expect_err("an error"))
+    }
+
+    #[test]
+    fn the_server_must_be_an_http_url() {
+        for ok in ["http://127.0.0.1:8080", "https://rollcall.example.org", "https://example.org/rollcall/"] {
+            assert!(run_settings(&["--server", ok], "").is_ok(), "{ok}");
+        }
+        let e = error(run_settings(&["--server", "rollcall.example.org"], ""));
+        assert!(e.contains("`rollcall.example.org` is not a URL") && e.contains("https://"), "{e}");
+        let e = error(run_settings(&["--server", "ftp://rollcall.example.org"], ""));
+        assert!(e.contains("must start with http:// or https://"), "{e}");
+        let e = error(run_settings(&[], "server = \"ws://rollcall.example.org\""));
+        assert!(e.contains("must start with http:// or https://"), "{e}");
+        let e = error(run_settings(&["--server", "https://example.org/?key=1"], ""));
+        assert!(e.contains("without ?query"), "{e}");
+    }
+
+    #[test]
+    fn zero_watchdog_and_zero_backoff_are_refused() {
+        let e = error(run_settings(&["--server", "http://x", "--watchdog-secs", "0"], ""));
+        assert!(e.contains("watchdog_secs must be more than 0 seconds"), "{e}");
+        let e = error(run_settings(&["--server", "http://x"], "backoff_max_secs = 0"));
+        assert!(e.contains("backoff_max_secs must be more than 0 seconds"), "{e}");
+        let e = error(run_settings(&["--server", "http://x"], "backoff_max_secs = -1"));
+        assert!(e.contains("backoff_max_secs must be a non-negative number"), "{e}");
+        let e = error(run_settings(&["--server", "http://x", "--ble-give-up-after", "0"], ""));
+        assert!(e.contains("ble_give_up_after must be at least 1"), "{e}");
+        let s = run_settings(&["--server", "http://x", "--watchdog-secs", "0.5"], "").unwrap();
+        assert_eq!(
+            (s.watchdog, s.backoff_max, s.ble_give_up_after),
+            (Duration::from_millis(500), Duration::from_secs(60), 10)
+        );
+    }
+
+    #[test]
+    fn an_unknown_log_format_is_refused() {
+        let e = Cli::try_parse_from(["rollcall-scanner", "--log-format", "xml", "status"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::InvalidValue);
+        assert!(e.to_string().contains("possible values: text, json"), "{e}");
+        let cli = Cli::try_parse_from(["rollcall-scanner", "--log-format", "json", "status"]).unwrap();
+        assert_eq!(cli.log_format, LogFormat::Json);
+        assert_eq!(Cli::try_parse_from(["rollcall-scanner", "status"]).unwrap().log_format, LogFormat::Text);
     }
 
     #[test]

@@ -4,7 +4,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser as _;
-use rollcall_scanner::config::{Cli, Command, FileConfig, RunSettings, ServerSettings, SimSettings, data_dir};
+use rollcall_scanner::config::{
+    Cli, Command, FileConfig, FlushArgs, LogFormat, RunSettings, ServerSettings, SimSettings, data_dir,
+};
 use rollcall_scanner::outbox::{OUTBOX_FILE, Outbox};
 use rollcall_scanner::sighting::{now_ms, rfc3339_ms};
 use rollcall_scanner::source::simulate::{SimConfig, plan};
@@ -13,7 +15,7 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log_format);
+    init_logging(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -33,12 +35,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(format: &str) {
+fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Colours only on a terminal: journald and log files get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    if format == "json" {
+    if format == LogFormat::Json {
         builder.json().init();
     } else {
         builder.init();
@@ -54,29 +56,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { json } => status(&data_dir(&cli, &file), *json),
-        Command::Flush(args) => {
-            let server = ServerSettings::resolve(args, &file)?;
-            let client = rollcall_scanner::scanner::client_for(&server)?;
-            let outbox = Outbox::open(&data_dir(&cli, &file))?;
-            let before = outbox.depth()?;
-            let mut uploader = Uploader::new(
-                outbox,
-                client,
-                UploaderConfig {
-                    batch_size: server.batch_size,
-                    backoff_initial: std::time::Duration::from_millis(500),
-                    backoff_max: std::time::Duration::from_secs(10),
-                    api_key_file: Some(server.api_key_file.clone()),
-                    give_up_after: Some(5),
-                },
-                Arc::new(tokio::sync::Notify::new()),
-            );
-            let (_stop_tx, stop) = tokio::sync::watch::channel(false);
-            let (_drain_tx, drain) = tokio::sync::watch::channel(true);
-            let batches = uploader.run(stop, drain).await?;
-            println!("flushed {before} sightings in {batches} batches; the outbox is empty");
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Flush(args) => flush(&data_dir(&cli, &file), args, &file).await,
         Command::Simulate { attendees, sim } => {
             let sim = SimSettings::resolve(sim, &file)?;
             let plan = plan(&SimConfig {
@@ -90,6 +70,48 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+async fn flush(dir: &std::path::Path, args: &FlushArgs, file: &FileConfig) -> anyhow::Result<ExitCode> {
+    let server = ServerSettings::resolve(&args.server, file)?;
+    let client = rollcall_scanner::scanner::client_for(&server)?;
+    let mut outbox = Outbox::open(dir)?;
+    if args.retry_dead {
+        let n = outbox.unpark_all()?;
+        if n > 0 {
+            println!("sending {n} refused (dead) batches again");
+        }
+    }
+    let before = outbox.depth()?;
+    let mut uploader = Uploader::new(
+        outbox,
+        client,
+        UploaderConfig {
+            batch_size: server.batch_size,
+            backoff_initial: std::time::Duration::from_millis(500),
+            backoff_max: std::time::Duration::from_secs(10),
+            api_key_file: Some(server.api_key_file.clone()),
+            give_up_after: Some(5),
+        },
+        Arc::new(tokio::sync::Notify::new()),
+    );
+    let (_stop_tx, stop) = tokio::sync::watch::channel(false);
+    let (_drain_tx, drain) = tokio::sync::watch::channel(true);
+    let batches = uploader.run(stop, drain).await?;
+    let stats = Outbox::open(dir)?.stats()?;
+    if stats.dead_batches > 0 {
+        println!("flushed {} sightings in {batches} batches", before.saturating_sub(stats.depth));
+        eprintln!(
+            "error: {} batches ({} sightings) were refused by the server and are kept in the outbox as dead \
+             (last reason: {}); after fixing the cause, `rollcall-scanner flush --retry-dead` sends them again",
+            stats.dead_batches,
+            stats.dead_sightings,
+            stats.last_dead_reason.as_deref().unwrap_or("?")
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    println!("flushed {before} sightings in {batches} batches; the outbox is empty");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn status(dir: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
@@ -125,11 +147,13 @@ fn status(dir: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
         "delivered:   {} sightings in {} batches ({} rejected by the server, {} batches answered as replays)",
         stats.sightings_acked, stats.batches_acked, stats.sightings_rejected, stats.batches_replayed
     );
+    println!(
+        "dead:        {} batches ({} sightings) refused by the server as a whole",
+        stats.dead_batches, stats.dead_sightings
+    );
     if stats.dead_batches > 0 {
-        println!(
-            "refused:     {} batches ({} sightings) refused by the server as a whole; kept, not resent",
-            stats.dead_batches, stats.dead_sightings
-        );
+        println!("             kept, not resent; last reason: {}", stats.last_dead_reason.as_deref().unwrap_or("?"));
+        println!("             after fixing the cause, `rollcall-scanner flush --retry-dead` sends them again");
     }
     Ok(ExitCode::SUCCESS)
 }

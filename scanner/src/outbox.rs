@@ -23,8 +23,11 @@
 //!    the batch is sent again and answered `replayed: true`: exactly once overall.
 //! 4. **A permanent refusal is parked, not retried, not lost.** [`Outbox::park`]
 //!    marks a batch the server refused as a whole (a validation error) as *dead*
-//!    with the reason. Dead batches are never sent again automatically; `status`
-//!    counts them and their sightings stay on disk for inspection.
+//!    with the reason. Only the resolver's `VALIDATION` answer parks a batch (see
+//!    [`crate::api::interpret`]); anything else is retried. Dead batches are never
+//!    sent again automatically; `status` counts them, `flush` fails while any
+//!    remain, and [`Outbox::unpark_all`] (`flush --retry-dead`) gives them another
+//!    go under their own ids.
 //! 5. **Order.** Batches are sent in sealing order and sightings are sealed in the
 //!    order they were appended.
 
@@ -75,6 +78,8 @@ pub struct OutboxStats {
     pub dead_batches: u64,
     /// Sightings in dead batches.
     pub dead_sightings: u64,
+    /// Why the most recently parked batch was refused.
+    pub last_dead_reason: Option<String>,
     /// When the last batch was acknowledged (Unix ms, scanner clock).
     pub last_upload_ms: Option<i64>,
     /// The id of that batch.
@@ -265,6 +270,15 @@ impl Outbox {
         Ok(())
     }
 
+    /// Gives every dead batch another go: they become sealed batches again, with
+    /// their ids and members unchanged, sent before anything sealed after them.
+    /// Returns how many there were.
+    pub fn unpark_all(&mut self) -> Result<u64, OutboxError> {
+        let n =
+            self.conn.execute("UPDATE batch SET dead_reason = NULL, attempts = 0 WHERE dead_reason IS NOT NULL", [])?;
+        Ok(n as u64)
+    }
+
     /// Sightings waiting to be delivered (pending and sealed, dead excluded).
     pub fn depth(&self) -> Result<u64, OutboxError> {
         let n: i64 = self.conn.query_row(
@@ -298,6 +312,14 @@ impl Outbox {
             dead_sightings: count(
                 "SELECT COUNT(*) FROM sighting WHERE batch IN (SELECT seq FROM batch WHERE dead_reason IS NOT NULL)",
             )?,
+            last_dead_reason: self
+                .conn
+                .query_row(
+                    "SELECT dead_reason FROM batch WHERE dead_reason IS NOT NULL ORDER BY seq DESC LIMIT 1",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?,
             last_upload_ms: note("last_upload_ms")?.and_then(|v| v.parse().ok()),
             last_batch_id: note("last_batch_id")?,
             batches_acked: counter("batches_acked")?,
@@ -362,5 +384,26 @@ mod tests {
         assert!(ob.next_batch(10).unwrap().is_none());
         let st = ob.stats().unwrap();
         assert_eq!((st.depth, st.dead_batches, st.dead_sightings), (0, 1, 2));
+        assert_eq!(st.last_dead_reason.as_deref(), Some("VALIDATION: too many"));
+    }
+
+    #[test]
+    fn unparked_batches_go_out_again_first_under_the_same_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ob = Outbox::open(dir.path()).unwrap();
+        ob.append(&[s(1), s(2)]).unwrap();
+        let dead = ob.next_batch(10).unwrap().unwrap();
+        ob.note_attempt(dead.batch_id).unwrap();
+        ob.park(dead.batch_id, "VALIDATION: no").unwrap();
+        ob.append(&[s(3)]).unwrap();
+        let live = ob.next_batch(10).unwrap().unwrap();
+        assert_eq!(live.sightings, vec![s(3)]);
+        assert_eq!(ob.unpark_all().unwrap(), 1);
+        assert_eq!(ob.unpark_all().unwrap(), 0);
+        let st = ob.stats().unwrap();
+        assert_eq!((st.depth, st.dead_batches, st.sealed_batches), (3, 0, 2));
+        assert_eq!(st.last_dead_reason, None);
+        let again = ob.next_batch(10).unwrap().unwrap();
+        assert_eq!((again.batch_id, &again.sightings, again.attempts), (dead.batch_id, &dead.sightings, 0));
     }
 }

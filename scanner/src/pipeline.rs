@@ -9,15 +9,34 @@
 //!   equals the earliest. A phone advertising ten times a second becomes one row per
 //!   window, which is what keeps uploads small.
 //!
-//! Time here is the sightings' own time, not the wall clock: a window closes when a
-//! sighting at or after its end has been seen (the *watermark*). That makes replay
-//! at any speed coalesce exactly like live scanning. When nothing at all is heard
-//! for a while, the caller closes every window with [`Coalescer::drain_all`].
+//! A window closes in whichever of two ways comes first:
 //!
-//! Sightings held here are not yet durable; at most one window plus one commit
-//! interval is lost if the power fails. Everything from the outbox on is durable.
+//! - **by the sightings' own time**: a sighting at or after its end has been seen
+//!   (the *watermark*). That makes a replay at any speed coalesce exactly like
+//!   live scanning;
+//! - **by its age on the monotonic clock**: a window open for longer than
+//!   `window + grace` (see [`Coalescer::with_max_age`]) is closed whatever the
+//!   timestamps say. Without that, a wall clock stepped back by NTP, or one
+//!   far-future line in a replay, would leave the newest windows open until the
+//!   sightings' time caught up, possibly for ever: memory grows and a power cut
+//!   loses them all.
+//!
+//! A sighting far behind the watermark (more than the longest age) means the
+//! clock went back, or a replay is out of order: the watermark follows it back
+//! (counted in [`Coalescer::rewinds`]), so coalescing carries on at the new time
+//! instead of closing every new window at once.
+//!
+//! When nothing at all is heard for a while, the caller closes every window with
+//! [`Coalescer::drain_all`].
+//!
+//! Sightings held here are not yet durable; at most `window + grace` plus one
+//! commit interval is lost if the power fails. Everything from the outbox on is
+//! durable.
+
+use std::collections::BTreeMap;
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use crate::sighting::Sighting;
 
@@ -48,44 +67,87 @@ struct Best {
     rssi: Option<i16>,
 }
 
-/// Which window and device a [`Best`] belongs to.
+/// Which device a [`Best`] belongs to, within its window.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Key {
-    /// The window's index: `seen_at_ms.div_euclid(window_ms)`.
-    window: i64,
     /// The identifier heard.
     identifier: String,
     /// The event it was heard for, if pinned.
     event_id: Option<String>,
 }
 
+/// One open window.
+#[derive(Debug)]
+struct Window {
+    /// When it was opened, on the monotonic clock.
+    opened: Instant,
+    /// The best hearing of each device in it.
+    best: HashMap<Key, Best>,
+}
+
+/// How long a window may stay open beyond its length, by default.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
+
 /// One sighting per (identifier, event) per window, the strongest.
 #[derive(Debug)]
 pub struct Coalescer {
     /// Window length in milliseconds (at least 1).
     window_ms: i64,
-    /// Open windows.
-    open: HashMap<Key, Best>,
-    /// The latest `seen_at_ms` pushed: windows ending at or before it are closed.
+    /// A window open this long (monotonic clock) is closed.
+    max_age: Duration,
+    /// Open windows, by index (`seen_at_ms.div_euclid(window_ms)`).
+    windows: BTreeMap<i64, Window>,
+    /// The latest `seen_at_ms` pushed, unless the time went back since: windows
+    /// ending at or before it are closed.
     watermark: i64,
+    /// How often a sighting far behind the watermark moved it back.
+    pub rewinds: u64,
 }
 
 impl Coalescer {
     /// A coalescer with windows of `window_ms` (0 is taken as 1 ms: no coalescing
-    /// beyond identical milliseconds).
+    /// beyond identical milliseconds) that stay open at most `window_ms` plus
+    /// [`DEFAULT_GRACE`].
     pub fn new(window_ms: i64) -> Self {
-        Self { window_ms: window_ms.max(1), open: HashMap::new(), watermark: i64::MIN }
+        let window = Duration::from_millis(u64::try_from(window_ms.max(1)).unwrap_or(1));
+        Self::with_max_age(window_ms, window + DEFAULT_GRACE)
+    }
+
+    /// A coalescer whose windows stay open at most `max_age` on the monotonic
+    /// clock (normally the window's length plus a grace).
+    pub fn with_max_age(window_ms: i64, max_age: Duration) -> Self {
+        Self { window_ms: window_ms.max(1), max_age, windows: BTreeMap::new(), watermark: i64::MIN, rewinds: 0 }
     }
 
     /// Takes one sighting in.
     #[inline]
     pub fn push(&mut self, s: Sighting) {
-        self.watermark = self.watermark.max(s.seen_at_ms);
-        let key =
-            Key { window: s.seen_at_ms.div_euclid(self.window_ms), identifier: s.identifier, event_id: s.event_id };
+        self.push_with(s, Instant::now);
+    }
+
+    /// Takes one sighting in, `now` being the monotonic time (for tests).
+    pub fn push_at(&mut self, s: Sighting, now: Instant) {
+        self.push_with(s, || now);
+    }
+
+    #[inline]
+    fn push_with(&mut self, s: Sighting, now: impl FnOnce() -> Instant) {
+        let far = i64::try_from(self.max_age.as_millis()).unwrap_or(i64::MAX).max(self.window_ms);
+        if s.seen_at_ms < self.watermark.saturating_sub(far) {
+            // The clock went back (or the input is out of order): follow it.
+            self.watermark = s.seen_at_ms;
+            self.rewinds += 1;
+        } else {
+            self.watermark = self.watermark.max(s.seen_at_ms);
+        }
+        let window = self
+            .windows
+            .entry(s.seen_at_ms.div_euclid(self.window_ms))
+            .or_insert_with(|| Window { opened: now(), best: HashMap::new() });
         let new = Best { seen_at_ms: s.seen_at_ms, rssi: s.rssi };
-        self.open
-            .entry(key)
+        window
+            .best
+            .entry(Key { identifier: s.identifier, event_id: s.event_id })
             .and_modify(|best| {
                 if new.rssi > best.rssi || (new.rssi == best.rssi && new.seen_at_ms < best.seen_at_ms) {
                     *best = new;
@@ -94,40 +156,42 @@ impl Coalescer {
             .or_insert(new);
     }
 
-    /// Removes and returns the windows that have closed, oldest first.
+    /// Removes and returns the windows that have closed by now, oldest first: those
+    /// the watermark has passed, and those open for longer than the maximum age.
     pub fn drain_closed(&mut self) -> Vec<Sighting> {
-        let window_ms = self.window_ms;
-        let watermark = self.watermark;
-        self.drain_where(|k| (k.window + 1).saturating_mul(window_ms) <= watermark)
+        self.drain_closed_at(Instant::now())
+    }
+
+    /// [`Self::drain_closed`] at the monotonic time `now` (for tests).
+    pub fn drain_closed_at(&mut self, now: Instant) -> Vec<Sighting> {
+        let (window_ms, watermark, max_age) = (self.window_ms, self.watermark, self.max_age);
+        self.drain_where(|index, w| {
+            (index + 1).saturating_mul(window_ms) <= watermark || now.saturating_duration_since(w.opened) >= max_age
+        })
     }
 
     /// Removes and returns every open window, oldest first (idle, end of input, shutdown).
     pub fn drain_all(&mut self) -> Vec<Sighting> {
-        self.drain_where(|_| true)
+        self.drain_where(|_, _| true)
     }
 
     /// How many (identifier, window) pairs are open.
     pub fn open_len(&self) -> usize {
-        self.open.len()
+        self.windows.values().map(|w| w.best.len()).sum()
     }
 
-    fn drain_where(&mut self, closed: impl Fn(&Key) -> bool) -> Vec<Sighting> {
-        if self.open.is_empty() {
-            return Vec::new();
+    fn drain_where(&mut self, closed: impl Fn(i64, &Window) -> bool) -> Vec<Sighting> {
+        let indices: Vec<i64> = self.windows.iter().filter(|(i, w)| closed(**i, w)).map(|(i, _)| *i).collect();
+        let mut out = Vec::new();
+        for i in indices {
+            let Some(w) = self.windows.remove(&i) else { continue };
+            out.extend(w.best.into_iter().map(|(k, best)| Sighting {
+                identifier: k.identifier,
+                seen_at_ms: best.seen_at_ms,
+                rssi: best.rssi,
+                event_id: k.event_id,
+            }));
         }
-        let keys: Vec<Key> = self.open.keys().filter(|k| closed(k)).cloned().collect();
-        let mut out: Vec<Sighting> = keys
-            .into_iter()
-            .filter_map(|k| {
-                let best = self.open.remove(&k)?;
-                Some(Sighting {
-                    identifier: k.identifier,
-                    seen_at_ms: best.seen_at_ms,
-                    rssi: best.rssi,
-                    event_id: k.event_id,
-                })
-            })
-            .collect();
         out.sort_by(|a, b| a.seen_at_ms.cmp(&b.seen_at_ms).then_with(|| a.identifier.cmp(&b.identifier)));
         out
     }
@@ -215,6 +279,66 @@ mod tests {
         let out = p.coalescer.drain_all();
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].event_id.as_deref(), Some("ev1"));
+    }
+
+    #[test]
+    fn a_window_open_too_long_on_the_monotonic_clock_is_closed_whatever_the_timestamps() {
+        let t0 = Instant::now();
+        let mut c = Coalescer::with_max_age(10_000, Duration::from_secs(15));
+        // One far-future line, then ordinary ones: the watermark cannot close the far one.
+        c.push_at(s("future", 4_102_444_800_000, Some(-50)), t0);
+        c.push_at(s("a", 1_000, Some(-60)), t0);
+        assert!(c.drain_closed_at(t0 + Duration::from_secs(14)).is_empty(), "both still young");
+        c.push_at(s("a", 5_000, Some(-55)), t0 + Duration::from_secs(5));
+        c.push_at(s("b", 12_000, Some(-70)), t0 + Duration::from_secs(12));
+        // The far-future window and the first ordinary one are 15 s old: closed. The
+        // one opened at 12 s is not, though the far-future line is "after" it.
+        let out = c.drain_closed_at(t0 + Duration::from_secs(15));
+        assert_eq!(out, vec![s("a", 5_000, Some(-55)), s("future", 4_102_444_800_000, Some(-50))]);
+        assert_eq!(c.open_len(), 1);
+        // Later sightings keep coalescing by their own time as before.
+        c.push_at(s("b", 13_000, Some(-65)), t0 + Duration::from_secs(16));
+        c.push_at(s("b", 20_000, Some(-65)), t0 + Duration::from_secs(17));
+        assert_eq!(c.drain_closed_at(t0 + Duration::from_secs(17)), vec![s("b", 13_000, Some(-65))]);
+        assert!(c.drain_closed_at(t0 + Duration::from_secs(31)).is_empty());
+        assert_eq!(c.drain_closed_at(t0 + Duration::from_secs(32)), vec![s("b", 20_000, Some(-65))]);
+        assert_eq!(c.open_len(), 0);
+    }
+
+    #[test]
+    fn after_the_clock_steps_back_windows_coalesce_and_close_at_the_new_time() {
+        let t0 = Instant::now();
+        let hour = 3_600_000;
+        let mut c = Coalescer::with_max_age(10_000, Duration::from_secs(15));
+        // An hour ahead (no RTC, a bad fake-hwclock) ...
+        c.push_at(s("a", hour + 1_000, Some(-60)), t0);
+        c.push_at(s("a", hour + 2_000, Some(-50)), t0);
+        // ... then NTP steps the clock back an hour.
+        for (k, rssi) in [(0, -70), (1, -65), (2, -75)] {
+            c.push_at(s("a", 1_000 + k * 1_000, Some(rssi)), t0 + Duration::from_secs(3));
+        }
+        assert_eq!(c.rewinds, 1, "the watermark followed the clock back once");
+        // The sightings after the step are still coalesced: nothing closes yet.
+        assert!(c.drain_closed_at(t0 + Duration::from_secs(4)).is_empty());
+        // The next window at the new time closes the previous one, as usual.
+        c.push_at(s("a", 10_000, Some(-80)), t0 + Duration::from_secs(10));
+        assert_eq!(c.drain_closed_at(t0 + Duration::from_secs(10)), vec![s("a", 2_000, Some(-65))]);
+        // The window from before the step closes by its age, not an hour later.
+        assert_eq!(c.drain_closed_at(t0 + Duration::from_secs(15)), vec![s("a", hour + 2_000, Some(-50))]);
+        assert_eq!(c.open_len(), 1);
+        assert_eq!(c.rewinds, 1);
+    }
+
+    #[test]
+    fn a_little_late_is_not_a_clock_step() {
+        let t0 = Instant::now();
+        let mut c = Coalescer::with_max_age(10_000, Duration::from_secs(15));
+        c.push_at(s("a", 30_000, Some(-60)), t0);
+        c.push_at(s("b", 25_000, Some(-60)), t0);
+        c.push_at(s("c", 16_000, Some(-60)), t0);
+        assert_eq!(c.rewinds, 0);
+        // The late one's window is behind the watermark: it goes out with the next drain.
+        assert_eq!(c.drain_closed_at(t0), vec![s("c", 16_000, Some(-60)), s("b", 25_000, Some(-60))]);
     }
 
     #[test]

@@ -14,7 +14,8 @@
 //!   the events' `minRssi` unless `--min-rssi` was given.
 //! - The **heartbeat task** sends `scannerHeartbeat` and logs a one-line summary.
 //!
-//! On SIGTERM or Ctrl-C the source stops, the pipeline commits what it holds, and the
+//! On SIGTERM or Ctrl-C the source stops, the pipeline commits what it holds (what
+//! the source had queued in the channel as well as the open windows), and the
 //! uploader gets a moment to finish its request; a batch cut off mid-request stays
 //! sealed and is resent, under the same id, on the next start. A replay or a simulation
 //! (finite sources) makes the scanner exit once all it produced is delivered.
@@ -31,7 +32,7 @@ use tokio::task::JoinHandle;
 use crate::api::{ActiveEvent, ServerClient, scanner_heartbeat};
 use crate::config::{RunSettings, ServerSettings};
 use crate::outbox::Outbox;
-use crate::pipeline::{Filter, Pipeline};
+use crate::pipeline::{Coalescer, DEFAULT_GRACE, Filter, Pipeline};
 use crate::sighting::{Sighting, now_ms, rfc3339_ms};
 use crate::source::ble::BtleplugSource;
 use crate::source::replay::ReplaySource;
@@ -53,7 +54,11 @@ pub struct PipelineCounters {
 /// Builds the source `spec` names.
 pub fn build_source(s: &RunSettings) -> Box<dyn Source> {
     match &s.source {
-        SourceSpec::Ble => Box::new(BtleplugSource { watchdog: s.watchdog, adapter: s.adapter.clone() }),
+        SourceSpec::Ble => Box::new(BtleplugSource {
+            watchdog: s.watchdog,
+            adapter: s.adapter.clone(),
+            give_up_after: s.ble_give_up_after,
+        }),
         SourceSpec::Replay(path) => Box::new(ReplaySource { path: path.clone(), speed: s.speed }),
         SourceSpec::Simulate(n) => {
             let venue = SimulatedVenue::new(SimConfig {
@@ -163,7 +168,16 @@ pub async fn run(settings: RunSettings, shutdown: impl Future<Output = ()>) -> a
             }
             res = &mut uploader_task => {
                 break match res {
-                    Ok(Ok(n)) => { tracing::info!("all delivered ({n} batches in this run)"); Ok(()) }
+                    Ok(Ok(n)) => match Outbox::open(&settings.data_dir).and_then(|o| o.stats()) {
+                        Ok(st) if st.dead_batches > 0 => Err(anyhow::anyhow!(
+                            "{n} batches delivered, but {} batches ({} sightings) were refused by the server and are \
+                             kept in the outbox as dead (last reason: {}); `rollcall-scanner flush --retry-dead` \
+                             sends them again",
+                            st.dead_batches, st.dead_sightings, st.last_dead_reason.as_deref().unwrap_or("?")
+                        )),
+                        Ok(_) => { tracing::info!("all delivered ({n} batches in this run)"); Ok(()) }
+                        Err(e) => Err(e.into()),
+                    },
                     Ok(Err(e)) => Err(e.into()),
                     Err(e) => Err(anyhow::anyhow!("uploader task: {e}")),
                 };
@@ -202,6 +216,8 @@ async fn pipeline_loop(
 ) -> anyhow::Result<()> {
     let window_ms = i64::try_from(settings.window.as_millis()).unwrap_or(i64::MAX);
     let mut pipeline = Pipeline::new(Filter { min_rssi: settings.min_rssi }, window_ms, settings.event.clone());
+    pipeline.coalescer = Coalescer::with_max_age(window_ms, max_window_age(&settings));
+    let mut rewinds = 0;
     let mut tick = tokio::time::interval(settings.commit_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = tokio::time::Instant::now();
@@ -232,6 +248,13 @@ async fn pipeline_loop(
                 if settings.min_rssi.is_none() {
                     pipeline.filter.min_rssi = events_min_rssi(events.borrow().as_deref(), settings.event.as_deref());
                 }
+                if pipeline.coalescer.rewinds != rewinds {
+                    rewinds = pipeline.coalescer.rewinds;
+                    tracing::warn!(
+                        "sightings arrived far behind earlier ones: the clock went back (NTP?) or the input is out \
+                         of order; windows are closed by their age until the time catches up"
+                    );
+                }
                 let out = if last_heard.elapsed() >= settings.window {
                     pipeline.coalescer.drain_all()
                 } else {
@@ -240,11 +263,28 @@ async fn pipeline_loop(
                 commit(&mut pipeline, out)?;
             }
             _ = stop.changed() => {
+                // The source is stopped: take what it had queued in the channel too.
+                rx.close();
+                while let Some(s) = rx.recv().await {
+                    pipeline.push(s);
+                }
                 let out = pipeline.coalescer.drain_all();
                 return commit(&mut pipeline, out);
             }
         }
     }
+}
+
+/// How long a coalescing window may stay open on the monotonic clock: its length
+/// plus a grace, stretched when a replay or simulation runs slower than real time.
+pub fn max_window_age(settings: &RunSettings) -> Duration {
+    let finite = !matches!(settings.source, SourceSpec::Ble);
+    let window = if finite && settings.speed > 0.0 && settings.speed < 1.0 {
+        settings.window.div_f64(settings.speed)
+    } else {
+        settings.window
+    };
+    window.saturating_add(DEFAULT_GRACE)
 }
 
 /// The filter's threshold from the active events: the pinned event's `minRssi`, or
@@ -354,5 +394,57 @@ async fn heartbeat_loop(
             _ = tokio::time::sleep(every.max(Duration::from_millis(100))) => {}
             _ = stop.changed() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::config::{Cli, Command, FileConfig};
+
+    fn settings(data_dir: &std::path::Path, source: &str, extra: &[&str]) -> RunSettings {
+        let mut args = vec!["rollcall-scanner", "--data-dir", data_dir.to_str().unwrap(), "run"];
+        args.extend(["--server", "http://127.0.0.1:9", "--api-key-file", "/dev/null", "--source", source]);
+        args.extend(extra);
+        let cli = Cli::parse_from(args);
+        let Command::Run(run) = &cli.command else { unreachable!() };
+        RunSettings::resolve(&cli, run, &FileConfig::default()).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn on_stop_what_the_source_had_queued_is_committed_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = settings(dir.path(), "ble", &["--window-secs", "60"]);
+        let (tx, rx) = mpsc::channel(8192);
+        for i in 0..1000 {
+            let s = Sighting { identifier: format!("id-{i}"), seen_at_ms: 1_000 + i, rssi: Some(-50), event_id: None };
+            tx.send(s).await.unwrap();
+        }
+        // Stopped before the pipeline took anything from the channel; the source's
+        // sender is still alive, as when SIGTERM comes mid-scan.
+        let (stop_tx, stop) = watch::channel(false);
+        stop_tx.send(true).unwrap();
+        let (_events_tx, events) = watch::channel(None);
+        let counters = Arc::new(PipelineCounters::default());
+        let outbox = Outbox::open(&settings.data_dir).unwrap();
+        pipeline_loop(rx, outbox, settings.clone(), events, stop, Arc::new(Notify::new()), counters.clone())
+            .await
+            .unwrap();
+        assert_eq!(Outbox::open(&settings.data_dir).unwrap().depth().unwrap(), 1000, "every queued sighting");
+        assert_eq!(counters.seen.load(Ordering::Relaxed), 1000);
+        assert!(tx.is_closed(), "the source is told to stop sending");
+    }
+
+    #[test]
+    fn a_window_lives_at_most_its_length_plus_grace_stretched_for_slow_replays() {
+        let dir = tempfile::tempdir().unwrap();
+        let ble = settings(dir.path(), "ble", &["--window-secs", "10", "--speed", "0.5"]);
+        assert_eq!(max_window_age(&ble), Duration::from_secs(10) + DEFAULT_GRACE);
+        let slow = settings(dir.path(), "simulate:2", &["--window-secs", "10", "--speed", "0.5"]);
+        assert_eq!(max_window_age(&slow), Duration::from_secs(20) + DEFAULT_GRACE);
+        let fast = settings(dir.path(), "simulate:2", &["--window-secs", "10", "--speed", "0"]);
+        assert_eq!(max_window_age(&fast), Duration::from_secs(10) + DEFAULT_GRACE);
     }
 }

@@ -5,15 +5,22 @@
 //! - **Answered** (fresh or `replayed`): the batch is acked, i.e. deleted from the
 //!   outbox. Sightings the server rejected with a reason (`rejected[]`) are logged
 //!   and counted; the rest of the batch was applied, so it is acked all the same.
-//! - **Transient failure** (network, timeout, 5xx, `RATE_LIMITED`): the same batch,
-//!   same `batchId`, is sent again after an exponential backoff with full jitter,
-//!   capped at `backoff_max`.
-//! - **Bad key** (`UNAUTHENTICATED`): nothing is sent until the key changes; the
-//!   uploader re-reads the key file every few seconds and carries on when it holds
-//!   a different key. Sightings keep accumulating safely in the outbox meanwhile.
-//!   In `drain` mode (`flush`, finite sources) it gives up with [`UploadError::BadKey`].
-//! - **Refused for good** (`VALIDATION`, `FORBIDDEN`, ...): the batch is parked in
-//!   the outbox as dead, logged and counted, and the uploader moves on.
+//! - **Transient failure** (network, timeout, any HTTP status but 401, a body that
+//!   is not GraphQL, an error without a code, `RATE_LIMITED`, ...; see
+//!   [`crate::api::interpret`]): the same batch, same `batchId`, is sent again after
+//!   an exponential backoff with full jitter, capped at `backoff_max`, and each
+//!   failure is logged at warn with what the server answered. A wrong `--server`
+//!   path or a captive portal therefore keeps everything in the outbox until it is
+//!   fixed; nothing is given up on.
+//! - **Bad key** (`UNAUTHENTICATED`, HTTP 401): nothing is sent until the key
+//!   changes; the uploader re-reads the key file every few seconds and carries on
+//!   once it holds a key other than the one refused. Sightings keep accumulating
+//!   safely in the outbox meanwhile. In `drain` mode (`flush`, finite sources) it
+//!   gives up with [`UploadError::BadKey`].
+//! - **Refused for good** (`VALIDATION` from `submitSightings` itself): the batch
+//!   is parked in the outbox as dead, logged and counted, and the uploader moves
+//!   on. `status` shows dead batches, `flush` fails while any remain, and
+//!   `flush --retry-dead` sends them again.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -133,7 +140,8 @@ impl Uploader {
                 Err(ApiError::Refused(why)) => {
                     tracing::error!(
                         batch = %batch.batch_id, sightings = batch.sightings.len(),
-                        "the server refused the whole batch; parking it (kept in the outbox, not sent again): {why}"
+                        "the server refused the whole batch; parking it (kept in the outbox, not sent again; \
+                         `rollcall-scanner flush --retry-dead` sends it again): {why}"
                     );
                     tokio::task::block_in_place(|| self.outbox.park(batch.batch_id, &why))?;
                 }
@@ -189,21 +197,24 @@ impl Uploader {
         Ok(())
     }
 
-    /// Polls the key file until it holds a different key. Returns false if told to stop.
+    /// Polls the key file until it holds a key other than the one the server just
+    /// refused (the client's), then uses it. The file may have been fixed while the
+    /// refused request was in flight, so it is read at once, then every few seconds.
+    /// Returns false if told to stop.
     async fn wait_for_new_key(&mut self, stop: &mut watch::Receiver<bool>) -> bool {
         let Some(path) = self.cfg.api_key_file.clone() else { return false };
-        let first = read_key(&path).ok();
+        let refused = self.client.api_key().to_owned();
         loop {
+            if let Ok(key) = read_key(&path)
+                && key != refused
+            {
+                tracing::info!("the API key file holds a new key; resuming uploads");
+                self.client.set_api_key(key);
+                return true;
+            }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(5)) => {}
                 _ = stop.changed() => return false,
-            }
-            if let Ok(key) = read_key(&path)
-                && Some(&key) != first.as_ref()
-            {
-                tracing::info!("the API key file changed; resuming uploads");
-                self.client.set_api_key(key);
-                return true;
             }
         }
     }
@@ -229,6 +240,53 @@ pub fn backoff(cfg: &UploaderConfig, failures: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn uploader(dir: &std::path::Path, client_key: &str) -> Uploader {
+        let client = ServerClient::new("http://127.0.0.1:9", client_key.to_owned(), Duration::from_secs(1)).unwrap();
+        Uploader::new(
+            Outbox::open(&dir.join("data")).unwrap(),
+            client,
+            UploaderConfig {
+                batch_size: 10,
+                backoff_initial: Duration::from_millis(100),
+                backoff_max: Duration::from_secs(1),
+                api_key_file: Some(dir.join("api-key")),
+                give_up_after: None,
+            },
+            Arc::new(Notify::new()),
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_key_fixed_before_the_refusal_arrived_is_taken_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        // The request went out with `old`; the operator replaced the file meanwhile.
+        let mut up = uploader(dir.path(), "old");
+        std::fs::write(dir.path().join("api-key"), "new\n").unwrap();
+        let (_stop_tx, mut stop) = watch::channel(false);
+        let resumed = tokio::time::timeout(Duration::from_secs(600), up.wait_for_new_key(&mut stop)).await;
+        assert_eq!(resumed.ok(), Some(true), "the new key in the file is used");
+        assert_eq!(up.client.api_key(), "new");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_refused_key_is_not_taken_for_a_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut up = uploader(dir.path(), "old");
+        std::fs::write(dir.path().join("api-key"), "old\n").unwrap();
+        let (stop_tx, mut stop) = watch::channel(false);
+        let waiting = tokio::time::timeout(Duration::from_secs(60), up.wait_for_new_key(&mut stop)).await;
+        assert!(waiting.is_err(), "still waiting: the file holds the refused key");
+        let task = tokio::spawn(async move {
+            let resumed = up.wait_for_new_key(&mut stop).await;
+            (resumed, up.client.api_key().to_owned())
+        });
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        std::fs::write(dir.path().join("api-key"), "rotated\n").unwrap();
+        let (resumed, key) = tokio::time::timeout(Duration::from_secs(600), task).await.unwrap().unwrap();
+        assert_eq!((resumed, key.as_str()), (true, "rotated"));
+        drop(stop_tx);
+    }
 
     #[test]
     fn backoff_grows_to_the_cap_with_jitter() {

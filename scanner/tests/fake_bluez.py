@@ -9,9 +9,12 @@ ServiceData and UUIDs properties and PropertiesChanged signals.
 Like BlueZ, it reports nothing until StartDiscovery. Then it adds the phones
 (InterfacesAdded) and sends ADS_PER_SCAN advertisements per phone (PropertiesChanged
 on RSSI and the advertised data), one every 100 ms, and falls silent: a stalled
-event stream, which the scanner's watchdog must notice and restart the scan.
+event stream, which the scanner's watchdog must notice and restart the scan. A
+phone with `"fromScan": N` only turns up from the Nth StartDiscovery on.
 
-Every call it gets is written as one JSON line to LOG.
+Every call it gets is written as one JSON line to LOG; StartDiscovery also records
+the caller's D-Bus connection (its unique name) and how many connections the bus
+has, so a test can see whether a restarted scan opened a new one.
 
 usage: fake_bluez.py ADDRESS PHONES_JSON LOG ADS_PER_SCAN
 """
@@ -145,19 +148,24 @@ class Adapter(PropertyObject):
         self.bus = bus
         self.root = root
         self.devices = []
+        self.added = set()
+        self.scans = 0
         self.timer = None
 
     @dbus.service.method(ADAPTER, in_signature="a{sv}")
     def SetDiscoveryFilter(self, flt):
         log(call="SetDiscoveryFilter", filter={str(k): (bool(v) if isinstance(v, dbus.Boolean) else str(v)) for k, v in flt.items()})
 
-    @dbus.service.method(ADAPTER)
-    def StartDiscovery(self):
-        log(call="StartDiscovery")
+    @dbus.service.method(ADAPTER, sender_keyword="sender")
+    def StartDiscovery(self, sender=None):
+        self.scans += 1
+        connections = len([n for n in self.bus.list_names() if str(n).startswith(":")])
+        log(call="StartDiscovery", sender=str(sender), connections=connections, scan=self.scans)
         self.props["Discovering"] = dbus.Boolean(True)
         self.PropertiesChanged(ADAPTER, {"Discovering": dbus.Boolean(True)}, [])
-        if not self.devices:
-            for phone in phones:
+        for phone in phones:
+            if phone["address"] not in self.added and phone.get("fromScan", 1) <= self.scans:
+                self.added.add(phone["address"])
                 d = Device(self.bus, phone)
                 self.devices.append(d)
                 self.root.add(d)

@@ -14,7 +14,16 @@
 //! adapters. When no event at all arrives for `watchdog` (30 s by default: a venue
 //! is never that quiet), the source stops the scan, drops the stream and starts
 //! again, and logs it. If BlueZ or the adapter is missing it retries every few
-//! seconds rather than exiting, so the scanner recovers when the dongle is plugged in.
+//! seconds, so the scanner recovers when the dongle is plugged in or bluetoothd
+//! restarts.
+//!
+//! **One D-Bus connection per run.** Every btleplug `Manager::new()` opens a
+//! system-bus connection that btleplug 0.13 keeps alive for the life of the process,
+//! so the `Manager` is made once (on the first session that manages to) and every
+//! restart reuses it; a restart loop would otherwise leak connections until
+//! dbus-daemon's per-user limit. If `give_up_after` sessions in a row fail or hear
+//! nothing, the source fails and the scanner exits non-zero: a fresh process (systemd
+//! restarts it) gets a fresh connection. What is in the pipeline is committed first.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -35,6 +44,8 @@ pub struct BtleplugSource {
     pub watchdog: Duration,
     /// Use the adapter whose name contains this (e.g. `hci1`); the first one otherwise.
     pub adapter: Option<String>,
+    /// Fail after this many sessions in a row that could not scan or heard nothing.
+    pub give_up_after: u32,
 }
 
 /// Why one scanning session ended.
@@ -56,26 +67,38 @@ impl Source for BtleplugSource {
     }
 
     async fn run(self: Box<Self>, out: mpsc::Sender<Sighting>) -> anyhow::Result<()> {
+        let mut manager: Option<Manager> = None;
         let mut restarts = 0u64;
+        let mut failed = 0u32;
         loop {
-            let why = match self.session(&out).await {
-                Ok(SessionEnd::Closed) => return Ok(()),
-                Ok(SessionEnd::Restart(why)) => why,
-                Err(e) => format!("{e:#}"),
+            let (why, events) = match self.session(&mut manager, &out).await {
+                Ok((SessionEnd::Closed, _)) => return Ok(()),
+                Ok((SessionEnd::Restart(why), events)) => (why, events),
+                Err(e) => (format!("{e:#}"), 0),
             };
             if out.is_closed() {
                 return Ok(());
             }
+            failed = if events == 0 { failed.saturating_add(1) } else { 0 };
+            if failed >= self.give_up_after {
+                anyhow::bail!(
+                    "giving up on Bluetooth after {failed} scan sessions in a row that failed or heard nothing \
+                     (last: {why}); is bluetoothd running and the adapter up?"
+                );
+            }
             restarts += 1;
-            tracing::warn!(restarts, "BLE scan restarting: {why}");
-            tokio::time::sleep(Duration::from_secs(if restarts < 3 { 1 } else { 5 })).await;
+            tracing::warn!(restarts, failed_in_a_row = failed, "BLE scan restarting: {why}");
+            tokio::time::sleep(Duration::from_secs(if failed < 3 { 1 } else { 5 })).await;
         }
     }
 }
 
 impl BtleplugSource {
-    async fn pick_adapter(&self) -> anyhow::Result<Adapter> {
-        let manager = Manager::new().await?;
+    async fn pick_adapter(&self, manager: &mut Option<Manager>) -> anyhow::Result<Adapter> {
+        let manager = match manager {
+            Some(m) => m,
+            None => manager.insert(Manager::new().await?),
+        };
         let adapters = manager.adapters().await?;
         let mut named = Vec::new();
         for a in adapters {
@@ -98,20 +121,27 @@ impl BtleplugSource {
         }
     }
 
-    /// One scanning session: until the watchdog fires or the stream ends.
-    async fn session(&self, out: &mpsc::Sender<Sighting>) -> anyhow::Result<SessionEnd> {
-        let adapter = self.pick_adapter().await?;
+    /// One scanning session: until the watchdog fires or the stream ends. Returns
+    /// how it ended and how many events it got.
+    async fn session(
+        &self,
+        manager: &mut Option<Manager>,
+        out: &mpsc::Sender<Sighting>,
+    ) -> anyhow::Result<(SessionEnd, u64)> {
+        let adapter = self.pick_adapter(manager).await?;
         let mut events = adapter.events().await?;
         adapter.start_scan(ScanFilter::default()).await?;
         tracing::info!("BLE scan started");
         // Identifiers last seen per device, for RSSI-only events.
         let mut known: HashMap<PeripheralId, Vec<String>> = HashMap::new();
+        let mut count = 0u64;
         let end = loop {
             let event = match tokio::time::timeout(self.watchdog, events.next()).await {
                 Err(_) => break SessionEnd::Restart(format!("no BLE event for {} s", self.watchdog.as_secs())),
                 Ok(None) => break SessionEnd::Restart("the BLE event stream ended".into()),
                 Ok(Some(e)) => e,
             };
+            count += 1;
             let (id, rssi) = match event {
                 CentralEvent::RssiUpdate { id, rssi } => (id, Some(rssi)),
                 CentralEvent::ManufacturerDataAdvertisement { id, .. }
@@ -151,13 +181,13 @@ impl BtleplugSource {
                 let s = Sighting { identifier: identifier.clone(), seen_at_ms, rssi: Some(rssi), event_id: None };
                 if out.send(s).await.is_err() {
                     let _ = adapter.stop_scan().await;
-                    return Ok(SessionEnd::Closed);
+                    return Ok((SessionEnd::Closed, count));
                 }
             }
         };
         if let Err(e) = adapter.stop_scan().await {
             tracing::debug!("stopping the BLE scan: {e}");
         }
-        Ok(end)
+        Ok((end, count))
     }
 }

@@ -1,8 +1,10 @@
 //! The BLE path without hardware: btleplug against a fake BlueZ (`tests/fake_bluez.py`)
 //! on a private `dbus-daemon`, found through `DBUS_SYSTEM_BUS_ADDRESS`. Simulated phones'
 //! advertisements (an iBeacon, a 128-bit service UUID, service data) become uploaded
-//! sightings, a too-weak one is filtered out, and when the fake falls silent the
-//! watchdog restarts the scan.
+//! sightings, a too-weak one is filtered out by the scanner, and when the fake falls
+//! silent the watchdog restarts the scan on the same D-Bus connection, and what is
+//! heard after the restart is uploaded too. With BlueZ gone, the scanner gives up
+//! after a few failed sessions and exits non-zero, for systemd to start it afresh.
 //!
 //! Needs `dbus-daemon` and Python 3 with `dbus` and `gi` (Debian: `dbus`,
 //! `python3-dbus`, `python3-gi`; `.ci/run` installs them). The Python is
@@ -42,6 +44,24 @@ fn fake_log(path: &std::path::Path) -> Vec<Value> {
     std::fs::read_to_string(path).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
 }
 
+/// `rollcall-scanner run --source ble` on the private bus, logging to `log` in `home`.
+fn spawn_ble_scanner(home: &ScannerHome, server: &str, bus: &DbusDaemon, log: &str, extra: &[&str]) -> ChildGuard {
+    let log = std::fs::File::create(home.path(log)).unwrap();
+    ChildGuard(Some(
+        Command::new(scanner_bin())
+            .args(["--data-dir", home.path("data").to_str().unwrap(), "--log-format", "json", "run", "--source", "ble"])
+            .args(["--server", server, "--api-key-file", home.path("api-key").to_str().unwrap()])
+            .args(extra)
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    ))
+}
+
 /// An iBeacon frame's manufacturer data (after Apple's company id) for `uuid`.
 fn ibeacon(uuid: &str) -> String {
     format!("0215{}00010002c5", uuid.replace('-', ""))
@@ -51,12 +71,16 @@ fn ibeacon(uuid: &str) -> String {
 async fn advertisements_heard_through_bluez_become_uploaded_sightings() {
     let server = Server::start().await;
     let now = rollcall_scanner::sighting::now_ms();
-    let event = server.active_event("Radio", &iso(now - 3_600_000), &iso(now + 3_600_000)).await;
+    // The event's own minRssi would let the faint phone count: only the scanner's filter keeps it out.
+    let event = server
+        .active_event_with_policy("Radio", &iso(now - 3_600_000), &iso(now + 3_600_000), json!({ "minRssi": -100 }))
+        .await;
     let beacon = "b9407f30-f5f8-466e-aff9-25556b57fe6d";
     let service = "6e400001-b5a3-f393-e0a9-e50e24dcca9e";
     let in_data = "3f2504e0-4f89-41d3-9a0c-0305e82c3301";
     let faint = "c0ffee00-0000-4000-8000-000000000001";
-    for (i, u) in [beacon, service, in_data, faint].iter().enumerate() {
+    let late = "1a7e0000-0000-4000-8000-000000000002";
+    for (i, u) in [beacon, service, in_data, faint, late].iter().enumerate() {
         server.attendee(&format!("p{i}@example.org"), u, &event).await;
     }
     let key = server.api_key(&event).await;
@@ -73,6 +97,8 @@ async fn advertisements_heard_through_bluez_become_uploaded_sightings() {
           "serviceData": { "0000feaa-0000-1000-8000-00805f9b34fb": in_data.replace('-', "") } },
         // Too far away: below --min-rssi.
         { "address": "5C:F3:70:11:22:04", "rssi": [-99], "uuids": [faint] },
+        // Turns up only once the scan has been restarted.
+        { "address": "5C:F3:70:11:22:05", "rssi": [-63], "uuids": [late], "fromScan": 2 },
     ]);
     std::fs::write(home.path("phones.json"), phones.to_string()).unwrap();
 
@@ -80,7 +106,7 @@ async fn advertisements_heard_through_bluez_become_uploaded_sightings() {
     let python = std::env::var("ROLLCALL_TEST_PYTHON").unwrap_or_else(|_| "/usr/bin/python3".into());
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fake_bluez.py");
     let fake_log_path = home.path("bluez.log");
-    let _fake = ChildGuard(Some(
+    let fake = ChildGuard(Some(
         Command::new(&python)
             .args([
                 script,
@@ -102,36 +128,23 @@ async fn advertisements_heard_through_bluez_become_uploaded_sightings() {
     })
     .await;
 
-    let log = std::fs::File::create(home.path("scanner.log")).unwrap();
-    let mut scanner = ChildGuard(Some(
-        Command::new(scanner_bin())
-            .args(["--data-dir", home.path("data").to_str().unwrap(), "--log-format", "json", "run", "--source", "ble"])
-            .args(["--server", &server.base, "--api-key-file", home.path("api-key").to_str().unwrap()])
-            .args(["--watchdog-secs", "2", "--window-secs", "1", "--min-rssi", "-90", "--heartbeat-secs", "1"])
-            .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    ));
+    let mut scanner = spawn_ble_scanner(
+        &home,
+        &server.base,
+        &bus,
+        "scanner.log",
+        &["--watchdog-secs", "2", "--window-secs", "1", "--min-rssi", "-90", "--heartbeat-secs", "1"],
+    );
 
     // Each phone becomes a check-in of its user, with the RSSI of its strongest advertisement.
-    let mut attendance = std::collections::BTreeMap::new();
-    for _ in 0..300 {
-        attendance = server.attendance(&event).await;
-        if attendance.len() >= 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let mut expected = vec![beacon.to_owned(), service.to_owned(), in_data.to_owned()];
-    expected.sort();
-    assert_eq!(
-        attendance.keys().cloned().collect::<Vec<_>>(),
-        expected,
-        "scanner log: {}\nfake BlueZ: {}",
+    let first_scan = [beacon, service, in_data];
+    let attendance =
+        attendance_until(&server, &event, Duration::from_secs(30), |a| first_scan.iter().all(|u| a.contains_key(*u)))
+            .await;
+    assert!(
+        first_scan.iter().all(|u| attendance.contains_key(*u)),
+        "{:?}\nscanner log: {}\nfake BlueZ: {}",
+        attendance.keys(),
         home.log_text("scanner.log"),
         home.log_text("bluez.err")
     );
@@ -142,28 +155,55 @@ async fn advertisements_heard_through_bluez_become_uploaded_sightings() {
         (starts >= 2).then_some(())
     })
     .await;
-    // By now the first scan's advertisements are all uploaded: the strongest of each
-    // phone's advertisements is the best RSSI, so each advertisement's own RSSI was used.
+    // A phone first heard after the restart is uploaded too.
+    let attendance = attendance_until(&server, &event, Duration::from_secs(30), |a| a.contains_key(late)).await;
+    assert!(attendance.contains_key(late), "heard after the restart: {}", home.log_text("scanner.log"));
+    // The strongest of each phone's advertisements is the best RSSI, so each
+    // advertisement's own RSSI was used.
     let best = |a: &std::collections::BTreeMap<String, Value>| {
-        [beacon, service, in_data].map(|u| a[u]["bestRssi"].as_i64().unwrap_or_default())
+        [beacon, service, in_data, late].map(|u| a[u]["bestRssi"].as_i64().unwrap_or_default())
     };
-    for _ in 0..100 {
-        if best(&server.attendance(&event).await) == [-58, -61, -72] {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(best(&server.attendance(&event).await), [-58, -61, -72]);
+    let attendance =
+        attendance_until(&server, &event, Duration::from_secs(10), |a| best(a) == [-58, -61, -72, -63]).await;
+    assert_eq!(best(&attendance), [-58, -61, -72, -63]);
     let calls = fake_log(&fake_log_path);
     let filter = calls.iter().find(|e| e["call"] == "SetDiscoveryFilter").expect("a discovery filter was set");
     assert_eq!(filter["filter"]["DuplicateData"], true, "duplicates allowed: {filter}");
     assert!(calls.iter().any(|e| e["call"] == "StopDiscovery"), "the stalled scan was stopped first");
     assert!(home.log_text("scanner.log").contains("BLE scan restarting: no BLE event for 2 s"));
+    // Every scan came over the same D-Bus connection, and the bus has no more
+    // connections than at the first: a restart opens none.
+    let starts: Vec<&Value> = calls.iter().filter(|e| e["call"] == "StartDiscovery").collect();
+    assert!(starts.len() >= 2 && starts.iter().all(|e| e["sender"] == starts[0]["sender"]), "{starts:?}");
+    assert!(starts.iter().all(|e| e["connections"] == starts[0]["connections"]), "{starts:?}");
 
     // SIGTERM is a clean stop.
     let pid = scanner.0.as_ref().unwrap().id();
     assert!(Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());
     let status = scanner.wait_for_exit(Duration::from_secs(20));
     assert!(status.success(), "{}", home.log_text("scanner.log"));
-    assert!(!server.attendance(&event).await.contains_key(faint), "the faint phone was filtered out");
+    // The faint phone was heard, and dropped by the scanner's own filter (its
+    // event's minRssi of -100 would have counted it).
+    let below: u64 = home
+        .log_text("scanner.log")
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["fields"]["message"] == "status")
+        .filter_map(|v| v["fields"]["below_min_rssi"].as_u64())
+        .max()
+        .unwrap_or_default();
+    assert!(below >= 10, "the faint phone's 10 advertisements of the first scan, at least: {below}");
+    let attendance = server.attendance(&event).await;
+    assert!(!attendance.contains_key(faint), "the faint phone was filtered out");
+    assert_eq!(attendance.len(), 4);
+
+    // BlueZ goes away for good: a few sessions fail, then the scanner gives up
+    // (non-zero, so systemd starts a fresh process) rather than looping.
+    drop(fake);
+    let mut scanner =
+        spawn_ble_scanner(&home, &server.base, &bus, "gone.log", &["--watchdog-secs", "1", "--ble-give-up-after", "2"]);
+    let status = scanner.wait_for_exit(Duration::from_secs(60));
+    let log = home.log_text("gone.log");
+    assert!(!status.success(), "{log}");
+    assert!(log.contains("giving up on Bluetooth after 2 scan sessions in a row"), "{log}");
 }

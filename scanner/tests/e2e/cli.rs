@@ -5,15 +5,6 @@ use std::time::Duration;
 
 use crate::helpers::*;
 
-fn scanner(home: &ScannerHome, args: &[&str]) -> std::process::Output {
-    Command::new(scanner_bin())
-        .args(["--data-dir", home.path("data").to_str().unwrap()])
-        .args(args)
-        .env("RUST_LOG", "info")
-        .output()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn sigterm_keeps_what_was_heard_and_flush_delivers_it() {
     let server = Server::start().await;
@@ -51,13 +42,12 @@ async fn sigterm_keeps_what_was_heard_and_flush_delivers_it() {
     drop(pipe);
     assert_eq!(home.status()["stats"]["depth"], 1, "the open window was committed on SIGTERM, coalesced to one");
 
-    let text = scanner(&home, &["status"]);
+    let text = home.cli(&["status"]);
     let text = String::from_utf8(text.stdout).unwrap();
     assert!(text.contains("waiting:     1 sightings"), "{text}");
     assert!(text.contains("last upload: never"), "{text}");
 
-    let out =
-        scanner(&home, &["flush", "--server", &server.base, "--api-key-file", home.path("api-key").to_str().unwrap()]);
+    let out = home.flush(&server.base, &[]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("flushed 1 sightings in 1 batches"));
     let row = &server.attendance(&event).await[ada];
@@ -90,8 +80,7 @@ async fn a_refused_key_keeps_the_sightings_and_is_not_retried_forever() {
     assert!(home.log_text("run.log").contains("the server refuses this scanner's API key"));
     assert_eq!(home.status()["stats"]["depth"], 1, "nothing dropped");
 
-    let out =
-        scanner(&home, &["flush", "--server", &server.base, "--api-key-file", home.path("api-key").to_str().unwrap()]);
+    let out = home.flush(&server.base, &[]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("refuses the API key"));
 }

@@ -82,10 +82,16 @@ async fn kill_9_mid_upload_loses_nothing_and_doubles_nothing() {
     );
 
     // The server has applied the first batch; its answer is stuck in the proxy.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let applied = loop {
         if let Some(id) = server.key_info().await["lastBatchId"].as_str() {
             break id.to_owned();
         }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the server never applied a batch: {}",
+            home.log_text("first.log")
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     eventually(Duration::from_secs(60), "all 200 sightings in the outbox", || {

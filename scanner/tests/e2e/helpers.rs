@@ -183,10 +183,15 @@ impl Server {
 
     /// An active event over [starts, ends] (RFC 3339); returns its id.
     pub async fn active_event(&self, name: &str, starts: &str, ends: &str) -> String {
+        self.active_event_with_policy(name, starts, ends, Value::Null).await
+    }
+
+    /// [`Self::active_event`] with an attendance policy (`AttendancePolicyInput`).
+    pub async fn active_event_with_policy(&self, name: &str, starts: &str, ends: &str, policy: Value) -> String {
         let data = self
             .admin_gql(
                 "mutation($i: CreateEventInput!) { createEvent(input: $i) { id } }",
-                json!({ "i": { "name": name, "startsAt": starts, "endsAt": ends } }),
+                json!({ "i": { "name": name, "startsAt": starts, "endsAt": ends, "policy": policy } }),
             )
             .await;
         let id = data["createEvent"]["id"].as_str().unwrap().to_owned();
@@ -283,6 +288,24 @@ impl ScannerHome {
         ChildGuard(Some(child))
     }
 
+    /// `rollcall-scanner --data-dir <data> ARGS`, to completion.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(scanner_bin())
+            .args(["--data-dir", self.path("data").to_str().unwrap()])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .output()
+            .unwrap()
+    }
+
+    /// `rollcall-scanner flush --server SERVER --api-key-file <key> EXTRA`.
+    pub fn flush(&self, server: &str, extra: &[&str]) -> std::process::Output {
+        let key = self.path("api-key");
+        let mut args = vec!["flush", "--server", server, "--api-key-file", key.to_str().unwrap()];
+        args.extend(extra);
+        self.cli(&args)
+    }
+
     /// `rollcall-scanner status --json`.
     pub fn status(&self) -> Value {
         let out = Command::new(scanner_bin())
@@ -311,6 +334,24 @@ impl ScannerHome {
 /// Sums a numeric field over upload records.
 pub fn sum(uploads: &[Value], field: &str) -> u64 {
     uploads.iter().map(|u| u[field].as_u64().unwrap_or_else(|| panic!("{field} in {u}"))).sum()
+}
+
+/// Polls the event's attendance every 100 ms until `done` holds, at most `limit`;
+/// returns the last one read either way (the caller asserts on it).
+pub async fn attendance_until(
+    server: &Server,
+    event: &str,
+    limit: Duration,
+    done: impl Fn(&std::collections::BTreeMap<String, Value>) -> bool,
+) -> std::collections::BTreeMap<String, Value> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let attendance = server.attendance(event).await;
+        if done(&attendance) || tokio::time::Instant::now() >= deadline {
+            return attendance;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Polls `check` every 100 ms until it returns `Some`, at most `limit`.

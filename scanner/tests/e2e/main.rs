@@ -8,6 +8,7 @@ mod advertisements;
 mod ble;
 mod cli;
 mod crash;
+mod delivery;
 mod helpers;
 mod outage;
 mod replay;
