@@ -28,7 +28,7 @@ use axum::extract::FromRequestParts;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
-use futures_util::{Stream, StreamExt};
+use futures_util::{FutureExt, SinkExt, Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::time::{Instant, sleep_until};
@@ -43,6 +43,8 @@ use crate::state::AppState;
 /// How often a live socket's credential is checked again (for revocations
 /// and deletions made by another instance).
 const RECHECK_INTERVAL: Duration = Duration::from_secs(30);
+/// Most results queued before one write to the socket.
+const MAX_WRITE_BATCH: usize = 64;
 /// Close reasons stay under the 123 bytes the WebSocket protocol allows.
 const MAX_REASON: usize = 120;
 
@@ -219,6 +221,12 @@ impl Connection {
                 }
                 Some((id, response)) = self.subscriptions.next(), if !self.subscriptions.is_empty() => {
                     self.on_result(id, response).await?;
+                    // Whatever else is ready goes out in the same write.
+                    for _ in 0..MAX_WRITE_BATCH {
+                        let Some(Some((id, response))) = self.subscriptions.next().now_or_never() else { break };
+                        self.on_result(id, response).await?;
+                    }
+                    self.flush().await?;
                 }
                 _ = sleep_until(init_deadline), if self.session.is_none() => {
                     return Ok(Close::new(4408, "Connection initialisation timeout"));
@@ -370,9 +378,11 @@ impl Connection {
             Protocol::TransportWs => "next",
             Protocol::Legacy => "data",
         };
-        let text = serde_json::to_string(&json!({"type": kind, "id": id, "payload": response}))
+        let text = serde_json::to_string(&Outgoing { kind, id: &id, payload: &response })
             .unwrap_or_else(|_| r#"{"type":"error","payload":[{"message":"internal error"}]}"#.to_owned());
-        self.send(Message::Text(text.into())).await
+        // Queued; the caller flushes once it has taken every ready result.
+        let timeout = self.send_timeout();
+        Self::bounded(timeout, self.socket.feed(Message::Text(text.into()))).await
     }
 
     /// Checks the socket's credential again: a deleted user, a revoked key.
@@ -397,7 +407,20 @@ impl Connection {
     }
 
     async fn send(&mut self, msg: Message) -> Result<(), Gone> {
-        match tokio::time::timeout(self.send_timeout(), self.socket.send(msg)).await {
+        let timeout = self.send_timeout();
+        Self::bounded(timeout, self.socket.send(msg)).await
+    }
+
+    async fn flush(&mut self) -> Result<(), Gone> {
+        let timeout = self.send_timeout();
+        Self::bounded(timeout, self.socket.flush()).await
+    }
+
+    async fn bounded(
+        timeout: Duration,
+        fut: impl std::future::Future<Output = Result<(), axum::Error>>,
+    ) -> Result<(), Gone> {
+        match tokio::time::timeout(timeout, fut).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(Gone),
             Err(_) => {
@@ -438,6 +461,16 @@ async fn authenticate(app: AppState, payload: Value) -> Result<Session, Close> {
         _ => None,
     };
     Ok(Session { principal, credential, expires, key })
+}
+
+/// A server message, serialised straight from the response (no
+/// intermediate JSON value).
+#[derive(serde::Serialize)]
+struct Outgoing<'a, T: serde::Serialize> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    id: &'a str,
+    payload: T,
 }
 
 /// Whether two checks of one credential grant the same: the same role, or
