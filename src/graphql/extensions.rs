@@ -4,8 +4,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextExecute, NextRequest};
+use async_graphql::extensions::{
+    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextRequest, NextSubscribe,
+};
 use async_graphql::{Response, ServerError, Value};
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
 
 /// Gives every error an `extensions.code`.
 ///
@@ -32,6 +36,22 @@ impl Extension for ErrorCodesExtension {
             classify(err);
         }
         resp
+    }
+
+    /// Operations over a WebSocket (subscriptions, and queries sent there)
+    /// do not pass through `request`: their results are coded here.
+    fn subscribe<'s>(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        stream: BoxStream<'s, Response>,
+        next: NextSubscribe<'_>,
+    ) -> BoxStream<'s, Response> {
+        Box::pin(next.run(ctx, stream).map(|mut resp| {
+            for err in &mut resp.errors {
+                classify(err);
+            }
+            resp
+        }))
     }
 }
 

@@ -270,3 +270,14 @@ async fn an_unknown_subprotocol_is_refused() {
     let err = tokio_tungstenite::connect_async(req).await.expect_err("refused");
     assert!(err.to_string().contains("400"), "{err}");
 }
+
+#[tokio::test]
+async fn errors_over_the_socket_carry_codes_too() {
+    let app = spawn_app().await;
+    let token = token_of(&app).await;
+    let mut c = WsClient::bearer(&app, &token).await;
+    c.subscribe("q", "{ nope }", json!({})).await;
+    let err = c.recv().await;
+    assert_eq!(err["type"], "error", "{err}");
+    assert_eq!(err["payload"][0]["extensions"]["code"], "VALIDATION", "{err}");
+}
