@@ -126,6 +126,8 @@ async fn serve(people: usize) -> anyhow::Result<()> {
     let (token, _) = state.jwt.issue(org.id, Role::Organizer)?;
     let port = app.port();
     println!("READY {port} {token} {} {}", event.id, secret.expose());
+    // Only the server may hold the store now, or it cannot close it.
+    drop((state, store));
     let stdin_closed = async {
         let _ = tokio::task::spawn_blocking(|| {
             let mut line = String::new();

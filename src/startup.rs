@@ -100,6 +100,7 @@ impl Application {
         // The live hub holds the store too; it must go before the store closes.
         let AppState { store, live, .. } = state;
         live.stop().await;
+        live.sockets_closed(Duration::from_secs(5)).await;
         drop(live);
         store.close(Duration::from_secs(10)).await;
         Ok(())

@@ -86,10 +86,13 @@ pub async fn upgrade(state: HttpState, parts: &mut axum::http::request::Parts) -
             );
         }
     };
+    let guard = state.app.live.socket_opened();
     upgrade.on_upgrade(move |socket| async move {
         metrics::gauge!("rollcall_websockets_open").increment(1.0);
+        // The connection (and its hold on the store) ends before the guard.
         Connection::new(state, socket, protocol).run().await;
         metrics::gauge!("rollcall_websockets_open").decrement(1.0);
+        drop(guard);
     })
 }
 

@@ -107,6 +107,8 @@ struct Inner {
     key_names: Mutex<HashMap<Uuid, Option<String>>>,
     /// Set when the server stops: live sockets close and the pump ends.
     stopping: watch::Sender<bool>,
+    /// How many WebSocket tasks are running (they hold the store).
+    sockets: watch::Sender<usize>,
     pump: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -140,7 +142,9 @@ impl Live {
         let registrations = store.registrations().changes().await?;
         let (revoked, _) = broadcast::channel(64);
         let (stopping, _) = watch::channel(false);
+        let (sockets, _) = watch::channel(0);
         let inner = Arc::new(Inner {
+            sockets,
             store,
             feeds: Mutex::new(HashMap::new()),
             buffer: buffer.max(1),
@@ -164,6 +168,22 @@ impl Live {
             let _ = pump.await;
         }
         lock(&self.inner.feeds).clear();
+    }
+
+    /// Counts a WebSocket task while the guard lives.
+    pub fn socket_opened(&self) -> SocketGuard {
+        self.inner.sockets.send_modify(|n| *n += 1);
+        SocketGuard { sockets: self.inner.sockets.clone() }
+    }
+
+    /// Waits, up to `limit`, for every WebSocket task to end (after
+    /// [`Live::stop`] has told them to), so that none still holds the store
+    /// when it is closed.
+    pub async fn sockets_closed(&self, limit: Duration) {
+        let mut rx = self.inner.sockets.subscribe();
+        if tokio::time::timeout(limit, rx.wait_for(|n| *n == 0)).await.is_err() {
+            tracing::warn!(open = *rx.borrow(), "some WebSockets did not close in time");
+        }
     }
 
     /// Resolves when the server starts to stop.
@@ -253,6 +273,17 @@ impl Live {
         feeds.insert(event, feed.clone());
         tokio::spawn(keep_stats(Arc::downgrade(&self.inner), Arc::downgrade(&feed), feed.changed.clone()));
         Ok(feed)
+    }
+}
+
+/// Counts one running WebSocket task; see [`Live::socket_opened`].
+pub struct SocketGuard {
+    sockets: watch::Sender<usize>,
+}
+
+impl Drop for SocketGuard {
+    fn drop(&mut self) {
+        self.sockets.send_modify(|n| *n = n.saturating_sub(1));
     }
 }
 
