@@ -161,7 +161,10 @@ fn status(dir: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
 /// Resolves on SIGTERM (systemd, docker stop) or Ctrl-C.
 async fn shutdown_signal() {
     let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
+        // Without a Ctrl-C handler, wait for SIGTERM alone rather than stop now.
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
     };
     #[cfg(unix)]
     let term = async {
