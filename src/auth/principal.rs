@@ -127,7 +127,14 @@ impl Principal {
                 }
                 let now = Utc::now();
                 if key.last_used_at.is_none_or(|t| now - t > TOUCH_INTERVAL) {
-                    store.api_keys().touch(key.id, now).await?;
+                    // Bookkeeping, off the request's path: a write that loses a
+                    // race with a concurrent batch must never refuse the key.
+                    let (store, id) = (store.clone(), key.id);
+                    tokio::spawn(async move {
+                        if let Err(e) = store.api_keys().touch(id, now).await {
+                            tracing::debug!(error = %e, key = %id, "could not record the key's last use");
+                        }
+                    });
                 }
                 let scope = ScannerScope::of(&key);
                 Ok(Principal::Scanner { key: Box::new(key), scope })

@@ -89,6 +89,25 @@ impl TestApp {
         body["data"].clone()
     }
 
+    /// Runs an operation until `done` holds of its `data`, for up to 5 s: for
+    /// bookkeeping the server writes off the request's path (`lastUsedAt`).
+    pub async fn ok_eventually(
+        &self,
+        auth: &Auth,
+        query: &str,
+        variables: Value,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let data = self.ok(auth, query, variables.clone()).await;
+            if done(&data) || std::time::Instant::now() > deadline {
+                return data;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+    }
+
     /// POSTs an operation that must fail; returns the first error's code.
     pub async fn err(&self, auth: &Auth, query: &str, variables: Value) -> String {
         let (_, body) = self.post_gql(auth, query, variables).await;

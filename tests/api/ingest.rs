@@ -147,8 +147,14 @@ async fn unknown_devices_are_only_counted() {
     assert_eq!(r["checkIns"], 0);
     assert!(attendance(&app, &v).await.is_empty());
     // The scanner's record shows its last batch and the unknown devices it heard.
-    let keys =
-        app.ok(&v.org.auth(), "{ apiKeys { lastBatchAt lastBatchId unknownDevices lastUsedAt } }", json!({})).await;
+    let keys = app
+        .ok_eventually(
+            &v.org.auth(),
+            "{ apiKeys { lastBatchAt lastBatchId unknownDevices lastUsedAt } }",
+            json!({}),
+            |d| d["apiKeys"][0]["lastUsedAt"].is_string(),
+        )
+        .await;
     let key = &keys["apiKeys"][0];
     assert_eq!(key["unknownDevices"], 2);
     assert!(key["lastBatchAt"].is_string() && key["lastBatchId"].is_string() && key["lastUsedAt"].is_string(), "{key}");
