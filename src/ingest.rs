@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::auth::ScannerScope;
 use crate::domain::batch::{MAX_BATCH_SIZE, canonical_identifier, check_sighting};
-use crate::domain::{Attendance, EventState, Sighting, Verdict, classify};
+use crate::domain::{Attendance, Sighting, Verdict, classify};
 use crate::store::{
     AttendanceRecord, BatchRecord, BatchWrite, CommitError, Event, LoggedSighting, StoreError, SurrealStore,
 };
@@ -32,7 +32,8 @@ pub struct SightingIn {
     pub identifier: String,
     pub seen_at: DateTime<Utc>,
     pub rssi: Option<i32>,
-    /// The event it is for; without one, the active events in scope. The
+    /// The event it is for; without one, every event in scope whose window
+    /// with grace covers `seen_at` (active or ended). The
     /// nil UUID stands for an id that did not parse (rejected with a reason).
     pub event_id: Option<Uuid>,
 }
@@ -217,11 +218,18 @@ async fn plan(
         valid.iter().filter_map(|(_, _, s)| s.event_id).collect::<HashSet<_>>().into_iter().collect();
     let mut events: HashMap<Uuid, Event> =
         store.events().get_many(&explicit).await?.into_iter().map(|e| (e.id, e)).collect();
-    let mut implicit = Vec::new();
-    if valid.iter().any(|(_, _, s)| s.event_id.is_none()) {
-        for e in store.events().active().await? {
+    // Sightings without an event go to every event in scope that takes
+    // attendance and whose window with grace covers them, whatever its state
+    // now: an offline scanner uploads after the event ended.
+    let mut implicit: Vec<(Uuid, DateTime<Utc>, DateTime<Utc>)> = Vec::new();
+    let unassigned = valid.iter().filter(|(_, _, s)| s.event_id.is_none()).map(|(_, _, s)| s.seen_at);
+    if let (Some(from), Some(to)) = (unassigned.clone().min(), unassigned.max()) {
+        for e in store.events().counting_between(from, to).await? {
             if in_scope(source, &e) {
-                implicit.push(e.id);
+                let window = crate::domain::EventWindow::new(e.starts_at, e.ends_at)
+                    .map_err(|err| StoreError::Corrupt(format!("event {}: {err}", e.id)))?;
+                let (opens, closes) = window.with_grace(e.policy.grace);
+                implicit.push((e.id, opens, closes));
             }
             events.entry(e.id).or_insert(e);
         }
@@ -244,14 +252,18 @@ async fn plan(
                     out.rejected.push(Rejection { index, reason: format!("event {id} is not in this key's scope") });
                     continue;
                 }
-                Some(e) if !matches!(e.state, EventState::Active | EventState::Ended) => {
+                Some(e) if !e.state.takes_attendance() => {
                     let reason = format!("event {id} is {}, not taking attendance", e.state.as_str().to_lowercase());
                     out.rejected.push(Rejection { index, reason });
                     continue;
                 }
                 Some(_) => vec![id],
             },
-            None => implicit.clone(),
+            None => implicit
+                .iter()
+                .filter(|(_, opens, closes)| (*opens..=*closes).contains(&s.seen_at))
+                .map(|(id, _, _)| *id)
+                .collect(),
         };
         let Some(&user) = users.get(&identifier) else {
             out.unknown_devices += 1;

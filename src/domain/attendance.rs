@@ -45,8 +45,7 @@ pub fn classify(policy: &AttendancePolicy, window: &EventWindow, s: &Sighting) -
     if s.rssi.is_some_and(|r| r < policy.min_rssi) {
         return Verdict::BelowRssi;
     }
-    let opens = window.starts_at() - policy.grace;
-    let closes = window.ends_at() + policy.grace;
+    let (opens, closes) = window.with_grace(policy.grace);
     if s.seen_at < opens || s.seen_at > closes {
         return Verdict::OutsideEvent;
     }

@@ -62,6 +62,13 @@ impl EventState {
         }
     }
 
+    /// Whether the event takes sightings at all: it has been running (an
+    /// upload after it ended is late, not wrong); scheduled or cancelled
+    /// events take none.
+    pub fn takes_attendance(self) -> bool {
+        matches!(self, EventState::Active | EventState::Ended)
+    }
+
     /// Whether people may still register.
     pub fn accepts_registrations(self) -> bool {
         matches!(self, EventState::Scheduled | EventState::Active)
@@ -109,6 +116,14 @@ impl EventWindow {
 
     pub fn ends_at(&self) -> DateTime<Utc> {
         self.ends_at
+    }
+
+    /// When sightings count, `[starts_at − grace, ends_at + grace]`: the
+    /// window the policy's rule 1 applies (saturating at the calendar's ends).
+    pub fn with_grace(&self, grace: Duration) -> (DateTime<Utc>, DateTime<Utc>) {
+        let opens = self.starts_at.checked_sub_signed(grace).unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let closes = self.ends_at.checked_add_signed(grace).unwrap_or(DateTime::<Utc>::MAX_UTC);
+        (opens, closes)
     }
 }
 

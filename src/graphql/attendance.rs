@@ -23,8 +23,9 @@ pub struct SightingInput {
     pub seen_at: DateTime<Utc>,
     /// Signal strength in dBm (-127 to 20).
     pub rssi: Option<i32>,
-    /// The event it is for; without it, the active events in the key's scope
-    /// whose window covers `seenAt`.
+    /// The event it is for; without it, every event in the key's scope
+    /// whose window with grace covers `seenAt` and that is active or has
+    /// ended (a late upload still counts).
     pub event_id: Option<ID>,
 }
 

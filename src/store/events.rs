@@ -57,6 +57,7 @@ fn row_of(
     created: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> EventRow {
+    let (opens_at, closes_at) = e.window.with_grace(e.policy.grace);
     EventRow {
         id: rid("event", id),
         name: e.name.clone(),
@@ -72,6 +73,8 @@ fn row_of(
         require_registration: e.policy.require_registration,
         created_at: created,
         updated_at: now,
+        opens_at,
+        closes_at,
     }
 }
 
@@ -192,6 +195,22 @@ impl<'a> Events<'a> {
         }
         let ids: Vec<_> = ids.iter().map(|id| rid("event", *id)).collect();
         let mut res = self.db.query("SELECT * FROM $ids").bind(("ids", ids)).await?;
+        convert_all(res.take::<Vec<EventRow>>(0)?)
+    }
+
+    /// The events that take attendance (active or ended) and whose window
+    /// with grace overlaps `[from, to]`: where a sighting without an event
+    /// may belong, however late it is uploaded.
+    pub async fn counting_between(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Vec<Event>, StoreError> {
+        let mut res = self
+            .db
+            .query(
+                "SELECT * FROM event WHERE closes_at >= $from AND opens_at <= $to
+                    AND state IN ['ACTIVE', 'ENDED'] ORDER BY starts_at",
+            )
+            .bind(("from", from))
+            .bind(("to", to))
+            .await?;
         convert_all(res.take::<Vec<EventRow>>(0)?)
     }
 

@@ -57,6 +57,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "ingest", include_str!("migrations/0002_ingest.surql")),
     (3, "heartbeat", include_str!("migrations/0003_heartbeat.surql")),
     (4, "live", include_str!("migrations/0004_live.surql")),
+    (5, "counting window", include_str!("migrations/0005_counting_window.surql")),
 ];
 
 /// Errors from the storage layer.

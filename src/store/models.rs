@@ -110,6 +110,11 @@ pub(crate) struct EventRow {
     pub require_registration: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// When its sightings start to count (`starts_at − grace`), kept so that
+    /// a batch finds the events that cover its sightings with one indexed read.
+    pub opens_at: DateTime<Utc>,
+    /// When its sightings stop counting (`ends_at + grace`).
+    pub closes_at: DateTime<Utc>,
 }
 
 impl TryFrom<EventRow> for Event {

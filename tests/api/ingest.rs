@@ -398,3 +398,44 @@ async fn deleting_an_event_or_a_user_removes_their_attendance() {
     let rows = app.ok(&v.org.auth(), ATTENDANCE, json!({ "e": event })).await;
     assert_eq!(rows["attendance"]["edges"], json!([]));
 }
+
+/// An offline scanner's sightings carry no `eventId`; it syncs after the
+/// organiser has ended the event. They count for the event whose window
+/// covers them, and the raw log keeps them, so a re-derivation finds them.
+#[tokio::test]
+async fn a_late_upload_after_the_event_ended_still_counts() {
+    let app = spawn_app().await;
+    let v = venue_from(&app, json!({}), Utc::now() - Duration::hours(4)).await;
+    app.ok(&v.org.auth(), "mutation($e: ID!) { endEvent(id: $e) { state } }", json!({ "e": v.event })).await;
+
+    let r =
+        submit(&app, &v, &batch(vec![sighting(&v.ada_ble, at(&v, 10), -60), sighting(&v.ada_ble, at(&v, 20), -60)]))
+            .await;
+    assert_eq!(r["accepted"], 2);
+    assert_eq!(r["outsideEvent"], 0, "{r}");
+    assert_eq!(r["checkIns"], 1, "{r}");
+    let rows = attendance(&app, &v).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["sightings"], 2);
+
+    // The raw log kept the event: a re-derivation brings the same row back.
+    let n =
+        app.ok(&v.org.auth(), "mutation($e: ID!) { recomputeAttendance(eventId: $e) }", json!({ "e": v.event })).await;
+    assert_eq!(n["recomputeAttendance"], 1);
+    assert_eq!(attendance(&app, &v).await[0]["sightings"], 2);
+
+    // Outside the window with grace, it still does not count.
+    let r = submit(&app, &v, &batch(vec![sighting(&v.ada_ble, at(&v, 3 * 60 + 16), -60)])).await;
+    assert_eq!(r["outsideEvent"], 1, "{r}");
+}
+
+/// Events that never took attendance do not take late uploads either.
+#[tokio::test]
+async fn implicit_sightings_skip_cancelled_and_scheduled_events() {
+    let app = spawn_app().await;
+    let v = venue(&app, json!({})).await;
+    app.ok(&v.org.auth(), "mutation($e: ID!) { cancelEvent(id: $e) { state } }", json!({ "e": v.event })).await;
+    let r = submit(&app, &v, &batch(vec![sighting(&v.ada_ble, at(&v, 10), -60)])).await;
+    assert_eq!(r["outsideEvent"], 1, "{r}");
+    assert_eq!(r["checkIns"], 0, "{r}");
+}
