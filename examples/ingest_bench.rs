@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --example ingest_bench -- --clients 4 --batches 200 --batch-size 500
+//! cargo run --release --example ingest_bench -- --profile venue --clients 8 --batches 100 --batch-size 500
 //! ```
 //!
 //! 1. Starts the real server on embedded SurrealKV in a temporary directory,
@@ -12,21 +13,33 @@
 //!    scanner: a batch holds `--batch-size` sightings of a group of
 //!    `batch-size / 10` people, ten sightings each (what a scanner that
 //!    coalesces per 10 s uploads after 100 s), and successive batches move
-//!    through the crowd so that every user is seen.
-//! 3. The ceiling: the same sightings written to a fresh SurrealKV store of
+//!    through the crowd so that every user is seen (`--profile own`, the
+//!    default). With `--profile venue`, every batch of every client is drawn
+//!    at random from the one shared crowd, so the same people arrive in many
+//!    concurrent batches, as at a venue where scanners hear the same room;
+//!    each scanner's clock still moves forward batch by batch.
+//!    A refused batch is counted, not retried.
+//! 3. Consistency: every sighting the server acknowledged is folded in
+//!    memory with the event's policy (`Attendance::fold`), and the result is
+//!    compared with the attendance the server stored (`consistent: yes`).
+//! 4. The ceiling: the same sightings written to a fresh SurrealKV store of
 //!    the same engine through the SDK, one record per batch, with no GraphQL,
 //!    auth or rules, by the same number of concurrent writers.
+//!
+//! 5. With `--rederive`: the event's policy changes, and its attendance is
+//!    derived again from the raw log in the background while two clients
+//!    upload batches for another event; progress is printed as it goes.
 //!
 //! The last line is `ingest: <N> sightings/s, ceiling <M> sightings/s, ratio <R>`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use clap::Parser;
 use rollcall::config::{DbArgs, ServeArgs};
-use rollcall::domain::{AttendancePolicy, EventState, EventWindow};
+use rollcall::domain::{Attendance, AttendancePolicy, EventState, EventWindow, Sighting};
 use rollcall::startup::Application;
 use rollcall::store::{ImportRow, NewEvent};
 use serde_json::{Value, json};
@@ -45,6 +58,21 @@ struct Args {
     /// Users seeded and registered.
     #[arg(long, default_value_t = 10_000)]
     users: usize,
+    /// Who each batch sees: `own` (each client walks through its own part of
+    /// the crowd) or `venue` (every batch drawn from one shared crowd).
+    #[arg(long, value_enum, default_value_t = Profile::Own)]
+    profile: Profile,
+    /// Afterwards, change the event's policy and time the background
+    /// re-derivation of its attendance from the raw log, while two clients
+    /// keep uploading for another event.
+    #[arg(long)]
+    rederive: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Profile {
+    Own,
+    Venue,
 }
 
 const PER_PERSON: usize = 10;
@@ -57,6 +85,23 @@ fn batch_sightings(
     c: usize,
     b: usize,
 ) -> Vec<(String, DateTime<Utc>, i32)> {
+    if args.profile == Profile::Venue {
+        // A deterministic shuffle of the crowd per (client, batch); the
+        // scanner's clock moves on 10 s per batch, a millisecond per sighting.
+        let mut state = ((c as u64) << 32 | b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        return (0..args.batch_size)
+            .map(|i| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let person = &bles[(state % bles.len() as u64) as usize];
+                let at = start
+                    + chrono::Duration::seconds(b as i64 * 10)
+                    + chrono::Duration::milliseconds(i as i64 * 3 + c as i64);
+                (person.clone(), at, -50 - ((i * 7) % 40) as i32)
+            })
+            .collect();
+    }
     let group = (args.batch_size / PER_PERSON).max(1);
     let groups = (bles.len() / group).max(1);
     let g = (b + c * groups / args.clients.max(1)) % groups;
@@ -78,6 +123,160 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// Changes the event's policy, then follows its re-derivation while two
+/// clients upload for another event.
+#[allow(clippy::too_many_arguments)]
+async fn rederive(
+    store: &rollcall::store::SurrealStore,
+    ingest: &rollcall::app::Ingest,
+    event: &rollcall::store::Event,
+    org: &rollcall::store::User,
+    addr: std::net::SocketAddr,
+    secrets: &[rollcall::auth::ApiKeySecret],
+    bles: &[String],
+    start: DateTime<Utc>,
+    logged: usize,
+) -> anyhow::Result<()> {
+    let now = Utc::now();
+    let other = store
+        .events()
+        .create(
+            NewEvent {
+                name: "Side room".into(),
+                description: None,
+                location: None,
+                window: EventWindow::new(event.starts_at, event.ends_at)?,
+                organizer: org.id,
+                policy: AttendancePolicy { require_registration: false, ..AttendancePolicy::default() },
+            },
+            now,
+        )
+        .await?;
+    store.events().set_state(other.id, EventState::Active, now).await?;
+    let changes = rollcall::store::EventChanges {
+        name: event.name.clone(),
+        description: None,
+        location: None,
+        window: EventWindow::new(event.starts_at, event.ends_at)?,
+        policy: AttendancePolicy { min_rssi: -80, ..event.policy },
+    };
+    let began = Instant::now();
+    store.events().update(event, changes, true, Utc::now()).await?;
+    ingest.rederivation_requested();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut uploaders = Vec::new();
+    for (c, secret) in secrets.iter().take(2).enumerate() {
+        let (done, key, url) = (done.clone(), secret.expose().to_owned(), format!("http://{addr}/graphql"));
+        let (bles, other) = (bles.to_vec(), other.id);
+        uploaders.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut sent = 0usize;
+            let mut b = 0i64;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let sightings: Vec<Value> = (0..500)
+                    .map(|i| {
+                        let at = start + chrono::Duration::seconds(b * 10) + chrono::Duration::milliseconds(i + c as i64);
+                        json!({ "bleUuid": bles[(b as usize * 500 + i as usize) % bles.len()], "seenAt": at, "rssi": -60, "eventId": other })
+                    })
+                    .collect();
+                let body = json!({ "query": "mutation($b: SightingBatchInput!) { submitSightings(batch: $b) { accepted } }",
+                    "variables": { "b": { "batchId": uuid::Uuid::new_v4(), "sightings": sightings } } });
+                let v: Value =
+                    http.post(&url).header("x-api-key", &key).json(&body).send().await?.json().await?;
+                if v.get("errors").is_none() {
+                    sent += 500;
+                }
+                b += 1;
+            }
+            Ok::<_, anyhow::Error>(sent)
+        }));
+    }
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let r = store.rederivations().get(event.id).await?.context("rederivation")?;
+        println!(
+            "rederive: {:.1}s, {}/{} batches read{}",
+            began.elapsed().as_secs_f64(),
+            r.batches_done,
+            r.batches_total,
+            if r.running { ", running" } else { "" }
+        );
+        if !r.pending() {
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            let mut side = 0;
+            for u in uploaders {
+                side += u.await??;
+            }
+            let secs = began.elapsed().as_secs_f64();
+            println!(
+                "rederive: {logged} raw sightings derived again in {secs:.1}s ({} rows); meanwhile {:.0} sightings/s ingested for another event",
+                r.rows.unwrap_or(0),
+                side as f64 / secs
+            );
+            return Ok(());
+        }
+    }
+}
+
+/// Whether the stored attendance equals an in-memory fold of every
+/// acknowledged sighting.
+async fn consistent(
+    args: &Args,
+    store: &rollcall::store::SurrealStore,
+    event: &rollcall::store::Event,
+    bles: &[String],
+    start: DateTime<Utc>,
+    secrets: &[rollcall::auth::ApiKeySecret],
+    acked: &[(usize, usize)],
+) -> anyhow::Result<bool> {
+    use std::collections::HashMap;
+    // Scanner ids: the keys, in client order.
+    let mut keys = HashMap::new();
+    for (c, secret) in secrets.iter().enumerate() {
+        let key = store.api_keys().by_hash(&secret.hash()).await?.context("bench key")?;
+        keys.insert(c, key.id);
+    }
+    let users: HashMap<String, uuid::Uuid> = store.users().resolve(bles.to_vec()).await?;
+    let mut sightings: HashMap<uuid::Uuid, Vec<Sighting>> = HashMap::new();
+    for &(c, b) in acked {
+        for (ble, at, rssi) in batch_sightings(args, bles, start, c, b) {
+            let user = users[&ble];
+            sightings.entry(user).or_default().push(Sighting { scanner: keys[&c], seen_at: at, rssi: Some(rssi) });
+        }
+    }
+    let window = EventWindow::new(event.starts_at, event.ends_at)?;
+    let expected: HashMap<uuid::Uuid, Attendance> =
+        sightings.iter().filter_map(|(u, s)| Attendance::fold(&event.policy, &window, s).map(|a| (*u, a))).collect();
+    let mut stored = HashMap::new();
+    let mut after = None;
+    loop {
+        let page = store.attendance().for_event(event.id, after, 500).await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.user_id);
+        for r in page {
+            stored.insert(r.user_id, r.attendance);
+        }
+    }
+    let mut ok = stored.len() == expected.len();
+    for (user, want) in &expected {
+        let Some(got) = stored.get(user) else {
+            ok = false;
+            continue;
+        };
+        let same = got.first_seen == want.first_seen
+            && got.last_seen == want.last_seen
+            && got.stays == want.stays
+            && got.sightings == want.sightings
+            && got.best_rssi == want.best_rssi;
+        if !same && ok {
+            println!("first difference, user {user}: stored {got:?}, expected {want:?}");
+        }
+        ok &= same;
+    }
+    println!("checked {} users' attendance against {} acknowledged batches", expected.len(), acked.len());
+    Ok(ok)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Arc::new(Args::parse());
@@ -89,6 +288,7 @@ async fn main() -> anyhow::Result<()> {
     let app = Application::build(serve).await?;
     let addr = app.local_addr();
     let store = app.state().store.clone();
+    let ingest = app.state().ingest.clone();
 
     // Seed: an organiser, an active event around now, users registered to it, a key.
     let now = Utc::now();
@@ -151,7 +351,7 @@ async fn main() -> anyhow::Result<()> {
 
     // Prepare every request body up front, so only the server is timed.
     let query = "mutation($b: SightingBatchInput!) { submitSightings(batch: $b) { accepted checkIns duplicates rejected { reason } } }";
-    let mut bodies: Vec<Vec<String>> = Vec::new();
+    let mut bodies: Vec<Vec<(usize, String)>> = Vec::new();
     for c in 0..args.clients {
         let mut mine = Vec::new();
         for b in 0..args.batches {
@@ -160,7 +360,7 @@ async fn main() -> anyhow::Result<()> {
                 .map(|(ble, at, rssi)| json!({ "bleUuid": ble, "seenAt": at, "rssi": rssi }))
                 .collect();
             let body = json!({ "query": query, "variables": { "b": { "batchId": uuid::Uuid::new_v4(), "sightings": sightings } } });
-            mine.push(body.to_string());
+            mine.push((b, body.to_string()));
         }
         bodies.push(mine);
     }
@@ -175,7 +375,9 @@ async fn main() -> anyhow::Result<()> {
             let http = reqwest::Client::new();
             let mut latencies = Vec::with_capacity(mine.len());
             let mut check_ins = 0i64;
-            for body in mine {
+            let mut acked = Vec::new();
+            let mut refused = Vec::new();
+            for (b, body) in mine {
                 let sent = Instant::now();
                 let resp = http
                     .post(&url)
@@ -184,22 +386,29 @@ async fn main() -> anyhow::Result<()> {
                     .body(body)
                     .send()
                     .await?;
-                let v: Value = resp.json().await?;
+                let status = resp.status();
+                let v: Value = resp.json().await.with_context(|| format!("HTTP {status}"))?;
                 latencies.push(sent.elapsed());
                 if let Some(errors) = v.get("errors") {
-                    bail!("batch failed: {errors}");
+                    refused.push(errors.to_string());
+                    continue;
                 }
                 check_ins += v["data"]["submitSightings"]["checkIns"].as_i64().unwrap_or(0);
+                acked.push(b);
             }
-            Ok::<_, anyhow::Error>((latencies, check_ins))
+            Ok::<_, anyhow::Error>((latencies, check_ins, acked, refused))
         }));
     }
     let mut latencies = Vec::new();
     let mut check_ins = 0;
-    for t in tasks {
-        let (l, c) = t.await??;
+    let mut acked: Vec<(usize, usize)> = Vec::new();
+    let mut refused: Vec<String> = Vec::new();
+    for (c, t) in tasks.into_iter().enumerate() {
+        let (l, n, a, r) = t.await??;
         latencies.extend(l);
-        check_ins += c;
+        check_ins += n;
+        acked.extend(a.into_iter().map(|b| (c, b)));
+        refused.extend(r);
     }
     let elapsed = began.elapsed();
     latencies.sort();
@@ -217,6 +426,15 @@ async fn main() -> anyhow::Result<()> {
         percentile(&latencies, 0.99).as_secs_f64() * 1e3,
         latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3
     );
+    println!("refused: {} of {} batches", refused.len(), args.clients * args.batches);
+    if let Some(first) = refused.first() {
+        println!("first refusal: {first}");
+    }
+    let consistent = consistent(&args, &store, &event, &bles, start, &secrets, &acked).await?;
+    println!("consistent: {}", if consistent { "yes" } else { "no" });
+    if args.rederive {
+        rederive(&store, &ingest, &event, &org, addr, &secrets, &bles, start, total).await?;
+    }
     drop(store);
     let _ = stop_tx.send(());
     server.await.context("server task")??;

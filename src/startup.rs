@@ -49,7 +49,9 @@ impl Application {
         let live = crate::live::Live::start(store.clone(), args.live.buffer)
             .await
             .context("opening the database's live change stream")?;
+        let ingest = crate::app::Ingest::start(store.clone());
         let state = AppState {
+            ingest,
             store,
             jwt,
             limits: Arc::new(args.limits),
@@ -98,7 +100,9 @@ impl Application {
             // The server, and with it the router's handles on the store, end here.
         }
         // The live hub holds the store too; it must go before the store closes.
-        let AppState { store, live, .. } = state;
+        let AppState { store, live, ingest, .. } = state;
+        ingest.stop().await;
+        drop(ingest);
         live.stop().await;
         live.sockets_closed(Duration::from_secs(5)).await;
         drop(live);

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use crate::app::Ingest;
 use crate::auth::JwtKeys;
 use crate::config::{Limits, LiveLimits};
 use crate::live::Live;
@@ -14,6 +15,8 @@ use crate::telemetry::Metrics;
 pub struct AppState {
     /// The database.
     pub store: SurrealStore,
+    /// Sighting ingest, with this process's writer.
+    pub ingest: Ingest,
     /// Signs and verifies people's tokens.
     pub jwt: JwtKeys,
     /// Request limits, from the configuration.

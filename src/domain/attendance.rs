@@ -14,8 +14,11 @@
 //!   event, ever.
 //! - Counted sightings less than `departureGap` apart belong to one stay; a
 //!   longer gap opens a new stay. Dwell is the sum of the stays' lengths.
-//! - The same sighting — (scanner, seenAt) for this user — counts once. It is
-//!   recognised by a 64-bit fingerprint kept in a sorted set.
+//! - The same sighting — (scanner, seenAt) for this user — counts once.
+//!   [`Attendance::fold`] recognises repeats by a set it keeps while folding;
+//!   a stored row keeps only each scanner's latest counted `seenAt` (its
+//!   mark), and ingest decides whether a sighting at or before a mark is a
+//!   repeat (see `domain::ingest`), so a row does not grow with its sightings.
 
 use chrono::{DateTime, Duration, Utc};
 use uuid::Uuid;
@@ -73,8 +76,16 @@ pub struct Attendance {
     pub sightings: u64,
     /// The strongest RSSI among them, if any had one.
     pub best_rssi: Option<i32>,
-    /// Fingerprints of the counted sightings, sorted, for deduplication.
-    pub seen: Vec<u64>,
+    /// Per scanner, the latest `seenAt` counted: a later sighting from that
+    /// scanner is certainly new. Sorted by scanner.
+    pub marks: Vec<Mark>,
+}
+
+/// A scanner's latest counted sighting of one user at one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    pub scanner: Uuid,
+    pub at: DateTime<Utc>,
 }
 
 impl Attendance {
@@ -87,22 +98,34 @@ impl Attendance {
             stays: vec![Stay { from: s.seen_at, to: s.seen_at }],
             sightings: 1,
             best_rssi: s.rssi,
-            seen: vec![fingerprint(s)],
+            marks: vec![Mark { scanner: s.scanner, at: s.seen_at }],
         }
     }
 
-    /// Folds one counted sighting in. Returns false if this sighting was
-    /// already counted: then only a stronger RSSI reported for it is kept
-    /// (so that the best RSSI, too, does not depend on arrival order).
-    pub fn absorb(&mut self, s: &Sighting, departure_gap: Duration) -> bool {
+    /// Whether `s` comes after everything its scanner had counted here, and
+    /// so is certainly not a repeat.
+    pub fn above_mark(&self, s: &Sighting) -> bool {
+        match self.marks.binary_search_by_key(&s.scanner, |m| m.scanner) {
+            Ok(i) => s.seen_at > self.marks[i].at,
+            Err(_) => true,
+        }
+    }
+
+    /// Folds one counted sighting in; `new` says whether it was counted
+    /// before (see the module doc). A repeat keeps only a stronger RSSI
+    /// reported for it (so the best RSSI, too, does not depend on arrival
+    /// order).
+    pub fn absorb(&mut self, s: &Sighting, departure_gap: Duration, new: bool) {
         self.best_rssi = match (self.best_rssi, s.rssi) {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         };
-        let fp = fingerprint(s);
-        match self.seen.binary_search(&fp) {
-            Ok(_) => return false,
-            Err(pos) => self.seen.insert(pos, fp),
+        if !new {
+            return;
+        }
+        match self.marks.binary_search_by_key(&s.scanner, |m| m.scanner) {
+            Ok(i) => self.marks[i].at = self.marks[i].at.max(s.seen_at),
+            Err(i) => self.marks.insert(i, Mark { scanner: s.scanner, at: s.seen_at }),
         }
         self.sightings += 1;
         if s.seen_at < self.first_seen || (s.seen_at == self.first_seen && s.scanner < self.first_scanner) {
@@ -111,7 +134,6 @@ impl Attendance {
         }
         self.last_seen = self.last_seen.max(s.seen_at);
         self.stays = insert_point(std::mem::take(&mut self.stays), s.seen_at, departure_gap);
-        true
     }
 
     /// Total time present: the sum of the stays' lengths.
@@ -132,15 +154,15 @@ impl Attendance {
         sightings: impl IntoIterator<Item = &'a Sighting>,
     ) -> Option<Self> {
         let mut acc: Option<Self> = None;
+        let mut seen = std::collections::HashSet::new();
         for s in sightings {
             if classify(policy, window, s) != Verdict::Counted {
                 continue;
             }
+            let new = seen.insert((s.scanner, s.seen_at.timestamp_millis()));
             match &mut acc {
                 None => acc = Some(Self::first(s)),
-                Some(a) => {
-                    a.absorb(s, policy.departure_gap);
-                }
+                Some(a) => a.absorb(s, policy.departure_gap, new),
             }
         }
         acc
@@ -171,18 +193,6 @@ fn insert_point(stays: Vec<Stay>, t: DateTime<Utc>, gap: Duration) -> Vec<Stay> 
         out.push(merged);
     }
     out
-}
-
-/// A stable 64-bit fingerprint of (scanner, seenAt in ms): FNV-1a, so it is
-/// the same on every machine and in every release.
-pub fn fingerprint(s: &Sighting) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let ms = s.seen_at.timestamp_millis().to_be_bytes();
-    for b in s.scanner.as_bytes().iter().chain(ms.iter()) {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
 }
 
 #[cfg(test)]
@@ -238,19 +248,27 @@ mod tests {
         let p = AttendancePolicy::default();
         let mut a = Attendance::fold(&p, &window(), &[s(0, -60), s(8, -60)]).unwrap();
         assert_eq!(a.stays.len(), 2);
-        assert!(a.absorb(&s(4, -60), p.departure_gap));
+        a.absorb(&s(4, -60), p.departure_gap, true);
         assert_eq!(a.stays, vec![Stay { from: t(0), to: t(8) }]);
     }
 
     #[test]
     fn the_same_sighting_counts_once_but_another_scanner_counts_again() {
         let p = AttendancePolicy::default();
-        let mut a = Attendance::first(&s(10, -60));
-        assert!(!a.absorb(&s(10, -60), p.departure_gap));
-        assert_eq!(a.sightings, 1);
         let other = Sighting { scanner: Uuid::from_u128(2), ..s(10, -60) };
-        assert!(a.absorb(&other, p.departure_gap));
+        let a = Attendance::fold(&p, &window(), &[s(10, -60), s(10, -50), other]).unwrap();
         assert_eq!(a.sightings, 2);
+        assert_eq!(a.best_rssi, Some(-50), "a repeat still reports its RSSI");
+    }
+
+    #[test]
+    fn marks_tell_what_is_certainly_new() {
+        let p = AttendancePolicy::default();
+        let a = Attendance::fold(&p, &window(), &[s(10, -60), s(5, -60)]).unwrap();
+        assert_eq!(a.marks, vec![Mark { scanner: Uuid::from_u128(1), at: t(10) }]);
+        assert!(a.above_mark(&s(11, -60)));
+        assert!(!a.above_mark(&s(10, -60)) && !a.above_mark(&s(7, -60)));
+        assert!(a.above_mark(&Sighting { scanner: Uuid::from_u128(9), ..s(1, -60) }), "another scanner");
     }
 
     #[test]
@@ -303,12 +321,14 @@ mod tests {
             let again = batches[repeat % batches.len()];
 
             let mut acc: Option<Attendance> = None;
+            let mut seen = std::collections::HashSet::new();
             for batch in batches.iter().copied().chain(std::iter::once(again)) {
                 for s in batch {
                     if classify(&p, &w, s) != Verdict::Counted { continue; }
+                    let new = seen.insert((s.scanner, s.seen_at));
                     match &mut acc {
                         None => acc = Some(Attendance::first(s)),
-                        Some(a) => { a.absorb(s, p.departure_gap); }
+                        Some(a) => a.absorb(s, p.departure_gap, new),
                     }
                 }
             }
@@ -329,11 +349,13 @@ mod tests {
             let fold_batches = |batches: &[Vec<(u8, Sighting)>]| {
                 let mut per_user: BTreeMap<u8, Attendance> = BTreeMap::new();
                 let mut check_ins = 0;
+                let mut seen = std::collections::HashSet::new();
                 for batch in batches {
                     for (user, s) in batch {
                         if classify(&p, &w, s) != Verdict::Counted { continue; }
+                        let new = seen.insert((*user, s.scanner, s.seen_at));
                         match per_user.get_mut(user) {
-                            Some(a) => { a.absorb(s, p.departure_gap); }
+                            Some(a) => a.absorb(s, p.departure_gap, new),
                             None => { per_user.insert(*user, Attendance::first(s)); check_ins += 1; }
                         }
                     }
@@ -363,7 +385,7 @@ mod tests {
                 }
                 prop_assert_eq!(a.stays[0].from, a.first_seen);
                 prop_assert_eq!(a.stays[a.stays.len() - 1].to, a.last_seen);
-                prop_assert_eq!(a.seen.len() as u64, a.sightings);
+                prop_assert!(a.marks.windows(2).all(|m| m[0].scanner < m[1].scanner));
             }
         }
     }

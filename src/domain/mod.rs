@@ -6,9 +6,10 @@
 mod attendance;
 pub mod batch;
 mod event;
+pub mod ingest;
 mod values;
 
-pub use attendance::{Attendance, Sighting, Stay, Verdict, classify, fingerprint};
+pub use attendance::{Attendance, Mark, Sighting, Stay, Verdict, classify};
 pub use event::{AttendancePolicy, EventState, EventWindow};
 pub use values::{BleUuid, DeviceIdentifier, Email, Password, PersonName, Role, Text};
 

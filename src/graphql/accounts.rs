@@ -20,7 +20,7 @@ pub struct AccountsQuery;
 impl AccountsQuery {
     /// The signed-in user.
     async fn me(&self, ctx: &Context<'_>) -> Result<User> {
-        Ok(User(require_user(ctx)?.clone()))
+        Ok(User::new(require_user(ctx)?.clone()))
     }
 
     /// Every user, in creation order. ADMIN only.
@@ -33,7 +33,7 @@ impl AccountsQuery {
         require_role(ctx, &[Role::Admin])?;
         let page = Page::parse(first, after)?;
         let rows = state(ctx)?.store.users().list(page.after, page.fetch()).await?;
-        Ok(page.connection(rows, |u| u.id, User))
+        Ok(page.connection(rows, |u| u.id, User::new))
     }
 
     /// One user by id. Organisers and admins, or the user themself.
@@ -43,14 +43,14 @@ impl AccountsQuery {
         if me.id != id && !me.role.can_organize() {
             return Err(ApiError::forbidden().into());
         }
-        Ok(state(ctx)?.store.users().get(id).await?.map(User))
+        Ok(state(ctx)?.store.users().get(id).await?.map(User::new))
     }
 
     /// Looks a user up by e-mail. Organisers and admins.
     async fn user_by_email(&self, ctx: &Context<'_>, email: String) -> Result<Option<User>> {
         require_role(ctx, &[Role::Admin, Role::Organizer])?;
         let email = Email::parse(&email)?;
-        Ok(state(ctx)?.store.users().by_email(email.as_str()).await?.map(User))
+        Ok(state(ctx)?.store.users().by_email(email.as_str()).await?.map(User::new))
     }
 
     /// Looks a user up by the identifier a scanner heard: their BLE UUID or an
@@ -61,7 +61,7 @@ impl AccountsQuery {
             Ok(u) => u.to_canonical(),
             Err(_) => DeviceIdentifier::parse(&ble_uuid)?.as_str().to_owned(),
         };
-        Ok(state(ctx)?.store.users().by_identifier(&key).await?.map(User))
+        Ok(state(ctx)?.store.users().by_identifier(&key).await?.map(User::new))
     }
 }
 
@@ -99,7 +99,7 @@ impl AccountsMutation {
         let st = state(ctx)?;
         let user = create_account(&st.store, email, name, Role::Attendee, Some(password), None).await?;
         let (token, expires_at) = st.jwt.issue(user.id, user.role)?;
-        Ok(AuthPayload { token, expires_at, user: User(user) })
+        Ok(AuthPayload { token, expires_at, user: User::caller(user) })
     }
 
     /// Exchanges e-mail and password for a token.
@@ -121,7 +121,7 @@ impl AccountsMutation {
             _ => return Err(ApiError::Unauthenticated("invalid e-mail or password".into()).into()),
         };
         let (token, expires_at) = st.jwt.issue(user.id, user.role)?;
-        Ok(AuthPayload { token, expires_at, user: User(user) })
+        Ok(AuthPayload { token, expires_at, user: User::caller(user) })
     }
 
     /// Creates a user directly, with any role and optionally a given BLE UUID. ADMIN only.
@@ -132,7 +132,7 @@ impl AccountsMutation {
         let password = input.password.as_deref().map(Password::parse).transpose()?;
         let ble = input.ble_uuid.as_deref().map(BleUuid::parse).transpose()?;
         let role = input.role.map_or(Role::Attendee, Role::from);
-        Ok(User(create_account(&state(ctx)?.store, email, name, role, password, ble).await?))
+        Ok(User::new(create_account(&state(ctx)?.store, email, name, role, password, ble).await?))
     }
 
     /// Changes a user's name (the user or an admin) or role (admin only).
@@ -152,17 +152,18 @@ impl AccountsMutation {
             .update(id, name.map(|n| n.as_str().to_owned()), input.role.map(Role::from))
             .await?
             .ok_or_else(|| ApiError::not_found("user"))?;
-        Ok(User(updated))
+        Ok(User::new(updated))
     }
 
-    /// Deletes a user with their devices and registrations. ADMIN only.
+    /// Deletes a user with their devices, registrations and attendance, and
+    /// erases their sightings from the raw log, for good. ADMIN only.
     async fn delete_user(&self, ctx: &Context<'_>, id: ID) -> Result<bool> {
         let me = require_role(ctx, &[Role::Admin])?;
         let id = parse_id("user", &id)?;
         if me.id == id {
             return Err(ApiError::Conflict("you cannot delete your own account".into()).into());
         }
-        if !state(ctx)?.store.users().delete(id).await? {
+        if !state(ctx)?.ingest.erase_user(id).await? {
             return Err(ApiError::not_found("user").into());
         }
         Ok(true)
@@ -178,7 +179,7 @@ impl AccountsMutation {
             .set_ble_uuid(target, BleUuid::random().to_canonical())
             .await?
             .ok_or_else(|| ApiError::not_found("user"))?;
-        Ok(User(updated))
+        Ok(User::new(updated))
     }
 
     /// Adds an extra identifier (a MAC address, an advertised name) that a

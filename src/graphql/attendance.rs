@@ -10,9 +10,10 @@ use super::error::ApiError;
 use super::events::managed_event;
 use super::types::{Event, User};
 use super::{Page, parse_id, principal, require_user, state};
+use crate::app::{IngestError, Source};
 use crate::auth::Principal;
+use crate::domain::ingest::{BatchOutcome, SightingIn};
 use crate::domain::{AttendancePolicy, Role};
-use crate::ingest::{self, BatchOutcome, IngestError, SightingIn, Source};
 use crate::store::{self, AttendanceRecord as Record};
 
 /// One sighting as a scanner heard it.
@@ -96,6 +97,8 @@ impl From<IngestError> for ApiError {
         match e {
             IngestError::TooLarge(_) | IngestError::Invalid(_) => ApiError::Validation(e.to_string()),
             IngestError::Contended => ApiError::RateLimited(e.to_string()),
+            IngestError::Unavailable => ApiError::Unavailable(e.to_string()),
+            IngestError::ReusedBatchId => ApiError::Conflict(e.to_string()),
             IngestError::Store(e) => e.into(),
         }
     }
@@ -125,7 +128,7 @@ pub struct AttendanceRecord {
 #[Object]
 impl AttendanceRecord {
     async fn user(&self, ctx: &Context<'_>) -> Result<Option<User>> {
-        Ok(state(ctx)?.store.users().get(self.record.user_id).await?.map(User))
+        Ok(state(ctx)?.store.users().get(self.record.user_id).await?.map(User::new))
     }
 
     async fn event(&self, ctx: &Context<'_>) -> Result<Option<Event>> {
@@ -291,7 +294,7 @@ impl AttendanceMutation {
             };
             sightings.push(SightingIn { identifier: s.ble_uuid, seen_at: s.seen_at, rssi: s.rssi, event_id });
         }
-        let outcome = ingest::submit(&state(ctx)?.store, &source, batch.batch_id, batch.sent_at, sightings).await?;
+        let outcome = state(ctx)?.ingest.submit(&source, batch.batch_id, batch.sent_at, sightings).await?;
         record_metrics(&outcome);
         Ok(outcome.into())
     }
@@ -316,8 +319,7 @@ impl AttendanceMutation {
             rssi: None,
             event_id: Some(event.id),
         };
-        let outcome =
-            ingest::submit(&st.store, &Source::Manual { by: me.id }, Uuid::now_v7(), None, vec![sighting]).await?;
+        let outcome = st.ingest.submit(&Source::Manual { by: me.id }, Uuid::now_v7(), None, vec![sighting]).await?;
         record_metrics(&outcome);
         if let Some(r) = outcome.rejected.first() {
             return Err(ApiError::Validation(r.reason.clone()).into());
@@ -337,11 +339,14 @@ impl AttendanceMutation {
     }
 
     /// Derives an event's attendance again from the raw sighting log (done
-    /// automatically when its window or policy changes). Returns the number
-    /// of users with attendance. The event's organiser or an admin.
-    async fn recompute_attendance(&self, ctx: &Context<'_>, event_id: ID) -> Result<i64> {
+    /// automatically, in the background, when its window or policy changes)
+    /// and waits up to a minute for it. Returns the number of users with
+    /// attendance, or null if it is still running (follow it on
+    /// `event { rederivation }`). The event's organiser or an admin.
+    async fn recompute_attendance(&self, ctx: &Context<'_>, event_id: ID) -> Result<Option<i64>> {
         let event = managed_event(ctx, &event_id).await?;
-        Ok(ingest::recompute(&state(ctx)?.store, &event).await? as i64)
+        let wait = std::time::Duration::from_secs(60);
+        Ok(state(ctx)?.ingest.recompute(&event, wait).await?.map(|n| n as i64))
     }
 }
 

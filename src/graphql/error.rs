@@ -26,6 +26,10 @@ pub enum ApiError {
     Validation(String),
     #[error("{0}")]
     RateLimited(String),
+    /// The server cannot serve this now (stopping, or its database is
+    /// away); the client retries.
+    #[error("{0}")]
+    Unavailable(String),
     /// Never shown: logged, then reported as "internal error".
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -40,6 +44,7 @@ impl ApiError {
             ApiError::Conflict(_) => "CONFLICT",
             ApiError::Validation(_) => "VALIDATION",
             ApiError::RateLimited(_) => "RATE_LIMITED",
+            ApiError::Unavailable(_) => "UNAVAILABLE",
             ApiError::Internal(_) => "INTERNAL",
         }
     }

@@ -161,10 +161,12 @@ impl EventsMutation {
             || changes.window.starts_at() != event.starts_at
             || changes.window.ends_at() != event.ends_at;
         let st = state(ctx)?;
-        let updated = st.store.events().update(&event, changes, Utc::now()).await?;
+        // Attendance follows the rules: a change asks, in the same
+        // transaction, for it to be derived again from the raw log, in the
+        // background (`event { rederivation }` shows how far it has got).
+        let updated = st.store.events().update(&event, changes, rules_changed, Utc::now()).await?;
         if rules_changed {
-            // Attendance follows the rules: derive it again from the raw log.
-            crate::ingest::recompute(&st.store, &updated).await?;
+            st.ingest.rederivation_requested();
         }
         Ok(Event(updated))
     }

@@ -115,7 +115,7 @@ impl CheckIn {
     }
 
     async fn user(&self) -> User {
-        User(self.0.user.clone())
+        User::new(self.0.user.clone())
     }
 
     /// The time of the first counted sighting.

@@ -10,6 +10,7 @@ mod events;
 mod extensions;
 mod live;
 mod registrations;
+mod scanners;
 mod types;
 
 use async_graphql::connection::Connection;
@@ -22,7 +23,13 @@ use crate::auth::Principal;
 use crate::state::AppState;
 
 #[derive(MergedObject, Default)]
-pub struct Query(accounts::AccountsQuery, events::EventsQuery, attendance::AttendanceQuery, api_keys::ApiKeysQuery);
+pub struct Query(
+    accounts::AccountsQuery,
+    events::EventsQuery,
+    attendance::AttendanceQuery,
+    api_keys::ApiKeysQuery,
+    scanners::ScannersQuery,
+);
 
 #[derive(MergedObject, Default)]
 pub struct Mutation(

@@ -79,8 +79,21 @@ pub enum RegistrationStatus {
     Cancelled,
 }
 
-/// A person with an account.
-pub struct User(pub store::User);
+/// A person with an account, and whether it is the caller's own (see
+/// [`User::caller`]).
+pub struct User(pub store::User, bool);
+
+impl User {
+    pub fn new(user: store::User) -> Self {
+        User(user, false)
+    }
+
+    /// The caller's own account where the request carries no credential yet:
+    /// the user of `signUp` and `logIn`, who sees their own private fields.
+    pub fn caller(user: store::User) -> Self {
+        User(user, true)
+    }
+}
 
 #[Object]
 impl User {
@@ -146,7 +159,7 @@ impl User {
 impl User {
     fn sees_private(&self, ctx: &Context<'_>) -> Result<bool> {
         let p = principal(ctx)?;
-        Ok(p.user().is_some_and(|u| u.id == self.0.id || u.role.can_organize()))
+        Ok(self.1 || p.user().is_some_and(|u| u.id == self.0.id || u.role.can_organize()))
     }
 }
 
@@ -215,6 +228,24 @@ impl AttendancePolicyInput {
 /// An event that takes attendance.
 pub struct Event(pub store::Event);
 
+/// An event's attendance being derived again from the raw log.
+#[derive(async_graphql::SimpleObject)]
+pub struct Rederivation {
+    /// The rows lag behind a change: a derivation is queued or running.
+    pub pending: bool,
+    /// A worker is on it now.
+    pub running: bool,
+    /// From 0 to 1: the raw-log batches read of those to read (1 when done).
+    pub progress: f64,
+    pub batches_done: i64,
+    pub batches_total: i64,
+    /// When it was last asked for, and last finished.
+    pub requested_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// How many attendance rows the last derivation produced.
+    pub rows: Option<i64>,
+}
+
 #[Object]
 impl Event {
     async fn id(&self) -> ID {
@@ -262,9 +293,32 @@ impl Event {
         self.0.updated_at
     }
 
+    /// Whether its attendance is being derived again from the raw log
+    /// (after a policy or window change), and how far that has got; null if
+    /// it never was.
+    async fn rederivation(&self, ctx: &Context<'_>) -> Result<Option<Rederivation>> {
+        let r = state(ctx)?.store.rederivations().get(self.0.id).await?;
+        Ok(r.map(|r| Rederivation {
+            pending: r.pending(),
+            running: r.running,
+            progress: if !r.pending() {
+                1.0
+            } else if r.batches_total > 0 {
+                (r.batches_done as f64 / r.batches_total as f64).min(1.0)
+            } else {
+                0.0
+            },
+            batches_done: r.batches_done,
+            batches_total: r.batches_total,
+            requested_at: r.requested_at,
+            finished_at: r.finished_at,
+            rows: r.rows,
+        }))
+    }
+
     /// The user who runs the event.
     async fn organizer(&self, ctx: &Context<'_>) -> Result<Option<User>> {
-        Ok(state(ctx)?.store.users().get(self.0.organizer_id).await?.map(User))
+        Ok(state(ctx)?.store.users().get(self.0.organizer_id).await?.map(User::new))
     }
 
     /// How many people are registered (cancelled registrations excluded).
@@ -319,7 +373,7 @@ impl Registration {
     }
 
     async fn user(&self, ctx: &Context<'_>) -> Result<Option<User>> {
-        Ok(state(ctx)?.store.users().get(self.0.user_id).await?.map(User))
+        Ok(state(ctx)?.store.users().get(self.0.user_id).await?.map(User::new))
     }
 
     async fn event(&self, ctx: &Context<'_>) -> Result<Option<Event>> {

@@ -1,6 +1,6 @@
 //! The deployed scanners' HTTP protocol (DESIGN.md, "Seed compatibility"):
 //! `GET /active-events` and `POST /batch-checkin`, with `x-api-key` and Unix
-//! millisecond times. Both run the same code as GraphQL (`crate::ingest`).
+//! millisecond times. Both run the same code as GraphQL (`crate::app::ingest`).
 //!
 //! That protocol has no batch id, so one is derived from the key and the
 //! exact request body: a scanner that resends a request it got no answer to
@@ -19,9 +19,10 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::HttpState;
+use crate::app::{IngestError, Source};
 use crate::auth::{AuthError, Credential, Principal, ScannerScope};
 use crate::domain::batch::MAX_BATCH_SIZE;
-use crate::ingest::{self, IngestError, SightingIn, SightingStatus, Source};
+use crate::domain::ingest::{SightingIn, SightingStatus};
 
 fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
@@ -132,12 +133,15 @@ pub async fn batch_checkin(
     id.copy_from_slice(&digest[..16]);
     let batch_id = uuid::Builder::from_random_bytes(id).into_uuid();
     let source = Source::Scanner { key_id, scope };
-    let outcome = match ingest::submit(&state.app.store, &source, batch_id, None, sightings).await {
+    let outcome = match state.app.ingest.submit(&source, batch_id, None, sightings).await {
         Ok(o) => o,
         Err(e @ IngestError::TooLarge(_)) | Err(e @ IngestError::Invalid(_)) => {
             return error(StatusCode::BAD_REQUEST, &e.to_string());
         }
-        Err(e @ IngestError::Contended) => return error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        Err(e @ IngestError::Contended) | Err(e @ IngestError::Unavailable) => {
+            return error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string());
+        }
+        Err(e @ IngestError::ReusedBatchId) => return error(StatusCode::CONFLICT, &e.to_string()),
         Err(IngestError::Store(e)) => {
             tracing::error!(error = ?e, "batch-checkin failed");
             return error(StatusCode::INTERNAL_SERVER_ERROR, "internal error");

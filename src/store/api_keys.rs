@@ -80,6 +80,22 @@ impl<'a> ApiKeys<'a> {
         convert_all(res.take::<Vec<ApiKeyRow>>(0)?)
     }
 
+    /// The keys, revoked or not, whose scope covers `event` (the same rule
+    /// as `ScannerScope::covers`): whose unassigned sightings may count for it.
+    pub async fn covering(&self, event: &super::Event) -> Result<Vec<Uuid>, StoreError> {
+        let mut res = self
+            .db
+            .query(
+                "SELECT VALUE id FROM api_key WHERE all_events = true OR events CONTAINS $e
+                    OR (all_events = false AND array::len(events) = 0 AND created_by = $org)",
+            )
+            .bind(("e", rid("event", event.id)))
+            .bind(("org", rid("user", event.organizer_id)))
+            .await?;
+        let ids: Vec<surrealdb::types::RecordId> = res.take(0)?;
+        ids.iter().map(super::key_of).collect()
+    }
+
     /// Marks a key revoked (once; later calls keep the first time).
     pub async fn revoke(&self, id: Uuid, now: DateTime<Utc>) -> Result<Option<ApiKey>, StoreError> {
         let mut res = self

@@ -1,13 +1,14 @@
-//! The attendance aggregate and the raw sighting log it is derived from.
+//! The attendance aggregate: one row per (event, user), derived from the
+//! raw log (`batches`), and each event's check-in stream.
 //!
-//! Write path, per batch (see `crate::ingest`): the batch record (raw log and
-//! idempotency key) and every changed attendance row go in one transaction.
-//! Rows are keyed `attendance:[event, user]`, read in one statement by id,
-//! and written once per (user, event) per batch however many sightings the
-//! batch has for them. Each row carries a `version`: a row is created only if
-//! absent and updated only if its version is the one that was read, so two
-//! instances ingesting for the same person cannot overwrite each other; the
-//! loser's transaction fails and it retries.
+//! Write path (see `crate::app::writer`): each process has one writer task
+//! that folds many batches together and commits them in one transaction:
+//! the batches' raw records, every changed row once, new check-ins with
+//! their cursors. Rows are keyed `attendance:[event, user]` and read by id.
+//! Each row carries a `version`: a row is created only if absent and updated
+//! only if its version is the one that was read, so two instances folding
+//! for the same person cannot overwrite each other; the loser's transaction
+//! fails and it folds again from fresh reads.
 
 use std::collections::HashMap;
 
@@ -16,11 +17,13 @@ use futures_util::StreamExt;
 use chrono::{DateTime, Utc};
 use surrealdb::Surreal;
 use surrealdb::engine::any::Any;
-use surrealdb::types::{Array, Bytes, RecordId, SurrealValue};
+use surrealdb::types::{Array, RecordId, SurrealValue};
 use uuid::Uuid;
 
+use super::batches::BatchRecord;
+use super::rederive::{FINISH, rederive_id};
 use super::{StoreError, key_of, registration_id, rid};
-use crate::domain::{Attendance, Stay};
+use crate::domain::{Attendance, Mark, Stay};
 
 /// A stored attendance row.
 #[derive(Debug, Clone)]
@@ -48,7 +51,10 @@ struct AttendanceRow {
     sightings: i64,
     best_rssi: Option<i64>,
     dwell_secs: i64,
-    seen: Bytes,
+    /// Per scanner, the latest counted `seenAt` (see `domain::Mark`), as two
+    /// parallel lists.
+    mark_scanners: Vec<String>,
+    mark_times: Vec<DateTime<Utc>>,
     version: i64,
     cursor: String,
 }
@@ -62,10 +68,6 @@ pub(crate) fn attendance_id(event: Uuid, user: Uuid) -> RecordId {
 impl From<&AttendanceRecord> for AttendanceRow {
     fn from(r: &AttendanceRecord) -> Self {
         let a = &r.attendance;
-        let mut seen = Vec::with_capacity(a.seen.len() * 8);
-        for fp in &a.seen {
-            seen.extend_from_slice(&fp.to_be_bytes());
-        }
         AttendanceRow {
             id: attendance_id(r.event_id, r.user_id),
             event: rid("event", r.event_id),
@@ -77,7 +79,8 @@ impl From<&AttendanceRecord> for AttendanceRow {
             sightings: a.sightings as i64,
             best_rssi: a.best_rssi.map(i64::from),
             dwell_secs: a.dwell().num_seconds(),
-            seen: Bytes::from(seen),
+            mark_scanners: a.marks.iter().map(|m| m.scanner.to_string()).collect(),
+            mark_times: a.marks.iter().map(|m| m.at).collect(),
             version: r.version,
             cursor: r.cursor.clone(),
         }
@@ -96,11 +99,16 @@ impl TryFrom<AttendanceRow> for AttendanceRecord {
                 _ => Err(corrupt("a stay is not [from, to]")),
             })
             .collect::<Result<_, _>>()?;
-        let bytes: &[u8] = &r.seen;
-        if !bytes.len().is_multiple_of(8) {
-            return Err(corrupt("seen is not a list of u64"));
+        if r.mark_scanners.len() != r.mark_times.len() {
+            return Err(corrupt("marks are not pairs"));
         }
-        let seen = bytes.chunks_exact(8).map(|c| u64::from_be_bytes(c.try_into().unwrap_or([0; 8]))).collect();
+        let mut marks = r
+            .mark_scanners
+            .iter()
+            .zip(&r.mark_times)
+            .map(|(s, at)| Ok(Mark { scanner: Uuid::parse_str(s).map_err(|_| corrupt("a mark's scanner"))?, at: *at }))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        marks.sort_by_key(|m| m.scanner);
         Ok(AttendanceRecord {
             event_id: key_of(&r.event)?,
             user_id: key_of(&r.user)?,
@@ -111,7 +119,7 @@ impl TryFrom<AttendanceRow> for AttendanceRecord {
                 stays,
                 sightings: u64::try_from(r.sightings).map_err(|_| corrupt("sightings"))?,
                 best_rssi: r.best_rssi.map(|v| v as i32),
-                seen,
+                marks,
             },
             version: r.version,
             cursor: r.cursor,
@@ -119,123 +127,10 @@ impl TryFrom<AttendanceRow> for AttendanceRecord {
     }
 }
 
-/// One resolved sighting as kept in the raw log.
-///
-/// Packed per sighting as: user UUID (16 bytes), `seen_at` in Unix ms (i64,
-/// big-endian), RSSI (i16, `i16::MIN` for none), then a count byte and that
-/// many indices into the batch's `events` list. Only sightings of known users
-/// are logged; unknown identifiers are not stored at all.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LoggedSighting {
-    pub user: Uuid,
-    pub seen_at: DateTime<Utc>,
-    pub rssi: Option<i32>,
-    /// The events the sighting was offered to (before the window and RSSI rules).
-    pub events: Vec<Uuid>,
-}
-
-/// Packs sightings; returns the bytes and the batch's list of events.
-fn pack(sightings: &[LoggedSighting]) -> Result<(Vec<u8>, Vec<Uuid>), StoreError> {
-    let mut events: Vec<Uuid> = Vec::new();
-    let mut out = Vec::with_capacity(sightings.len() * 28);
-    for s in sightings {
-        out.extend_from_slice(s.user.as_bytes());
-        out.extend_from_slice(&s.seen_at.timestamp_millis().to_be_bytes());
-        let rssi = s.rssi.map_or(i16::MIN, |r| r.clamp(-32767, 32767) as i16);
-        out.extend_from_slice(&rssi.to_be_bytes());
-        let n = u8::try_from(s.events.len())
-            .map_err(|_| StoreError::Corrupt("a sighting offered to over 255 events".into()))?;
-        out.push(n);
-        for e in &s.events {
-            let idx = match events.iter().position(|x| x == e) {
-                Some(i) => i,
-                None => {
-                    events.push(*e);
-                    events.len() - 1
-                }
-            };
-            out.push(u8::try_from(idx).map_err(|_| StoreError::Corrupt("a batch offered to over 255 events".into()))?);
-        }
-    }
-    Ok((out, events))
-}
-
-/// Unpacks what [`pack`] wrote.
-fn unpack(bytes: &[u8], events: &[Uuid]) -> Result<Vec<LoggedSighting>, StoreError> {
-    let bad = || StoreError::Corrupt("a batch's packed sightings are truncated".into());
-    let mut out = Vec::new();
-    let mut rest = bytes;
-    while !rest.is_empty() {
-        let (head, tail) = rest.split_at_checked(27).ok_or_else(bad)?;
-        let user = Uuid::from_slice(&head[..16]).map_err(|_| bad())?;
-        let ms = i64::from_be_bytes(head[16..24].try_into().map_err(|_| bad())?);
-        let rssi = i16::from_be_bytes(head[24..26].try_into().map_err(|_| bad())?);
-        let n = usize::from(head[26]);
-        let (idx, tail) = tail.split_at_checked(n).ok_or_else(bad)?;
-        let evs = idx.iter().map(|i| events.get(usize::from(*i)).copied().ok_or_else(bad)).collect::<Result<_, _>>()?;
-        out.push(LoggedSighting {
-            user,
-            seen_at: DateTime::<Utc>::from_timestamp_millis(ms).ok_or_else(bad)?,
-            rssi: (rssi != i16::MIN).then_some(i32::from(rssi)),
-            events: evs,
-        });
-        rest = tail;
-    }
-    Ok(out)
-}
-
-/// A batch: the raw log of its sightings and its idempotency record.
-#[derive(Debug, Clone)]
-pub struct BatchRecord {
-    /// `batch:[scanner, batchId]`.
-    pub id: RecordId,
-    pub scanner: Option<Uuid>,
-    pub recorded_by: Option<Uuid>,
-    pub received_at: DateTime<Utc>,
-    pub sent_at: Option<DateTime<Utc>>,
-    pub sightings: Vec<LoggedSighting>,
-    /// The result returned for it, as JSON, to answer retries.
-    pub result: String,
-}
-
-#[derive(Debug, Clone, SurrealValue)]
-struct BatchRow {
-    id: RecordId,
-    scanner: Option<RecordId>,
-    recorded_by: Option<RecordId>,
-    received_at: DateTime<Utc>,
-    sent_at: Option<DateTime<Utc>>,
-    events: Vec<RecordId>,
-    sightings: Bytes,
-    result: String,
-}
-
-impl BatchRecord {
-    /// The id of a scanner's batch: `batch:[scanner, batchId]`.
-    pub fn id_for(scanner: Uuid, batch: Uuid) -> RecordId {
-        let key = Array::from(vec![surrealdb::types::Uuid::from(scanner), surrealdb::types::Uuid::from(batch)]);
-        RecordId::new("batch", key)
-    }
-
-    fn into_row(self) -> Result<BatchRow, StoreError> {
-        let (bytes, events) = pack(&self.sightings)?;
-        Ok(BatchRow {
-            id: self.id,
-            scanner: self.scanner.map(|s| rid("api_key", s)),
-            recorded_by: self.recorded_by.map(|u| rid("user", u)),
-            received_at: self.received_at,
-            sent_at: self.sent_at,
-            events: events.into_iter().map(|e| rid("event", e)).collect(),
-            sightings: Bytes::from(bytes),
-            result: self.result,
-        })
-    }
-}
-
 /// Why a batch's transaction did not commit.
 #[derive(Debug, thiserror::Error)]
 pub enum CommitError {
-    /// This (scanner, batchId) was committed already, by a concurrent retry.
+    /// A batch of the group was committed already, by a concurrent retry.
     #[error("batch already applied")]
     AlreadyApplied,
     /// An attendance row changed since it was read; read again and retry.
@@ -245,9 +140,10 @@ pub enum CommitError {
     Store(#[from] StoreError),
 }
 
-/// Everything one batch writes.
-pub struct BatchWrite {
-    pub batch: BatchRecord,
+/// Everything one commit of the writer writes: several batches folded
+/// together.
+pub struct GroupWrite {
+    pub batches: Vec<BatchRecord>,
     /// Rows to create (new check-ins); `version` 1.
     pub created: Vec<AttendanceRecord>,
     /// Rows to update; `version` already incremented.
@@ -265,12 +161,6 @@ struct WalkIn {
     walk_in: bool,
     registered_at: DateTime<Utc>,
     cancelled_at: Option<DateTime<Utc>>,
-}
-
-#[derive(Debug, SurrealValue)]
-struct Resolved {
-    id: RecordId,
-    user: RecordId,
 }
 
 /// Registers each `$walk_ins` (user, event) pair: reinstates a cancelled
@@ -393,15 +283,14 @@ pub struct AttendanceChange {
     pub row: CheckInRow,
 }
 
-/// Repository for `attendance` and `batch` records.
+/// Repository for `attendance` records and check-in cursors.
 pub struct AttendanceLog<'a> {
     db: &'a Surreal<Any>,
-    cursor_turn: &'a tokio::sync::Mutex<()>,
 }
 
 impl<'a> AttendanceLog<'a> {
-    pub(super) fn new(db: &'a Surreal<Any>, cursor_turn: &'a tokio::sync::Mutex<()>) -> Self {
-        Self { db, cursor_turn }
+    pub(super) fn new(db: &'a Surreal<Any>) -> Self {
+        Self { db }
     }
 
     /// Gives each row without a cursor the next ones of its event, in order,
@@ -434,31 +323,6 @@ impl<'a> AttendanceLog<'a> {
         Ok(n.unwrap_or(0).max(0) as u64)
     }
 
-    /// The stored result of a batch, if it was applied.
-    pub async fn batch_result(&self, id: &RecordId) -> Result<Option<String>, StoreError> {
-        let mut res = self.db.query("SELECT VALUE result FROM ONLY $id").bind(("id", id.clone())).await?;
-        Ok(res.take(0)?)
-    }
-
-    /// Maps canonical identifiers to users (by BLE UUID or extra device
-    /// identifier), with one lookup by id for the whole batch.
-    pub async fn resolve(&self, identifiers: Vec<String>) -> Result<HashMap<String, Uuid>, StoreError> {
-        if identifiers.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let ids: Vec<RecordId> = identifiers.into_iter().map(|i| RecordId::new("identifier", i)).collect();
-        let mut res = self.db.query("SELECT id, user FROM $ids").bind(("ids", ids)).await?;
-        let found: Vec<Resolved> = res.take(0)?;
-        let mut map = HashMap::new();
-        for r in found {
-            let surrealdb::types::RecordIdKey::String(key) = r.id.key else {
-                return Err(StoreError::Corrupt("identifier key is not a string".into()));
-            };
-            map.insert(key, key_of(&r.user)?);
-        }
-        Ok(map)
-    }
-
     /// The attendance rows of these (event, user) pairs that exist.
     pub async fn rows(&self, pairs: &[(Uuid, Uuid)]) -> Result<Vec<AttendanceRecord>, StoreError> {
         if pairs.is_empty() {
@@ -470,18 +334,21 @@ impl<'a> AttendanceLog<'a> {
         rows.into_iter().map(AttendanceRecord::try_from).collect()
     }
 
-    /// Applies one batch atomically; see the module doc for the checks.
-    pub async fn commit(&self, mut w: BatchWrite, now: DateTime<Utc>) -> Result<(), CommitError> {
-        let _turn = if w.created.is_empty() { None } else { Some(self.cursor_turn.lock().await) };
+    /// Commits one group of the writer atomically; see the module doc for
+    /// the checks. Cursors for the new check-ins are handed out here, from
+    /// the counters as they stand; the commit fails if another commit moved
+    /// them meanwhile.
+    pub async fn commit(&self, mut w: GroupWrite, now: DateTime<Utc>) -> Result<(), CommitError> {
         let seqs = self.assign_cursors(&mut w.created).await.map_err(CommitError::Store)?;
         let created: Vec<AttendanceRow> = w.created.iter().map(AttendanceRow::from).collect();
         let updated: Vec<AttendanceRow> = w.updated.iter().map(AttendanceRow::from).collect();
+        let batches = w.batches.into_iter().map(BatchRecord::into_row).collect::<Result<Vec<_>, _>>()?;
         let walk_ins = walk_in_rows(&w.walk_ins, now);
         let res = self
             .db
             .query(format!(
                 "BEGIN;
-                 CREATE $batch.id CONTENT $batch;
+                 IF array::len($batches) > 0 {{ INSERT INTO batch $batches }};
                  {SEQ_STEPS}
                  IF array::len($created) > 0 {{ INSERT INTO attendance $created }};
                  FOR $row IN $updated {{
@@ -492,38 +359,14 @@ impl<'a> AttendanceLog<'a> {
                  {WALK_INS}
                  COMMIT;"
             ))
-            .bind(("batch", w.batch.into_row()?))
+            .bind(("batches", batches))
             .bind(("seqs", seqs))
             .bind(("created", created))
             .bind(("updated", updated))
             .bind(("walk_ins", walk_ins))
             .await
             .map_err(StoreError::from)?;
-        let mut res = res;
-        let errors = res.take_errors();
-        if errors.is_empty() {
-            return Ok(());
-        }
-        // Statements after the failing one only report that the transaction
-        // failed; the cause is the other error.
-        let mut errors: Vec<(usize, surrealdb::Error)> = errors.into_iter().collect();
-        errors.sort_by_key(|(i, _)| *i);
-        let cause = errors
-            .iter()
-            .find(|(_, e)| !e.message().contains("failed transaction"))
-            .or(errors.first())
-            .map(|(_, e)| e.clone())
-            .ok_or_else(|| CommitError::Store(StoreError::Corrupt("no error".into())))?;
-        let msg = cause.message().to_owned();
-        if msg.contains("changed concurrently") || msg.to_lowercase().contains("conflict") {
-            return Err(CommitError::Conflict);
-        }
-        match StoreError::from(cause) {
-            StoreError::Conflict { .. } => Err(CommitError::Conflict),
-            StoreError::Db(e) if e.is_already_exists() && msg.contains("batch:") => Err(CommitError::AlreadyApplied),
-            StoreError::Db(e) if e.is_already_exists() => Err(CommitError::Conflict),
-            other => Err(CommitError::Store(other)),
-        }
+        commit_result(res)
     }
 
     /// Records a scanner's last batch and adds to its unknown-device count.
@@ -561,53 +404,42 @@ impl<'a> AttendanceLog<'a> {
         Err(last.map_or_else(|| StoreError::Corrupt("no attempt".into()), StoreError::from))
     }
 
-    /// Every logged sighting offered to `event`, with the scanner that
-    /// reported it, for deriving the event's attendance again.
-    pub async fn logged_for_event(&self, event: Uuid) -> Result<Vec<(Option<Uuid>, LoggedSighting)>, StoreError> {
-        #[derive(Debug, SurrealValue)]
-        struct Logged {
-            scanner: Option<RecordId>,
-            events: Vec<RecordId>,
-            sightings: Bytes,
-        }
-        let mut res = self
-            .db
-            .query("SELECT scanner, events, sightings FROM batch WHERE events CONTAINS $e")
-            .bind(("e", rid("event", event)))
-            .await?;
-        let batches: Vec<Logged> = res.take(0)?;
-        let mut out = Vec::new();
-        for b in batches {
-            let scanner = b.scanner.as_ref().map(key_of).transpose()?;
-            let events: Vec<Uuid> = b.events.iter().map(key_of).collect::<Result<_, _>>()?;
-            let sightings = unpack(&b.sightings, &events)?;
-            out.extend(sightings.into_iter().filter(|s| s.events.contains(&event)).map(|s| (scanner, s)));
-        }
-        Ok(out)
-    }
-
-    /// Replaces all of an event's attendance rows, and registers the
-    /// `walk_ins` (user, event) pairs, atomically.
+    /// Replaces all of an event's attendance rows, registers the `walk_ins`
+    /// (user, event) pairs, and marks re-derivation `generation` done,
+    /// atomically.
     ///
     /// Rows that stay are written over in place (with the cursor they carry),
-    /// so a live subscriber sees updates, not the same check-ins again.
+    /// so a live subscriber sees updates, not the same check-ins again. Each
+    /// carries the version it was read at plus one: a row another instance
+    /// changed meanwhile fails the commit (`Conflict`), to be derived again.
     pub async fn replace_for_event(
         &self,
         event: Uuid,
         mut rows: Vec<AttendanceRecord>,
         walk_ins: &[(Uuid, Uuid)],
+        generation: i64,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        let _turn = self.cursor_turn.lock().await;
+    ) -> Result<(), CommitError> {
         let seqs = self.assign_cursors(&mut rows).await?;
+        let n = rows.len() as i64;
         let rows: Vec<AttendanceRow> = rows.iter().map(AttendanceRow::from).collect();
-        self.db
+        let res = self
+            .db
             .query(format!(
                 "BEGIN;
                  {SEQ_STEPS}
                  DELETE attendance WHERE event = $e AND user NOTINSIDE $users;
-                 FOR $row IN $rows {{ UPSERT $row.id CONTENT $row }};
+                 FOR $row IN $rows {{
+                     IF $row.version > 1 {{
+                         IF array::len(UPDATE $row.id CONTENT $row WHERE version = $row.version - 1 RETURN id) == 0 {{
+                             THROW 'attendance changed concurrently';
+                         }};
+                     }} ELSE {{
+                         CREATE $row.id CONTENT $row;
+                     }};
+                 }};
                  {WALK_INS}
+                 {FINISH}
                  COMMIT;"
             ))
             .bind(("e", rid("event", event)))
@@ -615,9 +447,13 @@ impl<'a> AttendanceLog<'a> {
             .bind(("users", rows.iter().map(|r| r.user.clone()).collect::<Vec<_>>()))
             .bind(("rows", rows))
             .bind(("walk_ins", walk_in_rows(walk_ins, now)))
-            .await?
-            .check()?;
-        Ok(())
+            .bind(("rederive", rederive_id(event)))
+            .bind(("generation", generation))
+            .bind(("rows_n", n))
+            .bind(("now", now))
+            .await
+            .map_err(StoreError::from)?;
+        commit_result(res)
     }
 
     /// The cursor and version of each of an event's attendance rows, by user.
@@ -757,22 +593,30 @@ impl<'a> AttendanceLog<'a> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn packed_sightings_round_trip() {
-        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
-        let t = DateTime::<Utc>::from_timestamp_millis(1_795_000_000_123).unwrap();
-        let sightings = vec![
-            LoggedSighting { user: Uuid::new_v4(), seen_at: t, rssi: Some(-67), events: vec![a] },
-            LoggedSighting { user: Uuid::new_v4(), seen_at: t, rssi: None, events: vec![] },
-            LoggedSighting { user: Uuid::new_v4(), seen_at: t, rssi: Some(-127), events: vec![b, a] },
-        ];
-        let (bytes, events) = pack(&sightings).unwrap();
-        assert_eq!(events, vec![a, b]);
-        assert_eq!(unpack(&bytes, &events).unwrap(), sightings);
-        assert!(unpack(&bytes[..bytes.len() - 1], &events).is_err(), "truncation is detected");
+/// What a commit's response says: committed, or why not.
+fn commit_result(mut res: surrealdb::IndexedResults) -> Result<(), CommitError> {
+    let errors = res.take_errors();
+    if errors.is_empty() {
+        return Ok(());
+    }
+    // Statements after the failing one only report that the transaction
+    // failed; the cause is the other error.
+    let mut errors: Vec<(usize, surrealdb::Error)> = errors.into_iter().collect();
+    errors.sort_by_key(|(i, _)| *i);
+    let cause = errors
+        .iter()
+        .find(|(_, e)| !e.message().contains("failed transaction"))
+        .or(errors.first())
+        .map(|(_, e)| e.clone())
+        .ok_or_else(|| CommitError::Store(StoreError::Corrupt("no error".into())))?;
+    let msg = cause.message().to_owned();
+    if msg.contains("changed concurrently") || msg.to_lowercase().contains("conflict") {
+        return Err(CommitError::Conflict);
+    }
+    match StoreError::from(cause) {
+        StoreError::Conflict { .. } => Err(CommitError::Conflict),
+        StoreError::Db(e) if e.is_already_exists() && msg.contains("batch:") => Err(CommitError::AlreadyApplied),
+        StoreError::Db(e) if e.is_already_exists() => Err(CommitError::Conflict),
+        other => Err(CommitError::Store(other)),
     }
 }

@@ -107,9 +107,26 @@ impl<'a> Events<'a> {
         row.map(Event::try_from).transpose()
     }
 
-    /// Replaces the editable fields of `event` with `changes`.
-    pub async fn update(&self, event: &Event, changes: EventChanges, now: DateTime<Utc>) -> Result<Event, StoreError> {
-        self.write(row_of(event.id, &changes, event.organizer_id, event.state, event.created_at, now)).await
+    /// Replaces the editable fields of `event` with `changes`; with
+    /// `rederive`, asks in the same transaction for its attendance to be
+    /// derived again (see `rederive`), so the request cannot be lost.
+    pub async fn update(
+        &self,
+        event: &Event,
+        changes: EventChanges,
+        rederive: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Event, StoreError> {
+        let row = row_of(event.id, &changes, event.organizer_id, event.state, event.created_at, now);
+        let request = if rederive { super::rederive::REQUEST } else { "" };
+        self.db
+            .query(format!("BEGIN; UPSERT ONLY $row.id CONTENT $row; {request} COMMIT;"))
+            .bind(("row", row))
+            .bind(("rederive", super::rederive::rederive_id(event.id)))
+            .bind(("now", now))
+            .await?
+            .check()?;
+        self.get(event.id).await?.ok_or_else(|| StoreError::Corrupt("the event vanished while it was updated".into()))
     }
 
     pub async fn set_state(

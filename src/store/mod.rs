@@ -23,8 +23,11 @@
 
 mod api_keys;
 mod attendance;
+mod batches;
 mod events;
 mod models;
+mod raw_log;
+mod rederive;
 mod registrations;
 mod users;
 
@@ -38,11 +41,13 @@ use uuid::Uuid;
 
 pub use api_keys::ApiKeys;
 pub use attendance::{
-    AttendanceChange, AttendanceLog, AttendanceRecord, BatchRecord, BatchWrite, ChangeKind, CheckInRow, CommitError,
-    LoggedSighting, cursor_of, seq_of,
+    AttendanceChange, AttendanceLog, AttendanceRecord, ChangeKind, CheckInRow, CommitError, GroupWrite, cursor_of,
+    seq_of,
 };
+pub use batches::{BatchRecord, Batches, StoredBatch};
 pub use events::{EventChanges, EventFilter, Events, NewEvent};
 pub use models::{ApiKey, Device, Event, Heartbeat, Registration, RegistrationStatus, User};
+pub use rederive::{Rederivation, Rederivations};
 pub use registrations::Registrations;
 pub(crate) use registrations::registration_id;
 pub use users::{ImportRow, ImportSummary, NewUser, Users};
@@ -58,6 +63,9 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "heartbeat", include_str!("migrations/0003_heartbeat.surql")),
     (4, "live", include_str!("migrations/0004_live.surql")),
     (5, "counting window", include_str!("migrations/0005_counting_window.surql")),
+    (6, "batch digest", include_str!("migrations/0006_batch_digest.surql")),
+    (7, "raw log", include_str!("migrations/0007_raw_log.surql")),
+    (8, "rederive", include_str!("migrations/0008_rederive.surql")),
 ];
 
 /// Errors from the storage layer.
@@ -129,10 +137,6 @@ pub struct SurrealStore {
     /// For an embedded on-disk store, its directory: [`SurrealStore::close`]
     /// watches the engine's lock there to know it has shut down.
     data_dir: Option<std::path::PathBuf>,
-    /// Held by a commit that hands out check-in cursors, so that this
-    /// process's commits take the counters in turn instead of failing each
-    /// other (another instance's still can; those retry).
-    cursor_turn: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl SurrealStore {
@@ -148,7 +152,7 @@ impl SurrealStore {
         let data_dir = url
             .strip_prefix("surrealkv://")
             .map(|rest| std::path::PathBuf::from(rest.split('?').next().unwrap_or(rest)));
-        let store = Self { db, data_dir, cursor_turn: Default::default() };
+        let store = Self { db, data_dir };
         store.migrate().await?;
         Ok(store)
     }
@@ -275,8 +279,16 @@ impl SurrealStore {
         ApiKeys::new(&self.db)
     }
 
+    pub fn rederivations(&self) -> Rederivations<'_> {
+        Rederivations::new(&self.db)
+    }
+
+    pub fn batches(&self) -> Batches<'_> {
+        Batches::new(&self.db)
+    }
+
     pub fn attendance(&self) -> AttendanceLog<'_> {
-        AttendanceLog::new(&self.db, &self.cursor_turn)
+        AttendanceLog::new(&self.db)
     }
 }
 

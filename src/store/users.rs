@@ -108,6 +108,46 @@ impl<'a> Users<'a> {
         rows.into_iter().next().map(User::try_from).transpose()
     }
 
+    /// Every identifier that may be counted for an event, sorted: those of
+    /// its standing registrations' users, or of every user when it takes
+    /// walk-ins.
+    pub async fn identifiers_for_event(&self, event: Uuid, walk_ins: bool) -> Result<Vec<String>, StoreError> {
+        let sql = if walk_ins {
+            "SELECT VALUE record::id(id) FROM identifier"
+        } else {
+            "SELECT VALUE record::id(id) FROM identifier WHERE user INSIDE
+                (SELECT VALUE user FROM registration WHERE event = $e AND status = 'REGISTERED')"
+        };
+        let mut res = self.db.query(sql).bind(("e", rid("event", event))).await?;
+        let mut ids: Vec<String> = res.take(0)?;
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// Maps canonical identifiers to users (by BLE UUID or extra device
+    /// identifier), with one lookup by id for them all.
+    pub async fn resolve(&self, identifiers: Vec<String>) -> Result<HashMap<String, Uuid>, StoreError> {
+        #[derive(Debug, SurrealValue)]
+        struct Resolved {
+            id: RecordId,
+            user: RecordId,
+        }
+        if identifiers.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let ids: Vec<RecordId> = identifiers.iter().map(|i| ident_id(i)).collect();
+        let mut res = self.db.query("SELECT id, user FROM $ids").bind(("ids", ids)).await?;
+        let found: Vec<Resolved> = res.take(0)?;
+        let mut map = HashMap::new();
+        for r in found {
+            let surrealdb::types::RecordIdKey::String(key) = r.id.key else {
+                return Err(StoreError::Corrupt("identifier key is not a string".into()));
+            };
+            map.insert(key, key_of(&r.user)?);
+        }
+        Ok(map)
+    }
+
     async fn find_one(&self, sql: &str, v: &str) -> Result<Option<User>, StoreError> {
         let mut res = self.db.query(sql).bind(("v", v.to_owned())).await?;
         let rows: Vec<UserRow> = res.take(0)?;

@@ -194,3 +194,21 @@ async fn update_and_delete_users() {
     // A token for a deleted user no longer works.
     assert_eq!(app.err(&ada.auth(), ME, json!({})).await, "UNAUTHENTICATED");
 }
+
+/// The user in an auth payload is the caller, who sees their own e-mail and
+/// BLE UUID (the README's walk-through reads `signUp { user { bleUuid } }`).
+#[tokio::test]
+async fn the_auth_payload_shows_the_caller_their_own_identifiers() {
+    let app = spawn_app().await;
+    let q = "mutation($e: String!, $n: String!, $p: String!) {
+        signUp(email: $e, name: $n, password: $p) { token user { id email bleUuid } } }";
+    let data = app.ok(&Auth::None, q, json!({ "e": "grace@example.org", "n": "Grace", "p": PASSWORD })).await;
+    let ble = data["signUp"]["user"]["bleUuid"].as_str().expect("bleUuid in signUp's payload").to_owned();
+    assert_eq!(data["signUp"]["user"]["email"], "grace@example.org");
+    let token = data["signUp"]["token"].as_str().unwrap().to_owned();
+    assert_eq!(app.ok(&Auth::Bearer(token), ME, json!({})).await["me"]["bleUuid"], ble.as_str());
+
+    let login = "mutation($e: String!, $p: String!) { logIn(email: $e, password: $p) { user { email bleUuid } } }";
+    let data = app.ok(&Auth::None, login, json!({ "e": "grace@example.org", "p": PASSWORD })).await;
+    assert_eq!(data["logIn"]["user"]["bleUuid"], ble.as_str());
+}

@@ -60,6 +60,19 @@ async fn submit(app: &TestApp, v: &Venue, vars: &Value) -> Value {
     app.ok(&v.key, SUBMIT, vars.clone()).await["submitSightings"].clone()
 }
 
+/// Waits for the background re-derivation a policy or window change asked
+/// for, watching `event { rederivation }` as a client would.
+async fn rederived(app: &TestApp, v: &Venue) {
+    let q =
+        "query($e: ID!) { event(id: $e) { rederivation { pending running progress batchesDone batchesTotal rows } } }";
+    let data = app
+        .ok_eventually(&v.org.auth(), q, json!({ "e": v.event }), |d| d["event"]["rederivation"]["pending"] == false)
+        .await;
+    let r = &data["event"]["rederivation"];
+    assert_eq!(r["pending"], false, "re-derivation finished: {r}");
+    assert_eq!(r["progress"], 1.0);
+}
+
 async fn attendance(app: &TestApp, v: &Venue) -> Vec<Value> {
     let data = app.ok(&v.org.auth(), ATTENDANCE, json!({ "e": v.event })).await;
     data["attendance"]["edges"].as_array().unwrap().iter().map(|e| e["node"].clone()).collect()
@@ -252,6 +265,7 @@ async fn unregistered_users_in_each_registration_mode() {
     // earlier sighting, and registers him as a walk-in.
     let open = "mutation($id: ID!) { updateEvent(id: $id, input: { policy: { requireRegistration: false } }) { id } }";
     app.ok(&v.org.auth(), open, json!({ "id": v.event })).await;
+    rederived(&app, &v).await;
     let rows = attendance(&app, &v).await;
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["user"]["id"], bob.id.as_str());
@@ -287,11 +301,13 @@ async fn a_policy_change_derives_attendance_again() {
     assert_eq!(row["sightings"], 2);
     let stricter = "mutation($id: ID!, $r: Int!) { updateEvent(id: $id, input: { policy: { minRssi: $r } }) { id } }";
     app.ok(&v.org.auth(), stricter, json!({ "id": v.event, "r": -70 })).await;
+    rederived(&app, &v).await;
     let row = &attendance(&app, &v).await[0];
     assert_eq!(row["sightings"], 1, "the -85 dBm sighting no longer counts");
     let first: DateTime<Utc> = row["checkedInAt"].as_str().unwrap().parse().unwrap();
     assert_eq!(first.timestamp_millis(), at(&v, 40).timestamp_millis());
     app.ok(&v.org.auth(), stricter, json!({ "id": v.event, "r": -90 })).await;
+    rederived(&app, &v).await;
     assert_eq!(attendance(&app, &v).await[0]["sightings"], 2, "and counts again when the policy is relaxed");
     let n =
         app.ok(&v.org.auth(), "mutation($e: ID!) { recomputeAttendance(eventId: $e) }", json!({ "e": v.event })).await;
@@ -438,4 +454,55 @@ async fn implicit_sightings_skip_cancelled_and_scheduled_events() {
     let r = submit(&app, &v, &batch(vec![sighting(&v.ada_ble, at(&v, 10), -60)])).await;
     assert_eq!(r["outsideEvent"], 1, "{r}");
     assert_eq!(r["checkIns"], 0, "{r}");
+}
+
+/// Deleting a user erases their sightings from the raw log: a later
+/// re-derivation of a walk-in event does not bring them back.
+#[tokio::test]
+async fn an_erased_user_is_not_derived_again() {
+    let app = spawn_app().await;
+    let v = venue(&app, json!({ "requireRegistration": false })).await;
+    let bob = app.sign_up("bob@example.org", "Bob").await;
+    let bob_ble =
+        app.ok(&bob.auth(), "{ me { bleUuid } }", json!({})).await["me"]["bleUuid"].as_str().unwrap().to_owned();
+    let r = submit(&app, &v, &batch(vec![sighting(&v.ada_ble, at(&v, 10), -60), sighting(&bob_ble, at(&v, 11), -60)]))
+        .await;
+    assert_eq!(r["checkIns"], 2, "{r}");
+
+    let admin = app.admin().await;
+    app.ok(&admin.auth(), "mutation($id: ID!) { deleteUser(id: $id) }", json!({ "id": bob.id })).await;
+    let n =
+        app.ok(&v.org.auth(), "mutation($e: ID!) { recomputeAttendance(eventId: $e) }", json!({ "e": v.event })).await;
+    assert_eq!(n["recomputeAttendance"], 1, "only Ada is derived again");
+    let rows = attendance(&app, &v).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["user"]["id"], v.ada.id.as_str());
+    let regs = app
+        .ok(
+            &v.org.auth(),
+            "query($e: ID!) { event(id: $e) { registrations { edges { node { user { id } } } } } }",
+            json!({ "e": v.event }),
+        )
+        .await;
+    assert!(!regs.to_string().contains(&bob.id), "no walk-in registration is made again: {regs}");
+}
+
+/// A batch id names one batch: the same id with other sightings is refused,
+/// never answered with the first batch's result.
+#[tokio::test]
+async fn a_reused_batch_id_with_other_sightings_is_a_conflict() {
+    let app = spawn_app().await;
+    let v = venue(&app, json!({})).await;
+    let id = uuid::Uuid::new_v4();
+    let first = json!({ "b": { "batchId": id, "sightings": [sighting(&v.ada_ble, at(&v, 10), -60)] } });
+    submit(&app, &v, &first).await;
+    let again = submit(&app, &v, &first).await;
+    assert_eq!(again["replayed"], true);
+
+    let other = json!({ "b": { "batchId": id, "sightings": [sighting(&v.ada_ble, at(&v, 50), -60)] } });
+    let (_, body) = app.post_gql(&v.key, SUBMIT, other).await;
+    assert_eq!(code(&body).as_deref(), Some("CONFLICT"), "{body}");
+    let msg = body["errors"][0]["message"].as_str().unwrap();
+    assert!(msg.contains("batchId") && msg.contains("different"), "{msg}");
+    assert_eq!(attendance(&app, &v).await[0]["sightings"], 1, "the second body changed nothing");
 }

@@ -18,6 +18,7 @@ mod live;
 mod ops;
 mod persistence;
 mod registrations;
+mod scanners;
 mod schema;
 mod tokens;
 mod websocket;

@@ -1,0 +1,288 @@
+//! The ingest use cases: applying a sighting batch (`submitSightings`,
+//! `recordAttendance`, the seed route `/batch-checkin`), asking for an
+//! event's attendance to be derived again from the raw log (`super::rederive`
+//! does it), and erasing a user's sightings.
+//!
+//! Applying a batch: load its inputs in a fixed number of reads (the stored
+//! result of the batch id; the identifiers; the events it names or that
+//! cover its unassigned sightings; the registrations it touches), decide in
+//! the pure `domain::ingest::plan`, then hand the plan to the process's
+//! writer (`super::writer`), which folds it with whatever else is queued and
+//! commits. A batch is applied exactly once per (scanner, batchId): its
+//! stored result answers every retry, and a different body under the same
+//! id is refused.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::rederive::Rederiver;
+use super::writer::{Committed, PlannedBatch, WriteError, Writer};
+use crate::auth::ScannerScope;
+use crate::domain::EventWindow;
+use crate::domain::batch::{MAX_BATCH_SIZE, canonical_identifier};
+use crate::domain::ingest::{self, BatchOutcome, EventRules, PlanInputs, SightingIn, candidate_pairs, event_reads};
+use crate::store::{BatchRecord, Event, StoreError, StoredBatch, SurrealStore};
+
+/// Who reports the sightings.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A scanner, by its API key.
+    Scanner { key_id: Uuid, scope: ScannerScope },
+    /// An organiser's manual check-in.
+    Manual { by: Uuid },
+}
+
+impl Source {
+    /// The id sightings are attributed to (the nil UUID for manual ones).
+    fn scanner_id(&self) -> Uuid {
+        match self {
+            Source::Scanner { key_id, .. } => *key_id,
+            Source::Manual { .. } => Uuid::nil(),
+        }
+    }
+
+    fn covers(&self, event: &Event) -> bool {
+        match self {
+            Source::Scanner { scope, .. } => scope.covers(event),
+            Source::Manual { .. } => true,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("a batch holds at most {MAX_BATCH_SIZE} sightings; this one has {0}")]
+    TooLarge(usize),
+    #[error("{0}")]
+    Invalid(String),
+    /// The writer kept losing races with other instances' commits; the
+    /// scanner should retry (with the same batchId, so nothing doubles).
+    #[error("the batch kept conflicting with concurrent batches; retry it")]
+    Contended,
+    /// The batch id was applied already, with different sightings.
+    #[error(
+        "this batchId was already applied with different sightings; a new batch needs a new batchId \
+         (a retry must resend the same sightings)"
+    )]
+    ReusedBatchId,
+    /// The server is stopping.
+    #[error("the server is shutting down; retry the batch")]
+    Unavailable,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<WriteError> for IngestError {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::Contended => IngestError::Contended,
+            WriteError::Stopped => IngestError::Unavailable,
+            WriteError::Store(e) => IngestError::Store(e),
+        }
+    }
+}
+
+/// The ingest use cases over one store and the process's writer; cheap to
+/// clone.
+#[derive(Clone)]
+pub struct Ingest {
+    store: SurrealStore,
+    writer: Writer,
+    rederiver: Rederiver,
+}
+
+impl Ingest {
+    /// Starts the writer over `store`.
+    pub fn start(store: SurrealStore) -> Self {
+        let writer = Writer::start(store.clone());
+        let rederiver = Rederiver::start(store.clone(), writer.clone());
+        Self { store, writer, rederiver }
+    }
+
+    /// Stops the background tasks (before the store closes).
+    pub async fn stop(&self) {
+        self.rederiver.stop().await;
+        self.writer.stop().await;
+    }
+
+    /// Applies a batch; see the module doc.
+    pub async fn submit(
+        &self,
+        source: &Source,
+        batch_id: Uuid,
+        sent_at: Option<DateTime<Utc>>,
+        sightings: Vec<SightingIn>,
+    ) -> Result<BatchOutcome, IngestError> {
+        if sightings.len() > MAX_BATCH_SIZE {
+            return Err(IngestError::TooLarge(sightings.len()));
+        }
+        let id = BatchRecord::id_for(source.scanner_id(), batch_id);
+        let digest = digest(&sightings);
+        // A batch id being applied right now by a concurrent retry is
+        // answered once that commit is stored: at most two rounds.
+        for _ in 0..3 {
+            if let Some(stored) = self.store.batches().stored(&id).await? {
+                return replayed(&stored, &digest);
+            }
+            let planned = self.plan(source, id.clone(), sent_at, &digest, &sightings).await?;
+            match self.writer.commit(planned).await? {
+                Committed::Applied(outcome) => {
+                    self.note_scanner(source, batch_id, &outcome);
+                    return Ok(outcome);
+                }
+                Committed::AlreadyApplied => continue,
+            }
+        }
+        Err(IngestError::Contended)
+    }
+
+    /// Loads a batch's inputs and plans it.
+    async fn plan(
+        &self,
+        source: &Source,
+        id: surrealdb::types::RecordId,
+        sent_at: Option<DateTime<Utc>>,
+        digest: &str,
+        sightings: &[SightingIn],
+    ) -> Result<PlannedBatch, IngestError> {
+        let now = Utc::now();
+        let users = self.store.users().resolve(ingest::identifiers(sightings)).await?;
+        let (named, unassigned) = event_reads(sightings);
+        let mut events: HashMap<Uuid, EventRules> = HashMap::new();
+        for e in self.store.events().get_many(&named).await? {
+            events.insert(e.id, rules(source, &e)?);
+        }
+        if let Some((from, to)) = unassigned {
+            for e in self.store.events().counting_between(from, to).await? {
+                events.insert(e.id, rules(source, &e)?);
+            }
+        }
+        let pairs = candidate_pairs(sightings, &users, &events);
+        let registered: HashSet<(Uuid, Uuid)> =
+            self.store.registrations().standing(&pairs).await?.into_iter().collect();
+        let inputs = PlanInputs {
+            sightings,
+            scanner: source.scanner_id(),
+            users: &users,
+            events: &events,
+            registered: &registered,
+        };
+        let mut plan = ingest::plan(&inputs, now);
+        plan.outcome.rejected.sort_by_key(|r| r.index);
+        Ok(PlannedBatch {
+            id,
+            scanner: match source {
+                Source::Scanner { key_id, .. } => Some(*key_id),
+                Source::Manual { .. } => None,
+            },
+            recorded_by: match source {
+                Source::Manual { by } => Some(*by),
+                Source::Scanner { .. } => None,
+            },
+            received_at: now,
+            sent_at,
+            digest: digest.to_owned(),
+            raw: plan.raw,
+            counted: plan.counted,
+            walk_ins: plan.walk_ins,
+            outcome: plan.outcome,
+            events,
+        })
+    }
+
+    /// Records the scanner's last batch: bookkeeping, in the background,
+    /// never failing the batch.
+    fn note_scanner(&self, source: &Source, batch_id: Uuid, outcome: &BatchOutcome) {
+        let Source::Scanner { key_id, .. } = source else { return };
+        let (store, key, unknown) = (self.store.clone(), *key_id, outcome.unknown_devices);
+        tokio::spawn(async move {
+            if let Err(e) = store.attendance().note_scanner_batch(key, batch_id, unknown, Utc::now()).await {
+                tracing::warn!(error = ?e, scanner = %key, "could not record the scanner's last batch");
+            }
+        });
+    }
+
+    /// Deletes a user with everything derived from them, then erases their
+    /// sightings from the raw log (the right to erasure), so that nothing
+    /// derives them again. Returns false if there was no such user.
+    pub async fn erase_user(&self, user: Uuid) -> Result<bool, StoreError> {
+        if !self.store.users().delete(user).await? {
+            return Ok(false);
+        }
+        let erased = self.store.batches().erase_user(user).await?;
+        tracing::info!(%user, erased, "erased a user's sightings from the raw log");
+        Ok(true)
+    }
+
+    /// Asks for an event's attendance to be derived again from the raw log
+    /// and waits (up to `wait`) for it; returns how many rows it then has,
+    /// or `None` if it is still running. (A policy or window change asks in
+    /// its own transaction, through `store::Events::update`, and does not
+    /// wait.)
+    pub async fn recompute(&self, event: &Event, wait: std::time::Duration) -> Result<Option<usize>, IngestError> {
+        let rederivations = self.store.rederivations();
+        rederivations.request(event.id, Utc::now()).await?;
+        let wanted = rederivations.get(event.id).await?.map_or(0, |r| r.requested);
+        self.rederiver.wake();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(r) = rederivations.get(event.id).await?
+                && r.done >= wanted
+            {
+                return Ok(Some(r.rows.unwrap_or(0).max(0) as usize));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Tells the worker that a job was asked for.
+    pub fn rederivation_requested(&self) {
+        self.rederiver.wake();
+    }
+}
+
+/// What ingest needs of an event, as this source sees it.
+fn rules(source: &Source, e: &Event) -> Result<EventRules, StoreError> {
+    let window = EventWindow::new(e.starts_at, e.ends_at)
+        .map_err(|err| StoreError::Corrupt(format!("event {}: {err}", e.id)))?;
+    Ok(EventRules { id: e.id, state: e.state, window, policy: e.policy, in_scope: source.covers(e) })
+}
+
+/// A digest of what a batch carries (its sightings, in order; not `sentAt`,
+/// which a retry may renew), to tell a retry from another batch that reuses
+/// the id.
+fn digest(sightings: &[SightingIn]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for s in sightings {
+        h.update(canonical_identifier(&s.identifier).as_bytes());
+        h.update([0]);
+        h.update(s.seen_at.timestamp_micros().to_be_bytes());
+        match s.rssi {
+            Some(r) => h.update([&[1u8][..], &r.to_be_bytes()].concat()),
+            None => h.update([0u8]),
+        }
+        match s.event_id {
+            Some(e) => h.update([&[1u8][..], e.as_bytes()].concat()),
+            None => h.update([0u8]),
+        }
+    }
+    hex::encode(h.finalize())
+}
+
+fn replayed(stored: &StoredBatch, digest: &str) -> Result<BatchOutcome, IngestError> {
+    // Batches stored before digests were kept have none: they replay as before.
+    if stored.digest.as_deref().is_some_and(|d| d != digest) {
+        return Err(IngestError::ReusedBatchId);
+    }
+    let mut outcome: BatchOutcome =
+        serde_json::from_str(&stored.result).map_err(|e| StoreError::Corrupt(format!("stored batch result: {e}")))?;
+    outcome.replayed = true;
+    outcome.new_check_ins.clear();
+    Ok(outcome)
+}

@@ -1,0 +1,14 @@
+//! The use cases that GraphQL and HTTP both call: load what a use case
+//! needs from the store, decide in the pure `domain`, commit.
+//!
+//! - [`ingest`]: applying sighting batches, deriving attendance again from
+//!   the raw log, erasing a user's sightings;
+//! - [`writer`]: the process's one ingest writer, which folds queued batches
+//!   together and commits them in one transaction;
+//! - [`rederive`]: deriving an event's attendance again, in the background.
+
+pub mod ingest;
+pub mod rederive;
+pub mod writer;
+
+pub use ingest::{Ingest, IngestError, Source};

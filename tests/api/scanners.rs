@@ -1,0 +1,117 @@
+//! What scanners ask for (`registeredDevices`) and the fleet view
+//! (`scanners`), over real HTTP.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{Auth, TestApp, spawn_app};
+
+const DEVICES: &str = "query($e: ID!, $first: Int, $after: String, $v: String) {
+    registeredDevices(eventId: $e, first: $first, after: $after, knownVersion: $v) {
+        version changed identifiers nextCursor total } }";
+
+async fn devices(app: &TestApp, auth: &Auth, vars: Value) -> Value {
+    app.ok(auth, DEVICES, vars).await["registeredDevices"].clone()
+}
+
+async fn ble_of(app: &TestApp, who: &crate::helpers::Session) -> String {
+    app.ok(&who.auth(), "{ me { bleUuid } }", json!({})).await["me"]["bleUuid"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_scanner_gets_the_identifiers_it_may_count_paged_and_versioned() {
+    let app = spawn_app().await;
+    let org = app.organizer("org@example.org").await;
+    let event = app.create_event(&org, "Talk").await;
+    let (_, secret) = app.api_key(&org, "door", Some(vec![&event])).await;
+    let key = Auth::ApiKey(secret);
+
+    let mut expected = Vec::new();
+    for name in ["ada", "bob", "cy"] {
+        let who = app.sign_up(&format!("{name}@example.org"), name).await;
+        app.ok(&who.auth(), "mutation($e: ID!) { registerForEvent(eventId: $e) { id } }", json!({ "e": event })).await;
+        expected.push(ble_of(&app, &who).await);
+    }
+    let admin = app.admin().await;
+    let bob_id = app.ok(&admin.auth(), "{ userByEmail(email: \"bob@example.org\") { id } }", json!({})).await
+        ["userByEmail"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.ok(
+        &admin.auth(),
+        "mutation($u: ID!) { addDeviceIdentifier(userId: $u, identifier: \"Bob's Badge\") { identifier } }",
+        json!({ "u": bob_id }),
+    )
+    .await;
+    expected.push("Bob's Badge".to_owned());
+    // Someone not registered is not in the list.
+    let stranger = app.sign_up("dee@example.org", "Dee").await;
+    let stranger_ble = ble_of(&app, &stranger).await;
+    expected.sort();
+
+    let all = devices(&app, &key, json!({ "e": event })).await;
+    assert_eq!(all["total"], 4);
+    assert_eq!(all["identifiers"], json!(expected));
+    assert!(all["nextCursor"].is_null());
+    assert!(!all.to_string().contains(&stranger_ble));
+
+    // Pages of two.
+    let p1 = devices(&app, &key, json!({ "e": event, "first": 2 })).await;
+    let p2 = devices(&app, &key, json!({ "e": event, "first": 2, "after": p1["nextCursor"] })).await;
+    let paged: Vec<Value> =
+        [p1["identifiers"].as_array().unwrap().clone(), p2["identifiers"].as_array().unwrap().clone()].concat();
+    assert_eq!(json!(paged), json!(expected));
+    assert!(p2["nextCursor"].is_null());
+
+    // Unchanged: a short answer. A registration changes the version.
+    let same = devices(&app, &key, json!({ "e": event, "v": all["version"] })).await;
+    assert_eq!(same["changed"], false);
+    assert_eq!(same["identifiers"], json!([]));
+    app.ok(&stranger.auth(), "mutation($e: ID!) { registerForEvent(eventId: $e) { id } }", json!({ "e": event })).await;
+    let changed = devices(&app, &key, json!({ "e": event, "v": all["version"] })).await;
+    assert_eq!(changed["changed"], true);
+    assert_eq!(changed["total"], 5);
+
+    // A key for another event may not ask.
+    let other = app.create_event(&org, "Other").await;
+    let (_, other_secret) = app.api_key(&org, "other door", Some(vec![&other])).await;
+    let (_, body) = app.post_gql(&Auth::ApiKey(other_secret), DEVICES, json!({ "e": event })).await;
+    assert_eq!(crate::helpers::code(&body).as_deref(), Some("FORBIDDEN"), "{body}");
+    let (_, body) = app.post_gql(&stranger.auth(), DEVICES, json!({ "e": event })).await;
+    assert_eq!(crate::helpers::code(&body).as_deref(), Some("FORBIDDEN"), "{body}");
+}
+
+#[tokio::test]
+async fn the_fleet_shows_heartbeats_batches_and_stale_scanners() {
+    let app = spawn_app().await;
+    let org = app.organizer("org@example.org").await;
+    let event = app.create_event(&org, "Talk").await;
+    let (_, quiet) = app.api_key(&org, "quiet door", Some(vec![&event])).await;
+    let (_, busy) = app.api_key(&org, "busy door", Some(vec![&event])).await;
+    let _ = quiet;
+    app.ok(
+        &Auth::ApiKey(busy),
+        "mutation { scannerHeartbeat(input: { version: \"1.2.3\", outboxDepth: 7, clock: \"2030-01-01T00:00:00Z\" }) { at } }",
+        json!({}),
+    )
+    .await;
+    let q = "query($s: Int) { scanners(staleAfterSeconds: $s) {
+        name lastHeardAt outboxDepth clockSkewMs version stale revoked apiKey { id } } }";
+    let fleet = app.ok(&org.auth(), q, json!({ "s": 60 })).await["scanners"].clone();
+    let by_name = |n: &str| fleet.as_array().unwrap().iter().find(|s| s["name"] == n).unwrap().clone();
+    let busy = by_name("busy door");
+    assert_eq!(busy["stale"], false);
+    assert_eq!(busy["outboxDepth"], 7);
+    assert_eq!(busy["version"], "1.2.3");
+    assert!(busy["clockSkewMs"].as_i64().unwrap() > 0, "its clock is ahead: {busy}");
+    let quiet = by_name("quiet door");
+    assert_eq!(quiet["stale"], true, "never heard from");
+    assert!(quiet["lastHeardAt"].is_null());
+
+    // Another organiser sees none of them; an attendee may not ask.
+    let other = app.organizer("other@example.org").await;
+    assert_eq!(app.ok(&other.auth(), q, json!({})).await["scanners"], json!([]));
+    let ada = app.sign_up("ada@example.org", "Ada").await;
+    assert_eq!(app.err(&ada.auth(), q, json!({})).await, "FORBIDDEN");
+    assert_eq!(app.err(&org.auth(), q, json!({ "s": 0 })).await, "VALIDATION");
+}
