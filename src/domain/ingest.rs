@@ -22,11 +22,16 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::batch::{MAX_BATCH_SIZE, canonical_identifier, check_sighting};
+
+mod outcome;
+mod raw;
+
 use super::{Attendance, AttendancePolicy, EventState, EventWindow, Sighting, Verdict, classify};
+pub use outcome::{BatchOutcome, CheckIn, Rejection, SightingStatus};
+pub use raw::{Assignment, RawSighting};
 
 /// One sighting as uploaded.
 #[derive(Debug, Clone)]
@@ -39,112 +44,6 @@ pub struct SightingIn {
     /// with grace covers `seen_at` (active or ended). The nil UUID stands for
     /// an id that did not parse (rejected with a reason).
     pub event_id: Option<Uuid>,
-}
-
-/// What happened to one sighting; for a sighting offered to several events,
-/// the best outcome among them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum SightingStatus {
-    Rejected,
-    UnknownDevice,
-    OutsideEvent,
-    BelowRssi,
-    Unregistered,
-    Duplicate,
-    Counted,
-}
-
-/// A sighting refused by validation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Rejection {
-    /// Its position in the batch, from 0.
-    pub index: usize,
-    pub reason: String,
-}
-
-/// A check-in a batch created.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CheckIn {
-    pub event_id: Uuid,
-    pub user_id: Uuid,
-    pub at: DateTime<Utc>,
-    pub scanner: Uuid,
-}
-
-/// The result of a batch, as stored and returned to every retry.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BatchOutcome {
-    /// Sightings that passed validation.
-    pub accepted: u64,
-    /// New check-ins (first counted sighting of a user at an event).
-    pub check_ins: u64,
-    /// (sighting, event) pairs already counted before.
-    pub duplicates: u64,
-    /// Sightings of identifiers that belong to nobody.
-    pub unknown_devices: u64,
-    /// (sighting, event) pairs of users not registered where registration is required.
-    pub unregistered: u64,
-    /// (sighting, event) pairs outside the event's window with grace, or
-    /// sightings with no event in scope at that time.
-    pub outside_event: u64,
-    /// (sighting, event) pairs weaker than the event's minRssi.
-    pub below_rssi: u64,
-    pub rejected: Vec<Rejection>,
-    /// True when this is the stored result of an earlier delivery.
-    #[serde(default)]
-    pub replayed: bool,
-    /// Per sighting, in batch order.
-    pub statuses: Vec<SightingStatus>,
-    /// The check-ins created, for live subscribers.
-    pub new_check_ins: Vec<CheckIn>,
-}
-
-/// How a sighting in the raw log is assigned to events.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Assignment {
-    /// The scanner named the event.
-    Explicit(Uuid),
-    /// No event named: every event in the scanner's scope whose window with
-    /// grace covers `seen_at`, whenever attendance is derived.
-    Implicit,
-    /// Logged before assignments were kept: the events it was offered to on
-    /// arrival.
-    Offered(Vec<Uuid>),
-}
-
-/// One sighting in the raw log: what a derivation needs, nothing more.
-/// Unknown identifiers are never logged.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RawSighting {
-    /// The identifier heard, canonical (empty for sightings logged before
-    /// identifiers were kept).
-    pub identifier: String,
-    /// Whom it resolved to when the batch arrived.
-    pub user: Uuid,
-    pub seen_at: DateTime<Utc>,
-    pub rssi: Option<i32>,
-    pub assignment: Assignment,
-}
-
-impl RawSighting {
-    /// The events this sighting names itself (explicit or offered).
-    pub fn named_events(&self) -> &[Uuid] {
-        match &self.assignment {
-            Assignment::Explicit(e) => std::slice::from_ref(e),
-            Assignment::Implicit => &[],
-            Assignment::Offered(es) => es,
-        }
-    }
-
-    /// Whether it belongs to `event`, given the event's counting window and
-    /// whether the scanner's key covers the event.
-    pub fn belongs_to(&self, event: &EventRules) -> bool {
-        match &self.assignment {
-            Assignment::Explicit(e) => *e == event.id,
-            Assignment::Implicit => event.in_scope && event.covers(self.seen_at),
-            Assignment::Offered(es) => es.contains(&event.id),
-        }
-    }
 }
 
 /// What ingest needs to know of an event.
