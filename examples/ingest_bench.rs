@@ -241,6 +241,8 @@ async fn consistent(
     for &(c, b) in acked {
         for (ble, at, rssi) in batch_sightings(args, bles, start, c, b) {
             let user = users[&ble];
+            // The server keeps times to the millisecond, as its raw log does.
+            let at = DateTime::<Utc>::from_timestamp_millis(at.timestamp_millis()).context("time")?;
             sightings.entry(user).or_default().push(Sighting { scanner: keys[&c], seen_at: at, rssi: Some(rssi) });
         }
     }

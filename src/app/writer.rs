@@ -198,11 +198,15 @@ async fn commit_group(store: &SurrealStore, mut group: Vec<(PlannedBatch, Reply)
             return;
         }
         let now = Utc::now();
+        let t = std::time::Instant::now();
         let (write, outcomes) = match fold(store, &group).await {
             Ok(f) => f,
             Err(e) => return fail(group, |_| WriteError::Store(clone_store_error(&e))),
         };
-        match store.attendance().commit(write, now).await {
+        let (folded, rows) = (t.elapsed(), write.created.len() + write.updated.len());
+        let committed = store.attendance().commit(write, now).await;
+        tracing::debug!(batches = group.len(), rows, ?folded, commit = ?(t.elapsed() - folded), "ingest group");
+        match committed {
             Ok(()) => {
                 for ((_, reply), outcome) in group.into_iter().zip(outcomes) {
                     let _ = reply.send(Ok(Committed::Applied(outcome)));
