@@ -17,6 +17,7 @@ pub mod config;
 pub mod domain;
 pub mod graphql;
 pub mod http;
+pub mod import;
 pub mod ingest;
 pub mod live;
 pub mod startup;
