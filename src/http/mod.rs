@@ -1,5 +1,5 @@
 //! The HTTP surface (axum): `/graphql` (POST, GET, WebSocket), the
-//! playground, the dashboard page, `/health`, `/ready` and
+//! playground, the dashboard and console pages, `/health`, `/ready` and
 //! `/metrics`.
 
 mod compat;
@@ -42,7 +42,9 @@ pub fn router(app: AppState) -> Router {
         .route("/graphql", get(graphql::get).post(graphql::post))
         .route("/assets/graphiql/{file}", get(playground::asset))
         .route("/dashboard", get(pages::dashboard))
+        .route("/console", get(pages::console))
         .route("/assets/dashboard/{file}", get(pages::asset_file))
+        .route("/assets/console/{file}", get(pages::asset_file))
         .route("/assets/shared/{file}", get(pages::asset_file))
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready))

@@ -1,7 +1,9 @@
 //! The pages built for people, embedded in the binary (no CDN, no build
 //! step) so they work at a venue with no internet:
 //! - `/dashboard`, the live door screen: it follows `checkIns` and
-//!   `eventStats` over the `/graphql` WebSocket.
+//!   `eventStats` over the `/graphql` WebSocket;
+//! - `/console`, where an organiser runs events, attendees, imports,
+//!   reports, scanners' keys and (admins) users.
 //!
 //! Both are plain HTML, CSS and native ES modules under `assets/`: one folder
 //! per page and `assets/shared/` for what they share (the GraphQL client over
@@ -57,6 +59,7 @@ const fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 const DASHBOARD: Asset = asset("/dashboard", HTML, include_str!("assets/dashboard/index.html"));
+const CONSOLE: Asset = asset("/console", HTML, include_str!("assets/console/index.html"));
 
 const ASSETS: &[Asset] = &[
     file!(JS, "shared/api.js"),
@@ -70,6 +73,17 @@ const ASSETS: &[Asset] = &[
     file!(JS, "dashboard/main.js"),
     file!(JS, "dashboard/event-live.js"),
     file!(CSS, "dashboard/dashboard.css"),
+    file!(JS, "console/main.js"),
+    file!(JS, "console/ui.js"),
+    file!(JS, "console/events.js"),
+    file!(JS, "console/event-form.js"),
+    file!(JS, "console/attendees.js"),
+    file!(JS, "console/import.js"),
+    file!(JS, "console/reports.js"),
+    file!(JS, "console/live.js"),
+    file!(JS, "console/scanners.js"),
+    file!(JS, "console/users.js"),
+    file!(CSS, "console/console.css"),
 ];
 
 /// Only the page's own files, and the API over HTTP and WebSocket on this origin.
@@ -81,13 +95,18 @@ pub async fn dashboard(headers: HeaderMap) -> Response {
     page(&DASHBOARD, &headers)
 }
 
+/// `GET /console`.
+pub async fn console(headers: HeaderMap) -> Response {
+    page(&CONSOLE, &headers)
+}
+
 fn page(page: &Asset, headers: &HeaderMap) -> Response {
     let mut resp = serve(page, headers);
     resp.headers_mut().insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
     resp
 }
 
-/// `GET /assets/{dashboard,shared}/{file}`.
+/// `GET /assets/{dashboard,console,shared}/{file}`.
 pub async fn asset_file(OriginalUri(uri): OriginalUri, headers: HeaderMap) -> Response {
     match ASSETS.iter().find(|a| a.path == uri.path()) {
         Some(asset) => serve(asset, &headers),
@@ -133,7 +152,8 @@ mod tests {
 
     #[test]
     fn every_file_is_named_by_a_page_or_module_and_every_name_is_served() {
-        let texts: Vec<&str> = [DASHBOARD.body].into_iter().chain(ASSETS.iter().map(|a| a.body)).collect();
+        let texts: Vec<&str> =
+            [DASHBOARD.body, CONSOLE.body].into_iter().chain(ASSETS.iter().map(|a| a.body)).collect();
         let named: Vec<String> = texts.iter().flat_map(|t| referenced(t)).collect();
         for path in &named {
             assert!(ASSETS.iter().any(|a| a.path == path), "{path} is named but not served");

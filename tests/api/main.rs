@@ -8,8 +8,10 @@
 mod accounts;
 mod api_keys;
 mod browser;
+mod cdp;
 mod cli;
 mod compat;
+mod console;
 mod events;
 mod helpers;
 mod ingest;
