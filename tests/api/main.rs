@@ -14,6 +14,7 @@ mod compat;
 mod console;
 mod events;
 mod helpers;
+mod imports;
 mod ingest;
 mod limits;
 mod live;
