@@ -102,9 +102,11 @@ export function render(ctx, root, event) {
   confirm.addEventListener("click", async () => {
     try {
       const result = await busy(confirm, "Importing…", () => run(false));
-      toast(`Imported: ${result.created} new accounts, ${result.registered} registrations added${result.refused.length ? `; ${result.refused.length} rows refused` : ""}.`);
+      const n = (count, word) => `${count} ${word}${count === 1 ? "" : "s"}`;
+      const refused = result.refused.length ? `; ${n(result.refused.length, "row")} refused` : "";
+      toast(`Imported: ${n(result.created, "new account")}, ${n(result.registered, "registration")} added${refused}.`);
       confirm.hidden = true;
-      preview.prepend(h("p", { class: "done", id: "import-done", role: "status" }, `Done: ${result.created} accounts created, ${result.registered} registrations added. See them on the Attendees tab.`));
+      preview.prepend(h("p", { class: "done", id: "import-done", role: "status" }, `Done: ${n(result.created, "account")} created, ${n(result.registered, "registration")} added. See them on the Attendees tab.`));
     } catch (err) {
       toast(describeError(err), "error");
     }
