@@ -63,6 +63,25 @@ async fn an_organiser_runs_an_event_from_the_console() {
     wait_ready(&mut page, "event-attendees").await;
     let event = page.eval("location.hash.split('/')[2]").await.as_str().unwrap().to_owned();
     assert_eq!(event_state(&app, &organiser, &event).await, "SCHEDULED");
+    // Edit it: another room, and only strong signals count.
+    go(&mut page, &format!("#/events/{event}/edit"), "event-edit").await;
+    page.eval(
+        "(() => { const f = document.getElementById('event-form'); f.elements.location.value = 'Hall B'; \
+         f.elements.minRssi.value = '-80'; return true; })()",
+    )
+    .await;
+    click(&mut page, "#event-save").await;
+    wait_ready(&mut page, "event-attendees").await;
+    page.wait_for("the save to be confirmed", "document.getElementById('toasts').textContent.includes('Saved')", STEP)
+        .await;
+    let saved = app
+        .ok(
+            &organiser.auth(),
+            "query($id: ID!) { event(id: $id) { location policy { minRssi } } }",
+            json!({ "id": event }),
+        )
+        .await;
+    assert_eq!(saved["event"], json!({ "location": "Hall B", "policy": { "minRssi": -80 } }));
     click(&mut page, "#event-activateEvent").await;
     wait_ready(&mut page, "event-live").await;
     assert_eq!(event_state(&app, &organiser, &event).await, "ACTIVE");

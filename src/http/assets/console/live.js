@@ -84,5 +84,6 @@ export function render(ctx, root, event) {
   return () => {
     feed.stop();
     stats.stop();
+    ctx.closeSocket();
   };
 }

@@ -57,6 +57,11 @@ class Console {
       token: this.#session.token,
       api: (query, variables) => this.#api(query, variables),
       socket: () => this.#liveSocket(),
+      // The live page closes the socket when it goes, so the dot in the bar means "following live".
+      closeSocket: () => {
+        this.#socket?.stop();
+        this.#socket = null;
+      },
       go: (hash) => {
         if (location.hash === hash) this.#route();
         else location.hash = hash;
