@@ -2,9 +2,7 @@
 //! Each opens the same database the server uses (`--db`), so they work on a
 //! stopped server's data directory or beside a server on a shared SurrealDB.
 
-use std::collections::HashSet;
 use std::io::BufRead;
-use std::path::Path;
 
 use anyhow::{Context as _, bail};
 use chrono::Utc;
@@ -14,8 +12,9 @@ use uuid::Uuid;
 use crate::accounts::create_account;
 use crate::auth::ApiKeySecret;
 use crate::config::{AdminCommand, ApiKeyCommand, DbArgs, ImportCommand};
-use crate::domain::{BleUuid, Email, Password, PersonName, Role, Text};
-use crate::store::{ImportRow, ImportSummary, SurrealStore, redact_url};
+use crate::domain::{Email, Password, PersonName, Role, Text};
+use crate::import::{self, parse_users_csv};
+use crate::store::{SurrealStore, redact_url};
 
 /// Opens the database, runs `work` on it, and closes it cleanly whatever
 /// `work` returned, so the embedded engine is never cut off mid-shutdown.
@@ -107,36 +106,16 @@ pub async fn apikey(cmd: ApiKeyCommand) -> anyhow::Result<()> {
     }
 }
 
-/// A row an import refused: its line number and why.
-pub type RefusedRow = (usize, String);
-
-/// Rows per database round trip during an import.
-const IMPORT_CHUNK: usize = 1000;
-
 pub async fn import(cmd: ImportCommand) -> anyhow::Result<()> {
     match cmd {
         ImportCommand::Users { file, event, db } => {
             let forced_event = event
                 .map(|e| Uuid::parse_str(e.trim()).with_context(|| format!("`{e}` is not an event id")))
                 .transpose()?;
-            let (rows, mut refused) = read_users_csv(&file, forced_event)?;
-            let (total, refused) = with_store(&db, |store| async move {
-                let events: HashSet<Uuid> = rows.iter().filter_map(|r| r.event).collect();
-                let mut missing = HashSet::new();
-                for e in &events {
-                    if store.events().get(*e).await?.is_none() {
-                        missing.insert(*e);
-                    }
-                }
-                let (rows, unknown_event): (Vec<_>, Vec<_>) =
-                    rows.into_iter().partition(|r| r.event.is_none_or(|e| !missing.contains(&e)));
-                refused.extend(
-                    unknown_event
-                        .into_iter()
-                        .map(|r| (r.line, format!("no event has the id {}", r.event.unwrap_or_default()))),
-                );
-
-                let bar = ProgressBar::new(rows.len() as u64);
+            let input = std::fs::File::open(&file).with_context(|| format!("opening {}", file.display()))?;
+            let parsed = parse_users_csv(std::io::BufReader::new(input), forced_event);
+            let report = with_store(&db, |store| async move {
+                let bar = ProgressBar::new(parsed.rows.len() as u64);
                 bar.set_style(
                     ProgressStyle::with_template(
                         "{spinner} importing [{bar:40}] {pos}/{len} rows ({per_sec}, {eta} left)",
@@ -144,105 +123,28 @@ pub async fn import(cmd: ImportCommand) -> anyhow::Result<()> {
                     .unwrap_or_else(|_| ProgressStyle::default_bar())
                     .progress_chars("=> "),
                 );
-                let mut total = ImportSummary::default();
-                let mut rows = rows.into_iter().peekable();
-                while rows.peek().is_some() {
-                    let chunk: Vec<ImportRow> = rows.by_ref().take(IMPORT_CHUNK).collect();
-                    let n = chunk.len() as u64;
-                    let s = store.users().import(chunk, Utc::now()).await?;
-                    total.created += s.created;
-                    total.existing += s.existing;
-                    total.registered += s.registered;
-                    refused.extend(s.refused);
-                    bar.inc(n);
-                }
+                // The operator may register anyone for any event.
+                let report = import::apply(&store, parsed, false, |_| Ok(()), |n| bar.inc(n as u64)).await?;
                 bar.finish_and_clear();
-                Ok((total, refused))
+                Ok(report)
             })
             .await?;
-            let mut refused = refused;
-            refused.sort();
-            for (line, reason) in &refused {
+            for (line, reason) in &report.refused {
                 eprintln!("{}:{line}: {reason}", file.display());
             }
+            let total = &report.summary;
             println!(
                 "imported {}: {} created, {} already existed, {} registrations added, {} rows refused",
                 file.display(),
                 total.created,
                 total.existing,
                 total.registered,
-                refused.len()
+                report.refused.len()
             );
-            if !refused.is_empty() {
-                bail!("{} rows were refused (listed above); the others were imported", refused.len());
+            if !report.refused.is_empty() {
+                bail!("{} rows were refused (listed above); the others were imported", report.refused.len());
             }
             Ok(())
         }
     }
-}
-
-/// Parses `email,name[,bleUuid][,eventId]` rows. Returns the good rows and
-/// the refused ones with their line numbers. A header row, recognised by its
-/// first cell being `email`, names the columns and is skipped.
-pub fn read_users_csv(path: &Path, forced_event: Option<Uuid>) -> anyhow::Result<(Vec<ImportRow>, Vec<RefusedRow>)> {
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .trim(csv::Trim::All)
-        .from_path(path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    let mut rows = Vec::new();
-    let mut refused = Vec::new();
-    let mut seen_emails = HashSet::new();
-    let (mut ble_col, mut event_col) = (2, 3);
-    for (i, record) in reader.records().enumerate() {
-        let line = i + 1;
-        let record = match record {
-            Ok(r) => r,
-            Err(e) => {
-                let line = e.position().map_or(line, |p| p.line() as usize);
-                refused.push((line, format!("unreadable row: {e}")));
-                continue;
-            }
-        };
-        let line = record.position().map_or(line, |p| p.line() as usize);
-        if i == 0 && record.get(0).is_some_and(|c| c.eq_ignore_ascii_case("email")) {
-            let find = |name: &str| record.iter().position(|c| c.eq_ignore_ascii_case(name));
-            ble_col = find("bleUuid").or_else(|| find("ble_uuid")).unwrap_or(usize::MAX);
-            event_col = find("eventId").or_else(|| find("event_id")).unwrap_or(usize::MAX);
-            continue;
-        }
-        if record.iter().all(str::is_empty) {
-            continue;
-        }
-        let cell = |n: usize| record.get(n).filter(|c| !c.is_empty());
-        let parsed = (|| -> Result<ImportRow, String> {
-            let email = Email::parse(cell(0).unwrap_or("")).map_err(|e| e.to_string())?;
-            let name = PersonName::parse(cell(1).unwrap_or("")).map_err(|e| e.to_string())?;
-            let ble = match cell(ble_col) {
-                Some(b) => BleUuid::parse(b).map_err(|e| format!("bleUuid: {e}"))?,
-                None => BleUuid::random(),
-            };
-            let event = match (forced_event, cell(event_col)) {
-                (Some(e), _) => Some(e),
-                (None, Some(e)) => Some(Uuid::parse_str(e).map_err(|_| format!("`{e}` is not an event id"))?),
-                (None, None) => None,
-            };
-            Ok(ImportRow {
-                line,
-                email: email.as_str().to_owned(),
-                name: name.as_str().to_owned(),
-                ble_uuid: ble.to_canonical(),
-                event,
-            })
-        })();
-        match parsed {
-            Ok(row) if !seen_emails.insert(row.email.clone()) => {
-                refused.push((line, format!("{} appears earlier in this file", row.email)));
-            }
-            Ok(row) => rows.push(row),
-            Err(reason) => refused.push((line, reason)),
-        }
-    }
-    Ok((rows, refused))
 }

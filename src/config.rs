@@ -93,8 +93,9 @@ pub enum ImportCommand {
     ///
     /// A header row is recognised and skipped. Existing e-mails are left as
     /// they are (re-running an import is harmless); rows with an event id are
-    /// registered for that event. Bad rows are reported with their line
-    /// number and skipped.
+    /// registered for that event, and one person may have a row per event.
+    /// Bad rows are reported with their line number and skipped. The
+    /// console's import page applies the same rules through the API.
     Users {
         file: PathBuf,
         /// Register every imported user for this event (overrides the column).

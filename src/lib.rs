@@ -19,6 +19,7 @@ pub mod config;
 pub mod domain;
 pub mod graphql;
 pub mod http;
+pub mod import;
 pub mod live;
 pub mod startup;
 pub mod state;

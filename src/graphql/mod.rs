@@ -8,6 +8,7 @@ pub mod attendance;
 pub mod error;
 mod events;
 mod extensions;
+mod imports;
 mod live;
 mod registrations;
 mod scanners;
@@ -38,6 +39,7 @@ pub struct Mutation(
     registrations::RegistrationsMutation,
     attendance::AttendanceMutation,
     api_keys::ApiKeysMutation,
+    imports::ImportsMutation,
 );
 
 pub use live::LiveSubscription as Subscription;

@@ -1,11 +1,12 @@
 //! The HTTP surface (axum): `/graphql` (POST, GET, WebSocket), the
-//! playground, `/health`, `/ready` and `/metrics`.
+//! playground, the dashboard and console pages, `/health`, `/ready` and
+//! `/metrics`.
 
 mod compat;
-mod dashboard;
 mod export;
 mod graphql;
 mod ops;
+mod pages;
 mod playground;
 mod ws;
 
@@ -40,8 +41,11 @@ pub fn router(app: AppState) -> Router {
         .route("/", get(playground::page))
         .route("/graphql", get(graphql::get).post(graphql::post))
         .route("/assets/graphiql/{file}", get(playground::asset))
-        .route("/dashboard", get(dashboard::page))
-        .route("/assets/dashboard/{file}", get(dashboard::asset_file))
+        .route("/dashboard", get(pages::dashboard))
+        .route("/console", get(pages::console))
+        .route("/assets/dashboard/{file}", get(pages::asset_file))
+        .route("/assets/console/{file}", get(pages::asset_file))
+        .route("/assets/shared/{file}", get(pages::asset_file))
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))

@@ -38,7 +38,7 @@ pub struct ImportRow {
 pub struct ImportSummary {
     /// Accounts created.
     pub created: usize,
-    /// Rows whose e-mail already had an account (left as it was).
+    /// People whose e-mail already had an account (left as it was).
     pub existing: usize,
     /// Registrations created.
     pub registered: usize,
@@ -272,8 +272,24 @@ impl<'a> Users<'a> {
 
     /// Imports one chunk of rows in a bounded number of queries: existing
     /// e-mails are left alone (so re-running an import is harmless), new ones
-    /// are created, and rows with an event are registered for it.
+    /// are created, and rows with an event are registered for it. One person
+    /// may have several rows (one per event); their rows should share a chunk.
     pub async fn import(&self, rows: Vec<ImportRow>, now: DateTime<Utc>) -> Result<ImportSummary, StoreError> {
+        self.import_or_preview(rows, now, false).await
+    }
+
+    /// What [`Users::import`] would do with `rows`: it reads all the same and
+    /// writes nothing.
+    pub async fn preview_import(&self, rows: Vec<ImportRow>, now: DateTime<Utc>) -> Result<ImportSummary, StoreError> {
+        self.import_or_preview(rows, now, true).await
+    }
+
+    async fn import_or_preview(
+        &self,
+        rows: Vec<ImportRow>,
+        now: DateTime<Utc>,
+        dry_run: bool,
+    ) -> Result<ImportSummary, StoreError> {
         let mut summary = ImportSummary::default();
         let emails: Vec<String> = rows.iter().map(|r| r.email.clone()).collect();
         let bles: Vec<String> = rows.iter().map(|r| r.ble_uuid.clone()).collect();
@@ -295,9 +311,12 @@ impl<'a> Users<'a> {
         let mut new_users = Vec::new();
         let mut seen_ble = HashSet::new();
         let mut wanted_regs = Vec::new();
+        let mut counted = HashSet::new();
         for row in rows {
             if ids.contains_key(&row.email) {
-                summary.existing += 1;
+                if counted.insert(row.email.clone()) {
+                    summary.existing += 1;
+                }
             } else {
                 match taken_ble.get(&row.ble_uuid) {
                     Some(owner) if *owner != row.email => {
@@ -314,6 +333,7 @@ impl<'a> Users<'a> {
                 }
                 let id = rid("user", new_id());
                 ids.insert(row.email.clone(), id.clone());
+                counted.insert(row.email.clone());
                 new_users.push(UserRow {
                     id,
                     email: row.email.clone(),
@@ -329,7 +349,7 @@ impl<'a> Users<'a> {
             }
         }
         summary.created = new_users.len();
-        if !new_users.is_empty() {
+        if !new_users.is_empty() && !dry_run {
             let idents: Vec<IdentRow> = new_users
                 .iter()
                 .map(|u| IdentRow { id: ident_id(&u.ble_uuid), user: u.id.clone(), kind: "ble".into() })
@@ -365,7 +385,7 @@ impl<'a> Users<'a> {
                 });
             }
             summary.registered = regs.len();
-            if !regs.is_empty() {
+            if !regs.is_empty() && !dry_run {
                 self.db.query("INSERT INTO registration $rows").bind(("rows", regs)).await?.check()?;
             }
         }

@@ -76,6 +76,12 @@ async fn import_users_is_idempotent_reports_bad_rows_and_registers() {
         .as_str()
         .unwrap()
         .to_owned();
+    let second = server
+        .ok(Some(&bearer), "mutation { createEvent(input: { name: \"Import II\", startsAt: \"2030-01-02T09:00:00Z\", endsAt: \"2030-01-02T17:00:00Z\" }) { id } }", json!({}))
+        .await["createEvent"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(server.terminate().success());
 
     let mut csv = String::from("email,name,bleUuid,eventId\n");
@@ -86,6 +92,9 @@ async fn import_users_is_idempotent_reports_bad_rows_and_registers() {
     csv.push_str("bad-uuid@example.org,Bad,xyz,\n"); // line 2503
     csv.push_str("user0@example.org,Twice,,\n"); // line 2504
     csv.push_str("badge@example.org,\"Badge, Holder\",6f1c2a3e-8d4b-4c55-9a0e-2b7f4d9e1c3a,\n"); // line 2505
+    // One person, one row per event: a second event is fine, the same event again is not.
+    writeln!(csv, "user1@example.org,User 1,,{second}").unwrap(); // line 2506
+    writeln!(csv, "user1@example.org,User 1,,{event}").unwrap(); // line 2507
     let file = dir.path().join("people.csv");
     std::fs::write(&file, &csv).unwrap();
     let path = file.to_str().unwrap();
@@ -93,9 +102,9 @@ async fn import_users_is_idempotent_reports_bad_rows_and_registers() {
     let (ok, out, err) = run_cli(&["import", "users", path, "--db", &db], "");
     assert!(!ok, "bad rows make the exit status non-zero");
     assert!(out.contains("2501 created"), "{out}");
-    assert!(out.contains("2500 registrations added"), "{out}");
-    assert!(out.contains("3 rows refused"), "{out}");
-    for line in [":2502:", ":2503:", ":2504:"] {
+    assert!(out.contains("2501 registrations added"), "{out}");
+    assert!(out.contains("4 rows refused"), "{out}");
+    for line in [":2502:", ":2503:", ":2504:", ":2507:"] {
         assert!(err.contains(line), "line {line} reported: {err}");
     }
 
@@ -106,6 +115,7 @@ async fn import_users_is_idempotent_reports_bad_rows_and_registers() {
     let server = ServerProcess::start(&db).await;
     let q = "query($id: ID!) { event(id: $id) { registeredCount } }";
     assert_eq!(server.ok(Some(&bearer), q, json!({ "id": event })).await["event"]["registeredCount"], 2500);
+    assert_eq!(server.ok(Some(&bearer), q, json!({ "id": second })).await["event"]["registeredCount"], 1);
     let q = "query($b: String!) { userByBleUuid(bleUuid: $b) { name email } }";
     let badge = server.ok(Some(&bearer), q, json!({ "b": "6f1c2a3e-8d4b-4c55-9a0e-2b7f4d9e1c3a" })).await;
     assert_eq!(badge["userByBleUuid"], json!({ "name": "Badge, Holder", "email": "badge@example.org" }));

@@ -8,10 +8,13 @@
 mod accounts;
 mod api_keys;
 mod browser;
+mod cdp;
 mod cli;
 mod compat;
+mod console;
 mod events;
 mod helpers;
+mod imports;
 mod ingest;
 mod limits;
 mod live;
