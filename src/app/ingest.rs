@@ -216,6 +216,19 @@ impl Ingest {
         Ok(true)
     }
 
+    /// Undoes an organiser's manual check-ins of `user` at `event`: erases
+    /// them from the raw log, then derives the event's attendance again
+    /// (what scanners heard stays). Returns false if there were none.
+    pub async fn undo_manual(&self, event: &Event, user: Uuid) -> Result<bool, IngestError> {
+        if self.store.batches().erase_manual(event.id, user).await? == 0 {
+            return Ok(false);
+        }
+        if self.recompute(event, std::time::Duration::from_secs(60)).await?.is_none() {
+            tracing::warn!(event = %event.id, "a manual check-in was undone; the re-derivation is still running");
+        }
+        Ok(true)
+    }
+
     /// Asks for an event's attendance to be derived again from the raw log
     /// and waits (up to `wait`) for it; returns how many rows it then has,
     /// or `None` if it is still running. (A policy or window change asks in

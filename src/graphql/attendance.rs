@@ -136,6 +136,12 @@ impl AttendanceRecord {
     }
 
     /// The check-in: the earliest counted sighting.
+    /// Whether the check-in was recorded by an organiser (`recordAttendance`)
+    /// rather than heard by a scanner; `undoManualCheckIn` can take it back.
+    async fn manual(&self) -> bool {
+        self.record.attendance.first_scanner.is_nil()
+    }
+
     async fn checked_in_at(&self) -> DateTime<Utc> {
         self.record.attendance.first_seen
     }
@@ -336,6 +342,19 @@ impl AttendanceMutation {
         let record =
             st.store.attendance().get(event.id, user_id).await?.ok_or_else(|| ApiError::not_found("attendance"))?;
         Ok(AttendanceRecord { record, departure_gap: Some(event.policy.departure_gap) })
+    }
+
+    /// Takes back the manual check-ins (`recordAttendance`) of a user at an
+    /// event: they leave the raw log and the event's attendance is derived
+    /// again, so what scanners heard still counts. `NOT_FOUND` if there were
+    /// none. The event's organiser or an admin.
+    async fn undo_manual_check_in(&self, ctx: &Context<'_>, event_id: ID, user_id: ID) -> Result<bool> {
+        let event = managed_event(ctx, &event_id).await?;
+        let user = parse_id("user", &user_id)?;
+        if !state(ctx)?.ingest.undo_manual(&event, user).await? {
+            return Err(ApiError::NotFound("no manual check-in of this user at this event".into()).into());
+        }
+        Ok(true)
     }
 
     /// Derives an event's attendance again from the raw sighting log (done

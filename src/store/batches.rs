@@ -306,25 +306,50 @@ impl<'a> Batches<'a> {
     /// every batch that holds one is rewritten without them. Returns how
     /// many sightings went.
     pub async fn erase_user(&self, user: Uuid) -> Result<usize, StoreError> {
+        self.erase("users CONTAINS $u OR log_format IS NONE", None, user, |s| s.user == user).await
+    }
+
+    /// Erases the manual check-ins (sightings an organiser recorded, with no
+    /// scanner) of `user` at `event`. Returns how many sightings went.
+    pub async fn erase_manual(&self, event: Uuid, user: Uuid) -> Result<usize, StoreError> {
+        self.erase(
+            "scanner IS NONE AND events CONTAINS $e AND (users CONTAINS $u OR log_format IS NONE)",
+            Some(event),
+            user,
+            |s| s.user == user && s.named_events().contains(&event),
+        )
+        .await
+    }
+
+    /// Rewrites the batches matching `filter` (with `$u` and `$e` bound)
+    /// without the sightings `gone` picks, a page at a time.
+    async fn erase(
+        &self,
+        filter: &str,
+        event: Option<Uuid>,
+        user: Uuid,
+        gone: impl Fn(&RawSighting) -> bool,
+    ) -> Result<usize, StoreError> {
         let mut erased = 0;
         let mut after: Option<RecordId> = None;
         loop {
             let mut res = self
                 .db
-                .query(
+                .query(format!(
                     "SELECT id, scanner, log_format, events, sightings FROM batch
-                     WHERE ($after IS NONE OR id > $after) AND (users CONTAINS $u OR log_format IS NONE)
-                     ORDER BY id LIMIT $limit",
-                )
+                     WHERE ($after IS NONE OR id > $after) AND ({filter})
+                     ORDER BY id LIMIT $limit"
+                ))
                 .bind(("after", after.clone()))
                 .bind(("u", rid("user", user)))
+                .bind(("e", event.map(|e| rid("event", e))))
                 .bind(("limit", PAGE as i64))
                 .await?;
             let rows: Vec<LoggedRow> = res.take(0)?;
             let Some(last) = rows.last().map(|r| r.id.clone()) else { break };
             for r in rows {
                 let all = r.decode()?;
-                let kept: Vec<RawSighting> = all.iter().filter(|s| s.user != user).cloned().collect();
+                let kept: Vec<RawSighting> = all.iter().filter(|s| !gone(s)).cloned().collect();
                 if kept.len() == all.len() {
                     continue;
                 }

@@ -506,3 +506,32 @@ async fn a_reused_batch_id_with_other_sightings_is_a_conflict() {
     assert!(msg.contains("batchId") && msg.contains("different"), "{msg}");
     assert_eq!(attendance(&app, &v).await[0]["sightings"], 1, "the second body changed nothing");
 }
+
+/// An organiser takes back a manual check-in: it leaves the raw log and the
+/// attendance is derived again; what a scanner heard still counts.
+#[tokio::test]
+async fn a_manual_check_in_can_be_undone() {
+    let app = spawn_app().await;
+    let v = venue(&app, json!({})).await;
+    let record =
+        "mutation($e: ID!, $u: ID!, $t: DateTime) { recordAttendance(eventId: $e, userId: $u, at: $t) { manual } }";
+    let undo = "mutation($e: ID!, $u: ID!) { undoManualCheckIn(eventId: $e, userId: $u) }";
+    let r = app.ok(&v.org.auth(), record, json!({ "e": v.event, "u": v.ada.id, "t": at(&v, 15) })).await;
+    assert_eq!(r["recordAttendance"]["manual"], true);
+    assert_eq!(app.ok(&v.org.auth(), undo, json!({ "e": v.event, "u": v.ada.id })).await["undoManualCheckIn"], true);
+    assert!(attendance(&app, &v).await.is_empty(), "the check-in is gone");
+    assert_eq!(app.err(&v.org.auth(), undo, json!({ "e": v.event, "u": v.ada.id })).await, "NOT_FOUND");
+    assert_eq!(app.err(&v.ada.auth(), undo, json!({ "e": v.event, "u": v.ada.id })).await, "FORBIDDEN");
+
+    // Heard by a scanner too: undoing the manual check-in leaves the scanner's.
+    submit(&app, &v, &batch(vec![sighting(&v.ada_ble, at(&v, 30), -60)])).await;
+    app.ok(&v.org.auth(), record, json!({ "e": v.event, "u": v.ada.id, "t": at(&v, 10) })).await;
+    let row = &attendance(&app, &v).await[0];
+    assert_eq!(row["sightings"], 2);
+    app.ok(&v.org.auth(), undo, json!({ "e": v.event, "u": v.ada.id })).await;
+    let rows = attendance(&app, &v).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["sightings"], 1);
+    let first: DateTime<Utc> = rows[0]["checkedInAt"].as_str().unwrap().parse().unwrap();
+    assert_eq!(first.timestamp_millis(), at(&v, 30).timestamp_millis());
+}

@@ -1,7 +1,7 @@
 // An event's attendees: every registration joined with its attendance
 // (check-in time, dwell, present now), searchable; registering someone by
 // e-mail, cancelling or reinstating a registration, and a manual check-in
-// (`recordAttendance`).
+// (`recordAttendance`) and undo of a manual one (`undoManualCheckIn`).
 
 import { timeFmt, whenText } from "/assets/shared/format.js";
 import { busy, clearFormError, describeError, duration, formAlert, h, showFormError, table, toast } from "./ui.js";
@@ -15,7 +15,7 @@ const REGISTRATIONS = `query ConsoleRegistrations($id: ID!, $after: String) {
 const ATTENDANCE = `query ConsoleAttendance($id: ID!, $after: String) {
   attendance(eventId: $id, first: 500, after: $after) {
     pageInfo { hasNextPage endCursor }
-    nodes { checkedInAt lastSeen dwellSeconds presentNow sightings user { id name email } }
+    nodes { checkedInAt lastSeen dwellSeconds presentNow sightings manual user { id name email } }
   }
 }`;
 
@@ -85,6 +85,16 @@ export async function render(ctx, root, event) {
           "Checking in…",
           () => ctx.api("mutation($e: ID!, $u: ID!) { recordAttendance(eventId: $e, userId: $u) { checkedInAt } }", { e: event.id, u: user.id }),
           `${user.name} is checked in.`,
+        ),
+      );
+    }
+    if (attendance?.manual) {
+      actions.push(
+        action(
+          "Undo check-in",
+          "Undoing…",
+          () => ctx.api("mutation($e: ID!, $u: ID!) { undoManualCheckIn(eventId: $e, userId: $u) }", { e: event.id, u: user.id }),
+          `${user.name}'s manual check-in is undone.`,
         ),
       );
     }
