@@ -42,7 +42,7 @@ pub use attendance::{
     LoggedSighting, cursor_of, seq_of,
 };
 pub use events::{EventChanges, EventFilter, Events, NewEvent};
-pub use models::{ApiKey, Device, Event, Heartbeat, Registration, RegistrationStatus, User};
+pub use models::{ApiKey, Device, Event, Heartbeat, Registration, RegistrationStatus, ScannerHealth, User};
 pub use registrations::Registrations;
 pub(crate) use registrations::registration_id;
 pub use users::{ImportRow, ImportSummary, NewUser, Users};
@@ -57,6 +57,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "ingest", include_str!("migrations/0002_ingest.surql")),
     (3, "heartbeat", include_str!("migrations/0003_heartbeat.surql")),
     (4, "live", include_str!("migrations/0004_live.surql")),
+    (5, "scanner_health", include_str!("migrations/0005_scanner_health.surql")),
 ];
 
 /// Errors from the storage layer.
