@@ -34,6 +34,7 @@ async fn doctor_says_what_works_and_what_to_fix() {
     let fake = start_fake_bluez(&home, &bus, 1_000).await;
 
     let (ok, text) = doctor(&home, &bus, &server.base);
+    println!("{text}");
     assert!(ok, "{text}");
     for line in ["ok   disk", "ok   outbox", "ok   clock", "ok   server", "ok   bluetooth", "ok   scan"] {
         assert!(text.contains(line), "{line}: {text}");
@@ -48,6 +49,7 @@ async fn doctor_says_what_works_and_what_to_fix() {
         .output()
         .unwrap();
     let table = String::from_utf8_lossy(&out.stdout);
+    println!("{table}");
     assert!(out.status.success(), "{table}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(table.contains("identifier") && table.contains("1 identifiers heard"), "{table}");
     let row = table.lines().rev().find(|l| l.starts_with(phone)).unwrap_or_else(|| panic!("{table}"));
@@ -59,6 +61,7 @@ async fn doctor_says_what_works_and_what_to_fix() {
     std::fs::create_dir_all(home.path("data")).unwrap();
     std::fs::write(home.path("data/outbox.sqlite3"), vec![0x42; 8192]).unwrap();
     let (ok, text) = doctor(&home, &bus, &server.base);
+    println!("{text}");
     assert!(!ok, "{text}");
     assert!(text.contains("FAIL key        refused"), "{text}");
     assert!(text.contains("FAIL outbox     damaged") && text.contains("moves it aside"), "{text}");
