@@ -8,6 +8,8 @@
 //! [`interpret`]) into [`ApiError::Transient`] (try the same thing again later) or
 //! one of two permanent kinds that the caller must not retry blindly.
 
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use graphql_client::{GraphQLQuery, Response};
@@ -67,9 +69,15 @@ pub enum ApiError {
     /// the operation's path): sending the same thing again cannot help.
     #[error("refused: {0}")]
     Refused(String),
+    /// The request was refused as too large (HTTP 413 from the server or a proxy,
+    /// or the server's own batch-size limit): nothing was applied, and the same
+    /// sightings in smaller batches may go through.
+    #[error("too large: {0}")]
+    TooLarge(String),
 }
 
-/// A GraphQL client for one server and one API key.
+/// A GraphQL client for one server and one API key. Clones share the key (so a
+/// key re-read on SIGHUP reaches every task) and the time of the last answer.
 #[derive(Clone)]
 pub struct ServerClient {
     /// The HTTP client (connection pool, timeouts).
@@ -77,8 +85,15 @@ pub struct ServerClient {
     /// `<server>/graphql`.
     endpoint: String,
     /// The API key; never logged.
-    api_key: String,
+    api_key: Arc<RwLock<String>>,
+    /// This scanner's stable identity, sent as `x-rollcall-scanner-id` (see [`crate::identity`]).
+    scanner_id: Option<String>,
+    /// When the server last answered a request with data (Unix ms, scanner clock; 0: never).
+    last_ok_ms: Arc<AtomicI64>,
 }
+
+/// The header that carries the scanner's stable identity.
+pub const SCANNER_ID_HEADER: &str = "x-rollcall-scanner-id";
 
 impl std::fmt::Debug for ServerClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -97,7 +112,24 @@ impl ServerClient {
             .map_err(|e| ApiError::Refused(format!("HTTP client: {e}")))?;
         let base = server.trim_end_matches('/');
         let endpoint = if base.ends_with("/graphql") { base.to_owned() } else { format!("{base}/graphql") };
-        Ok(Self { http, endpoint, api_key })
+        Ok(Self {
+            http,
+            endpoint,
+            api_key: Arc::new(RwLock::new(api_key)),
+            scanner_id: None,
+            last_ok_ms: Arc::new(AtomicI64::new(0)),
+        })
+    }
+
+    /// The same client, sending `id` as this scanner's identity with every request.
+    pub fn with_scanner_id(mut self, id: String) -> Self {
+        self.scanner_id = Some(id);
+        self
+    }
+
+    /// When the server last answered a request with data (Unix ms, scanner clock), if ever.
+    pub fn last_ok_ms(&self) -> Option<i64> {
+        Some(self.last_ok_ms.load(Ordering::Relaxed)).filter(|&ms| ms > 0)
     }
 
     /// The GraphQL endpoint.
@@ -106,13 +138,15 @@ impl ServerClient {
     }
 
     /// The key requests are sent with.
-    pub fn api_key(&self) -> &str {
-        &self.api_key
+    pub fn api_key(&self) -> String {
+        self.api_key.read().map(|k| k.clone()).unwrap_or_default()
     }
 
-    /// Replaces the key (after the key file changed).
-    pub fn set_api_key(&mut self, api_key: String) {
-        self.api_key = api_key;
+    /// Replaces the key (after the key file changed), for this client and its clones.
+    pub fn set_api_key(&self, api_key: String) {
+        if let Ok(mut k) = self.api_key.write() {
+            *k = api_key;
+        }
     }
 
     async fn post<Q: GraphQLQuery>(&self, variables: Q::Variables) -> Result<Q::ResponseData, ApiError>
@@ -120,10 +154,11 @@ impl ServerClient {
         Q::ResponseData: DeserializeOwned,
     {
         let body = Q::build_query(variables);
-        let resp = self
-            .http
-            .post(&self.endpoint)
-            .header("authorization", format!("ApiKey {}", self.api_key))
+        let mut req = self.http.post(&self.endpoint).header("authorization", format!("ApiKey {}", self.api_key()));
+        if let Some(id) = &self.scanner_id {
+            req = req.header(SCANNER_ID_HEADER, id);
+        }
+        let resp = req
             .json(&body)
             .send()
             .await
@@ -132,7 +167,9 @@ impl ServerClient {
         let text = resp.text().await.map_err(|e| {
             ApiError::Transient(format!("reading the answer of {}: {}", self.endpoint, error_chain(&e)))
         })?;
-        interpret(&self.endpoint, body.operation_name, status.as_u16(), &text)
+        let data = interpret(&self.endpoint, body.operation_name, status.as_u16(), &text)?;
+        self.last_ok_ms.store(crate::sighting::now_ms(), Ordering::Relaxed);
+        Ok(data)
     }
 
     /// `submitSightings`.
@@ -145,16 +182,21 @@ impl ServerClient {
         Ok(self.post::<ActiveEvents>(active_events::Variables).await?.active_events)
     }
 
-    /// `scannerHeartbeat`; returns the skew the server measured, in ms.
-    pub async fn heartbeat(&self, input: scanner_heartbeat::ScannerHeartbeatInput) -> Result<i64, ApiError> {
-        Ok(self.post::<ScannerHeartbeat>(scanner_heartbeat::Variables { input }).await?.scanner_heartbeat.clock_skew_ms)
+    /// `scannerHeartbeat`; returns the server's time of receipt (Unix ms) and the
+    /// skew it measured (ms).
+    pub async fn heartbeat(&self, input: scanner_heartbeat::ScannerHeartbeatInput) -> Result<(i64, i64), ApiError> {
+        let beat = self.post::<ScannerHeartbeat>(scanner_heartbeat::Variables { input }).await?.scanner_heartbeat;
+        let at = crate::sighting::parse_rfc3339_ms(&beat.at)
+            .ok_or_else(|| ApiError::Transient(format!("the server's heartbeat time `{}` is not RFC 3339", beat.at)))?;
+        Ok((at, beat.clock_skew_ms))
     }
 }
 
 /// Sorts an HTTP answer to the operation `operation` (its root field is the
 /// operation name with a lower-case first letter) into data or an [`ApiError`].
 ///
-/// Only two answers are not worth retrying:
+/// A 413 (or the server's own batch-size limit) is [`ApiError::TooLarge`]: the
+/// uploader splits the batch. Only two answers are not worth retrying at all:
 ///
 /// - `UNAUTHENTICATED` or HTTP 401: the key ([`ApiError::BadKey`]);
 /// - `VALIDATION` raised by the operation's own resolver (the error's `path`
@@ -163,7 +205,7 @@ impl ServerClient {
 ///
 /// Everything else is [`ApiError::Transient`], with a message that says what the
 /// server answered: a 404 from a wrong `--server` path, a 403 or an HTML page from
-/// a captive portal, a 413 from a proxy, a GraphQL error without a code, a request
+/// a captive portal, a GraphQL error without a code, a request
 /// the server could not parse (a `VALIDATION` without a path: the scanner and the
 /// server disagree about the schema). None of those says anything about the batch
 /// itself, and each can be fixed on the server's side or by the network, so the
@@ -190,14 +232,19 @@ pub fn interpret<T: DeserializeOwned>(endpoint: &str, operation: &str, status: u
         );
         return Err(match code {
             "UNAUTHENTICATED" => ApiError::BadKey(msg),
+            "VALIDATION" if status == 413 => ApiError::TooLarge(msg),
+            "VALIDATION" if in_resolver && err.message.contains("at most") => ApiError::TooLarge(msg),
             "VALIDATION" if in_resolver => ApiError::Refused(msg),
-            "VALIDATION" if status == 413 => ApiError::Transient(format!("{msg}: is --batch-size too large for it?")),
             "VALIDATION" => ApiError::Transient(format!(
                 "{msg}: the server could not take {operation} as sent; is it an older or newer Rollcall than this scanner ({})?",
                 crate::VERSION
             )),
             _ => ApiError::Transient(msg),
         });
+    }
+    if status == 413 {
+        let body = truncate(text.trim(), 200);
+        return Err(ApiError::TooLarge(format!("the server at {endpoint} answered HTTP 413 ({body})")));
     }
     if status == 401 {
         return Err(ApiError::BadKey(format!("the server at {endpoint} answered HTTP 401: {}", truncate(text, 200))));
@@ -207,7 +254,6 @@ pub fn interpret<T: DeserializeOwned>(endpoint: &str, operation: &str, status: u
         200..=299 => None,
         404 | 405 => Some("is --server right?"),
         403 => Some("a captive portal or a proxy in the way, or is --server right?"),
-        413 => Some("is --batch-size too large for it (or for a proxy in between)?"),
         408 | 429 | 500..=599 => Some("the server is busy or down; retrying"),
         _ => Some("retrying"),
     };
@@ -271,8 +317,7 @@ mod tests {
         assert!(msg.contains("Not Found"), "the server's answer is quoted: {msg}");
         let msg = transient(answer(403, "<html>Log in to the venue Wi-Fi</html>"));
         assert!(msg.contains("403") && msg.contains("captive portal") && msg.contains("venue Wi-Fi"), "{msg}");
-        let msg = transient(answer(413, "Request Entity Too Large"));
-        assert!(msg.contains("--batch-size"), "{msg}");
+        assert!(matches!(answer(413, "Request Entity Too Large"), Err(ApiError::TooLarge(m)) if m.contains("413")));
         let msg = transient(answer(200, "<html>Welcome to FreeWifi</html>"));
         assert!(msg.contains("not Rollcall's GraphQL") && msg.contains("FreeWifi"), "{msg}");
         transient(answer(400, "bad request"));
@@ -283,9 +328,9 @@ mod tests {
     #[test]
     fn only_a_coded_validation_error_from_the_resolver_refuses_the_batch() {
         // The resolver refused the batch: permanent.
-        let body = r#"{"data":null,"errors":[{"message":"at most 5000 sightings","path":["submitSightings"],
+        let body = r#"{"data":null,"errors":[{"message":"sighting 3: seenAt is not a time","path":["submitSightings"],
             "extensions":{"code":"VALIDATION"}}]}"#;
-        assert!(matches!(answer(200, body), Err(ApiError::Refused(m)) if m.contains("at most 5000")));
+        assert!(matches!(answer(200, body), Err(ApiError::Refused(m)) if m.contains("seenAt is not")));
         // A query the server cannot even parse (schema drift): VALIDATION but no path.
         let body = r#"{"errors":[{"message":"Unknown field \"belowRssi\"","extensions":{"code":"VALIDATION"}}]}"#;
         let msg = transient(answer(200, body));
@@ -293,7 +338,11 @@ mod tests {
         // The server's own body-size limit.
         let body =
             r#"{"errors":[{"message":"request body is larger than the limit","extensions":{"code":"VALIDATION"}}]}"#;
-        assert!(transient(answer(413, body)).contains("--batch-size"));
+        assert!(matches!(answer(413, body), Err(ApiError::TooLarge(_))));
+        // The resolver's batch-size limit.
+        let body = r#"{"errors":[{"message":"a batch holds at most 5000 sightings; this one has 6000","path":["submitSightings"],
+            "extensions":{"code":"VALIDATION"}}]}"#;
+        assert!(matches!(answer(200, body), Err(ApiError::TooLarge(_))));
         // An error without a code, whatever it says.
         let body = r#"{"errors":[{"message":"Unknown field \"x\" on type \"Mutation\""}]}"#;
         assert!(transient(answer(200, body)).contains("(no code)"));

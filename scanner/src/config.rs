@@ -26,7 +26,8 @@ pub struct Cli {
     /// TOML config file; flags and environment variables override it.
     #[arg(long, global = true, env = "ROLLCALL_SCANNER_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Where the outbox lives [default: ./rollcall-scanner-data].
+    /// Where the outbox lives [default: /var/lib/rollcall-scanner as root, else
+    /// $XDG_STATE_HOME/rollcall-scanner, i.e. ~/.local/state/rollcall-scanner].
     #[arg(long, global = true, env = "ROLLCALL_SCANNER_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Log format (RUST_LOG filters, default `info`).
@@ -60,6 +61,13 @@ pub enum Command {
     /// Upload everything waiting in the outbox now, then exit: 0 when everything
     /// was delivered, 1 while batches the server refused (dead batches) remain.
     Flush(FlushArgs),
+    /// Check the adapter, D-Bus, BlueZ, the clock, free disk, the outbox's
+    /// integrity, the server and the key, and say what to fix. Changes nothing;
+    /// exits 1 when a check fails.
+    Doctor(DoctorArgs),
+    /// Show the identifiers the radio hears, with their RSSI, live: for placing a
+    /// scanner at a door. Records and uploads nothing.
+    Listen(ListenArgs),
     /// Print the ground truth of `--source simulate:N` for a seed and start, as JSON.
     Simulate {
         /// Attendees.
@@ -96,6 +104,36 @@ pub struct FlushArgs {
     /// `status`) another go, under their own batch ids.
     #[arg(long)]
     pub retry_dead: bool,
+}
+
+/// `doctor`'s settings.
+#[derive(Debug, Args, Default)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Bluetooth adapter to check, e.g. `hci1` [default: the first].
+    #[arg(long, env = "ROLLCALL_SCANNER_ADAPTER")]
+    pub adapter: Option<String>,
+    /// Scan this many seconds to see what is heard; 0 skips the scan [default: 5].
+    #[arg(long, default_value_t = 5.0)]
+    pub scan_secs: f64,
+}
+
+/// `listen`'s settings.
+#[derive(Debug, Args, Default)]
+pub struct ListenArgs {
+    /// Bluetooth adapter to use, e.g. `hci1` [default: the first].
+    #[arg(long, env = "ROLLCALL_SCANNER_ADAPTER")]
+    pub adapter: Option<String>,
+    /// Stop after this many seconds [default: run until Ctrl-C].
+    #[arg(long)]
+    pub secs: Option<f64>,
+    /// When the output is not a terminal, print the table every this many seconds [default: 5].
+    #[arg(long, default_value_t = 5.0)]
+    pub every_secs: f64,
+    /// Mark identifiers weaker than this (dBm), e.g. the event's `minRssi`.
+    #[arg(long, env = "ROLLCALL_SCANNER_MIN_RSSI", allow_hyphen_values = true)]
+    pub min_rssi: Option<i16>,
 }
 
 /// The simulation's knobs.
@@ -164,6 +202,23 @@ pub struct RunArgs {
     /// Keep running (uploading, heartbeating) after a replay or simulation ends.
     #[arg(long, env = "ROLLCALL_SCANNER_KEEP_RUNNING")]
     pub keep_running: bool,
+    /// While the outbox refuses writes (disk full), hold at most this many
+    /// sightings in memory; past it, coalesce them into wider windows, then drop
+    /// the weakest [default: 100000].
+    #[arg(long, env = "ROLLCALL_SCANNER_MAX_HELD")]
+    pub max_held: Option<usize>,
+    /// Park a batch (like one the server refused) after this many failed sends ...
+    /// [default: 10].
+    #[arg(long, env = "ROLLCALL_SCANNER_PARK_AFTER_ATTEMPTS")]
+    pub park_after_attempts: Option<u32>,
+    /// ... over at least this many seconds, while the server answered other
+    /// requests meanwhile [default: 21600, 6 hours].
+    #[arg(long, env = "ROLLCALL_SCANNER_PARK_AFTER_SECS")]
+    pub park_after_secs: Option<f64>,
+    /// After the server refuses the API key, try it again after this many seconds
+    /// (doubling, up to 16 times as long), unless a new key comes first [default: 300].
+    #[arg(long, env = "ROLLCALL_SCANNER_BAD_KEY_RETRY_SECS")]
+    pub bad_key_retry_secs: Option<f64>,
 }
 
 /// The TOML file: the same settings with snake_case names.
@@ -192,6 +247,10 @@ pub struct FileConfig {
     pub backoff_initial_ms: Option<u64>,
     pub backoff_max_secs: Option<f64>,
     pub keep_running: Option<bool>,
+    pub max_held: Option<usize>,
+    pub park_after_attempts: Option<u32>,
+    pub park_after_secs: Option<f64>,
+    pub bad_key_retry_secs: Option<f64>,
 }
 
 impl FileConfig {
@@ -220,14 +279,15 @@ pub struct ServerSettings {
 /// The largest batch the server takes.
 pub const MAX_BATCH: usize = 5_000;
 
-fn secs(v: f64, what: &str) -> anyhow::Result<Duration> {
+/// Seconds as a duration, or a clear error for a negative or non-finite number.
+pub fn secs(v: f64, what: &str) -> anyhow::Result<Duration> {
     Duration::try_from_secs_f64(v)
         .map_err(|_| anyhow::anyhow!("{what} must be a non-negative number of seconds, not {v}"))
 }
 
 /// A duration that must not be zero: a zero watchdog would restart the scan in a
 /// tight loop, a zero backoff would hammer the server.
-fn positive_secs(v: f64, what: &str) -> anyhow::Result<Duration> {
+pub fn positive_secs(v: f64, what: &str) -> anyhow::Result<Duration> {
     let d = secs(v, what)?;
     anyhow::ensure!(d >= Duration::from_millis(1), "{what} must be more than 0 seconds, not {v}");
     Ok(d)
@@ -253,7 +313,33 @@ pub fn check_server_url(server: &str) -> anyhow::Result<()> {
 
 /// The data directory.
 pub fn data_dir(cli: &Cli, file: &FileConfig) -> PathBuf {
-    cli.data_dir.clone().or_else(|| file.data_dir.clone()).unwrap_or_else(|| PathBuf::from("rollcall-scanner-data"))
+    cli.data_dir.clone().or_else(|| file.data_dir.clone()).unwrap_or_else(|| {
+        let is_root = {
+            use std::os::unix::fs::MetadataExt as _;
+            // /proc/self belongs to the process's effective user.
+            std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+        };
+        default_data_dir(is_root, std::env::var_os("XDG_STATE_HOME"), std::env::var_os("HOME"))
+    })
+}
+
+/// The default data directory: always absolute, so that `status` run from
+/// another directory finds the same outbox as `run`.
+pub fn default_data_dir(
+    is_root: bool,
+    xdg_state_home: Option<std::ffi::OsString>,
+    home: Option<std::ffi::OsString>,
+) -> PathBuf {
+    const SYSTEM: &str = "/var/lib/rollcall-scanner";
+    if is_root {
+        return PathBuf::from(SYSTEM);
+    }
+    let absolute = |p: PathBuf| p.is_absolute().then_some(p);
+    xdg_state_home
+        .map(PathBuf::from)
+        .and_then(absolute)
+        .or_else(|| home.map(PathBuf::from).and_then(absolute).map(|h| h.join(".local/state")))
+        .map_or_else(|| PathBuf::from(SYSTEM), |state| state.join("rollcall-scanner"))
 }
 
 impl ServerSettings {
@@ -284,11 +370,14 @@ pub struct SimSettings {
     pub start_ms: i64,
     /// Advertising interval, ms.
     pub ad_interval_ms: i64,
+    /// Whether the start is this machine's clock now (no `--sim-start`).
+    pub start_from_clock: bool,
 }
 
 impl SimSettings {
     /// Resolves flags/env over the file.
     pub fn resolve(args: &SimArgs, file: &FileConfig) -> anyhow::Result<Self> {
+        let start_from_clock = args.sim_start.is_none() && file.sim_start.is_none();
         let start_ms = match args.sim_start.as_ref().or(file.sim_start.as_ref()) {
             Some(s) => {
                 crate::sighting::parse_rfc3339_ms(s).with_context(|| format!("--sim-start `{s}` is not RFC 3339"))?
@@ -300,6 +389,7 @@ impl SimSettings {
             seed: args.seed.or(file.seed).unwrap_or(1),
             start_ms,
             ad_interval_ms: secs(ad, "sim_ad_interval_secs")?.as_millis().max(1) as i64,
+            start_from_clock,
         })
     }
 }
@@ -341,9 +431,28 @@ pub struct RunSettings {
     pub backoff_max: Duration,
     /// Keep running after a finite source ends.
     pub keep_running: bool,
+    /// Sightings held in memory at most while the outbox refuses writes.
+    pub max_held: usize,
+    /// Failed sends of one batch before it may be parked as poison.
+    pub park_after_attempts: u32,
+    /// ... over at least this long.
+    pub park_after: Duration,
+    /// How long before a refused key is tried again.
+    pub bad_key_retry: Duration,
 }
 
 impl RunSettings {
+    /// Whether the source stamps sightings with this machine's clock as they are
+    /// heard: BLE, and a simulation started now and played in real time. A replay
+    /// carries its own times.
+    pub fn live_clock(&self) -> bool {
+        match self.source {
+            SourceSpec::Ble => true,
+            SourceSpec::Simulate(_) => self.sim.start_from_clock && self.speed == 1.0,
+            SourceSpec::Replay(_) => false,
+        }
+    }
+
     /// Resolves `run`'s flags/env over the file.
     pub fn resolve(cli: &Cli, args: &RunArgs, file: &FileConfig) -> anyhow::Result<Self> {
         let source: SourceSpec = args
@@ -385,6 +494,13 @@ impl RunSettings {
             ),
             backoff_max,
             keep_running: args.keep_running || file.keep_running.unwrap_or(false),
+            max_held: args.max_held.or(file.max_held).unwrap_or(100_000).max(1),
+            park_after_attempts: args.park_after_attempts.or(file.park_after_attempts).unwrap_or(10).max(1),
+            park_after: secs(args.park_after_secs.or(file.park_after_secs).unwrap_or(21_600.0), "park_after_secs")?,
+            bad_key_retry: positive_secs(
+                args.bad_key_retry_secs.or(file.bad_key_retry_secs).unwrap_or(300.0),
+                "bad_key_retry_secs",
+            )?,
         })
     }
 }
@@ -461,6 +577,18 @@ mod tests {
         let cli = Cli::try_parse_from(["rollcall-scanner", "--log-format", "json", "status"]).unwrap();
         assert_eq!(cli.log_format, LogFormat::Json);
         assert_eq!(Cli::try_parse_from(["rollcall-scanner", "status"]).unwrap().log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn the_default_data_dir_is_absolute() {
+        let os = |s: &str| Some(std::ffi::OsString::from(s));
+        assert_eq!(default_data_dir(true, os("/x"), os("/home/u")), PathBuf::from("/var/lib/rollcall-scanner"));
+        assert_eq!(default_data_dir(false, os("/x"), os("/home/u")), PathBuf::from("/x/rollcall-scanner"));
+        assert_eq!(
+            default_data_dir(false, os("relative"), os("/home/u")),
+            PathBuf::from("/home/u/.local/state/rollcall-scanner")
+        );
+        assert_eq!(default_data_dir(false, None, None), PathBuf::from("/var/lib/rollcall-scanner"));
     }
 
     #[test]

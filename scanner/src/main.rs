@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use clap::Parser as _;
 use rollcall_scanner::config::{
-    Cli, Command, FileConfig, FlushArgs, LogFormat, RunSettings, ServerSettings, SimSettings, data_dir,
+    Cli, Command, FileConfig, FlushArgs, LogFormat, RunSettings, ServerSettings, SimSettings, data_dir, positive_secs,
+    secs,
 };
 use rollcall_scanner::outbox::{OUTBOX_FILE, Outbox};
 use rollcall_scanner::sighting::{now_ms, rfc3339_ms};
@@ -57,6 +58,24 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Status { json } => status(&data_dir(&cli, &file), *json),
         Command::Flush(args) => flush(&data_dir(&cli, &file), args, &file).await,
+        Command::Doctor(args) => {
+            let configured = args.server.server.is_some() || file.server.is_some();
+            let settings = rollcall_scanner::doctor::DoctorSettings {
+                data_dir: data_dir(&cli, &file),
+                server: if configured { Some(ServerSettings::resolve(&args.server, &file)?) } else { None },
+                adapter: args.adapter.clone().or_else(|| file.adapter.clone()),
+                scan: secs(args.scan_secs, "scan_secs")?,
+            };
+            let ok = rollcall_scanner::doctor::run(&settings).await;
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Listen(args) => {
+            let limit = args.secs.map(|s| positive_secs(s, "secs")).transpose()?;
+            let every = positive_secs(args.every_secs, "every_secs")?;
+            let adapter = args.adapter.clone().or_else(|| file.adapter.clone());
+            rollcall_scanner::listen::run(adapter, limit, every, args.min_rssi.or(file.min_rssi)).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Simulate { attendees, sim } => {
             let sim = SimSettings::resolve(sim, &file)?;
             let plan = plan(&SimConfig {
@@ -92,6 +111,9 @@ async fn flush(dir: &std::path::Path, args: &FlushArgs, file: &FileConfig) -> an
             backoff_max: std::time::Duration::from_secs(10),
             api_key_file: Some(server.api_key_file.clone()),
             give_up_after: Some(5),
+            park_after_attempts: None,
+            park_after: std::time::Duration::ZERO,
+            bad_key_retry: std::time::Duration::from_secs(300),
         },
         Arc::new(tokio::sync::Notify::new()),
     );
@@ -125,10 +147,12 @@ fn status(dir: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let stats = Outbox::open(dir)?.stats()?;
+    let scanner_id = rollcall_scanner::identity::read(dir);
     if json {
-        println!("{}", serde_json::json!({ "outbox": path, "exists": true, "stats": stats }));
+        println!("{}", serde_json::json!({ "outbox": path, "exists": true, "scannerId": scanner_id, "stats": stats }));
         return Ok(ExitCode::SUCCESS);
     }
+    println!("scanner id:  {}", scanner_id.map_or_else(|| "(not made yet)".to_owned(), |id| id.to_string()));
     println!("outbox:      {}", path.display());
     println!(
         "waiting:     {} sightings ({} not yet batched, {} sealed batches)",
@@ -154,6 +178,15 @@ fn status(dir: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
     if stats.dead_batches > 0 {
         println!("             kept, not resent; last reason: {}", stats.last_dead_reason.as_deref().unwrap_or("?"));
         println!("             after fixing the cause, `rollcall-scanner flush --retry-dead` sends them again");
+    }
+    if let Some(r) = &stats.last_recovery {
+        println!(
+            "recovered:   a damaged outbox ({}) was moved to {}; {} sightings salvaged{}",
+            r.reason,
+            r.moved_to.display(),
+            r.salvaged,
+            if r.rows_lost { ", some rows could not be read" } else { "" }
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

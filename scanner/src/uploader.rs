@@ -13,10 +13,19 @@
 //!   path or a captive portal therefore keeps everything in the outbox until it is
 //!   fixed; nothing is given up on.
 //! - **Bad key** (`UNAUTHENTICATED`, HTTP 401): nothing is sent until the key
-//!   changes; the uploader re-reads the key file every few seconds and carries on
-//!   once it holds a key other than the one refused. Sightings keep accumulating
-//!   safely in the outbox meanwhile. In `drain` mode (`flush`, finite sources) it
-//!   gives up with [`UploadError::BadKey`].
+//!   changes or a long backoff (`bad_key_retry`, doubling up to 16×) has passed;
+//!   the uploader re-reads the key file every few seconds, and a SIGHUP re-reads it
+//!   at once, and it carries on once it holds a key other than the one refused.
+//!   After the backoff it tries the refused key again: a bare 401 may have come
+//!   from a proxy. Sightings keep accumulating safely in the outbox meanwhile. In
+//!   `drain` mode (`flush`, finite sources) it gives up with [`UploadError::BadKey`].
+//! - **Too large** (HTTP 413 from the server or a proxy, or the server's batch-size
+//!   limit): nothing was applied, so the batch is split in two under fresh ids, and
+//!   later batches are sealed no larger than the halves.
+//! - **Poison**: a batch that fails `park_after_attempts` times over at least
+//!   `park_after`, while the server answers other requests (heartbeats, other
+//!   batches), is parked like a refused one, so it stops blocking the batches
+//!   behind it. An outage never parks anything: nothing is answered then.
 //! - **Refused for good** (`VALIDATION` from `submitSightings` itself): the batch
 //!   is parked in the outbox as dead, logged and counted, and the uploader moves
 //!   on. `status` shows dead batches, `flush` fails while any remain, and
@@ -30,6 +39,7 @@ use rand::Rng as _;
 use tokio::sync::{Notify, watch};
 
 use crate::api::{ApiError, ServerClient, submit_sightings};
+use crate::clock::Clock;
 use crate::outbox::{Batch, Outbox, OutboxError};
 use crate::sighting::{now_ms, rfc3339_ms};
 
@@ -46,6 +56,13 @@ pub struct UploaderConfig {
     pub api_key_file: Option<PathBuf>,
     /// Give up after this many transient failures in a row (`flush`); `None`: never.
     pub give_up_after: Option<u32>,
+    /// Park a batch that failed this many times (with `park_after`); `None`: never.
+    pub park_after_attempts: Option<u32>,
+    /// ... over at least this long.
+    pub park_after: Duration,
+    /// After a key is refused, try it again after this long (doubling, up to 16×),
+    /// unless the key file brings another first: a 401 may come from a proxy.
+    pub bad_key_retry: Duration,
 }
 
 /// Why the uploader stopped.
@@ -69,12 +86,34 @@ pub struct Uploader {
     cfg: UploaderConfig,
     /// Woken when the pipeline has committed new sightings.
     wake: Arc<Notify>,
+    /// Sightings per newly sealed batch: the configured size, halved by every
+    /// split of a batch refused as too large.
+    batch_size: usize,
+    /// The scanner's clock: no new batch is sealed while it is known to be wrong.
+    clock: Option<Arc<Clock>>,
+}
+
+/// How waiting for a usable key ended.
+enum KeyWait {
+    /// Told to stop.
+    Stopped,
+    /// The key file (or a SIGHUP) brought another key.
+    NewKey,
+    /// The long backoff is over: try the refused key again (a proxy's 401 may pass).
+    RetrySame,
 }
 
 impl Uploader {
     /// An uploader over `outbox` sending to `client`.
     pub fn new(outbox: Outbox, client: ServerClient, cfg: UploaderConfig, wake: Arc<Notify>) -> Self {
-        Self { outbox, client, cfg, wake }
+        let batch_size = cfg.batch_size;
+        Self { outbox, client, cfg, wake, batch_size, clock: None }
+    }
+
+    /// The same uploader, sealing no new batch while `clock` is known to be wrong.
+    pub fn with_clock(mut self, clock: Arc<Clock>) -> Self {
+        self.clock = Some(clock);
+        self
     }
 
     /// Runs until `stop` turns true. `drain` turns true when no more sightings will
@@ -87,11 +126,31 @@ impl Uploader {
     ) -> Result<u64, UploadError> {
         let mut acked = 0u64;
         let mut failures = 0u32;
+        let mut bad_key_refusals = 0u32;
         loop {
             if *stop.borrow() {
                 return Ok(acked);
             }
-            let batch = tokio::task::block_in_place(|| self.outbox.next_batch(self.cfg.batch_size))?;
+            let seal = self.clock.as_ref().is_none_or(|c| c.may_seal());
+            let batch = match tokio::task::block_in_place(|| self.outbox.next_batch_sealing(self.batch_size, seal)) {
+                Ok(batch) => batch,
+                // Sealing writes to the outbox; on a full disk that fails until
+                // room is made. Running, wait and try again; `flush` reports it.
+                Err(e) if !*drain.borrow() => {
+                    failures = failures.saturating_add(1);
+                    let delay = backoff(&self.cfg, failures);
+                    tracing::warn!(
+                        "cannot take the next batch from the outbox, retrying in {:.1} s: {e}",
+                        delay.as_secs_f64()
+                    );
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = stop.changed() => {}
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             let Some(batch) = batch else {
                 if *drain.borrow() {
                     return Ok(acked);
@@ -111,14 +170,27 @@ impl Uploader {
                 }
                 Err(ApiError::Transient(why)) => {
                     failures = failures.saturating_add(1);
+                    let noted = tokio::task::block_in_place(|| self.outbox.note_attempt(batch.batch_id));
+                    let (attempts, first_failed_ms) = noted.unwrap_or_else(|e| {
+                        tracing::warn!(batch = %batch.batch_id, "cannot count the attempt in the outbox: {e}");
+                        (batch.attempts + 1, now_ms())
+                    });
                     if self.cfg.give_up_after.is_some_and(|max| failures >= max) {
-                        tokio::task::block_in_place(|| self.outbox.note_attempt(batch.batch_id))?;
                         return Err(UploadError::GaveUp(failures, why));
                     }
-                    tokio::task::block_in_place(|| self.outbox.note_attempt(batch.batch_id))?;
+                    if let Some(reason) = self.poisoned(attempts, first_failed_ms, &why) {
+                        tracing::error!(
+                            batch = %batch.batch_id, sightings = batch.sightings.len(),
+                            "parking a batch that keeps failing while the server answers other requests (kept in \
+                             the outbox, not sent again; `rollcall-scanner flush --retry-dead` sends it again): {reason}"
+                        );
+                        self.park(&batch, &reason).await;
+                        failures = 0;
+                        continue;
+                    }
                     let delay = backoff(&self.cfg, failures);
                     tracing::warn!(
-                        batch = %batch.batch_id, attempt = batch.attempts + 1,
+                        batch = %batch.batch_id, attempt = attempts,
                         "upload failed, retrying in {:.1} s: {why}", delay.as_secs_f64()
                     );
                     tokio::select! {
@@ -126,16 +198,53 @@ impl Uploader {
                         _ = stop.changed() => {}
                     }
                 }
+                Err(ApiError::TooLarge(why)) => {
+                    let n = batch.sightings.len();
+                    match tokio::task::block_in_place(|| self.outbox.split(batch.batch_id)) {
+                        Ok(Some((first, second))) => {
+                            // Batches sealed from now on are no larger than the halves.
+                            self.batch_size = self.batch_size.min((n / 2).max(1));
+                            tracing::warn!(
+                                batch = %batch.batch_id, sightings = n,
+                                "the server refused the batch as too large; split it in two ({first}, {second}) \
+                                 and sealing at most {} sightings per batch from now on: {why}", self.batch_size
+                            );
+                        }
+                        Ok(None) => {
+                            let reason = format!("refused as too large even as a single sighting: {why}");
+                            tracing::error!(batch = %batch.batch_id, "parking the batch: {reason}");
+                            self.park(&batch, &reason).await;
+                        }
+                        Err(e) => {
+                            failures = failures.saturating_add(1);
+                            tracing::warn!(batch = %batch.batch_id, "cannot split the batch in the outbox: {e}");
+                            tokio::select! {
+                                _ = tokio::time::sleep(backoff(&self.cfg, failures)) => {}
+                                _ = stop.changed() => {}
+                            }
+                        }
+                    }
+                }
                 Err(ApiError::BadKey(why)) => {
-                    tracing::error!(
-                        "the server refuses this scanner's API key: {why}. Sightings are kept in the outbox; waiting for a new key in the key file"
-                    );
                     if *drain.borrow() || self.cfg.api_key_file.is_none() {
+                        tracing::error!(
+                            "the server refuses this scanner's API key: {why}. Sightings are kept in the outbox"
+                        );
                         return Err(UploadError::BadKey(why));
                     }
-                    if !self.wait_for_new_key(&mut stop).await {
-                        return Ok(acked);
+                    bad_key_refusals = bad_key_refusals.saturating_add(1);
+                    let retry = self.cfg.bad_key_retry.saturating_mul(1 << bad_key_refusals.saturating_sub(1).min(4));
+                    tracing::error!(
+                        "the server refuses this scanner's API key: {why}. Sightings are kept in the outbox; \
+                         waiting for a new key in the key file (or SIGHUP), and trying this one again in {} s",
+                        retry.as_secs()
+                    );
+                    match self.wait_for_new_key(&mut stop, retry).await {
+                        KeyWait::Stopped => return Ok(acked),
+                        KeyWait::NewKey => bad_key_refusals = 0,
+                        KeyWait::RetrySame => {}
                     }
+                    continue;
                 }
                 Err(ApiError::Refused(why)) => {
                     tracing::error!(
@@ -143,9 +252,33 @@ impl Uploader {
                         "the server refused the whole batch; parking it (kept in the outbox, not sent again; \
                          `rollcall-scanner flush --retry-dead` sends it again): {why}"
                     );
-                    tokio::task::block_in_place(|| self.outbox.park(batch.batch_id, &why))?;
+                    self.park(&batch, &why).await;
                 }
             }
+            bad_key_refusals = 0;
+        }
+    }
+
+    /// Why `batch` should be parked as poison after its latest failure, if it should:
+    /// it failed at least `park_after_attempts` times, over at least `park_after`,
+    /// and the server answered some other request after its first failure, so the
+    /// trouble is this batch, not the network or the server as a whole.
+    fn poisoned(&self, attempts: u32, first_failed_ms: i64, why: &str) -> Option<String> {
+        let (min_attempts, over) = (self.cfg.park_after_attempts?, self.cfg.park_after);
+        let failing_for = now_ms().saturating_sub(first_failed_ms);
+        let answered_since = self.client.last_ok_ms().is_some_and(|ok| ok > first_failed_ms);
+        (attempts >= min_attempts
+            && failing_for >= i64::try_from(over.as_millis()).unwrap_or(i64::MAX)
+            && answered_since)
+            .then(|| format!("failed {attempts} times over {} s; last: {why}", failing_for / 1000))
+    }
+
+    /// Parks `batch` as dead; if even that cannot be written, it stays sealed and
+    /// is retried (logged).
+    async fn park(&mut self, batch: &Batch, reason: &str) {
+        if let Err(e) = tokio::task::block_in_place(|| self.outbox.park(batch.batch_id, reason)) {
+            tracing::error!(batch = %batch.batch_id, "cannot park the batch in the outbox: {e}");
+            tokio::time::sleep(self.cfg.backoff_initial).await;
         }
     }
 
@@ -197,24 +330,37 @@ impl Uploader {
         Ok(())
     }
 
-    /// Polls the key file until it holds a key other than the one the server just
-    /// refused (the client's), then uses it. The file may have been fixed while the
-    /// refused request was in flight, so it is read at once, then every few seconds.
-    /// Returns false if told to stop.
-    async fn wait_for_new_key(&mut self, stop: &mut watch::Receiver<bool>) -> bool {
-        let Some(path) = self.cfg.api_key_file.clone() else { return false };
-        let refused = self.client.api_key().to_owned();
+    /// Waits until the key file holds a key other than the one the server just
+    /// refused, or a SIGHUP put another key in the client, or `retry` has passed.
+    /// The file may have been fixed while the refused request was in flight, so it
+    /// is read at once, then every few seconds.
+    async fn wait_for_new_key(&mut self, stop: &mut watch::Receiver<bool>, retry: Duration) -> KeyWait {
+        let path = self.cfg.api_key_file.clone();
+        let refused = self.client.api_key();
+        let deadline = tokio::time::Instant::now().checked_add(retry);
+        let mut tick = 0u32;
         loop {
-            if let Ok(key) = read_key(&path)
+            if self.client.api_key() != refused {
+                tracing::info!("the API key was re-read; resuming uploads");
+                return KeyWait::NewKey;
+            }
+            if tick.is_multiple_of(5)
+                && let Some(path) = &path
+                && let Ok(key) = read_key(path)
                 && key != refused
             {
                 tracing::info!("the API key file holds a new key; resuming uploads");
                 self.client.set_api_key(key);
-                return true;
+                return KeyWait::NewKey;
             }
+            if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                tracing::info!("trying the refused API key again");
+                return KeyWait::RetrySame;
+            }
+            tick = tick.wrapping_add(1);
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-                _ = stop.changed() => return false,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = stop.changed() => return KeyWait::Stopped,
             }
         }
     }
@@ -252,6 +398,9 @@ mod tests {
                 backoff_max: Duration::from_secs(1),
                 api_key_file: Some(dir.join("api-key")),
                 give_up_after: None,
+                park_after_attempts: None,
+                park_after: Duration::ZERO,
+                bad_key_retry: Duration::from_secs(3600),
             },
             Arc::new(Notify::new()),
         )
@@ -264,9 +413,29 @@ mod tests {
         let mut up = uploader(dir.path(), "old");
         std::fs::write(dir.path().join("api-key"), "new\n").unwrap();
         let (_stop_tx, mut stop) = watch::channel(false);
-        let resumed = tokio::time::timeout(Duration::from_secs(600), up.wait_for_new_key(&mut stop)).await;
-        assert_eq!(resumed.ok(), Some(true), "the new key in the file is used");
+        let resumed =
+            tokio::time::timeout(Duration::from_secs(600), up.wait_for_new_key(&mut stop, Duration::MAX)).await;
+        assert!(matches!(resumed, Ok(KeyWait::NewKey)), "the new key in the file is used");
         assert_eq!(up.client.api_key(), "new");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_key_is_tried_again_after_the_long_backoff() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut up = uploader(dir.path(), "same");
+        std::fs::write(dir.path().join("api-key"), "same\n").unwrap();
+        let (_stop_tx, mut stop) = watch::channel(false);
+        let started = tokio::time::Instant::now();
+        let waited = up.wait_for_new_key(&mut stop, Duration::from_secs(300)).await;
+        assert!(matches!(waited, KeyWait::RetrySame));
+        assert!(started.elapsed() >= Duration::from_secs(300));
+        // A key put in the client (SIGHUP) ends the wait too.
+        let client = up.client.clone();
+        let task =
+            tokio::spawn(async move { matches!(up.wait_for_new_key(&mut stop, Duration::MAX).await, KeyWait::NewKey) });
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        client.set_api_key("reloaded".into());
+        assert!(tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap());
     }
 
     #[tokio::test(start_paused = true)]
@@ -275,11 +444,12 @@ mod tests {
         let mut up = uploader(dir.path(), "old");
         std::fs::write(dir.path().join("api-key"), "old\n").unwrap();
         let (stop_tx, mut stop) = watch::channel(false);
-        let waiting = tokio::time::timeout(Duration::from_secs(60), up.wait_for_new_key(&mut stop)).await;
+        let waiting =
+            tokio::time::timeout(Duration::from_secs(60), up.wait_for_new_key(&mut stop, Duration::MAX)).await;
         assert!(waiting.is_err(), "still waiting: the file holds the refused key");
         let task = tokio::spawn(async move {
-            let resumed = up.wait_for_new_key(&mut stop).await;
-            (resumed, up.client.api_key().to_owned())
+            let resumed = up.wait_for_new_key(&mut stop, Duration::MAX).await;
+            (matches!(resumed, KeyWait::NewKey), up.client.api_key())
         });
         tokio::time::sleep(Duration::from_secs(30)).await;
         std::fs::write(dir.path().join("api-key"), "rotated\n").unwrap();
@@ -296,6 +466,9 @@ mod tests {
             backoff_max: Duration::from_secs(2),
             api_key_file: None,
             give_up_after: None,
+            park_after_attempts: None,
+            park_after: Duration::ZERO,
+            bad_key_retry: Duration::from_secs(3600),
         };
         for n in 1..30 {
             let d = backoff(&cfg, n);

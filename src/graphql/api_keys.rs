@@ -2,6 +2,7 @@
 
 use async_graphql::{Context, ID, InputObject, Object, Result};
 use chrono::{DateTime, Utc};
+use uuid::Uuid;
 
 use super::accounts::require_role;
 use super::error::ApiError;
@@ -9,7 +10,7 @@ use super::types::{ApiKey, CreatedApiKey, ScannerHeartbeat};
 use super::{parse_id, principal, state};
 use crate::auth::{ApiKeySecret, Principal};
 use crate::domain::{Role, Text};
-use crate::store::Heartbeat;
+use crate::store::{Heartbeat, ScannerHealth};
 
 #[derive(Default)]
 pub struct ApiKeysQuery;
@@ -35,6 +36,60 @@ pub struct ScannerHeartbeatInput {
     pub last_upload_at: Option<DateTime<Utc>>,
     /// Its clock now, to spot skew.
     pub clock: DateTime<Utc>,
+    /// Its stable identity (kept on the scanner; it survives key rotation).
+    pub scanner_id: Option<Uuid>,
+    /// Its radio, storage and clock.
+    pub health: Option<ScannerHealthInput>,
+}
+
+/// What a scanner reports about its radio, storage and clock; every field optional.
+#[derive(InputObject)]
+pub struct ScannerHealthInput {
+    /// BLE advertisements heard over the last minute.
+    pub adverts_per_minute: Option<i32>,
+    /// Distinct devices heard over the last minute.
+    pub devices_per_minute: Option<i32>,
+    /// BLE scan sessions restarted (watchdog or error) since the scanner started.
+    pub ble_restarts: Option<i32>,
+    /// The Bluetooth adapter's last known state.
+    pub adapter_state: Option<String>,
+    /// Batches parked as dead in its outbox.
+    pub dead_batches: Option<i32>,
+    /// Sightings in those batches.
+    pub dead_sightings: Option<i32>,
+    /// Sightings held in memory because its outbox refuses writes (disk full).
+    pub held_in_memory: Option<i32>,
+    /// Sightings dropped, weakest first, while its outbox refused writes.
+    pub dropped_sightings: Option<i32>,
+    /// Free disk space for its outbox, in MB.
+    pub free_disk_mb: Option<i32>,
+    /// What it knows of its clock: UNCHECKED, WRONG, SYNCED or CORRECTED.
+    pub clock_state: Option<String>,
+}
+
+impl ScannerHealthInput {
+    /// Checks the report and turns it into what the store keeps.
+    fn parse(self) -> Result<ScannerHealth, ApiError> {
+        let count = |name: &str, v: Option<i32>| match v {
+            Some(n) if n < 0 => Err(ApiError::validation(format!("health.{name} must not be negative"))),
+            v => Ok(v.map(i64::from)),
+        };
+        let text = |name: &str, v: Option<String>| -> Result<Option<String>, ApiError> {
+            v.map(|s| Text::parse(name, &s, 200).map(Text::into_inner)).transpose().map_err(Into::into)
+        };
+        Ok(ScannerHealth {
+            adverts_per_minute: count("advertsPerMinute", self.adverts_per_minute)?,
+            devices_per_minute: count("devicesPerMinute", self.devices_per_minute)?,
+            ble_restarts: count("bleRestarts", self.ble_restarts)?,
+            adapter_state: text("adapterState", self.adapter_state)?,
+            dead_batches: count("deadBatches", self.dead_batches)?,
+            dead_sightings: count("deadSightings", self.dead_sightings)?,
+            held_in_memory: count("heldInMemory", self.held_in_memory)?,
+            dropped_sightings: count("droppedSightings", self.dropped_sightings)?,
+            free_disk_mb: count("freeDiskMb", self.free_disk_mb)?,
+            clock_state: text("clockState", self.clock_state)?,
+        })
+    }
 }
 
 #[derive(Default)]
@@ -71,8 +126,9 @@ impl ApiKeysMutation {
         Ok(CreatedApiKey { api_key: ApiKey(key), secret: secret.expose().to_owned() })
     }
 
-    /// A scanner reports its health: version, outbox depth, last upload and
-    /// clock. API keys only; shown on `apiKeys { heartbeat }`.
+    /// A scanner reports its health: version, outbox depth, last upload,
+    /// clock, its stable identity, and its radio, storage and clock state. API
+    /// keys only; shown on `apiKeys { heartbeat }`.
     async fn scanner_heartbeat(&self, ctx: &Context<'_>, input: ScannerHeartbeatInput) -> Result<ScannerHeartbeat> {
         let Principal::Scanner { key, .. } = principal(ctx)? else {
             return Err(ApiError::Forbidden("heartbeats are sent with a scanner's API key".into()).into());
@@ -88,6 +144,8 @@ impl ApiKeysMutation {
             outbox_depth: i64::from(input.outbox_depth),
             last_upload_at: input.last_upload_at,
             clock_skew_ms: (input.clock - now).num_milliseconds(),
+            scanner_id: input.scanner_id,
+            health: input.health.map(ScannerHealthInput::parse).transpose()?,
         };
         state(ctx)?.store.api_keys().heartbeat(key.id, &beat).await?;
         Ok(ScannerHeartbeat(beat))

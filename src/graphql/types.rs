@@ -476,6 +476,58 @@ impl ScannerHeartbeat {
     async fn clock_skew_ms(&self) -> i64 {
         self.0.clock_skew_ms
     }
+
+    /// The scanner's stable identity, which survives key rotation.
+    async fn scanner_id(&self) -> Option<Uuid> {
+        self.0.scanner_id
+    }
+
+    /// Its radio, storage and clock, as it reported them.
+    async fn health(&self) -> Option<ScannerHealth> {
+        self.0.health.clone().map(ScannerHealth::from)
+    }
+}
+
+/// A scanner's report on its radio, storage and clock.
+#[derive(SimpleObject)]
+pub struct ScannerHealth {
+    /// BLE advertisements heard over the last minute: 0 with devices around means a dead radio.
+    pub adverts_per_minute: Option<i64>,
+    /// Distinct devices heard over the last minute.
+    pub devices_per_minute: Option<i64>,
+    /// BLE scan sessions restarted (watchdog or error) since the scanner started.
+    pub ble_restarts: Option<i64>,
+    /// The Bluetooth adapter's last known state.
+    pub adapter_state: Option<String>,
+    /// Batches parked as dead in its outbox (refused, or failing for hours).
+    pub dead_batches: Option<i64>,
+    /// Sightings in those batches.
+    pub dead_sightings: Option<i64>,
+    /// Sightings held in memory because its outbox refuses writes (disk full).
+    pub held_in_memory: Option<i64>,
+    /// Sightings dropped, weakest first, while its outbox refused writes.
+    pub dropped_sightings: Option<i64>,
+    /// Free disk space for its outbox, in MB.
+    pub free_disk_mb: Option<i64>,
+    /// What it knows of its clock: UNCHECKED, WRONG, SYNCED or CORRECTED.
+    pub clock_state: Option<String>,
+}
+
+impl From<store::ScannerHealth> for ScannerHealth {
+    fn from(h: store::ScannerHealth) -> Self {
+        Self {
+            adverts_per_minute: h.adverts_per_minute,
+            devices_per_minute: h.devices_per_minute,
+            ble_restarts: h.ble_restarts,
+            adapter_state: h.adapter_state,
+            dead_batches: h.dead_batches,
+            dead_sightings: h.dead_sightings,
+            held_in_memory: h.held_in_memory,
+            dropped_sightings: h.dropped_sightings,
+            free_disk_mb: h.free_disk_mb,
+            clock_state: h.clock_state,
+        }
+    }
 }
 
 /// A new API key with its secret. The secret is shown only here, once.

@@ -50,6 +50,8 @@ impl<'a> ApiKeys<'a> {
             outbox_depth: None,
             last_upload_at: None,
             clock_skew_ms: None,
+            heartbeat_scanner_id: None,
+            heartbeat_health: None,
         };
         let mut res = self.db.query("CREATE ONLY $row.id CONTENT $row").bind(("row", row)).await?.check()?;
         let row: Option<ApiKeyRow> = res.take(0)?;
@@ -114,7 +116,8 @@ impl<'a> ApiKeys<'a> {
         self.db
             .query(
                 "UPDATE $id SET heartbeat_at = $at, heartbeat_version = $version, outbox_depth = $depth,
-                    last_upload_at = $upload, clock_skew_ms = $skew",
+                    last_upload_at = $upload, clock_skew_ms = $skew, heartbeat_scanner_id = $scanner,
+                    heartbeat_health = $health",
             )
             .bind(("id", rid("api_key", id)))
             .bind(("at", beat.at))
@@ -122,6 +125,8 @@ impl<'a> ApiKeys<'a> {
             .bind(("depth", beat.outbox_depth))
             .bind(("upload", beat.last_upload_at))
             .bind(("skew", beat.clock_skew_ms))
+            .bind(("scanner", beat.scanner_id.map(|id| id.to_string())))
+            .bind(("health", beat.health.as_ref().and_then(|h| serde_json::to_string(h).ok())))
             .await?
             .check()?;
         Ok(())

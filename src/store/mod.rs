@@ -46,7 +46,7 @@ pub use attendance::{
 };
 pub use batches::{BatchRecord, Batches, StoredBatch};
 pub use events::{EventChanges, EventFilter, Events, NewEvent};
-pub use models::{ApiKey, Device, Event, Heartbeat, Registration, RegistrationStatus, User};
+pub use models::{ApiKey, Device, Event, Heartbeat, Registration, RegistrationStatus, ScannerHealth, User};
 pub use rederive::{Rederivation, Rederivations};
 pub use registrations::Registrations;
 pub(crate) use registrations::registration_id;
@@ -66,6 +66,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (6, "batch digest", include_str!("migrations/0006_batch_digest.surql")),
     (7, "raw log", include_str!("migrations/0007_raw_log.surql")),
     (8, "rederive", include_str!("migrations/0008_rederive.surql")),
+    (9, "scanner health", include_str!("migrations/0009_scanner_health.surql")),
 ];
 
 /// Errors from the storage layer.

@@ -239,6 +239,38 @@ pub struct Heartbeat {
     pub last_upload_at: Option<DateTime<Utc>>,
     /// The scanner's clock minus the server's, in milliseconds.
     pub clock_skew_ms: i64,
+    /// The scanner's own stable identity, which survives key rotation, if it sent one.
+    pub scanner_id: Option<Uuid>,
+    /// What the scanner reports about its radio, storage and clock, if it did.
+    pub health: Option<ScannerHealth>,
+}
+
+/// A scanner's report on its radio, storage and clock. Every field is optional:
+/// scanners send what they know. The server stores it as one JSON value and only
+/// shows it, so it can grow without a migration.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ScannerHealth {
+    /// BLE advertisements heard over the last minute.
+    pub adverts_per_minute: Option<i64>,
+    /// Distinct devices heard over the last minute.
+    pub devices_per_minute: Option<i64>,
+    /// BLE scan sessions restarted (watchdog or error) since the scanner started.
+    pub ble_restarts: Option<i64>,
+    /// The Bluetooth adapter's last known state.
+    pub adapter_state: Option<String>,
+    /// Batches parked as dead (refused, or failing for hours) in the outbox.
+    pub dead_batches: Option<i64>,
+    /// Sightings in those batches.
+    pub dead_sightings: Option<i64>,
+    /// Sightings held in memory because the outbox refuses writes (disk full).
+    pub held_in_memory: Option<i64>,
+    /// Sightings dropped, weakest first, while the outbox refused writes.
+    pub dropped_sightings: Option<i64>,
+    /// Free disk space for the outbox, in MB.
+    pub free_disk_mb: Option<i64>,
+    /// What the scanner knows of its clock: UNCHECKED, WRONG, SYNCED or CORRECTED.
+    pub clock_state: Option<String>,
 }
 
 #[derive(Debug, Clone, SurrealValue)]
@@ -266,6 +298,11 @@ pub(crate) struct ApiKeyRow {
     pub last_upload_at: Option<DateTime<Utc>>,
     #[surreal(default)]
     pub clock_skew_ms: Option<i64>,
+    #[surreal(default)]
+    pub heartbeat_scanner_id: Option<String>,
+    /// [`ScannerHealth`] as JSON.
+    #[surreal(default)]
+    pub heartbeat_health: Option<String>,
 }
 
 impl TryFrom<ApiKeyRow> for ApiKey {
@@ -291,6 +328,8 @@ impl TryFrom<ApiKeyRow> for ApiKey {
                 outbox_depth: r.outbox_depth.unwrap_or(0),
                 last_upload_at: r.last_upload_at,
                 clock_skew_ms: r.clock_skew_ms.unwrap_or(0),
+                scanner_id: r.heartbeat_scanner_id.as_deref().and_then(|s| Uuid::parse_str(s).ok()),
+                health: r.heartbeat_health.as_deref().and_then(|s| serde_json::from_str(s).ok()),
             }),
         })
     }

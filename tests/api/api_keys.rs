@@ -135,3 +135,38 @@ async fn scanners_send_heartbeats_that_organisers_see() {
     let negative = json!({ "i": { "version": "0.1.0", "outboxDepth": -1, "clock": chrono::Utc::now() } });
     assert_eq!(app.err(&Auth::ApiKey(secret), beat, negative).await, "VALIDATION");
 }
+
+#[tokio::test]
+async fn a_heartbeat_carries_the_scanners_identity_and_health() {
+    let app = spawn_app().await;
+    let org = app.organizer("fleet@example.org").await;
+    let (_, secret) = app.api_key(&org, "door", None).await;
+    let beat = "mutation($i: ScannerHeartbeatInput!) { scannerHeartbeat(input: $i) { scannerId } }";
+    let id = "6f1c1c7e-0000-4000-8000-000000000001";
+    let health = json!({ "advertsPerMinute": 600, "devicesPerMinute": 12, "bleRestarts": 1, "adapterState": "PoweredOn",
+        "deadBatches": 2, "deadSightings": 40, "heldInMemory": 0, "droppedSightings": 0, "freeDiskMb": 900,
+        "clockState": "CORRECTED" });
+    let vars = json!({ "i": { "version": "0.2.0", "outboxDepth": 3, "clock": chrono::Utc::now(), "scannerId": id,
+        "health": health } });
+    let r = app.ok(&Auth::ApiKey(secret.clone()), beat, vars).await;
+    assert_eq!(r["scannerHeartbeat"]["scannerId"], id);
+    let keys = app
+        .ok(
+            &org.auth(),
+            "{ apiKeys { heartbeat { scannerId health { advertsPerMinute devicesPerMinute bleRestarts adapterState
+                deadBatches deadSightings heldInMemory droppedSightings freeDiskMb clockState } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(keys["apiKeys"][0]["heartbeat"]["scannerId"], id);
+    assert_eq!(keys["apiKeys"][0]["heartbeat"]["health"], health);
+
+    // An older scanner sends neither; a negative count is refused.
+    let old = json!({ "i": { "version": "0.1.0", "outboxDepth": 0, "clock": chrono::Utc::now() } });
+    app.ok(&Auth::ApiKey(secret.clone()), beat, old).await;
+    let keys = app.ok(&org.auth(), "{ apiKeys { heartbeat { scannerId health { clockState } } } }", json!({})).await;
+    assert_eq!(keys["apiKeys"][0]["heartbeat"], json!({ "scannerId": null, "health": null }));
+    let bad = json!({ "i": { "version": "0.1.0", "outboxDepth": 0, "clock": chrono::Utc::now(),
+        "health": { "advertsPerMinute": -1 } } });
+    assert_eq!(app.err(&Auth::ApiKey(secret), beat, bad).await, "VALIDATION");
+}

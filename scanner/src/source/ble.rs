@@ -26,6 +26,7 @@
 //! restarts it) gets a fresh connection. What is in the pipeline is committed first.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use btleplug::api::{Central as _, CentralEvent, Manager as _, Peripheral as _, ScanFilter};
@@ -35,6 +36,7 @@ use tokio::sync::mpsc;
 
 use super::Source;
 use crate::advert::{AdvertisingData, identifiers};
+use crate::health::BleHealth;
 use crate::sighting::{Sighting, now_ms};
 
 /// Scans with btleplug.
@@ -46,6 +48,8 @@ pub struct BtleplugSource {
     pub adapter: Option<String>,
     /// Fail after this many sessions in a row that could not scan or heard nothing.
     pub give_up_after: u32,
+    /// Restarts and adapter state, for the heartbeat.
+    pub health: Arc<BleHealth>,
 }
 
 /// Why one scanning session ended.
@@ -74,7 +78,10 @@ impl Source for BtleplugSource {
             let (why, events) = match self.session(&mut manager, &out).await {
                 Ok((SessionEnd::Closed, _)) => return Ok(()),
                 Ok((SessionEnd::Restart(why), events)) => (why, events),
-                Err(e) => (format!("{e:#}"), 0),
+                Err(e) => {
+                    self.health.set_adapter_state(format!("unavailable: {e:#}"));
+                    (format!("{e:#}"), 0)
+                }
             };
             if out.is_closed() {
                 return Ok(());
@@ -87,6 +94,7 @@ impl Source for BtleplugSource {
                 );
             }
             restarts += 1;
+            self.health.restarts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::warn!(restarts, failed_in_a_row = failed, "BLE scan restarting: {why}");
             tokio::time::sleep(Duration::from_secs(if failed < 3 { 1 } else { 5 })).await;
         }
@@ -131,6 +139,7 @@ impl BtleplugSource {
         let adapter = self.pick_adapter(manager).await?;
         let mut events = adapter.events().await?;
         adapter.start_scan(ScanFilter::default()).await?;
+        self.health.set_adapter_state("scanning");
         tracing::info!("BLE scan started");
         // Identifiers last seen per device, for RSSI-only events.
         let mut known: HashMap<PeripheralId, Vec<String>> = HashMap::new();
@@ -170,6 +179,7 @@ impl BtleplugSource {
                 }
                 CentralEvent::StateUpdate(state) => {
                     tracing::info!("Bluetooth adapter state: {state:?}");
+                    self.health.set_adapter_state(format!("{state:?}"));
                     continue;
                 }
                 _ => continue,

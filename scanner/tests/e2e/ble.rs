@@ -18,13 +18,13 @@ use serde_json::{Value, json};
 use crate::helpers::*;
 
 /// A private bus, run as our child (`--nofork`, so it dies with the guard).
-struct DbusDaemon {
-    address: String,
+pub struct DbusDaemon {
+    pub address: String,
     _child: ChildGuard,
 }
 
 impl DbusDaemon {
-    fn start() -> Self {
+    pub fn start() -> Self {
         use std::io::BufRead as _;
         let mut child = Command::new("dbus-daemon")
             .args(["--session", "--nofork", "--print-address=1"])
@@ -40,7 +40,7 @@ impl DbusDaemon {
     }
 }
 
-fn fake_log(path: &std::path::Path) -> Vec<Value> {
+pub fn fake_log(path: &std::path::Path) -> Vec<Value> {
     std::fs::read_to_string(path).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
 }
 
@@ -60,6 +60,37 @@ fn spawn_ble_scanner(home: &ScannerHome, server: &str, bus: &DbusDaemon, log: &s
             .spawn()
             .unwrap(),
     ))
+}
+
+/// The fake BlueZ (`tests/fake_bluez.py`) on `bus`, with the phones in `home`'s
+/// `phones.json`, each sending `ads_per_scan` advertisements per scan; logs its
+/// calls to `bluez.log`. Returns once it owns `org.bluez`.
+pub async fn start_fake_bluez(home: &ScannerHome, bus: &DbusDaemon, ads_per_scan: u32) -> ChildGuard {
+    let python = std::env::var("ROLLCALL_TEST_PYTHON").unwrap_or_else(|_| "/usr/bin/python3".into());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fake_bluez.py");
+    let fake_log_path = home.path("bluez.log");
+    let fake = ChildGuard(Some(
+        Command::new(&python)
+            .args([
+                script,
+                &bus.address,
+                home.path("phones.json").to_str().unwrap(),
+                fake_log_path.to_str().unwrap(),
+                &ads_per_scan.to_string(),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(home.path("bluez.err")).unwrap())
+            .spawn()
+            .expect("python3 runs the fake BlueZ"),
+    ));
+    eventually(Duration::from_secs(20), "the fake BlueZ to own org.bluez", || {
+        let err = std::fs::read_to_string(home.path("bluez.err")).unwrap_or_default();
+        assert!(!err.contains("Traceback"), "fake BlueZ failed (python3-dbus and python3-gi installed?): {err}");
+        fake_log(&fake_log_path).iter().any(|e| e["call"] == "ready").then_some(())
+    })
+    .await;
+    fake
 }
 
 /// An iBeacon frame's manufacturer data (after Apple's company id) for `uuid`.
@@ -103,30 +134,8 @@ async fn advertisements_heard_through_bluez_become_uploaded_sightings() {
     std::fs::write(home.path("phones.json"), phones.to_string()).unwrap();
 
     let bus = DbusDaemon::start();
-    let python = std::env::var("ROLLCALL_TEST_PYTHON").unwrap_or_else(|_| "/usr/bin/python3".into());
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fake_bluez.py");
     let fake_log_path = home.path("bluez.log");
-    let fake = ChildGuard(Some(
-        Command::new(&python)
-            .args([
-                script,
-                &bus.address,
-                home.path("phones.json").to_str().unwrap(),
-                fake_log_path.to_str().unwrap(),
-                "10",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(home.path("bluez.err")).unwrap())
-            .spawn()
-            .expect("python3 runs the fake BlueZ"),
-    ));
-    eventually(Duration::from_secs(20), "the fake BlueZ to own org.bluez", || {
-        let err = std::fs::read_to_string(home.path("bluez.err")).unwrap_or_default();
-        assert!(!err.contains("Traceback"), "fake BlueZ failed (python3-dbus and python3-gi installed?): {err}");
-        fake_log(&fake_log_path).iter().any(|e| e["call"] == "ready").then_some(())
-    })
-    .await;
+    let fake = start_fake_bluez(&home, &bus, 10).await;
 
     let mut scanner = spawn_ble_scanner(
         &home,

@@ -50,6 +50,16 @@ impl ChildGuard {
         }
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.0.as_ref().expect("running").id()
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        self.0.as_mut().is_some_and(|c| c.try_wait().expect("try_wait").is_none())
+    }
+
     /// Waits for the child to exit by itself, at most `limit`.
     pub fn wait_for_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
         let child = self.0.as_mut().expect("running");
@@ -83,11 +93,18 @@ pub struct Server {
     pub db: String,
     pub admin: String,
     pub http: reqwest::Client,
+    /// Extra environment for `rollcall serve` (limits).
+    env: Vec<(String, String)>,
     _dir: TempDir,
 }
 
 impl Server {
     pub async fn start() -> Self {
+        Self::start_with_env(&[]).await
+    }
+
+    /// [`Self::start`] with extra environment for `rollcall serve`, e.g. `ROLLCALL_MAX_BODY_BYTES`.
+    pub async fn start_with_env(env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let db = format!("surrealkv://{}", dir.path().join("data").display());
         // An admin, made with the CLI on the same store before the server opens it.
@@ -123,6 +140,7 @@ impl Server {
             db,
             admin: String::new(),
             http: reqwest::Client::new(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             _dir: dir,
         };
         server.up().await;
@@ -143,6 +161,7 @@ impl Server {
         let child = Command::new(server_bin())
             .args(["serve", "--bind", &format!("127.0.0.1:{}", self.port), "--db", &self.db])
             .env_remove("ROLLCALL_JWT_SECRET")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -272,19 +291,67 @@ impl ScannerHome {
         self.dir.path().join(name)
     }
 
+    /// The arguments of `rollcall-scanner run` against `server` with `extra` args, logging JSON.
+    pub fn run_args(&self, server: &str, source: &str, extra: &[&str]) -> Vec<String> {
+        let mut args: Vec<String> = ["--data-dir", self.path("data").to_str().unwrap(), "--log-format", "json", "run"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let key = self.path("api-key");
+        args.extend(
+            ["--server", server, "--api-key-file", key.to_str().unwrap(), "--source", source].map(String::from),
+        );
+        args.extend(
+            ["--heartbeat-secs", "1", "--events-refresh-secs", "1", "--backoff-max-secs", "1"].map(String::from),
+        );
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    }
+
     /// `rollcall-scanner run` against `server` with `extra` args, logging JSON to `log`.
     pub fn spawn_run(&self, server: &str, source: &str, extra: &[&str], log: &str) -> ChildGuard {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.path(log)).unwrap();
         let child = Command::new(scanner_bin())
-            .args(["--data-dir", self.path("data").to_str().unwrap(), "--log-format", "json", "run"])
-            .args(["--server", server, "--api-key-file", self.path("api-key").to_str().unwrap(), "--source", source])
-            .args(["--heartbeat-secs", "1", "--events-refresh-secs", "1", "--backoff-max-secs", "1"])
-            .args(extra)
+            .args(self.run_args(server, source, extra))
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
             .expect("rollcall-scanner starts");
+        ChildGuard(Some(child))
+    }
+
+    /// Like [`Self::spawn_run`], but the scanner's standard error goes through a pipe
+    /// that a thread copies to `log`, so that limits set on the scanner's own writes
+    /// (`prlimit --fsize`) do not cut its log short; `wrap` runs it (e.g. under
+    /// `sh -c` to set a signal disposition, or `faketime`), with `env` added.
+    pub fn spawn_run_piped(
+        &self,
+        wrap: &[&str],
+        env: &[(&str, &str)],
+        server: &str,
+        source: &str,
+        extra: &[&str],
+        log: &str,
+    ) -> ChildGuard {
+        let mut log = std::fs::OpenOptions::new().create(true).append(true).open(self.path(log)).unwrap();
+        let (program, rest) = wrap.split_first().map_or((scanner_bin(), &[][..]), |(p, r)| (*p, r));
+        let mut command = Command::new(program);
+        command.args(rest);
+        if !wrap.is_empty() {
+            command.arg(scanner_bin());
+        }
+        let mut child = command
+            .args(self.run_args(server, source, extra))
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("rollcall-scanner starts");
+        let mut err = child.stderr.take().unwrap();
+        std::thread::spawn(move || std::io::copy(&mut err, &mut log));
         ChildGuard(Some(child))
     }
 

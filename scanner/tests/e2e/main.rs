@@ -7,9 +7,16 @@
 mod advertisements;
 mod ble;
 mod cli;
+mod clock;
+mod corrupt;
 mod crash;
 mod delivery;
+mod disk;
 mod helpers;
+mod keys;
+mod ops;
 mod outage;
+mod poison;
+mod proxy;
 mod replay;
 mod simulate;

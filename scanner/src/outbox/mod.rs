@@ -30,6 +30,10 @@
 //!    go under their own ids.
 //! 5. **Order.** Batches are sent in sealing order and sightings are sealed in the
 //!    order they were appended.
+//! 6. **Damage is survived.** `run` opens the outbox with
+//!    [`Outbox::open_or_recover`]: a file that fails `quick_check` is moved aside,
+//!    never deleted, and the rows that can still be read go into a fresh outbox
+//!    (see [`salvage`]).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -38,6 +42,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use uuid::Uuid;
 
 use crate::sighting::Sighting;
+
+mod salvage;
+pub use salvage::Recovery;
 
 /// File name of the outbox inside the data directory.
 pub const OUTBOX_FILE: &str = "outbox.sqlite3";
@@ -51,6 +58,18 @@ pub enum OutboxError {
     DataDir { path: PathBuf, source: std::io::Error },
     #[error("outbox: {0}")]
     Sql(#[from] rusqlite::Error),
+}
+
+/// When and in which boot a group of live sightings was committed (see
+/// [`Outbox::append_stamped`] and [`crate::clock`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stamp {
+    /// This boot's id.
+    pub boot_id: String,
+    /// The monotonic time since boot at the commit, ms.
+    pub mono_ms: i64,
+    /// The wall time the sightings were stamped with at the same instant, Unix ms.
+    pub wall_ms: i64,
 }
 
 /// A sealed batch, ready to send.
@@ -94,6 +113,8 @@ pub struct OutboxStats {
     pub batches_replayed: u64,
     /// The id of the batch to be sent next (the oldest sealed one), if any.
     pub next_batch_id: Option<String>,
+    /// The last time a damaged outbox was moved aside and salvaged, if ever.
+    pub last_recovery: Option<Recovery>,
 }
 
 /// The outbox, one connection. Each task that uses it opens its own.
@@ -135,6 +156,35 @@ CREATE TABLE IF NOT EXISTS note (
 );
 ";
 
+/// The schema's version (`PRAGMA user_version`) this code writes.
+const SCHEMA_VERSION: i64 = 2;
+
+/// Brings an outbox made by an older scanner up to [`SCHEMA_VERSION`]. Only ever
+/// adds nullable columns, so an older scanner can still read a newer outbox.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version >= SCHEMA_VERSION {
+        return Ok(());
+    }
+    let has = |table: &str, column: &str| -> rusqlite::Result<bool> {
+        conn.query_row(
+            &format!("SELECT EXISTS (SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1)"),
+            [column],
+            |r| r.get(0),
+        )
+    };
+    // Version 2: when a batch first failed (for parking poison batches), and the
+    // boot and monotonic clock a sighting was heard at (for rebasing a wrong clock).
+    for (table, column, ty) in
+        [("batch", "first_failed_ms", "INTEGER"), ("sighting", "boot_id", "TEXT"), ("sighting", "mono_ms", "INTEGER")]
+    {
+        if !has(table, column)? {
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {ty}"))?;
+        }
+    }
+    conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+}
+
 impl Outbox {
     /// Opens (creating if needed) the outbox in `data_dir`.
     pub fn open(data_dir: &Path) -> Result<Self, OutboxError> {
@@ -149,6 +199,7 @@ impl Outbox {
             // FULL: a commit is fsynced before it returns; with WAL that is one fsync per commit.
             conn.pragma_update(None, "synchronous", "FULL")?;
             conn.execute_batch(SCHEMA)?;
+            migrate(&conn)?;
             Ok(conn)
         };
         let conn = open().map_err(|source| OutboxError::Open { path: path.clone(), source })?;
@@ -158,25 +209,73 @@ impl Outbox {
     /// Appends sightings in one transaction (a group commit). When it returns `Ok`,
     /// they are durable.
     pub fn append(&mut self, sightings: &[Sighting]) -> Result<(), OutboxError> {
+        self.append_stamped(sightings, None)
+    }
+
+    /// [`Self::append`] for sightings heard live, stamped by this machine's clock:
+    /// each is also given this boot's id and its time on the monotonic clock
+    /// (`stamp.mono_ms − (stamp.wall_ms − seen_at_ms)`: exact unless the wall
+    /// clock stepped within the last coalescing window), so that
+    /// [`Self::rebase`] can mend its wall time if the clock proves wrong.
+    pub fn append_stamped(&mut self, sightings: &[Sighting], stamp: Option<&Stamp>) -> Result<(), OutboxError> {
         if sightings.is_empty() {
             return Ok(());
         }
         let tx = self.conn.transaction()?;
         {
             let mut insert = tx.prepare_cached(
-                "INSERT INTO sighting (identifier, seen_at_ms, rssi, event_id) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO sighting (identifier, seen_at_ms, rssi, event_id, boot_id, mono_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             for s in sightings {
-                insert.execute(params![s.identifier, s.seen_at_ms, s.rssi, s.event_id])?;
+                let (boot, mono) = match stamp {
+                    Some(st) => (Some(st.boot_id.as_str()), Some(st.mono_ms - (st.wall_ms - s.seen_at_ms))),
+                    None => (None, None),
+                };
+                insert.execute(params![s.identifier, s.seen_at_ms, s.rssi, s.event_id, boot, mono])?;
             }
         }
         tx.commit()?;
         Ok(())
     }
 
+    /// Mends the wall time of the pending sightings heard in boot `boot_id`: their
+    /// `seen_at` becomes `server_ms + (mono − mono_ref)`, where it differs from that
+    /// by more than `tolerance_ms`. Sealed batches are not touched (a batch is
+    /// fixed at sealing). Returns how many were changed, and how many pending
+    /// sightings of other boots could not be (their monotonic time means nothing now).
+    pub fn rebase(
+        &mut self,
+        boot_id: &str,
+        server_ms: i64,
+        mono_ref: i64,
+        tolerance_ms: i64,
+    ) -> Result<(u64, u64), OutboxError> {
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let changed = tx.execute(
+            "UPDATE sighting SET seen_at_ms = ?2 + (mono_ms - ?3)
+             WHERE batch IS NULL AND boot_id = ?1 AND mono_ms IS NOT NULL
+               AND abs(?2 + (mono_ms - ?3) - seen_at_ms) > ?4",
+            params![boot_id, server_ms, mono_ref, tolerance_ms],
+        )?;
+        let other_boots: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM sighting WHERE batch IS NULL AND boot_id IS NOT NULL AND boot_id != ?1",
+            [boot_id],
+            |r| r.get(0),
+        )?;
+        tx.commit()?;
+        Ok((changed as u64, other_boots.max(0) as u64))
+    }
+
     /// The oldest sealed batch, or a newly sealed one of at most `max` pending
     /// sightings; `None` when nothing is waiting.
     pub fn next_batch(&mut self, max: usize) -> Result<Option<Batch>, OutboxError> {
+        self.next_batch_sealing(max, true)
+    }
+
+    /// [`Self::next_batch`], sealing a new batch only if `seal` (not while the
+    /// clock is known to be wrong: see [`crate::clock`]).
+    pub fn next_batch_sealing(&mut self, max: usize, seal: bool) -> Result<Option<Batch>, OutboxError> {
         let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let existing: Option<(i64, String, u32)> = tx
             .query_row(
@@ -187,6 +286,7 @@ impl Outbox {
             .optional()?;
         let (seq, batch_id, attempts) = match existing {
             Some(found) => found,
+            None if !seal => return Ok(None),
             None => {
                 let has_pending: bool =
                     tx.query_row("SELECT EXISTS (SELECT 1 FROM sighting WHERE batch IS NULL)", [], |r| r.get(0))?;
@@ -222,10 +322,53 @@ impl Outbox {
         Ok(Some(Batch { batch_id, sightings, attempts }))
     }
 
-    /// Counts one more send of `batch_id` that got no answer.
-    pub fn note_attempt(&mut self, batch_id: Uuid) -> Result<(), OutboxError> {
-        self.conn.execute("UPDATE batch SET attempts = attempts + 1 WHERE batch_id = ?1", [batch_id.to_string()])?;
-        Ok(())
+    /// Counts one more send of `batch_id` that failed; returns how many there have
+    /// been and when the first was (Unix ms), for deciding to park it.
+    pub fn note_attempt(&mut self, batch_id: Uuid) -> Result<(u32, i64), OutboxError> {
+        let now = crate::sighting::now_ms();
+        let row = self
+            .conn
+            .query_row(
+                "UPDATE batch SET attempts = attempts + 1, first_failed_ms = coalesce(first_failed_ms, ?2)
+                 WHERE batch_id = ?1 RETURNING attempts, first_failed_ms",
+                params![batch_id.to_string(), now],
+                |r| Ok((r.get::<_, u32>(0)?, r.get::<_, i64>(1)?)),
+            )
+            .optional()?;
+        Ok(row.unwrap_or((0, now)))
+    }
+
+    /// Splits a sealed batch the server never accepted (refused as too large) in
+    /// two, each under a fresh id: the first half keeps its place in the sending
+    /// order, the second is sealed after the batches already waiting. Returns the
+    /// new ids, or `None` for a batch of one sighting, which cannot be split.
+    pub fn split(&mut self, batch_id: Uuid) -> Result<Option<(Uuid, Uuid)>, OutboxError> {
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let seq: Option<i64> = tx
+            .query_row("SELECT seq FROM batch WHERE batch_id = ?1", [batch_id.to_string()], |r| r.get(0))
+            .optional()?;
+        let Some(seq) = seq else { return Ok(None) };
+        let n: i64 = tx.query_row("SELECT COUNT(*) FROM sighting WHERE batch = ?1", [seq], |r| r.get(0))?;
+        if n < 2 {
+            return Ok(None);
+        }
+        let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
+        tx.execute(
+            "UPDATE batch SET batch_id = ?2, attempts = 0, first_failed_ms = NULL WHERE seq = ?1",
+            params![seq, first.to_string()],
+        )?;
+        tx.execute(
+            "INSERT INTO batch (batch_id, sealed_at_ms) VALUES (?1, ?2)",
+            params![second.to_string(), crate::sighting::now_ms()],
+        )?;
+        let second_seq = tx.last_insert_rowid();
+        tx.execute(
+            "UPDATE sighting SET batch = ?2 WHERE id IN
+               (SELECT id FROM sighting WHERE batch = ?1 ORDER BY id LIMIT -1 OFFSET ?3)",
+            params![seq, second_seq, n / 2],
+        )?;
+        tx.commit()?;
+        Ok(Some((first, second)))
     }
 
     /// The server answered for `batch_id`: remove it with its sightings and update
@@ -332,6 +475,7 @@ impl Outbox {
                     r.get(0)
                 })
                 .optional()?,
+            last_recovery: note("last_recovery")?.and_then(|v| serde_json::from_str(&v).ok()),
         })
     }
 }
@@ -372,6 +516,69 @@ mod tests {
             (0, 2, 6, 1, 1)
         );
         assert_eq!(st.last_batch_id, Some(second.batch_id.to_string()));
+    }
+
+    #[test]
+    fn a_split_batch_goes_out_as_two_under_new_ids_first_half_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ob = Outbox::open(dir.path()).unwrap();
+        ob.append(&(0..5).map(s).collect::<Vec<_>>()).unwrap();
+        let big = ob.next_batch(5).unwrap().unwrap();
+        assert_eq!(ob.note_attempt(big.batch_id).unwrap().0, 1);
+        ob.append(&[s(9)]).unwrap();
+        let (a, b) = ob.split(big.batch_id).unwrap().unwrap();
+        let first = ob.next_batch(5).unwrap().unwrap();
+        assert_eq!(
+            (first.batch_id, &first.sightings[..], first.attempts),
+            (a, &(0..2).map(s).collect::<Vec<_>>()[..], 0)
+        );
+        ob.ack(a, 0, false).unwrap();
+        let second = ob.next_batch(5).unwrap().unwrap();
+        assert_eq!((second.batch_id, second.sightings), (b, (2..5).map(s).collect::<Vec<_>>()));
+        ob.ack(b, 0, false).unwrap();
+        let last = ob.next_batch(5).unwrap().unwrap();
+        assert_eq!(last.sightings, vec![s(9)]);
+        assert_eq!(ob.split(last.batch_id).unwrap(), None, "one sighting cannot be split");
+    }
+
+    #[test]
+    fn an_older_outbox_is_migrated_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(dir.path().join(OUTBOX_FILE)).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+            conn.execute("INSERT INTO sighting (identifier, seen_at_ms) VALUES ('old', 1)", []).unwrap();
+        }
+        let mut ob = Outbox::open(dir.path()).unwrap();
+        let b = ob.next_batch(10).unwrap().unwrap();
+        assert_eq!(b.sightings[0].identifier, "old");
+        assert_eq!(ob.note_attempt(b.batch_id).unwrap().0, 1);
+    }
+
+    #[test]
+    fn rebase_mends_pending_sightings_of_this_boot_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ob = Outbox::open(dir.path()).unwrap();
+        // Heard in 2020 by a wrong clock, at monotonic 10 s and 11 s after boot.
+        let wrong = 1_577_836_800_000;
+        let stamp = Stamp { boot_id: "b1".into(), mono_ms: 11_000, wall_ms: wrong + 1_000 };
+        ob.append_stamped(
+            &[s(0), s(0)].map(|mut x| {
+                x.seen_at_ms = wrong;
+                x
+            }),
+            Some(&stamp),
+        )
+        .unwrap();
+        ob.append_stamped(&[s(5)], Some(&Stamp { boot_id: "b0".into(), mono_ms: 1, wall_ms: 5 })).unwrap();
+        ob.append(&[s(7)]).unwrap();
+        // The server says that at monotonic 20 s it was 2030-01-01.
+        let truth = 1_893_456_000_000;
+        assert_eq!(ob.rebase("b1", truth, 20_000, 1_000).unwrap(), (2, 1));
+        assert_eq!(ob.rebase("b1", truth, 20_000, 1_000).unwrap(), (0, 1), "once is enough");
+        let b = ob.next_batch(10).unwrap().unwrap();
+        let times: Vec<i64> = b.sightings.iter().map(|s| s.seen_at_ms).collect();
+        assert_eq!(times, vec![truth - 10_000, truth - 10_000, 5, 7]);
     }
 
     #[test]

@@ -12,7 +12,16 @@
 //!   room still gets its last sightings out.
 //! - The **events refresher** polls `activeEvents`, logs changes, and feeds the filter
 //!   the events' `minRssi` unless `--min-rssi` was given.
-//! - The **heartbeat task** sends `scannerHeartbeat` and logs a one-line summary.
+//! - The **heartbeat task** sends `scannerHeartbeat` with the scanner's health, logs
+//!   a one-line summary, and checks the clock against the server's time (see
+//!   [`crate::clock`]).
+//! - A **SIGHUP** task re-reads the API key file; a **watchdog** task pings
+//!   systemd while the pipeline runs (see [`crate::service`]).
+//!
+//! The pipeline never stops on its own while the source runs: a commit the outbox
+//! refuses (disk full) is held in memory and retried (see [`crate::backlog`]). If
+//! it stops all the same, `run` fails saying so, rather than carrying on as if
+//! the source had finished.
 //!
 //! On SIGTERM or Ctrl-C the source stops, the pipeline commits what it holds (what
 //! the source had queued in the channel as well as the open windows), and the
@@ -22,18 +31,27 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::api::{ActiveEvent, ServerClient, scanner_heartbeat};
+mod events;
+mod heartbeat;
+mod pipeline_task;
+
+use pipeline_task::{PipelineTask, pipeline_loop};
+pub use pipeline_task::{events_min_rssi, max_window_age};
+
+use crate::api::{ActiveEvent, ServerClient};
+use crate::clock::{Clock, DEFAULT_TOLERANCE_MS, FLOOR_MS};
 use crate::config::{RunSettings, ServerSettings};
+use crate::health::BleHealth;
 use crate::outbox::Outbox;
-use crate::pipeline::{Coalescer, DEFAULT_GRACE, Filter, Pipeline};
-use crate::sighting::{Sighting, now_ms, rfc3339_ms};
+use crate::service::{self, Liveness};
+use crate::sighting::Sighting;
 use crate::source::ble::BtleplugSource;
 use crate::source::replay::ReplaySource;
 use crate::source::simulate::{SimConfig, SimulatedVenue};
@@ -49,15 +67,28 @@ pub struct PipelineCounters {
     pub dropped: AtomicU64,
     /// Coalesced sightings committed to the outbox.
     pub committed: AtomicU64,
+    /// Sightings held in memory because the outbox refused a commit (disk full).
+    pub held: AtomicU64,
+    /// Sightings dropped, weakest first, while the outbox refused commits.
+    pub dropped_storage: AtomicU64,
+    /// Whether the last commit to the outbox failed.
+    pub storage_failing: AtomicBool,
+    /// Advertisements taken in over the last minute.
+    pub adverts_per_minute: AtomicU64,
+    /// Distinct identifiers heard over the last minute.
+    pub devices_per_minute: AtomicU64,
+    /// The pipeline's last commit tick, for systemd's watchdog.
+    pub alive: Arc<Liveness>,
 }
 
 /// Builds the source `spec` names.
-pub fn build_source(s: &RunSettings) -> Box<dyn Source> {
+pub fn build_source(s: &RunSettings, ble_health: Arc<BleHealth>) -> Box<dyn Source> {
     match &s.source {
         SourceSpec::Ble => Box::new(BtleplugSource {
             watchdog: s.watchdog,
             adapter: s.adapter.clone(),
             give_up_after: s.ble_give_up_after,
+            health: ble_health,
         }),
         SourceSpec::Replay(path) => Box::new(ReplaySource { path: path.clone(), speed: s.speed }),
         SourceSpec::Simulate(n) => {
@@ -87,17 +118,21 @@ pub fn client_for(server: &ServerSettings) -> anyhow::Result<ServerClient> {
 /// Runs the scanner until `shutdown` resolves, or, for a finite source without
 /// `keep_running`, until everything it produced is delivered.
 pub async fn run(settings: RunSettings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let client = client_for(&settings.server)?;
-    let pipeline_outbox = Outbox::open(&settings.data_dir)?;
+    // Checked before anything else opens it: a damaged file is moved aside and salvaged.
+    let (pipeline_outbox, _recovery) = Outbox::open_or_recover(&settings.data_dir)?;
+    let scanner_id = crate::identity::load_or_create(&settings.data_dir)?;
+    let client = client_for(&settings.server)?.with_scanner_id(scanner_id.to_string());
     let uploader_outbox = Outbox::open(&settings.data_dir)?;
     let heartbeat_outbox = Outbox::open(&settings.data_dir)?;
     let depth = heartbeat_outbox.depth()?;
-    let source = build_source(&settings);
+    let ble_health = Arc::new(BleHealth::default());
+    let source = build_source(&settings, ble_health.clone());
     let finite = source.is_finite() && !settings.keep_running;
     tracing::info!(
         server = %client.endpoint(), data_dir = %settings.data_dir.display(), event = settings.event.as_deref().unwrap_or("(key's scope)"),
-        "scanner {} starting: {}; {depth} sightings waiting in the outbox", crate::VERSION, source.describe()
+        "scanner {} ({scanner_id}) starting: {}; {depth} sightings waiting in the outbox", crate::VERSION, source.describe()
     );
+    let reload_task = tokio::spawn(reload_key_on_sighup(client.clone(), settings.server.api_key_file.clone()));
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let (drain_tx, drain_rx) = watch::channel(false);
@@ -107,23 +142,34 @@ pub async fn run(settings: RunSettings, shutdown: impl Future<Output = ()>) -> a
     let (tx, rx) = mpsc::channel::<Sighting>(8192);
 
     let mut source_task: JoinHandle<anyhow::Result<()>> = tokio::spawn(source.run(tx));
+    let clock = Arc::new(Clock::new(FLOOR_MS, DEFAULT_TOLERANCE_MS));
     let pipeline_task = tokio::spawn(pipeline_loop(
+        PipelineTask {
+            outbox: pipeline_outbox,
+            live_clock: settings.live_clock().then(|| clock.clone()),
+            settings: settings.clone(),
+            events: events_rx,
+            wake: wake.clone(),
+            counters: counters.clone(),
+        },
         rx,
-        pipeline_outbox,
-        settings.clone(),
-        events_rx,
-        stop_rx.clone(),
-        wake.clone(),
-        counters.clone(),
-    ));
-    let events_task = tokio::spawn(refresh_events(client.clone(), settings.clone(), events_tx, stop_rx.clone()));
-    let heartbeat_task = tokio::spawn(heartbeat_loop(
-        client.clone(),
-        heartbeat_outbox,
-        settings.heartbeat,
-        counters.clone(),
         stop_rx.clone(),
     ));
+    let events_task =
+        tokio::spawn(events::refresh_events(client.clone(), settings.clone(), events_tx, stop_rx.clone()));
+    let heartbeat_task = tokio::spawn(
+        heartbeat::Heartbeat {
+            client: client.clone(),
+            outbox: heartbeat_outbox,
+            every: settings.heartbeat,
+            counters: counters.clone(),
+            clock: clock.clone(),
+            ble: matches!(settings.source, SourceSpec::Ble).then(|| ble_health.clone()),
+            scanner_id,
+            data_dir: settings.data_dir.clone(),
+        }
+        .run(stop_rx.clone()),
+    );
     let mut uploader = Uploader::new(
         uploader_outbox,
         client,
@@ -133,18 +179,27 @@ pub async fn run(settings: RunSettings, shutdown: impl Future<Output = ()>) -> a
             backoff_max: settings.backoff_max,
             api_key_file: Some(settings.server.api_key_file.clone()),
             give_up_after: None,
+            park_after_attempts: Some(settings.park_after_attempts),
+            park_after: settings.park_after,
+            bad_key_retry: settings.bad_key_retry,
         },
         wake.clone(),
     );
+    if settings.live_clock() {
+        uploader = uploader.with_clock(clock.clone());
+    }
     let mut uploader_task: JoinHandle<Result<u64, UploadError>> = {
         let stop = stop_rx.clone();
         let drain = drain_rx.clone();
         tokio::spawn(async move { uploader.run(stop, drain).await })
     };
 
+    let watchdog_task = tokio::spawn(service::watchdog(counters.alive.clone()));
+    service::ready();
     tokio::pin!(shutdown);
     let mut source_done = false;
-    let mut pipeline_task = Some(pipeline_task);
+    let mut pipeline_task = pipeline_task;
+    let mut pipeline_done = false;
     let outcome: anyhow::Result<()> = loop {
         tokio::select! {
             _ = &mut shutdown => {
@@ -154,15 +209,26 @@ pub async fn run(settings: RunSettings, shutdown: impl Future<Output = ()>) -> a
             res = &mut source_task, if !source_done => {
                 source_done = true;
                 match res {
+                    // The channel is closed now; the pipeline commits everything and exits.
                     Ok(Ok(())) => tracing::info!("source finished"),
                     Ok(Err(e)) => break Err(e.context("source failed")),
                     Err(e) => break Err(anyhow::anyhow!("source task: {e}")),
                 }
-                // The channel is closed now; the pipeline commits everything and exits.
-                if let Some(p) = pipeline_task.take() {
-                    p.await.context("pipeline task")??;
+                if finite && pipeline_done {
+                    let _ = drain_tx.send(true);
                 }
-                if finite {
+            }
+            // The pipeline ends well only once the source is done and the channel
+            // drained (whichever of the two is seen first). A failure ends the run
+            // and is said to be one, not taken for the end of the input.
+            res = &mut pipeline_task, if !pipeline_done => {
+                pipeline_done = true;
+                match res {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => break Err(e.context("the pipeline failed")),
+                    Err(e) => break Err(anyhow::anyhow!("pipeline task: {e}")),
+                }
+                if finite && source_done {
                     let _ = drain_tx.send(true);
                 }
             }
@@ -186,10 +252,12 @@ pub async fn run(settings: RunSettings, shutdown: impl Future<Output = ()>) -> a
     };
 
     // Stop everything: the source first, so the pipeline sees no more input.
+    service::stopping();
+    watchdog_task.abort();
     source_task.abort();
     let _ = stop_tx.send(true);
-    if let Some(p) = pipeline_task.take() {
-        match p.await {
+    if !pipeline_done {
+        match pipeline_task.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!("pipeline: {e:#}"),
             Err(e) => tracing::error!("pipeline task: {e}"),
@@ -201,199 +269,43 @@ pub async fn run(settings: RunSettings, shutdown: impl Future<Output = ()>) -> a
     }
     let _ = tokio::time::timeout(Duration::from_secs(3), heartbeat_task).await;
     events_task.abort();
+    reload_task.abort();
     outcome
 }
 
-/// Filter, coalesce, group-commit.
-async fn pipeline_loop(
-    mut rx: mpsc::Receiver<Sighting>,
-    mut outbox: Outbox,
-    settings: RunSettings,
-    events: watch::Receiver<Option<Vec<ActiveEvent>>>,
-    mut stop: watch::Receiver<bool>,
-    wake: Arc<Notify>,
-    counters: Arc<PipelineCounters>,
-) -> anyhow::Result<()> {
-    let window_ms = i64::try_from(settings.window.as_millis()).unwrap_or(i64::MAX);
-    let mut pipeline = Pipeline::new(Filter { min_rssi: settings.min_rssi }, window_ms, settings.event.clone());
-    pipeline.coalescer = Coalescer::with_max_age(window_ms, max_window_age(&settings));
-    let mut rewinds = 0;
-    let mut tick = tokio::time::interval(settings.commit_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_heard = tokio::time::Instant::now();
-    let mut commit = |pipeline: &mut Pipeline, out: Vec<Sighting>| -> anyhow::Result<()> {
-        counters.seen.store(pipeline.seen, Ordering::Relaxed);
-        counters.dropped.store(pipeline.dropped, Ordering::Relaxed);
-        if out.is_empty() {
-            return Ok(());
-        }
-        tokio::task::block_in_place(|| outbox.append(&out))?;
-        counters.committed.fetch_add(out.len() as u64, Ordering::Relaxed);
-        wake.notify_one();
-        Ok(())
-    };
-    loop {
-        tokio::select! {
-            s = rx.recv() => match s {
-                Some(s) => {
-                    pipeline.push(s);
-                    last_heard = tokio::time::Instant::now();
-                }
-                None => {
-                    let out = pipeline.coalescer.drain_all();
-                    return commit(&mut pipeline, out);
-                }
-            },
-            _ = tick.tick() => {
-                if settings.min_rssi.is_none() {
-                    pipeline.filter.min_rssi = events_min_rssi(events.borrow().as_deref(), settings.event.as_deref());
-                }
-                if pipeline.coalescer.rewinds != rewinds {
-                    rewinds = pipeline.coalescer.rewinds;
-                    tracing::warn!(
-                        "sightings arrived far behind earlier ones: the clock went back (NTP?) or the input is out \
-                         of order; windows are closed by their age until the time catches up"
-                    );
-                }
-                let out = if last_heard.elapsed() >= settings.window {
-                    pipeline.coalescer.drain_all()
-                } else {
-                    pipeline.coalescer.drain_closed()
-                };
-                commit(&mut pipeline, out)?;
-            }
-            _ = stop.changed() => {
-                // The source is stopped: take what it had queued in the channel too.
-                rx.close();
-                while let Some(s) = rx.recv().await {
-                    pipeline.push(s);
-                }
-                let out = pipeline.coalescer.drain_all();
-                return commit(&mut pipeline, out);
-            }
-        }
-    }
-}
-
-/// How long a coalescing window may stay open on the monotonic clock: its length
-/// plus a grace, stretched when a replay or simulation runs slower than real time.
-pub fn max_window_age(settings: &RunSettings) -> Duration {
-    let finite = !matches!(settings.source, SourceSpec::Ble);
-    let window = if finite && settings.speed > 0.0 && settings.speed < 1.0 {
-        settings.window.div_f64(settings.speed)
-    } else {
-        settings.window
-    };
-    window.saturating_add(DEFAULT_GRACE)
-}
-
-/// The filter's threshold from the active events: the pinned event's `minRssi`, or
-/// the weakest among those in scope (a sighting may count for any of them).
-pub fn events_min_rssi(events: Option<&[ActiveEvent]>, pinned: Option<&str>) -> Option<i16> {
-    let events = events?;
-    let relevant = events.iter().filter(|e| pinned.is_none_or(|p| e.id == p));
-    relevant.map(|e| e.policy.min_rssi).min().and_then(|v| i16::try_from(v).ok())
-}
-
-/// Polls `activeEvents` and publishes changes.
-async fn refresh_events(
-    client: ServerClient,
-    settings: RunSettings,
-    tx: watch::Sender<Option<Vec<ActiveEvent>>>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut failing = false;
-    loop {
-        match client.active_events().await {
-            Ok(events) => {
-                if failing {
-                    tracing::info!("the server answers again");
-                    failing = false;
-                }
-                let changed = tx.borrow().as_ref() != Some(&events);
-                if changed {
-                    let names: Vec<String> = events.iter().map(|e| format!("{} ({})", e.name, e.id)).collect();
-                    tracing::info!(
-                        "active events in this key's scope: {}",
-                        if names.is_empty() { "none".into() } else { names.join(", ") }
-                    );
-                    if let Some(pinned) = &settings.event
-                        && !events.iter().any(|e| &e.id == pinned)
-                    {
-                        tracing::warn!(
-                            "the pinned event {pinned} is not active in this key's scope: the server will not count its sightings until it is"
-                        );
-                    }
-                    let _ = tx.send(Some(events));
-                }
-            }
-            Err(e) => {
-                if !failing {
-                    tracing::warn!("cannot refresh active events (sightings are still recorded): {e}");
-                }
-                failing = true;
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(settings.events_refresh.max(Duration::from_millis(100))) => {}
-            _ = stop.changed() => return,
-        }
-    }
-}
-
-/// Sends heartbeats and logs a summary line, until stopped (then one last heartbeat).
-async fn heartbeat_loop(
-    client: ServerClient,
-    outbox: Outbox,
-    every: Duration,
-    counters: Arc<PipelineCounters>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut warned = false;
-    loop {
-        let stopping = *stop.borrow();
-        let stats = match tokio::task::block_in_place(|| outbox.stats()) {
+/// Re-reads the API key file on every SIGHUP (`systemctl reload`) and hands the
+/// key to every task's client; a rotated key takes effect without a restart, and
+/// without waiting for the server to refuse the old one.
+async fn reload_key_on_sighup(client: ServerClient, path: std::path::PathBuf) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hup = match signal(SignalKind::hangup()) {
             Ok(s) => s,
             Err(e) => {
-                tracing::error!("reading the outbox: {e}");
-                Default::default()
+                tracing::warn!("cannot listen for SIGHUP, the key is re-read only when refused: {e}");
+                return;
             }
         };
-        tracing::info!(
-            heard = counters.seen.load(Ordering::Relaxed),
-            below_min_rssi = counters.dropped.load(Ordering::Relaxed),
-            recorded = counters.committed.load(Ordering::Relaxed),
-            outbox_depth = stats.depth,
-            dead_batches = stats.dead_batches,
-            last_upload = stats.last_upload_ms.map(rfc3339_ms).as_deref().unwrap_or("never"),
-            "status"
-        );
-        let input = scanner_heartbeat::ScannerHeartbeatInput {
-            version: crate::VERSION.to_owned(),
-            outbox_depth: i64::try_from(stats.depth).unwrap_or(i64::MAX),
-            last_upload_at: stats.last_upload_ms.map(rfc3339_ms),
-            clock: rfc3339_ms(now_ms()),
-        };
-        match client.heartbeat(input).await {
-            Ok(skew) => {
-                warned = false;
-                if skew.abs() > 5_000 {
-                    tracing::warn!("this scanner's clock is {:.1} s off the server's: check NTP", skew as f64 / 1000.0);
+        while hup.recv().await.is_some() {
+            match read_key(&path) {
+                Ok(key) if key == client.api_key() => {
+                    tracing::info!("SIGHUP: the API key in {} is unchanged", path.display())
+                }
+                Ok(key) => {
+                    client.set_api_key(key);
+                    tracing::info!("SIGHUP: re-read the API key from {}; using the new key", path.display());
+                }
+                Err(e) => {
+                    tracing::error!("SIGHUP: cannot read the API key from {}: {e}; keeping the old one", path.display())
                 }
             }
-            Err(e) if !warned => {
-                warned = true;
-                tracing::warn!("heartbeat failed: {e}");
-            }
-            Err(_) => {}
         }
-        if stopping {
-            return;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(every.max(Duration::from_millis(100))) => {}
-            _ = stop.changed() => {}
-        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (client, path);
+        std::future::pending::<()>().await
     }
 }
 
@@ -403,6 +315,8 @@ mod tests {
 
     use super::*;
     use crate::config::{Cli, Command, FileConfig};
+    use crate::pipeline::DEFAULT_GRACE;
+    use std::sync::atomic::Ordering;
 
     fn settings(data_dir: &std::path::Path, source: &str, extra: &[&str]) -> RunSettings {
         let mut args = vec!["rollcall-scanner", "--data-dir", data_dir.to_str().unwrap(), "run"];
@@ -428,10 +342,15 @@ mod tests {
         stop_tx.send(true).unwrap();
         let (_events_tx, events) = watch::channel(None);
         let counters = Arc::new(PipelineCounters::default());
-        let outbox = Outbox::open(&settings.data_dir).unwrap();
-        pipeline_loop(rx, outbox, settings.clone(), events, stop, Arc::new(Notify::new()), counters.clone())
-            .await
-            .unwrap();
+        let task = PipelineTask {
+            outbox: Outbox::open(&settings.data_dir).unwrap(),
+            settings: settings.clone(),
+            events,
+            wake: Arc::new(Notify::new()),
+            counters: counters.clone(),
+            live_clock: None,
+        };
+        pipeline_loop(task, rx, stop).await.unwrap();
         assert_eq!(Outbox::open(&settings.data_dir).unwrap().depth().unwrap(), 1000, "every queued sighting");
         assert_eq!(counters.seen.load(Ordering::Relaxed), 1000);
         assert!(tx.is_closed(), "the source is told to stop sending");
