@@ -41,13 +41,36 @@ pub struct Scanner {
     key: store::ApiKey,
     stale_after: chrono::Duration,
     now: DateTime<Utc>,
+    /// Another fresh scanner that shares an event with it hears adverts.
+    neighbour_hears: bool,
+}
+
+/// Whether two keys may report for a common event (the same rule as
+/// `ScannerScope::covers`, as far as the keys alone tell).
+fn overlap(a: &store::ApiKey, b: &store::ApiKey) -> bool {
+    let own = |k: &store::ApiKey| !k.all_events && k.events.is_empty();
+    a.all_events
+        || b.all_events
+        || a.events.iter().any(|e| b.events.contains(e))
+        || (own(a) && own(b) && a.created_by == b.created_by)
+}
+
+fn adverts(key: &store::ApiKey) -> Option<i64> {
+    key.heartbeat.as_ref().and_then(|h| h.health.as_ref()).and_then(|h| h.adverts_per_minute)
 }
 
 impl Scanner {
     fn heard_at(&self) -> Option<DateTime<Utc>> {
-        let k = &self.key;
-        [k.heartbeat.as_ref().map(|h| h.at), k.last_batch_at, k.last_used_at].into_iter().flatten().max()
+        heard_at(&self.key)
     }
+
+    fn is_stale(&self) -> bool {
+        self.heard_at().is_none_or(|t| self.now - t > self.stale_after)
+    }
+}
+
+fn heard_at(k: &store::ApiKey) -> Option<DateTime<Utc>> {
+    [k.heartbeat.as_ref().map(|h| h.at), k.last_batch_at, k.last_used_at].into_iter().flatten().max()
 }
 
 #[Object]
@@ -91,7 +114,19 @@ impl Scanner {
 
     /// Not heard from for longer than `staleAfterSeconds` (or never).
     async fn stale(&self) -> bool {
-        self.heard_at().is_none_or(|t| self.now - t > self.stale_after)
+        self.is_stale()
+    }
+
+    /// Connected but deaf: its last heartbeat heard no advert in a minute
+    /// while another fresh scanner at a common event did. A dead radio, not
+    /// an empty room.
+    async fn silent(&self) -> bool {
+        !self.is_stale() && adverts(&self.key) == Some(0) && self.neighbour_hears
+    }
+
+    /// BLE adverts it heard in the minute before its last heartbeat.
+    async fn adverts_per_minute(&self) -> Option<i64> {
+        adverts(&self.key)
     }
 
     /// Whether its key was revoked.
@@ -173,6 +208,15 @@ impl ScannersQuery {
         let now = Utc::now();
         let stale_after = chrono::Duration::seconds(i64::from(secs));
         let keys = state(ctx)?.store.api_keys().list(by).await?;
-        Ok(keys.into_iter().map(|key| Scanner { key, stale_after, now }).collect())
+        let fresh = |k: &store::ApiKey| heard_at(k).is_some_and(|t| now - t <= stale_after);
+        let hearing: Vec<&store::ApiKey> =
+            keys.iter().filter(|k| fresh(k) && k.revoked_at.is_none() && adverts(k).unwrap_or(0) > 0).collect();
+        let neighbour = |k: &store::ApiKey| hearing.iter().any(|o| o.id != k.id && overlap(k, o));
+        let flags: Vec<bool> = keys.iter().map(neighbour).collect();
+        Ok(keys
+            .into_iter()
+            .zip(flags)
+            .map(|(key, neighbour_hears)| Scanner { key, stale_after, now, neighbour_hears })
+            .collect())
     }
 }

@@ -108,6 +108,22 @@ async fn the_fleet_shows_heartbeats_batches_and_stale_scanners() {
     assert_eq!(quiet["stale"], true, "never heard from");
     assert!(quiet["lastHeardAt"].is_null());
 
+    // Two scanners at the same event, both heartbeating: the one that hears
+    // nothing while the other hears a crowd is `silent` (a dead radio).
+    let (_, deaf) = app.api_key(&org, "deaf door", Some(vec![&event])).await;
+    let (_, loud) = app.api_key(&org, "loud door", Some(vec![&event])).await;
+    let beat = "mutation($n: Int!) { scannerHeartbeat(input: { version: \"1.2.3\", outboxDepth: 0,
+        clock: \"2030-01-01T00:00:00Z\", health: { advertsPerMinute: $n } }) { at } }";
+    app.ok(&Auth::ApiKey(deaf), beat, json!({ "n": 0 })).await;
+    app.ok(&Auth::ApiKey(loud), beat, json!({ "n": 420 })).await;
+    let q2 = "{ scanners { name silent stale advertsPerMinute } }";
+    let fleet = app.ok(&org.auth(), q2, json!({})).await["scanners"].clone();
+    let find = |n: &str| fleet.as_array().unwrap().iter().find(|s| s["name"] == n).unwrap().clone();
+    assert_eq!(find("deaf door")["silent"], true, "{fleet}");
+    assert_eq!(find("loud door")["silent"], false);
+    assert_eq!(find("loud door")["advertsPerMinute"], 420);
+    assert_eq!(find("quiet door")["silent"], false, "never heard from: stale, not silent");
+
     // Another organiser sees none of them; an attendee may not ask.
     let other = app.organizer("other@example.org").await;
     assert_eq!(app.ok(&other.auth(), q, json!({})).await["scanners"], json!([]));
