@@ -10,6 +10,7 @@ mod events;
 mod extensions;
 mod live;
 mod registrations;
+pub mod shared;
 mod types;
 
 use async_graphql::connection::Connection;
