@@ -363,8 +363,8 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(500 + args.subscribers as u64 / 10)).await;
     let connected = Instant::now();
     sent[0].store(since(origin), Ordering::Relaxed);
-    submit(&http, &url, &server.key, 0..warmup).await?;
     let wait_warm = Instant::now();
+    submit(&http, &url, &server.key, 0..warmup).await?;
     while !args.no_subscribe
         && warmed.load(Ordering::Relaxed) < args.subscribers as u64
         && wait_warm.elapsed() < Duration::from_secs(10)
