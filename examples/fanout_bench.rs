@@ -48,6 +48,10 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+/// The server child runs in this binary: the same allocator as `rollcall`'s.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 struct Args {
     /// WebSocket subscribers to the one event.
@@ -298,7 +302,9 @@ async fn subscriber(
     Ok(latencies)
 }
 
-async fn submit(http: &reqwest::Client, url: &str, key: &str, people: std::ops::Range<usize>) -> anyhow::Result<()> {
+/// Submits one batch; how long the server took to answer, in microseconds.
+async fn submit(http: &reqwest::Client, url: &str, key: &str, people: std::ops::Range<usize>) -> anyhow::Result<u32> {
+    let began = Instant::now();
     let now = Utc::now();
     let sightings: Vec<_> = people.map(|i| json!({ "bleUuid": ble(i), "seenAt": now, "rssi": -60 })).collect();
     let body = json!({
@@ -309,7 +315,7 @@ async fn submit(http: &reqwest::Client, url: &str, key: &str, people: std::ops::
     if v.get("errors").is_some() {
         bail!("batch failed: {v}");
     }
-    Ok(())
+    Ok(began.elapsed().as_micros() as u32)
 }
 
 fn percentile(sorted: &[u32], p: f64) -> f64 {
@@ -399,9 +405,11 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         let (http, url, key) = (http.clone(), url.clone(), server.key.clone());
         submits.push(tokio::spawn(async move { submit(&http, &url, &key, range).await }));
     }
+    let mut answered = Vec::with_capacity(submits.len());
     for s in submits {
-        s.await??;
+        answered.push(s.await??);
     }
+    answered.sort_unstable();
     let submitting = began.elapsed();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let rss_after = server.rss_kb()?;
@@ -433,6 +441,12 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         rss_before as f64 / 1024.0,
         rss_idle as f64 / 1024.0,
         rss_after as f64 / 1024.0
+    );
+    println!(
+        "submitSightings answered in p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (part of every delivery's time)",
+        percentile(&answered, 0.50),
+        percentile(&answered, 0.99),
+        percentile(&answered, 1.0)
     );
     let per_sub_kb = rss_idle.saturating_sub(rss_before) as f64 / args.subscribers.max(1) as f64;
     println!(
