@@ -17,6 +17,15 @@
 //!    records, for every (check-in, subscriber) pair, the time from sending
 //!    the batch to the subscriber receiving the check-in.
 //!
+//! 4. Prints what the server's `/metrics` say about it: groups of identical
+//!    subscriptions, renders (one per check-in per group) and deliveries.
+//!
+//! `--seconds 0` measures idle memory only. `--no-subscribe` opens the
+//! sockets and completes the handshake without subscribing, to tell the
+//! socket's share of the memory from the subscription's. Subscribers all
+//! send the same subscription, so they form one group; `--distinct` gives
+//! each its own alias, so nothing is shared (the cost without groups).
+//!
 //! The last line is `fanout: subscribers <S>, delivered <D>/<E>, p50 <ms> ms,
 //! p99 <ms> ms, max <ms> ms, rss per subscriber <KB> KB`.
 
@@ -37,6 +46,11 @@ use rollcall::store::{ImportRow, NewEvent};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+/// The server child runs in this binary: the same allocator as `rollcall`'s.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -49,6 +63,17 @@ struct Args {
     /// How long to submit for, in seconds.
     #[arg(long, default_value_t = 20)]
     seconds: u64,
+    /// Open the sockets, but do not subscribe.
+    #[arg(long)]
+    no_subscribe: bool,
+    /// Give each subscriber a distinct document (no shared rendering).
+    #[arg(long)]
+    distinct: bool,
+    /// Print the server's address, a token and the event, then wait this
+    /// long before the load, for other clients to subscribe (see
+    /// `examples/graphql-ws-client`).
+    #[arg(long, default_value_t = 0)]
+    pause_secs: u64,
     /// Internal: run as the server child, seeding this many attendees.
     #[arg(long, hide = true)]
     serve_people: Option<usize>,
@@ -190,6 +215,21 @@ impl Drop for Server {
     }
 }
 
+/// The server's `/metrics` samples whose names start with `rollcall_live_` or `rollcall_ws_`.
+async fn live_metrics(http: &reqwest::Client, port: u16) -> anyhow::Result<String> {
+    let text = http.get(format!("http://127.0.0.1:{port}/metrics")).send().await?.text().await?;
+    let samples: Vec<&str> =
+        text.lines().filter(|l| l.starts_with("rollcall_live_") || l.starts_with("rollcall_ws_")).collect();
+    Ok(samples.join(", "))
+}
+
+/// What one subscriber does.
+#[derive(Clone)]
+struct Plan {
+    subscribe: bool,
+    distinct: Option<usize>,
+}
+
 /// Nanoseconds since the bench began.
 fn since(origin: Instant) -> u64 {
     origin.elapsed().as_nanos() as u64
@@ -202,6 +242,7 @@ fn person_of(text: &str) -> Option<usize> {
     digits.parse().ok()
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn subscriber(
     port: u16,
     token: String,
@@ -209,16 +250,27 @@ async fn subscriber(
     origin: Instant,
     sent: Arc<Vec<AtomicU64>>,
     ready: Arc<AtomicU64>,
+    warmed: Arc<AtomicU64>,
+    plan: Plan,
 ) -> anyhow::Result<Vec<u32>> {
     let mut req = format!("ws://127.0.0.1:{port}/graphql").into_client_request()?;
     req.headers_mut().insert("sec-websocket-protocol", "graphql-transport-ws".parse()?);
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await?;
+    // Small buffers: ten thousand clients at the defaults take gigabytes.
+    let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(req, Some(config), false).await?;
     let init = json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {token}") } });
     ws.send(Message::text(init.to_string())).await?;
-    let sub = json!({ "type": "subscribe", "id": "1", "payload": {
-        "query": "subscription($e: ID!) { checkIns(eventId: $e) { cursor checkedInAt user { name } } }",
-        "variables": { "e": event } } });
-    ws.send(Message::text(sub.to_string())).await?;
+    if plan.subscribe {
+        // A distinct alias makes a distinct document, so a group of one.
+        let query = match plan.distinct {
+            Some(i) => format!(
+                "subscription($e: ID!) {{ checkIns(eventId: $e) {{ cursor checkedInAt user {{ name }} c{i}: cursor }} }}"
+            ),
+            None => "subscription($e: ID!) { checkIns(eventId: $e) { cursor checkedInAt user { name } } }".to_owned(),
+        };
+        let sub = json!({ "type": "subscribe", "id": "1", "payload": { "query": query, "variables": { "e": event } } });
+        ws.send(Message::text(sub.to_string())).await?;
+    }
     ready.fetch_add(1, Ordering::Relaxed);
     // Latencies in microseconds, one per check-in received.
     let mut latencies = Vec::new();
@@ -229,6 +281,7 @@ async fn subscriber(
             Message::Text(text) => {
                 if let Some(p) = person_of(&text) {
                     if p == 0 {
+                        warmed.fetch_add(1, Ordering::Relaxed);
                         continue; // the warm-up check-in
                     }
                     let now = since(origin);
@@ -249,7 +302,9 @@ async fn subscriber(
     Ok(latencies)
 }
 
-async fn submit(http: &reqwest::Client, url: &str, key: &str, people: std::ops::Range<usize>) -> anyhow::Result<()> {
+/// Submits one batch; how long the server took to answer, in microseconds.
+async fn submit(http: &reqwest::Client, url: &str, key: &str, people: std::ops::Range<usize>) -> anyhow::Result<u32> {
+    let began = Instant::now();
     let now = Utc::now();
     let sightings: Vec<_> = people.map(|i| json!({ "bleUuid": ble(i), "seenAt": now, "rssi": -60 })).collect();
     let body = json!({
@@ -260,7 +315,7 @@ async fn submit(http: &reqwest::Client, url: &str, key: &str, people: std::ops::
     if v.get("errors").is_some() {
         bail!("batch failed: {v}");
     }
-    Ok(())
+    Ok(began.elapsed().as_micros() as u32)
 }
 
 fn percentile(sorted: &[u32], p: f64) -> f64 {
@@ -281,6 +336,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     let origin = Instant::now();
     let sent: Arc<Vec<AtomicU64>> = Arc::new((0..people).map(|_| AtomicU64::new(0)).collect());
     let ready = Arc::new(AtomicU64::new(0));
+    let warmed = Arc::new(AtomicU64::new(0));
 
     let mut subs = Vec::with_capacity(args.subscribers);
     for i in 0..args.subscribers {
@@ -291,6 +347,8 @@ async fn bench(args: Args) -> anyhow::Result<()> {
             origin,
             sent.clone(),
             ready.clone(),
+            warmed.clone(),
+            Plan { subscribe: !args.no_subscribe, distinct: args.distinct.then_some(i) },
         )));
         if i % 200 == 199 {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -302,10 +360,31 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     // Every subscriber is live once each has the warm-up check-in.
     let http = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{}/graphql", server.port);
+    if args.pause_secs > 0 {
+        println!("server: ws://127.0.0.1:{}/graphql {} {}", server.port, server.token, server.event);
+        tokio::time::sleep(Duration::from_secs(args.pause_secs)).await;
+    }
+    // Subscribing is not acknowledged in the protocol: give the server a
+    // moment to take the last ones in.
+    tokio::time::sleep(Duration::from_millis(500 + args.subscribers as u64 / 10)).await;
+    let connected = Instant::now();
     sent[0].store(since(origin), Ordering::Relaxed);
+    let wait_warm = Instant::now();
     submit(&http, &url, &server.key, 0..warmup).await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    while !args.no_subscribe
+        && warmed.load(Ordering::Relaxed) < args.subscribers as u64
+        && wait_warm.elapsed() < Duration::from_secs(10)
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "{} subscribers got the warm-up check-in {:.0?} after it was sent",
+        warmed.load(Ordering::Relaxed),
+        wait_warm.elapsed()
+    );
+    tokio::time::sleep(Duration::from_secs(2).saturating_sub(connected.elapsed())).await;
     let rss_idle = server.rss_kb()?;
+    println!("server metrics when idle: {}", live_metrics(&http, server.port).await?);
     println!(
         "server rss: {:.1} MB before subscribers, {:.1} MB with {} idle subscribers",
         rss_before as f64 / 1024.0,
@@ -326,12 +405,15 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         let (http, url, key) = (http.clone(), url.clone(), server.key.clone());
         submits.push(tokio::spawn(async move { submit(&http, &url, &key, range).await }));
     }
+    let mut answered = Vec::with_capacity(submits.len());
     for s in submits {
-        s.await??;
+        answered.push(s.await??);
     }
+    answered.sort_unstable();
     let submitting = began.elapsed();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let rss_after = server.rss_kb()?;
+    println!("server metrics after the load: {}", live_metrics(&http, server.port).await?);
     drop(server);
 
     let mut latencies = Vec::new();
@@ -359,6 +441,12 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         rss_before as f64 / 1024.0,
         rss_idle as f64 / 1024.0,
         rss_after as f64 / 1024.0
+    );
+    println!(
+        "submitSightings answered in p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (part of every delivery's time)",
+        percentile(&answered, 0.50),
+        percentile(&answered, 0.99),
+        percentile(&answered, 1.0)
     );
     let per_sub_kb = rss_idle.saturating_sub(rss_before) as f64 / args.subscribers.max(1) as f64;
     println!(

@@ -5,6 +5,10 @@ use rollcall::config::{Cli, Command};
 use rollcall::startup::{Application, shutdown_signal};
 use rollcall::{cli, telemetry};
 
+/// See Cargo.toml: keeps idle WebSockets small.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Cli::parse();

@@ -10,9 +10,9 @@ use uuid::Uuid;
 use super::error::ApiError;
 use super::events::managed_event;
 use super::types::User;
-use super::{parse_id, principal, state};
+use super::{parse_id, principal, require_user, state};
 use crate::auth::Principal;
-use crate::live;
+use crate::live::{self, CursorProbe};
 
 #[derive(Default)]
 pub struct LiveSubscription;
@@ -39,7 +39,40 @@ impl LiveSubscription {
         if let Some(after) = &after {
             check_cursor(after)?;
         }
-        let stream = state(ctx)?.live.check_ins(event, after).await?;
+        let (start, stream) = state(ctx)?.live.check_ins(event, after).await?;
+        // Rendered once for a group of sockets: tell the group where each
+        // item stands, so a member that falls behind knows where to resume.
+        let probe = ctx.data_opt::<Arc<CursorProbe>>().cloned();
+        if let Some(probe) = &probe {
+            probe.started_after(event, &start);
+        }
+        Ok(stream.map(move |item| match item {
+            Ok(c) => {
+                if let Some(probe) = &probe {
+                    probe.rendering(&c.cursor);
+                }
+                Ok(CheckIn(c))
+            }
+            Err(why) => Err(interrupted_error(why)),
+        }))
+    }
+
+    /// The caller's own check-ins as they happen, at every event (or only
+    /// at `eventId`): what an attendee's app shows as "you're checked in".
+    /// Live only: what happened before is in `me { attendance }`.
+    ///
+    /// Like `checkIns`, a subscriber that falls too far behind receives an
+    /// error with code `LAGGED`, and the subscription completes.
+    ///
+    /// For any signed-in person.
+    async fn my_check_ins(
+        &self,
+        ctx: &Context<'_>,
+        event_id: Option<ID>,
+    ) -> Result<impl Stream<Item = Result<CheckIn>> + use<>> {
+        let user = require_user(ctx)?.id;
+        let event = event_id.map(|id| parse_id("event", &id)).transpose()?;
+        let stream = state(ctx)?.live.user_check_ins(user, event);
         Ok(stream.map(|item| match item {
             Ok(c) => Ok(CheckIn(c)),
             Err(why) => Err(interrupted_error(why)),
@@ -81,7 +114,7 @@ fn check_cursor(raw: &str) -> Result<(), ApiError> {
     }
 }
 
-fn interrupted_error(why: live::Interrupted) -> async_graphql::Error {
+pub(crate) fn interrupted_error(why: live::Interrupted) -> async_graphql::Error {
     let (code, message, last) = match why {
         live::Interrupted::Lagged { last_cursor } => (
             "LAGGED",

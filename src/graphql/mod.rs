@@ -12,6 +12,7 @@ mod imports;
 mod live;
 mod registrations;
 mod scanners;
+pub mod shared;
 mod types;
 
 use async_graphql::connection::Connection;

@@ -19,9 +19,21 @@
 //! - A token closes the socket when it expires (4403); a key when it is
 //!   revoked here (at once) or elsewhere (at the next recheck); the server
 //!   stopping closes every socket with 1001.
+//!
+//! Subscriptions that would receive identical results (see
+//! `graphql::shared`) join a group that executes once: the socket gets the
+//! group's rendered payload and splices its own subscription id into the
+//! message. Anything else executes for this socket alone.
+//!
+//! An idle socket is kept small, since there may be tens of thousands:
+//! 1 KiB read buffer, a write buffer that is written out past 2 KiB, no
+//! timer of its own but the token's expiry (keepalive and rechecks run on
+//! the process's one ticker), and nothing of a database call held between
+//! messages.
 
 use std::collections::HashSet;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::FromRequestParts;
@@ -31,13 +43,15 @@ use chrono::Utc;
 use futures_util::{FutureExt, SinkExt, Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::time::{Instant, sleep_until};
+use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_stream::StreamMap;
 use uuid::Uuid;
 
 use super::HttpState;
 use super::graphql::error_response;
 use crate::auth::{AuthError, Credential, Principal};
+use crate::graphql::shared::SharedSubscription;
+use crate::live::{Frame, MemberItem, Rendered};
 use crate::state::AppState;
 
 /// How often a live socket's credential is checked again (for revocations
@@ -69,9 +83,11 @@ pub async fn upgrade(state: HttpState, parts: &mut axum::http::request::Parts) -
     let upgrade = upgrade
         .protocols([TRANSPORT_WS, LEGACY_WS])
         // Small buffers: tungstenite's defaults allocate 128 KiB per socket
-        // up front, which is most of an idle subscriber's cost.
-        .read_buffer_size(4 * 1024)
-        .write_buffer_size(4 * 1024)
+        // up front, which is most of an idle subscriber's cost. Its write
+        // buffer keeps the capacity it once grew to, so it is written out as
+        // soon as it passes 2 KiB (several results per write in a burst).
+        .read_buffer_size(1024)
+        .write_buffer_size(2 * 1024)
         .max_write_buffer_size(256 * 1024)
         .max_message_size(limits.max_message_bytes)
         .max_frame_size(limits.max_message_bytes);
@@ -88,10 +104,8 @@ pub async fn upgrade(state: HttpState, parts: &mut axum::http::request::Parts) -
     };
     let guard = state.app.live.socket_opened();
     upgrade.on_upgrade(move |socket| async move {
-        metrics::gauge!("rollcall_websockets_open").increment(1.0);
         // The connection (and its hold on the store) ends before the guard.
         Connection::new(state, socket, protocol).run().await;
-        metrics::gauge!("rollcall_websockets_open").decrement(1.0);
         drop(guard);
     })
 }
@@ -150,8 +164,18 @@ struct Session {
     key: Option<Uuid>,
 }
 
-/// An operation's results, then `None` when it has no more.
-type Results = Pin<Box<dyn Stream<Item = Option<async_graphql::Response>> + Send>>;
+/// What an operation's stream yields.
+enum Outcome {
+    /// A result executed for this socket alone.
+    Response(Box<async_graphql::Response>),
+    /// A result rendered once for the subscription's group.
+    Shared(Arc<Frame>),
+    /// No more results.
+    End,
+}
+
+/// An operation's results, then [`Outcome::End`].
+type Results = Pin<Box<dyn Stream<Item = Outcome> + Send>>;
 
 struct Connection {
     state: HttpState,
@@ -162,6 +186,8 @@ struct Connection {
     /// Subscriptions that have sent a result (a later error is a `next`).
     started: HashSet<String>,
     last_heard: Instant,
+    /// When the credential was last checked again.
+    last_recheck: Instant,
 }
 
 impl Connection {
@@ -174,6 +200,7 @@ impl Connection {
             subscriptions: StreamMap::new(),
             started: HashSet::new(),
             last_heard: Instant::now(),
+            last_recheck: Instant::now(),
         }
     }
 
@@ -199,14 +226,13 @@ impl Connection {
 
     async fn serve(&mut self) -> Result<Close, Gone> {
         let limits = self.app().live_limits.clone();
-        let init_deadline = Instant::now() + Duration::from_secs(limits.init_timeout_secs);
         let keepalive = Duration::from_secs(limits.keepalive_secs.max(1));
-        let mut ping = tokio::time::interval_at(Instant::now() + keepalive, keepalive);
-        let mut recheck = tokio::time::interval_at(Instant::now() + RECHECK_INTERVAL, RECHECK_INTERVAL);
+        let mut ticks = self.app().live.keepalive(keepalive);
         let mut revocations = self.app().live.revocations();
         let mut stopping = self.app().live.stopping();
+        // The handshake's deadline until it is done; then the token's expiry.
+        let mut deadline = Some(Box::pin(tokio::time::sleep(Duration::from_secs(limits.init_timeout_secs))));
         loop {
-            let expires = self.session.as_ref().and_then(|s| s.expires);
             tokio::select! {
                 msg = self.socket.recv() => {
                     let msg = match msg {
@@ -215,40 +241,51 @@ impl Connection {
                         None => return Err(Gone),
                     };
                     self.last_heard = Instant::now();
+                    let handshaking = self.session.is_none();
                     // Boxed, here and below: the database calls behind them are
                     // large futures, and an idle socket's task would otherwise
                     // carry their space all its life.
                     if let Some(close) = Box::pin(self.on_message(msg)).await? {
                         return Ok(close);
                     }
+                    if handshaking && let Some(session) = &self.session {
+                        deadline = session.expires.map(|at| Box::pin(sleep_until(at)));
+                    }
                 }
-                Some((id, response)) = self.subscriptions.next(), if !self.subscriptions.is_empty() => {
-                    self.on_result(id, response).await?;
+                Some((id, outcome)) = self.subscriptions.next(), if !self.subscriptions.is_empty() => {
+                    self.on_result(id, outcome).await?;
                     // Whatever else is ready goes out in the same write.
                     for _ in 0..MAX_WRITE_BATCH {
-                        let Some(Some((id, response))) = self.subscriptions.next().now_or_never() else { break };
-                        self.on_result(id, response).await?;
+                        let Some(Some((id, outcome))) = self.subscriptions.next().now_or_never() else { break };
+                        self.on_result(id, outcome).await?;
                     }
                     self.flush().await?;
                 }
-                _ = sleep_until(init_deadline), if self.session.is_none() => {
-                    return Ok(Close::new(4408, "Connection initialisation timeout"));
+                () = until(&mut deadline) => {
+                    return Ok(if self.session.is_none() {
+                        Close::new(4408, "Connection initialisation timeout")
+                    } else {
+                        Close::new(4403, "Forbidden: token expired")
+                    });
                 }
-                _ = ping.tick() => {
+                Ok(()) = ticks.changed() => {
                     if self.last_heard.elapsed() > keepalive * 3 {
                         tracing::debug!("closing a half-open WebSocket");
                         return Err(Gone);
                     }
                     let msg = match self.protocol {
-                        Protocol::TransportWs => json!({"type": "ping"}),
-                        Protocol::Legacy => json!({"type": "ka"}),
+                        Protocol::TransportWs => r#"{"type":"ping"}"#,
+                        Protocol::Legacy => r#"{"type":"ka"}"#,
                     };
-                    self.send_json(&msg).await?;
+                    self.send(Message::Text(Utf8Bytes::from_static(msg))).await?;
                     // A WebSocket-level ping too: browsers answer it by themselves.
                     self.send(Message::Ping(Default::default())).await?;
-                }
-                _ = sleep_until(expires.unwrap_or_else(Instant::now)), if expires.is_some() => {
-                    return Ok(Close::new(4403, "Forbidden: token expired"));
+                    if self.session.is_some() && self.last_recheck.elapsed() >= RECHECK_INTERVAL {
+                        self.last_recheck = Instant::now();
+                        if let Some(close) = Box::pin(self.recheck()).await {
+                            return Ok(close);
+                        }
+                    }
                 }
                 revoked = revocations.recv(), if self.session.as_ref().is_some_and(|s| s.key.is_some()) => {
                     let mine = self.session.as_ref().and_then(|s| s.key);
@@ -257,11 +294,6 @@ impl Connection {
                         Ok(_) => {}
                         // Missed some: check the key itself.
                         Err(_) => if let Some(close) = Box::pin(self.recheck()).await { return Ok(close) },
-                    }
-                }
-                _ = recheck.tick(), if self.session.is_some() => {
-                    if let Some(close) = Box::pin(self.recheck()).await {
-                        return Ok(close);
                     }
                 }
                 _ = async { let _ = stopping.wait_for(|s| *s).await; } => {
@@ -355,34 +387,70 @@ impl Connection {
             self.send_json(&json!({"type": "error", "id": id, "payload": error})).await?;
             return Ok(None);
         }
-        let request = request.data(session.principal.clone());
-        let stream =
-            self.state.schema.execute_stream(request).map(Some).chain(futures_util::stream::once(async { None }));
-        self.subscriptions.insert(id, Box::pin(stream));
+        let end = futures_util::stream::once(async { Outcome::End });
+        let stream: Results = match SharedSubscription::of(&request, &session.principal) {
+            Some(shared) => {
+                let (schema, principal) = (self.state.schema.clone(), session.principal.clone());
+                let members = self.app().live.groups().join(shared.key.clone(), shared.kind, move |probe| {
+                    schema.execute_stream(request.data(principal).data(probe)).map(render)
+                });
+                let lag = Arc::new(shared);
+                Box::pin(
+                    members
+                        .map(move |item| match item {
+                            MemberItem::Frame(frame) => Outcome::Shared(frame),
+                            MemberItem::Lagged { last_cursor } => Outcome::Response(Box::new(lag.lagged(last_cursor))),
+                        })
+                        .chain(end),
+                )
+            }
+            None => {
+                let request = request.data(session.principal.clone());
+                let results = self.state.schema.execute_stream(request);
+                Box::pin(results.map(|r| Outcome::Response(Box::new(r))).chain(end))
+            }
+        };
+        self.subscriptions.insert(id, stream);
         Ok(None)
     }
 
-    async fn on_result(&mut self, id: String, response: Option<async_graphql::Response>) -> Result<(), Gone> {
-        let Some(response) = response else {
-            // No more results: the operation is complete.
-            self.subscriptions.remove(&id);
-            self.started.remove(&id);
-            return self.send_json(&json!({"type": "complete", "id": id})).await;
-        };
-        if !self.started.contains(&id) && response.is_err() && response.data == async_graphql::Value::Null {
-            // Refused before it started (validation, permissions): one
-            // `error`, which ends the operation.
-            self.subscriptions.remove(&id);
-            let payload = serde_json::to_value(&response.errors).unwrap_or(Value::Null);
-            return self.send_json(&json!({"type": "error", "id": id, "payload": payload})).await;
-        }
-        self.started.insert(id.clone());
+    async fn on_result(&mut self, id: String, outcome: Outcome) -> Result<(), Gone> {
         let kind = match self.protocol {
             Protocol::TransportWs => "next",
             Protocol::Legacy => "data",
         };
-        let text = serde_json::to_string(&Outgoing { kind, id: &id, payload: &response })
-            .unwrap_or_else(|_| r#"{"type":"error","payload":[{"message":"internal error"}]}"#.to_owned());
+        let started = self.started.contains(&id);
+        let text = match outcome {
+            Outcome::End => {
+                // No more results: the operation is complete.
+                self.subscriptions.remove(&id);
+                self.started.remove(&id);
+                return self.send_json(&json!({"type": "complete", "id": id})).await;
+            }
+            Outcome::Response(response)
+                if !started && response.is_err() && response.data == async_graphql::Value::Null =>
+            {
+                // Refused before it started (validation, permissions): one
+                // `error`, which ends the operation.
+                self.subscriptions.remove(&id);
+                let payload = serde_json::to_value(&response.errors).unwrap_or(Value::Null);
+                return self.send_json(&json!({"type": "error", "id": id, "payload": payload})).await;
+            }
+            Outcome::Shared(frame) if !started && frame.refusal.is_some() => {
+                self.subscriptions.remove(&id);
+                let errors = frame.refusal.as_deref().unwrap_or("[]");
+                return self.send(Message::Text(spliced("error", &id, errors).into())).await;
+            }
+            Outcome::Response(response) => serde_json::to_string(&Outgoing { kind, id: &id, payload: &response })
+                .unwrap_or_else(|_| r#"{"type":"error","payload":[{"message":"internal error"}]}"#.to_owned()),
+            Outcome::Shared(frame) => {
+                self.app().live.groups().delivered();
+                spliced(kind, &id, &frame.payload)
+            }
+        };
+        if !started {
+            self.started.insert(id);
+        }
         // Queued; the caller flushes once it has taken every ready result.
         let timeout = self.send_timeout();
         Self::bounded(timeout, self.socket.feed(Message::Text(text.into()))).await
@@ -466,6 +534,39 @@ async fn authenticate(app: AppState, payload: Value) -> Result<Session, Close> {
     Ok(Session { principal, credential, expires, key })
 }
 
+/// Renders a group's result once: the `next` payload, and for a refusal
+/// (errors and no data) the `error` payload.
+fn render(response: async_graphql::Response) -> Rendered {
+    const INTERNAL: &str = r#"{"data":null,"errors":[{"message":"internal error"}]}"#;
+    let refusal = (response.is_err() && response.data == async_graphql::Value::Null)
+        .then(|| serde_json::to_string(&response.errors).unwrap_or_else(|_| "[]".to_owned()).into_boxed_str());
+    let payload = serde_json::to_string(&response).unwrap_or_else(|_| INTERNAL.to_owned());
+    Rendered { payload: payload.into_boxed_str(), refusal }
+}
+
+/// A server message around an already serialised payload: the shared bytes
+/// with this subscription's id spliced in. The same text as [`Outgoing`].
+fn spliced(kind: &str, id: &str, payload: &str) -> String {
+    let id = serde_json::to_string(id).unwrap_or_else(|_| "\"\"".to_owned());
+    let mut text = String::with_capacity(payload.len() + id.len() + kind.len() + 32);
+    text.push_str(r#"{"type":""#);
+    text.push_str(kind);
+    text.push_str(r#"","id":"#);
+    text.push_str(&id);
+    text.push_str(r#","payload":"#);
+    text.push_str(payload);
+    text.push('}');
+    text
+}
+
+/// Waits for the deadline, if there is one; forever otherwise.
+async fn until(deadline: &mut Option<Pin<Box<Sleep>>>) {
+    match deadline {
+        Some(d) => d.await,
+        None => std::future::pending().await,
+    }
+}
+
 /// A server message, serialised straight from the response (no
 /// intermediate JSON value).
 #[derive(serde::Serialize)]
@@ -489,3 +590,32 @@ fn same_rights(a: &Principal, b: &Principal) -> bool {
 
 /// The client is gone, or cannot be written to.
 struct Gone;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of the future an `async fn` of one argument returns.
+    fn future_size<A, F: std::future::Future>(_: fn(A) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// A socket's task holds its `run` future for its whole life, idle or
+    /// not: keep what it carries between messages small (database calls are
+    /// boxed, and only while they run).
+    #[test]
+    fn an_idle_socket_task_is_small() {
+        let run = future_size(Connection::run);
+        let connection = std::mem::size_of::<Connection>();
+        println!("Connection {connection} bytes, its run future {run} bytes");
+        assert!(run < 3 * 1024, "the socket task's future grew to {run} bytes");
+    }
+
+    #[test]
+    fn spliced_messages_read_like_serialised_ones() {
+        let payload = r#"{"data":{"x":1}}"#;
+        let value: serde_json::Value = serde_json::from_str(payload).unwrap_or_default();
+        let whole = serde_json::to_string(&Outgoing { kind: "next", id: "a\"b", payload: &value }).unwrap_or_default();
+        assert_eq!(spliced("next", "a\"b", payload), whole);
+    }
+}

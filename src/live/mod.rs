@@ -20,6 +20,16 @@
 //! are never slowed, and memory per event stays at one ring. Two instances
 //! over one SurrealDB server each hold their own live queries, so a check-in
 //! ingested through either reaches the subscribers of both.
+//!
+//! On top of the feeds: [`shared`] renders each result once for a group of
+//! identical subscriptions, [`personal`] routes each check-in to its own
+//! person's subscriptions, and [`keepalive`] ticks once for every socket.
+
+mod keepalive;
+mod personal;
+pub mod shared;
+
+pub use shared::{CursorProbe, Frame, GroupKind, Groups, MemberItem, Rendered};
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -110,6 +120,12 @@ struct Inner {
     /// How many WebSocket tasks are running (they hold the store).
     sockets: watch::Sender<usize>,
     pump: Mutex<Option<JoinHandle<()>>>,
+    /// Groups of identical subscriptions, each rendered once.
+    groups: Groups,
+    /// `myCheckIns` subscriptions, by person.
+    personal: Arc<personal::PersonalRoutes>,
+    /// The sockets' one keepalive ticker.
+    ticker: Arc<keepalive::Ticker>,
 }
 
 struct Feed {
@@ -152,6 +168,9 @@ impl Live {
             key_names: Mutex::new(HashMap::new()),
             stopping,
             pump: Mutex::new(None),
+            groups: Groups::new(buffer),
+            personal: Arc::default(),
+            ticker: Arc::default(),
         });
         let pump = tokio::spawn(pump(Arc::downgrade(&inner), attendance.boxed(), registrations.boxed()));
         *lock(&inner.pump) = Some(pump);
@@ -162,6 +181,7 @@ impl Live {
     /// the pump no longer holds the store.
     pub async fn stop(&self) {
         self.inner.stopping.send_replace(true);
+        self.inner.ticker.stop();
         let pump = lock(&self.inner.pump).take();
         if let Some(pump) = pump {
             pump.abort();
@@ -173,7 +193,37 @@ impl Live {
     /// Counts a WebSocket task while the guard lives.
     pub fn socket_opened(&self) -> SocketGuard {
         self.inner.sockets.send_modify(|n| *n += 1);
+        metrics::gauge!("rollcall_ws_sockets").increment(1.0);
         SocketGuard { sockets: self.inner.sockets.clone() }
+    }
+
+    /// How many WebSocket tasks are running.
+    pub fn sockets(&self) -> usize {
+        *self.inner.sockets.borrow()
+    }
+
+    /// The groups of identical subscriptions.
+    pub fn groups(&self) -> &Groups {
+        &self.inner.groups
+    }
+
+    /// Ticks every `period`, for every socket's keepalive.
+    pub fn keepalive(&self, period: Duration) -> watch::Receiver<u64> {
+        self.inner.ticker.subscribe(period)
+    }
+
+    /// `user`'s own check-ins from now on, at every event or only `event`.
+    pub fn user_check_ins(
+        &self,
+        user: Uuid,
+        event: Option<Uuid>,
+    ) -> impl Stream<Item = Result<Arc<CheckIn>, Interrupted>> + Send + use<> {
+        self.inner.personal.subscribe(user, event)
+    }
+
+    /// How many `myCheckIns` subscriptions are open.
+    pub fn personal_subscribers(&self) -> usize {
+        self.inner.personal.len()
     }
 
     /// Waits, up to `limit`, for every WebSocket task to end (after
@@ -201,21 +251,25 @@ impl Live {
         self.inner.revoked.subscribe()
     }
 
-    /// How many subscribers follow the event's check-ins right now.
+    /// How many subscribers follow the event's check-ins right now: on
+    /// their own, or as members of a group (which itself is one subscriber).
     pub fn check_in_subscribers(&self, event: Uuid) -> usize {
-        lock(&self.inner.feeds).get(&event).map_or(0, |f| f.check_ins.receiver_count())
+        let direct = lock(&self.inner.feeds).get(&event).map_or(0, |f| f.check_ins.receiver_count());
+        let (groups, members) = self.inner.groups.following(event);
+        direct.saturating_sub(groups) + members
     }
 
     /// The event's check-ins: with `after`, those after that cursor (from
     /// the first for `Some("")`) in order, then live ones; without, live
     /// ones. Nothing is missed or repeated at the hand-over: the live stream
     /// is joined before the replay is read, and live items the replay
-    /// already gave are skipped.
+    /// already gave are skipped. Also returns where the stream starts (the
+    /// cursor a subscriber resumes after if it lags before its first item).
     pub async fn check_ins(
         &self,
         event: Uuid,
         after: Option<String>,
-    ) -> Result<impl Stream<Item = Result<Arc<CheckIn>, Interrupted>> + Send + use<>, StoreError> {
+    ) -> Result<(String, impl Stream<Item = Result<Arc<CheckIn>, Interrupted>> + Send + use<>), StoreError> {
         let feed = self.feed(event).await?;
         let rx = feed.check_ins.subscribe();
         let start = cursor_of(lock(&feed.order).last);
@@ -231,7 +285,7 @@ impl Live {
             done: false,
             _feed: feed,
         };
-        Ok(futures_util::stream::unfold(state, Subscriber::next))
+        Ok((state.last.clone(), futures_util::stream::unfold(state, Subscriber::next)))
     }
 
     /// The event's counters: the current ones as soon as they are known,
@@ -284,6 +338,7 @@ pub struct SocketGuard {
 impl Drop for SocketGuard {
     fn drop(&mut self) {
         self.sockets.send_modify(|n| *n = n.saturating_sub(1));
+        metrics::gauge!("rollcall_ws_sockets").decrement(1.0);
     }
 }
 
@@ -404,9 +459,12 @@ impl Inner {
     async fn publish(&self, changes: Vec<AttendanceChange>) {
         let mut created = Vec::new();
         for change in changes {
-            let Some(feed) = self.feed(change.row.event) else { continue };
-            feed.changed.notify_one();
-            if change.kind == ChangeKind::Created {
+            let feed = self.feed(change.row.event);
+            if let Some(feed) = &feed {
+                feed.changed.notify_one();
+            }
+            // One lookup by person, however many people follow their own.
+            if change.kind == ChangeKind::Created && (feed.is_some() || self.personal.follows(change.row.user)) {
                 created.push(change.row);
             }
         }
@@ -416,6 +474,7 @@ impl Inner {
         match self.resolve(created).await {
             Ok(check_ins) => {
                 for c in check_ins {
+                    self.personal.deliver(&c);
                     if let Some(feed) = self.feed(c.event) {
                         feed.offer([c]);
                     }

@@ -133,8 +133,11 @@ impl Default for StoreOptions {
 /// A handle on the database; cheap to clone.
 #[derive(Clone)]
 pub struct SurrealStore {
-    /// The SurrealDB client; embedded or remote depending on the URL.
-    db: Surreal<Any>,
+    /// The SurrealDB client; embedded or remote depending on the URL. Shared,
+    /// not cloned: each clone of a `Surreal` handle opens a session of its
+    /// own in the engine (hundreds of KB), and every request and WebSocket
+    /// holds a clone of the store.
+    db: std::sync::Arc<Surreal<Any>>,
     /// For an embedded on-disk store, its directory: [`SurrealStore::close`]
     /// watches the engine's lock there to know it has shut down.
     data_dir: Option<std::path::PathBuf>,
@@ -153,7 +156,7 @@ impl SurrealStore {
         let data_dir = url
             .strip_prefix("surrealkv://")
             .map(|rest| std::path::PathBuf::from(rest.split('?').next().unwrap_or(rest)));
-        let store = Self { db, data_dir };
+        let store = Self { db: std::sync::Arc::new(db), data_dir };
         store.migrate().await?;
         Ok(store)
     }

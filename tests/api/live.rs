@@ -347,3 +347,117 @@ async fn re_deriving_attendance_does_not_announce_check_ins_again() {
     assert!(next[0]["cursor"].as_str().unwrap() > got[1]["cursor"].as_str().unwrap());
     assert!(c.recv_within(Duration::from_millis(300)).await.is_none());
 }
+
+#[tokio::test]
+async fn a_hundred_identical_subscriptions_cost_one_render_per_check_in() {
+    let app = spawn_app().await;
+    let v = venue(&app, 3).await;
+    let mut clients = Vec::new();
+    for i in 0..100 {
+        // Both protocols, and layouts that differ only in white space, share.
+        let (protocol, query) = match i % 3 {
+            0 => ("graphql-transport-ws", CHECK_INS.to_owned()),
+            1 => ("graphql-ws", CHECK_INS.to_owned()),
+            _ => ("graphql-transport-ws", CHECK_INS.split_whitespace().collect::<Vec<_>>().join("\n  ")),
+        };
+        let auth = json!({ "authorization": format!("Bearer {}", v.org.token) });
+        let mut c = WsClient::signed_in(&app, protocol, auth).await;
+        c.subscribe(&format!("s{i}"), &query, json!({ "e": v.event })).await;
+        clients.push(c);
+    }
+    subscribers(&app, &v, 100).await;
+    let groups = app.state.live.groups();
+    assert_eq!(groups.len(), 1, "one group for one subscription");
+    let (renders, deliveries) = (groups.renders(), groups.deliveries());
+    check_in(&app, &v, 0..3).await;
+    let mut first = None;
+    for (i, c) in clients.iter_mut().enumerate() {
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            let msg = c.recv().await;
+            assert_eq!(msg["id"], format!("s{i}"), "each gets its own id spliced in: {msg}");
+            assert_eq!(msg["type"], if c.protocol == "graphql-ws" { "data" } else { "next" });
+            got.push(msg["payload"].clone());
+        }
+        // Every member gets the very same result.
+        assert_eq!(first.get_or_insert_with(|| got.clone()), &got);
+    }
+    assert_eq!(groups.renders() - renders, 3, "one render per check-in, not one per subscriber");
+    assert_eq!(groups.deliveries() - deliveries, 300);
+    // The metrics say so too.
+    let metrics = app.http.get(format!("http://{}/metrics", app.addr)).send().await.unwrap().text().await.unwrap();
+    for name in
+        ["rollcall_live_groups", "rollcall_live_renders_total", "rollcall_live_deliveries_total", "rollcall_ws_sockets"]
+    {
+        assert!(metrics.contains(name), "{name} in /metrics");
+    }
+    // Members leave; the last one ends the group.
+    drop(clients);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !groups.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the group outlived its members");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn subscribers_who_see_differently_do_not_share_a_render() {
+    let app = spawn_app().await;
+    let v = venue(&app, 1).await;
+    let admin = app.admin().await;
+    let (_, key) = app.api_key(&v.org, "door", Some(vec![&v.event])).await;
+    const EMAILS: &str = "subscription($e: ID!) { checkIns(eventId: $e) { user { name email } } }";
+    let mut org = WsClient::bearer(&app, &v.org.token).await;
+    let mut root = WsClient::bearer(&app, &admin.token).await;
+    let mut door = WsClient::signed_in(&app, "graphql-transport-ws", json!({ "apiKey": key })).await;
+    for c in [&mut org, &mut root, &mut door] {
+        c.subscribe("s", EMAILS, json!({ "e": v.event })).await;
+    }
+    subscribers(&app, &v, 3).await;
+    assert_eq!(app.state.live.groups().len(), 3);
+    check_in(&app, &v, [0]).await;
+    let email = |m: Value| m["payload"]["data"]["checkIns"]["user"]["email"].clone();
+    assert_eq!(email(org.recv().await), "p0@example.org");
+    assert_eq!(email(root.recv().await), "p0@example.org");
+    assert_eq!(email(door.recv().await), Value::Null, "a scanner does not see emails");
+}
+
+#[tokio::test]
+async fn an_attendee_hears_their_own_check_in_and_nobody_else_s() {
+    let app = spawn_app().await;
+    let v = venue(&app, 1).await;
+    let ada = app.sign_up("ada@example.org", "Ada").await;
+    let ble = app.ok(&ada.auth(), "{ me { bleUuid } }", json!({})).await["me"]["bleUuid"].as_str().unwrap().to_owned();
+    let mut c = WsClient::bearer(&app, &ada.token).await;
+    c.subscribe("all", "subscription { myCheckIns { cursor eventId user { name email } } }", json!({})).await;
+    c.subscribe("this", "subscription($e: ID) { myCheckIns(eventId: $e) { eventId } }", json!({ "e": v.event })).await;
+    let other = app.create_event(&v.org, "Other").await;
+    c.subscribe("other", "subscription($e: ID) { myCheckIns(eventId: $e) { eventId } }", json!({ "e": other })).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while app.state.live.personal_subscribers() < 3 {
+        assert!(tokio::time::Instant::now() < deadline, "subscriptions did not arrive");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Somebody else checks in: nothing for Ada.
+    check_in(&app, &v, [0]).await;
+    assert!(c.recv_within(Duration::from_millis(300)).await.is_none());
+    // Ada does.
+    let now = Utc::now();
+    let vars = json!({ "b": { "batchId": uuid::Uuid::new_v4(), "sightings": [{ "bleUuid": ble, "seenAt": now, "rssi": -60 }] } });
+    assert_eq!(app.ok(&v.key, SUBMIT, vars).await["submitSightings"]["checkIns"], 1);
+    let mut got = std::collections::HashMap::new();
+    for _ in 0..2 {
+        let msg = c.recv().await;
+        assert_eq!(msg["type"], "next", "{msg}");
+        got.insert(msg["id"].as_str().unwrap().to_owned(), msg["payload"]["data"]["myCheckIns"].clone());
+    }
+    assert_eq!(got["all"]["user"]["name"], "Ada");
+    assert_eq!(got["all"]["user"]["email"], "ada@example.org");
+    assert_eq!(got["all"]["eventId"], v.event.as_str());
+    assert_eq!(got["this"]["eventId"], v.event.as_str());
+    assert!(c.recv_within(Duration::from_millis(300)).await.is_none(), "not for the other event");
+    // Scanners and strangers have no check-ins of their own.
+    let mut anon = WsClient::signed_in(&app, "graphql-transport-ws", json!({})).await;
+    anon.subscribe("s", "subscription { myCheckIns { cursor } }", json!({})).await;
+    assert_eq!(anon.recv().await["payload"][0]["extensions"]["code"], "UNAUTHENTICATED");
+}
