@@ -1,5 +1,5 @@
 //! The attendance aggregate: one row per (event, user), derived from the
-//! raw log (`batches`), and each event's check-in stream.
+//! raw log (`batches`). Each event's check-in stream is in `check_ins`.
 //!
 //! Write path (see `crate::app::writer`): each process has one writer task
 //! that folds many batches together and commits them in one transaction:
@@ -12,8 +12,6 @@
 
 use std::collections::HashMap;
 
-use futures_util::StreamExt;
-
 use chrono::{DateTime, Utc};
 use surrealdb::Surreal;
 use surrealdb::engine::any::Any;
@@ -21,6 +19,7 @@ use surrealdb::types::{Array, RecordId, SurrealValue};
 use uuid::Uuid;
 
 use super::batches::BatchRecord;
+use super::check_ins::SEQ_STEPS;
 use super::rederive::{FINISH, rederive_id};
 use super::{StoreError, key_of, registration_id, rid};
 use crate::domain::{Attendance, Mark, Stay};
@@ -185,142 +184,14 @@ fn walk_in_rows(pairs: &[(Uuid, Uuid)], now: DateTime<Utc>) -> Vec<WalkIn> {
         .collect()
 }
 
-/// The fields of an attendance row a check-in stream needs.
-const CHECK_IN_FIELDS: &str = "event, user, first_seen, first_scanner, last_seen, cursor";
-
-#[derive(Debug, Clone, SurrealValue)]
-struct CheckInFields {
-    event: RecordId,
-    user: RecordId,
-    first_seen: DateTime<Utc>,
-    first_scanner: String,
-    last_seen: DateTime<Utc>,
-    cursor: Option<String>,
-}
-
-/// The cursor of an event's `seq`-th check-in: zero-padded so that cursors
-/// compare as text in commit order. (Rows from before cursors existed carry
-/// `0-<unix time>-<user>`, which sorts before all of these.)
-pub fn cursor_of(seq: u64) -> String {
-    format!("{seq:012}")
-}
-
-/// The sequence number in a cursor made by [`cursor_of`]; `None` for others.
-pub fn seq_of(cursor: &str) -> Option<u64> {
-    if cursor.len() >= 12 && cursor.bytes().all(|b| b.is_ascii_digit()) { cursor.parse().ok() } else { None }
-}
-
-/// Each event's check-in counter, `checkin_seq:<event>`: bumped inside the
-/// transaction that creates check-ins, so cursors follow commit order.
-fn seq_id(event: Uuid) -> RecordId {
-    rid("checkin_seq", event)
-}
-
-#[derive(Debug, Clone, SurrealValue)]
-struct SeqStep {
-    id: RecordId,
-    expected: i64,
-    next: i64,
-}
-
-/// Checks that no other transaction moved the counters since they were
-/// read, and moves them: the commit fails (and is retried) otherwise.
-const SEQ_STEPS: &str = "FOR $s IN $seqs {
-    IF ((SELECT VALUE n FROM $s.id)[0] ?? 0) != $s.expected { THROW 'attendance changed concurrently'; };
-    UPSERT $s.id SET n = $s.next;
-};";
-
-/// A check-in as a live stream shows it: who, when, where first, and when
-/// last seen.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CheckInRow {
-    pub event: Uuid,
-    pub user: Uuid,
-    pub checked_in_at: DateTime<Utc>,
-    /// The API key whose scanner saw the check-in; nil for a manual one.
-    pub scanner: Uuid,
-    pub last_seen: DateTime<Utc>,
-    pub cursor: String,
-}
-
-impl CheckInRow {
-    /// Its place in the event's commit order (0 for rows from before cursors).
-    pub fn seq(&self) -> u64 {
-        seq_of(&self.cursor).unwrap_or(0)
-    }
-}
-
-impl TryFrom<CheckInFields> for CheckInRow {
-    type Error = StoreError;
-    fn try_from(f: CheckInFields) -> Result<Self, StoreError> {
-        let corrupt = |what: &str| StoreError::Corrupt(format!("attendance row: {what}"));
-        Ok(CheckInRow {
-            event: key_of(&f.event)?,
-            user: key_of(&f.user)?,
-            checked_in_at: f.first_seen,
-            scanner: Uuid::parse_str(&f.first_scanner).map_err(|_| corrupt("first_scanner"))?,
-            last_seen: f.last_seen,
-            cursor: f.cursor.unwrap_or_default(),
-        })
-    }
-}
-
-/// What happened to an attendance row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChangeKind {
-    /// A new check-in.
-    Created,
-    /// Seen again, or re-derived.
-    Updated,
-    /// Removed (a re-derivation no longer counts it, or its user or event went).
-    Deleted,
-}
-
-/// One committed change to an attendance row.
-#[derive(Debug, Clone)]
-pub struct AttendanceChange {
-    pub kind: ChangeKind,
-    pub row: CheckInRow,
-}
-
 /// Repository for `attendance` records and check-in cursors.
 pub struct AttendanceLog<'a> {
-    db: &'a Surreal<Any>,
+    pub(super) db: &'a Surreal<Any>,
 }
 
 impl<'a> AttendanceLog<'a> {
     pub(super) fn new(db: &'a Surreal<Any>) -> Self {
         Self { db }
-    }
-
-    /// Gives each row without a cursor the next ones of its event, in order,
-    /// from the counters as they stand; the returned steps make the commit
-    /// fail if another commit moved a counter in between.
-    async fn assign_cursors(&self, rows: &mut [AttendanceRecord]) -> Result<Vec<SeqStep>, StoreError> {
-        let mut events: Vec<Uuid> = rows.iter().filter(|r| r.cursor.is_empty()).map(|r| r.event_id).collect();
-        events.sort_unstable();
-        events.dedup();
-        if events.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut steps = Vec::with_capacity(events.len());
-        for event in events {
-            let expected = self.check_in_count(event).await?;
-            let mut next = expected;
-            for row in rows.iter_mut().filter(|r| r.event_id == event && r.cursor.is_empty()) {
-                next += 1;
-                row.cursor = cursor_of(next);
-            }
-            steps.push(SeqStep { id: seq_id(event), expected: expected as i64, next: next as i64 });
-        }
-        Ok(steps)
-    }
-
-    /// How many cursors the event has handed out: the last one's number.
-    pub async fn check_in_count(&self, event: Uuid) -> Result<u64, StoreError> {
-        let mut res = self.db.query("RETURN (SELECT VALUE n FROM $id)[0] ?? 0").bind(("id", seq_id(event))).await?;
-        let n: Option<i64> = res.take(0)?;
-        Ok(n.unwrap_or(0).max(0) as u64)
     }
 
     /// The attendance rows of these (event, user) pairs that exist.
@@ -473,28 +344,6 @@ impl<'a> AttendanceLog<'a> {
         rows.into_iter().map(|k| Ok((key_of(&k.user)?, (k.cursor.unwrap_or_default(), k.version)))).collect()
     }
 
-    /// Up to `limit` of an event's check-ins with a cursor after `after`
-    /// (from the first for `None`), in cursor order.
-    pub async fn check_ins(
-        &self,
-        event: Uuid,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<CheckInRow>, StoreError> {
-        let mut res = self
-            .db
-            .query(format!(
-                "SELECT {CHECK_IN_FIELDS} FROM attendance WHERE event = $e AND cursor > $after
-                 ORDER BY cursor LIMIT $limit"
-            ))
-            .bind(("e", rid("event", event)))
-            .bind(("after", after.unwrap_or_default().to_owned()))
-            .bind(("limit", limit as i64))
-            .await?;
-        let rows: Vec<CheckInFields> = res.take(0)?;
-        rows.into_iter().map(CheckInRow::try_from).collect()
-    }
-
     /// How many of an event's users have checked in, and how many of them
     /// were last seen in `(since, now]` (present now).
     pub async fn counts(
@@ -522,35 +371,6 @@ impl<'a> AttendanceLog<'a> {
         let c: Option<Counts> = res.take(1)?;
         let c = c.ok_or_else(|| StoreError::Corrupt("no attendance counts".into()))?;
         Ok((c.checked_in.max(0) as usize, c.present.max(0) as usize))
-    }
-
-    /// Every change to any attendance row, as it commits: one live query for
-    /// the whole table, which the caller fans out.
-    pub async fn changes(&self) -> Result<impl futures_util::Stream<Item = AttendanceChange> + use<>, StoreError> {
-        let mut res = self.db.query(format!("LIVE SELECT {CHECK_IN_FIELDS} FROM attendance")).await?;
-        let stream = res.stream::<surrealdb::Notification<CheckInFields>>(0)?;
-        Ok(stream.filter_map(|n| async move {
-            let n = match n {
-                Ok(n) => n,
-                Err(e) => {
-                    tracing::warn!(error = %e, "attendance change could not be read");
-                    return None;
-                }
-            };
-            let kind = match n.action {
-                surrealdb::types::Action::Create => ChangeKind::Created,
-                surrealdb::types::Action::Update => ChangeKind::Updated,
-                surrealdb::types::Action::Delete => ChangeKind::Deleted,
-                _ => return None,
-            };
-            match CheckInRow::try_from(n.data) {
-                Ok(row) => Some(AttendanceChange { kind, row }),
-                Err(e) => {
-                    tracing::warn!(error = %e, "attendance change could not be read");
-                    None
-                }
-            }
-        }))
     }
 
     /// An event's attendance, ordered by user id, after `after`.

@@ -24,6 +24,7 @@
 mod api_keys;
 mod attendance;
 mod batches;
+mod check_ins;
 mod events;
 mod models;
 mod raw_log;
@@ -40,11 +41,9 @@ use surrealdb::types::RecordId;
 use uuid::Uuid;
 
 pub use api_keys::ApiKeys;
-pub use attendance::{
-    AttendanceChange, AttendanceLog, AttendanceRecord, ChangeKind, CheckInRow, CommitError, GroupWrite, cursor_of,
-    seq_of,
-};
+pub use attendance::{AttendanceLog, AttendanceRecord, CommitError, GroupWrite};
 pub use batches::{BatchRecord, Batches, StoredBatch};
+pub use check_ins::{AttendanceChange, ChangeKind, CheckInRow, cursor_of, seq_of};
 pub use events::{EventChanges, EventFilter, Events, NewEvent};
 pub use models::{ApiKey, Device, Event, Heartbeat, Registration, RegistrationStatus, ScannerHealth, User};
 pub use rederive::{Rederivation, Rederivations};
