@@ -204,14 +204,22 @@ impl Ingest {
         });
     }
 
-    /// Deletes a user with everything derived from them, then erases their
-    /// sightings from the raw log (the right to erasure), so that nothing
-    /// derives them again. Returns false if there was no such user.
+    /// Erases a user's sightings from the raw log (the right to erasure),
+    /// then deletes the user with everything derived from them, so that
+    /// nothing derives them again. Returns false if there was no such user.
+    ///
+    /// The raw log goes first, so a failure leaves the user in place and
+    /// `deleteUser` can simply be retried; a second pass after the deletion
+    /// catches a batch that resolved them and committed in between.
     pub async fn erase_user(&self, user: Uuid) -> Result<bool, StoreError> {
+        if self.store.users().get(user).await?.is_none() {
+            return Ok(false);
+        }
+        let mut erased = self.store.batches().erase_user(user).await?;
         if !self.store.users().delete(user).await? {
             return Ok(false);
         }
-        let erased = self.store.batches().erase_user(user).await?;
+        erased += self.store.batches().erase_user(user).await?;
         tracing::info!(%user, erased, "erased a user's sightings from the raw log");
         Ok(true)
     }
