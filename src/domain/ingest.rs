@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::batch::{MAX_BATCH_SIZE, canonical_identifier, check_sighting};
+use super::batch::{canonical_identifier, check_sighting};
 
 mod outcome;
 mod raw;
@@ -120,14 +120,6 @@ pub fn event_reads(sightings: &[SightingIn]) -> (Vec<Uuid>, Option<TimeRange>) {
     let mut unassigned = sightings.iter().filter(|s| s.event_id.is_none()).map(|s| s.seen_at);
     let range = unassigned.next().map(|first| unassigned.fold((first, first), |(lo, hi), t| (lo.min(t), hi.max(t))));
     (named.into_iter().collect(), range)
-}
-
-/// Checks that a batch may be applied at all.
-pub fn check_size(n: usize) -> Result<(), String> {
-    if n > MAX_BATCH_SIZE {
-        return Err(format!("a batch holds at most {MAX_BATCH_SIZE} sightings; this one has {n}"));
-    }
-    Ok(())
 }
 
 /// Validates a batch and applies rules 1 and 6; see the module doc.
