@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::accounts::require_role;
 use super::error::ApiError;
-use super::types::{ApiKey, CreatedApiKey, ScannerHeartbeat};
+use super::key_types::{ApiKey, CreatedApiKey, ScannerHeartbeat};
 use super::{parse_id, principal, state};
 use crate::auth::{ApiKeySecret, Principal};
 use crate::domain::{Role, Text};

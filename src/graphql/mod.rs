@@ -9,6 +9,7 @@ pub mod error;
 mod events;
 mod extensions;
 mod imports;
+mod key_types;
 mod live;
 mod registrations;
 mod scanners;

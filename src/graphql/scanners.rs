@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 use super::accounts::require_role;
 use super::error::ApiError;
-use super::types::ApiKey;
+use super::key_types::ApiKey;
 use super::{parse_id, principal, state};
 use crate::auth::Principal;
 use crate::domain::Role;
