@@ -20,6 +20,7 @@ mod limits;
 mod live;
 mod ops;
 mod persistence;
+mod raw_log;
 mod registrations;
 mod scanners;
 mod schema;
