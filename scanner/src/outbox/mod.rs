@@ -159,13 +159,19 @@ CREATE TABLE IF NOT EXISTS note (
 /// The schema's version (`PRAGMA user_version`) this code writes.
 const SCHEMA_VERSION: i64 = 2;
 
-/// Brings an outbox made by an older scanner up to [`SCHEMA_VERSION`]. Only ever
-/// adds nullable columns, so an older scanner can still read a newer outbox.
-fn migrate(conn: &Connection) -> rusqlite::Result<()> {
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+/// Creates the tables if needed and brings an outbox made by an older scanner up
+/// to [`SCHEMA_VERSION`], in one write transaction: `status` or `flush` may open
+/// the file while `run` is creating it, and neither may see the other's half-done
+/// migration. Only ever adds nullable columns, so an older scanner can still read
+/// a newer outbox.
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    tx.execute_batch(SCHEMA)?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if version >= SCHEMA_VERSION {
-        return Ok(());
+        return tx.commit();
     }
+    let conn = &tx;
     let has = |table: &str, column: &str| -> rusqlite::Result<bool> {
         conn.query_row(
             &format!("SELECT EXISTS (SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1)"),
@@ -182,7 +188,25 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
             conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {ty}"))?;
         }
     }
-    conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+    conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()
+}
+
+/// Switches a new file to WAL. SQLite answers `SQLITE_BUSY` at once, without
+/// calling the busy handler, when another connection is switching the same file,
+/// so this waits here, up to the same 10 s as every other lock.
+fn set_wal(conn: &Connection) -> rusqlite::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
 }
 
 impl Outbox {
@@ -192,14 +216,13 @@ impl Outbox {
             .map_err(|source| OutboxError::DataDir { path: data_dir.to_owned(), source })?;
         let path = data_dir.join(OUTBOX_FILE);
         let open = || -> rusqlite::Result<Connection> {
-            let conn = Connection::open(&path)?;
+            let mut conn = Connection::open(&path)?;
             // Another process may hold a write lock for a moment (`flush` next to `run`).
             conn.busy_timeout(Duration::from_secs(10))?;
-            conn.pragma_update(None, "journal_mode", "WAL")?;
+            set_wal(&conn)?;
             // FULL: a commit is fsynced before it returns; with WAL that is one fsync per commit.
             conn.pragma_update(None, "synchronous", "FULL")?;
-            conn.execute_batch(SCHEMA)?;
-            migrate(&conn)?;
+            migrate(&mut conn)?;
             Ok(conn)
         };
         let conn = open().map_err(|source| OutboxError::Open { path: path.clone(), source })?;
@@ -553,6 +576,24 @@ mod tests {
         let b = ob.next_batch(10).unwrap().unwrap();
         assert_eq!(b.sightings[0].identifier, "old");
         assert_eq!(ob.note_attempt(b.batch_id).unwrap().0, 1);
+    }
+
+    #[test]
+    fn processes_opening_a_new_outbox_at_once_all_succeed() {
+        // `rollcall-scanner status` next to a starting `run`: both create and
+        // migrate the same new file. Neither may see the other's half-done migration.
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let opened: Vec<_> = (0..4)
+                .map(|_| {
+                    let path = dir.path().to_owned();
+                    std::thread::spawn(move || Outbox::open(&path).map(drop).map_err(|e| e.to_string()))
+                })
+                .collect();
+            for t in opened {
+                t.join().unwrap().unwrap();
+            }
+        }
     }
 
     #[test]
