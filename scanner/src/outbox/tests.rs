@@ -1,0 +1,148 @@
+//! The outbox's own tests: batches, splitting, migration, rebasing, parking.
+
+use super::*;
+
+fn s(i: i64) -> Sighting {
+    Sighting { identifier: format!("id-{i}"), seen_at_ms: i, rssi: Some(-60), event_id: None }
+}
+
+#[test]
+fn sealed_batch_is_fixed_until_acked_and_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ob = Outbox::open(dir.path()).unwrap();
+    ob.append(&(0..5).map(s).collect::<Vec<_>>()).unwrap();
+    let first = ob.next_batch(3).unwrap().unwrap();
+    assert_eq!(first.sightings, (0..3).map(s).collect::<Vec<_>>());
+    ob.append(&[s(9)]).unwrap();
+    drop(ob);
+
+    let mut ob = Outbox::open(dir.path()).unwrap();
+    let again = ob.next_batch(3).unwrap().unwrap();
+    assert_eq!(again.batch_id, first.batch_id, "same id after a restart");
+    assert_eq!(again.sightings, first.sightings);
+    assert_eq!(ob.depth().unwrap(), 6);
+    assert!(ob.ack(first.batch_id, 1, false).unwrap());
+    assert!(!ob.ack(first.batch_id, 1, false).unwrap(), "a second ack is a no-op");
+    let second = ob.next_batch(3).unwrap().unwrap();
+    assert_ne!(second.batch_id, first.batch_id);
+    assert_eq!(second.sightings, vec![s(3), s(4), s(9)]);
+    ob.ack(second.batch_id, 0, true).unwrap();
+    assert!(ob.next_batch(3).unwrap().is_none());
+    let st = ob.stats().unwrap();
+    assert_eq!(
+        (st.depth, st.batches_acked, st.sightings_acked, st.sightings_rejected, st.batches_replayed),
+        (0, 2, 6, 1, 1)
+    );
+    assert_eq!(st.last_batch_id, Some(second.batch_id.to_string()));
+}
+
+#[test]
+fn a_split_batch_goes_out_as_two_under_new_ids_first_half_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ob = Outbox::open(dir.path()).unwrap();
+    ob.append(&(0..5).map(s).collect::<Vec<_>>()).unwrap();
+    let big = ob.next_batch(5).unwrap().unwrap();
+    assert_eq!(ob.note_attempt(big.batch_id).unwrap().0, 1);
+    ob.append(&[s(9)]).unwrap();
+    let (a, b) = ob.split(big.batch_id).unwrap().unwrap();
+    let first = ob.next_batch(5).unwrap().unwrap();
+    assert_eq!((first.batch_id, &first.sightings[..], first.attempts), (a, &(0..2).map(s).collect::<Vec<_>>()[..], 0));
+    ob.ack(a, 0, false).unwrap();
+    let second = ob.next_batch(5).unwrap().unwrap();
+    assert_eq!((second.batch_id, second.sightings), (b, (2..5).map(s).collect::<Vec<_>>()));
+    ob.ack(b, 0, false).unwrap();
+    let last = ob.next_batch(5).unwrap().unwrap();
+    assert_eq!(last.sightings, vec![s(9)]);
+    assert_eq!(ob.split(last.batch_id).unwrap(), None, "one sighting cannot be split");
+}
+
+#[test]
+fn an_older_outbox_is_migrated_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let conn = Connection::open(dir.path().join(OUTBOX_FILE)).unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        conn.execute("INSERT INTO sighting (identifier, seen_at_ms) VALUES ('old', 1)", []).unwrap();
+    }
+    let mut ob = Outbox::open(dir.path()).unwrap();
+    let b = ob.next_batch(10).unwrap().unwrap();
+    assert_eq!(b.sightings[0].identifier, "old");
+    assert_eq!(ob.note_attempt(b.batch_id).unwrap().0, 1);
+}
+
+#[test]
+fn processes_opening_a_new_outbox_at_once_all_succeed() {
+    // `rollcall-scanner status` next to a starting `run`: both create and
+    // migrate the same new file. Neither may see the other's half-done migration.
+    for _ in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        let opened: Vec<_> = (0..4)
+            .map(|_| {
+                let path = dir.path().to_owned();
+                std::thread::spawn(move || Outbox::open(&path).map(drop).map_err(|e| e.to_string()))
+            })
+            .collect();
+        for t in opened {
+            t.join().unwrap().unwrap();
+        }
+    }
+}
+
+#[test]
+fn rebase_mends_pending_sightings_of_this_boot_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ob = Outbox::open(dir.path()).unwrap();
+    // Heard in 2020 by a wrong clock, at monotonic 10 s and 11 s after boot.
+    let wrong = 1_577_836_800_000;
+    let stamp = Stamp { boot_id: "b1".into(), mono_ms: 11_000, wall_ms: wrong + 1_000 };
+    ob.append_stamped(
+        &[s(0), s(0)].map(|mut x| {
+            x.seen_at_ms = wrong;
+            x
+        }),
+        Some(&stamp),
+    )
+    .unwrap();
+    ob.append_stamped(&[s(5)], Some(&Stamp { boot_id: "b0".into(), mono_ms: 1, wall_ms: 5 })).unwrap();
+    ob.append(&[s(7)]).unwrap();
+    // The server says that at monotonic 20 s it was 2030-01-01.
+    let truth = 1_893_456_000_000;
+    assert_eq!(ob.rebase("b1", truth, 20_000, 1_000).unwrap(), (2, 1));
+    assert_eq!(ob.rebase("b1", truth, 20_000, 1_000).unwrap(), (0, 1), "once is enough");
+    let b = ob.next_batch(10).unwrap().unwrap();
+    let times: Vec<i64> = b.sightings.iter().map(|s| s.seen_at_ms).collect();
+    assert_eq!(times, vec![truth - 10_000, truth - 10_000, 5, 7]);
+}
+
+#[test]
+fn parked_batches_are_not_sent_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ob = Outbox::open(dir.path()).unwrap();
+    ob.append(&[s(1), s(2)]).unwrap();
+    let b = ob.next_batch(10).unwrap().unwrap();
+    ob.park(b.batch_id, "VALIDATION: too many").unwrap();
+    assert!(ob.next_batch(10).unwrap().is_none());
+    let st = ob.stats().unwrap();
+    assert_eq!((st.depth, st.dead_batches, st.dead_sightings), (0, 1, 2));
+    assert_eq!(st.last_dead_reason.as_deref(), Some("VALIDATION: too many"));
+}
+
+#[test]
+fn unparked_batches_go_out_again_first_under_the_same_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ob = Outbox::open(dir.path()).unwrap();
+    ob.append(&[s(1), s(2)]).unwrap();
+    let dead = ob.next_batch(10).unwrap().unwrap();
+    ob.note_attempt(dead.batch_id).unwrap();
+    ob.park(dead.batch_id, "VALIDATION: no").unwrap();
+    ob.append(&[s(3)]).unwrap();
+    let live = ob.next_batch(10).unwrap().unwrap();
+    assert_eq!(live.sightings, vec![s(3)]);
+    assert_eq!(ob.unpark_all().unwrap(), 1);
+    assert_eq!(ob.unpark_all().unwrap(), 0);
+    let st = ob.stats().unwrap();
+    assert_eq!((st.depth, st.dead_batches, st.sealed_batches), (3, 0, 2));
+    assert_eq!(st.last_dead_reason, None);
+    let again = ob.next_batch(10).unwrap().unwrap();
+    assert_eq!((again.batch_id, &again.sightings, again.attempts), (dead.batch_id, &dead.sightings, 0));
+}
