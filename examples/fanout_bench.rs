@@ -99,7 +99,9 @@ async fn serve(people: usize) -> anyhow::Result<()> {
     rollcall::telemetry::init_logging(rollcall::config::LogFormat::Text, "warn");
     let dir = tempfile::tempdir()?;
     let db_url = format!("surrealkv://{}", dir.path().join("server").display());
-    let serve = ServeArgs::for_tests(DbArgs { url: db_url, ..DbArgs::memory() });
+    let mut serve = ServeArgs::for_tests(DbArgs { url: db_url, ..DbArgs::memory() });
+    // Thousands of sockets as one organiser from one address.
+    serve.live = serve.live.uncapped();
     let app = Application::build(serve).await?;
     let state = app.state().clone();
     let store = state.store.clone();
@@ -148,7 +150,7 @@ async fn serve(people: usize) -> anyhow::Result<()> {
         .api_keys()
         .create("bench door".into(), secret.display_prefix(), secret.hash(), true, vec![], None, now)
         .await?;
-    let (token, _) = state.jwt.issue(org.id, Role::Organizer)?;
+    let (token, _) = state.jwt.issue(org.id, Role::Organizer, org.token_version)?;
     let port = app.port();
     println!("READY {port} {token} {} {}", event.id, secret.expose());
     // Only the server may hold the store now, or it cannot close it.

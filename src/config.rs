@@ -29,7 +29,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server (GraphQL API, playground, health and metrics).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print the GraphQL schema (SDL) to standard output.
     Schema,
     /// Manage administrator accounts.
@@ -162,6 +162,12 @@ pub struct ServeArgs {
     /// it, one is generated on first start and kept in the database.
     #[arg(long, env = "ROLLCALL_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+    /// A secret that signed tokens before `--jwt-secret` replaced it: tokens
+    /// it signed are still accepted until they expire, so a rotation logs
+    /// nobody out. New tokens are signed with `--jwt-secret` only; drop this
+    /// once `--jwt-ttl-hours` have passed.
+    #[arg(long, env = "ROLLCALL_JWT_PREVIOUS_SECRET", hide_env_values = true, requires = "jwt_secret")]
+    pub jwt_previous_secret: Option<String>,
     /// How long login tokens stay valid, in hours.
     #[arg(long, env = "ROLLCALL_JWT_TTL_HOURS", default_value_t = 12)]
     pub jwt_ttl_hours: i64,
@@ -169,6 +175,8 @@ pub struct ServeArgs {
     pub limits: Limits,
     #[command(flatten)]
     pub live: LiveLimits,
+    #[command(flatten)]
+    pub web: WebArgs,
     /// Seconds to let in-flight requests finish after SIGTERM or Ctrl-C.
     #[arg(long, env = "ROLLCALL_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
     pub shutdown_grace_secs: u64,
@@ -181,11 +189,63 @@ impl ServeArgs {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             db,
             jwt_secret: None,
+            jwt_previous_secret: None,
             jwt_ttl_hours: 12,
             limits: Limits::default(),
             live: LiveLimits::default(),
+            web: WebArgs::default(),
             shutdown_grace_secs: 5,
         }
+    }
+}
+
+/// How much of itself the server shows to the web.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum Profile {
+    /// The playground and introspection on, `/metrics` open: for a laptop.
+    #[default]
+    Development,
+    /// The playground and introspection off unless asked for, `/metrics`
+    /// only with `--metrics-token`, HSTS sent: for a server others reach.
+    Production,
+}
+
+/// The web surface: profile, cross-origin callers, metrics access.
+#[derive(Debug, Clone, Default, Args)]
+pub struct WebArgs {
+    /// `development` or `production` (see the README's "Running in production").
+    #[arg(long, env = "ROLLCALL_PROFILE", value_enum, default_value_t = Profile::Development)]
+    pub profile: Profile,
+    /// Serve the GraphiQL playground in production too.
+    #[arg(long, env = "ROLLCALL_PLAYGROUND")]
+    pub playground: bool,
+    /// Answer introspection queries in production too.
+    #[arg(long, env = "ROLLCALL_INTROSPECTION")]
+    pub introspection: bool,
+    /// Require `Authorization: Bearer <token>` on `/metrics`. In production
+    /// `/metrics` is not served without it.
+    #[arg(long, env = "ROLLCALL_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+    /// An origin (`https://admin.example.org`) whose pages may call the API
+    /// from a browser. Repeat it, or separate with commas in the variable.
+    /// None by default: only pages served by Rollcall itself.
+    #[arg(long = "cors-origin", env = "ROLLCALL_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+}
+
+impl WebArgs {
+    pub fn production(&self) -> bool {
+        self.profile == Profile::Production
+    }
+
+    /// Whether `/` and `GET /graphql` serve the playground.
+    pub fn playground_on(&self) -> bool {
+        !self.production() || self.playground
+    }
+
+    /// Whether introspection (`__schema`, `__type`) is answered.
+    pub fn introspection_on(&self) -> bool {
+        !self.production() || self.introspection
     }
 }
 
@@ -198,14 +258,21 @@ pub struct Limits {
     /// Deepest accepted query nesting.
     #[arg(long = "max-query-depth", env = "ROLLCALL_MAX_QUERY_DEPTH", default_value_t = 16)]
     pub max_depth: usize,
-    /// Largest accepted query complexity (one point per field; lists count once).
-    #[arg(long = "max-query-complexity", env = "ROLLCALL_MAX_QUERY_COMPLEXITY", default_value_t = 1000)]
+    /// Largest accepted query complexity: one point per field, times the
+    /// page size for each list it is in (a page of 500 events with 20 fields
+    /// is about 10,000).
+    #[arg(long = "max-query-complexity", env = "ROLLCALL_MAX_QUERY_COMPLEXITY", default_value_t = 20_000)]
     pub max_complexity: usize,
+    /// Milliseconds a query may run before it is stopped with `TIMEOUT`.
+    /// Mutations run to the end: stopping one halfway would leave its
+    /// outcome unknown to the client.
+    #[arg(long = "request-timeout-ms", env = "ROLLCALL_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
+    pub request_timeout_ms: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_body_bytes: 1024 * 1024, max_depth: 16, max_complexity: 1000 }
+        Self { max_body_bytes: 1024 * 1024, max_depth: 16, max_complexity: 20_000, request_timeout_ms: 10_000 }
     }
 }
 
@@ -230,6 +297,39 @@ pub struct LiveLimits {
     /// Check-ins a live subscriber may fall behind before it is told to resume.
     #[arg(long = "live-buffer", env = "ROLLCALL_LIVE_BUFFER", default_value_t = crate::live::DEFAULT_BUFFER)]
     pub buffer: usize,
+    /// Acknowledge a `connection_init` without a token or API key. Off by
+    /// default: nothing live is public, so such a socket only holds memory.
+    #[arg(long = "ws-allow-anonymous", env = "ROLLCALL_WS_ALLOW_ANONYMOUS")]
+    pub allow_anonymous: bool,
+    /// Most WebSockets this process holds at once (503 beyond); 0 for no cap.
+    #[arg(long = "ws-max-sockets", env = "ROLLCALL_WS_MAX_SOCKETS", default_value_t = 20_000)]
+    pub max_sockets: usize,
+    /// Most WebSockets from one client address (429 beyond); 0 for no cap.
+    /// Phones behind a venue's NAT share an address: keep it generous.
+    #[arg(long = "ws-max-sockets-per-address", env = "ROLLCALL_WS_MAX_SOCKETS_PER_ADDRESS", default_value_t = 1_000)]
+    pub max_sockets_per_address: usize,
+    /// Most WebSockets signed in as one user or API key (closed with 1008
+    /// beyond); 0 for no cap.
+    #[arg(long = "ws-max-sockets-per-principal", env = "ROLLCALL_WS_MAX_SOCKETS_PER_PRINCIPAL", default_value_t = 200)]
+    pub max_sockets_per_principal: usize,
+    /// Operations one WebSocket may start per minute (RATE_LIMITED beyond); 0
+    /// for no cap.
+    #[arg(long = "ws-max-operations-per-minute", env = "ROLLCALL_WS_MAX_OPERATIONS_PER_MINUTE", default_value_t = 120)]
+    pub max_operations_per_minute: u32,
+}
+
+impl LiveLimits {
+    /// No caps on sockets or operations, for benchmarks that open thousands
+    /// of sockets as one user from one address.
+    pub fn uncapped(self) -> Self {
+        Self {
+            max_sockets: 0,
+            max_sockets_per_address: 0,
+            max_sockets_per_principal: 0,
+            max_operations_per_minute: 0,
+            ..self
+        }
+    }
 }
 
 impl Default for LiveLimits {
@@ -241,6 +341,11 @@ impl Default for LiveLimits {
             keepalive_secs: 15,
             send_timeout_secs: 10,
             buffer: crate::live::DEFAULT_BUFFER,
+            allow_anonymous: false,
+            max_sockets: 20_000,
+            max_sockets_per_address: 1_000,
+            max_sockets_per_principal: 200,
+            max_operations_per_minute: 120,
         }
     }
 }

@@ -16,7 +16,7 @@ async fn main() -> std::process::ExitCode {
     let level = if matches!(args.command, Command::Serve(_)) { "info" } else { "warn" };
     telemetry::init_logging(args.log_format, level);
     let result = match args.command {
-        Command::Serve(serve) => run_server(serve).await,
+        Command::Serve(serve) => run_server(*serve).await,
         Command::Schema => {
             print!("{}", rollcall::graphql::sdl());
             Ok(())

@@ -43,8 +43,11 @@ impl Application {
                 .await
                 .context("loading the JWT secret")?,
         };
-        let jwt = JwtKeys::new(secret.as_bytes(), chrono::Duration::hours(args.jwt_ttl_hours))
+        let mut jwt = JwtKeys::new(secret.as_bytes(), chrono::Duration::hours(args.jwt_ttl_hours))
             .context("ROLLCALL_JWT_SECRET is unusable")?;
+        if let Some(previous) = &args.jwt_previous_secret {
+            jwt = jwt.also_accepting(previous.as_bytes()).context("ROLLCALL_JWT_PREVIOUS_SECRET is unusable")?;
+        }
         let listener = TcpListener::bind(args.bind).await.with_context(|| format!("binding {}", args.bind))?;
         let live = crate::live::Live::start(store.clone(), args.live.buffer)
             .await
@@ -58,6 +61,8 @@ impl Application {
             metrics: Metrics::install(),
             live,
             live_limits: Arc::new(args.live),
+            logins: crate::auth::LoginGate::for_this_machine(),
+            web: Arc::new(args.web),
         };
         Ok(Self { listener, state, shutdown_grace: Duration::from_secs(args.shutdown_grace_secs) })
     }
@@ -83,6 +88,7 @@ impl Application {
             let app = crate::http::router(state.clone());
             let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
             let live = state.live.clone();
+            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
             let server = axum::serve(listener, app).with_graceful_shutdown(async move {
                 shutdown.await;
                 tracing::info!("shutting down: no new connections, finishing in-flight requests");

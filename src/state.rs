@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use crate::app::Ingest;
-use crate::auth::JwtKeys;
-use crate::config::{Limits, LiveLimits};
+use crate::auth::{JwtKeys, LoginGate};
+use crate::config::{Limits, LiveLimits, WebArgs};
 use crate::live::Live;
 use crate::store::SurrealStore;
 use crate::telemetry::Metrics;
@@ -27,4 +27,8 @@ pub struct AppState {
     pub live: Live,
     /// WebSocket and subscription limits.
     pub live_limits: Arc<LiveLimits>,
+    /// Bounds password hashing and throttles failed log-ins.
+    pub logins: Arc<LoginGate>,
+    /// Profile, CORS, metrics access.
+    pub web: Arc<WebArgs>,
 }

@@ -32,6 +32,10 @@ pub struct Claims {
     pub iat: i64,
     /// Expires at, seconds since the epoch.
     pub exp: i64,
+    /// The user's session generation when it was issued (absent in tokens
+    /// from before there were generations: 0).
+    #[serde(default)]
+    pub ver: i64,
 }
 
 /// Signing and verification keys made from one secret. `Debug` is redacted.
@@ -41,6 +45,8 @@ pub struct JwtKeys {
     encoding: EncodingKey,
     /// Verifies presented tokens.
     decoding: DecodingKey,
+    /// Verifies tokens signed before a secret rotation.
+    previous: Option<DecodingKey>,
     /// The checks every token must pass (algorithm, exp, iss, aud).
     validation: Validation,
     /// How long issued tokens live.
@@ -69,13 +75,14 @@ impl JwtKeys {
         Ok(Self {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
+            previous: None,
             validation,
             ttl,
         })
     }
 
-    /// Issues a token for `user`; returns it with its expiry.
-    pub fn issue(&self, user: Uuid, role: Role) -> Result<(String, chrono::DateTime<Utc>), AuthError> {
+    /// Issues a token for `user` in session generation `ver`; returns it with its expiry.
+    pub fn issue(&self, user: Uuid, role: Role, ver: i64) -> Result<(String, chrono::DateTime<Utc>), AuthError> {
         let now = Utc::now();
         let exp = now + self.ttl;
         let claims = Claims {
@@ -85,19 +92,33 @@ impl JwtKeys {
             aud: AUDIENCE.into(),
             iat: now.timestamp(),
             exp: exp.timestamp(),
+            ver,
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|_| AuthError::Config("cannot sign token".into()))?;
         Ok((token, exp))
     }
 
+    /// These keys, also accepting tokens signed with `previous` (the secret
+    /// before a rotation). New tokens are still signed with the current one.
+    pub fn also_accepting(mut self, previous: &[u8]) -> Result<Self, AuthError> {
+        if previous.len() < MIN_SECRET_LEN {
+            return Err(AuthError::Config(format!("the previous JWT secret must be at least {MIN_SECRET_LEN} bytes")));
+        }
+        self.previous = Some(DecodingKey::from_secret(previous));
+        Ok(self)
+    }
+
     /// Verifies a token and returns its claims.
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map(|data| data.claims).map_err(|e| {
-            match e.kind() {
-                ErrorKind::ExpiredSignature => AuthError::ExpiredToken,
-                _ => AuthError::InvalidToken,
-            }
+        let decode = |key: &DecodingKey| jsonwebtoken::decode::<Claims>(token, key, &self.validation);
+        let result = match (decode(&self.decoding), &self.previous) {
+            (Err(e), Some(previous)) if *e.kind() == ErrorKind::InvalidSignature => decode(previous),
+            (result, _) => result,
+        };
+        result.map(|data| data.claims).map_err(|e| match e.kind() {
+            ErrorKind::ExpiredSignature => AuthError::ExpiredToken,
+            _ => AuthError::InvalidToken,
         })
     }
 }
@@ -118,7 +139,7 @@ mod tests {
     #[test]
     fn issued_tokens_verify() {
         let id = Uuid::new_v4();
-        let (token, _) = keys().issue(id, Role::Organizer).unwrap();
+        let (token, _) = keys().issue(id, Role::Organizer, 0).unwrap();
         let claims = keys().verify(&token).unwrap();
         assert_eq!(claims.sub, id);
         assert_eq!(claims.role, "ORGANIZER");
@@ -127,14 +148,26 @@ mod tests {
     #[test]
     fn tokens_from_another_secret_are_refused() {
         let other = JwtKeys::new(&[8u8; 32], Duration::hours(1)).unwrap();
-        let (token, _) = other.issue(Uuid::new_v4(), Role::Admin).unwrap();
+        let (token, _) = other.issue(Uuid::new_v4(), Role::Admin, 0).unwrap();
         assert!(matches!(keys().verify(&token), Err(AuthError::InvalidToken)));
+    }
+
+    #[test]
+    fn tokens_of_the_previous_secret_verify_after_a_rotation() {
+        let old = JwtKeys::new(&[8u8; 32], Duration::hours(1)).unwrap();
+        let (token, _) = old.issue(Uuid::new_v4(), Role::Admin, 0).unwrap();
+        let rotated = keys().also_accepting(&[8u8; 32]).unwrap();
+        assert!(rotated.verify(&token).is_ok());
+        let (fresh, _) = rotated.issue(Uuid::new_v4(), Role::Admin, 0).unwrap();
+        assert!(keys().verify(&fresh).is_ok(), "new tokens are signed with the current secret");
+        assert!(old.verify(&fresh).is_err());
+        assert!(keys().also_accepting(b"short").is_err());
     }
 
     #[test]
     fn expired_tokens_are_refused() {
         let k = JwtKeys::new(&[7u8; 32], Duration::hours(-2)).unwrap();
-        let (token, _) = k.issue(Uuid::new_v4(), Role::Admin).unwrap();
+        let (token, _) = k.issue(Uuid::new_v4(), Role::Admin, 0).unwrap();
         assert!(matches!(keys().verify(&token), Err(AuthError::ExpiredToken)));
     }
 }

@@ -2,11 +2,13 @@
 //! API keys for scanners, and the [`Principal`] every request carries.
 
 mod api_key;
+mod gate;
 mod jwt;
 mod password;
 mod principal;
 
 pub use api_key::ApiKeySecret;
+pub use gate::{LoginGate, Refused};
 pub use jwt::{Claims, JwtKeys};
 pub use password::{burn_verify_time, hash_password, verify_password};
 pub use principal::{Credential, Principal, ScannerScope};
@@ -24,12 +26,18 @@ pub enum AuthError {
     /// The token was valid once but has expired.
     #[error("token expired")]
     ExpiredToken,
+    /// The token's session was ended (log-out everywhere, password change).
+    #[error("this session has ended: log in again")]
+    EndedSession,
     /// The API key is unknown or malformed.
     #[error("invalid API key")]
     InvalidApiKey,
     /// The API key was revoked.
     #[error("API key revoked")]
     RevokedApiKey,
+    /// The person who made the API key was deleted or lost the role it needs.
+    #[error("API key no longer valid: its creator's account was removed or lost the right to it")]
+    OrphanedApiKey,
     /// E-mail and password do not match an account.
     #[error("invalid e-mail or password")]
     BadLogin,

@@ -79,6 +79,16 @@ impl ScannerScope {
         }
     }
 
+    /// Whether `creator` may still hold `key`: an admin any key, an organiser
+    /// one that is not for every event.
+    pub fn creator_may_hold(key: &ApiKey, creator: &User) -> bool {
+        match creator.role {
+            Role::Admin => true,
+            Role::Organizer => !key.all_events,
+            Role::Attendee => false,
+        }
+    }
+
     pub fn covers(&self, event: &Event) -> bool {
         self.all_events || self.events.contains(&event.id) || self.organizer == Some(event.organizer_id)
     }
@@ -114,6 +124,10 @@ impl Principal {
                 let claims = jwt.verify(&token)?;
                 // A token for a deleted user is as good as forged.
                 let user = store.users().get(claims.sub).await?.ok_or(AuthError::InvalidToken)?;
+                // So is one from before the user logged out everywhere or changed password.
+                if claims.ver != user.token_version {
+                    return Err(AuthError::EndedSession);
+                }
                 Ok(Principal::User(Box::new(user)))
             }
             Some(Credential::ApiKey(raw)) => {
@@ -124,6 +138,15 @@ impl Principal {
                 }
                 if key.revoked_at.is_some() {
                     return Err(AuthError::RevokedApiKey);
+                }
+                // A key acts with its creator's rights, so it lapses with them:
+                // checked here rather than by revoking on demotion, so that every
+                // path (API, CLI, another instance) is covered by one rule.
+                if let Some(creator) = key.created_by {
+                    let creator = store.users().get(creator).await?;
+                    if !creator.is_some_and(|c| ScannerScope::creator_may_hold(&key, &c)) {
+                        return Err(AuthError::OrphanedApiKey);
+                    }
                 }
                 let now = Utc::now();
                 if key.last_used_at.is_none_or(|t| now - t > TOUCH_INTERVAL) {

@@ -192,7 +192,8 @@ impl DeviceIdentifier {
         if id.is_empty() || id.len() > 128 || id.chars().any(char::is_control) {
             return Err(DomainError::invalid("a device identifier must be 1 to 128 printable characters"));
         }
-        Ok(Self(id.to_owned()))
+        // Spelled as ingest spells what a scanner heard, so that it matches.
+        Ok(Self(super::batch::canonical_identifier(id)))
     }
 
     pub fn as_str(&self) -> &str {

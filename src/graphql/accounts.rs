@@ -7,9 +7,9 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use super::types::{AuthPayload, Device, RoleGql, User};
-use super::{Page, parse_id, require_user, state};
+use super::{ClientAddr, Page, parse_id, require_user, state};
 use crate::accounts::create_account;
-use crate::auth::{burn_verify_time, verify_password};
+use crate::auth::{Refused, burn_verify_time, hash_password, verify_password};
 use crate::domain::{BleUuid, DeviceIdentifier, Email, Password, PersonName, Role};
 use crate::store;
 
@@ -24,6 +24,7 @@ impl AccountsQuery {
     }
 
     /// Every user, in creation order. ADMIN only.
+    #[graphql(complexity = "super::page_cost(first, child_complexity)")]
     async fn users(
         &self,
         ctx: &Context<'_>,
@@ -36,32 +37,38 @@ impl AccountsQuery {
         Ok(page.connection(rows, |u| u.id, User::new))
     }
 
-    /// One user by id. Organisers and admins, or the user themself.
+    /// One user by id. Organisers and admins, or the user themself. An
+    /// organiser sees the private fields only of people registered for one
+    /// of their events.
     async fn user(&self, ctx: &Context<'_>, id: ID) -> Result<Option<User>> {
         let id = parse_id("user", &id)?;
         let me = require_user(ctx)?;
         if me.id != id && !me.role.can_organize() {
             return Err(ApiError::forbidden().into());
         }
-        Ok(state(ctx)?.store.users().get(id).await?.map(User::new))
+        let found = state(ctx)?.store.users().get(id).await?;
+        reached(ctx, found).await
     }
 
-    /// Looks a user up by e-mail. Organisers and admins.
+    /// Looks a user up by e-mail (to register them, say). Organisers and
+    /// admins; private fields as for `user`.
     async fn user_by_email(&self, ctx: &Context<'_>, email: String) -> Result<Option<User>> {
         require_role(ctx, &[Role::Admin, Role::Organizer])?;
         let email = Email::parse(&email)?;
-        Ok(state(ctx)?.store.users().by_email(email.as_str()).await?.map(User::new))
+        let found = state(ctx)?.store.users().by_email(email.as_str()).await?;
+        reached(ctx, found).await
     }
 
     /// Looks a user up by the identifier a scanner heard: their BLE UUID or an
-    /// extra device identifier. Organisers and admins.
+    /// extra device identifier. Organisers and admins; private fields as for `user`.
     async fn user_by_ble_uuid(&self, ctx: &Context<'_>, ble_uuid: String) -> Result<Option<User>> {
         require_role(ctx, &[Role::Admin, Role::Organizer])?;
         let key = match BleUuid::parse(&ble_uuid) {
             Ok(u) => u.to_canonical(),
             Err(_) => DeviceIdentifier::parse(&ble_uuid)?.as_str().to_owned(),
         };
-        Ok(state(ctx)?.store.users().by_identifier(&key).await?.map(User::new))
+        let found = state(ctx)?.store.users().by_identifier(&key).await?;
+        reached(ctx, found).await
     }
 }
 
@@ -97,14 +104,21 @@ impl AccountsMutation {
         let name = PersonName::parse(&name)?;
         let password = Password::parse(&password)?;
         let st = state(ctx)?;
+        let _core = st.logins.permit().await.map_err(refused)?;
         let user = create_account(&st.store, email, name, Role::Attendee, Some(password), None).await?;
-        let (token, expires_at) = st.jwt.issue(user.id, user.role)?;
+        let (token, expires_at) = st.jwt.issue(user.id, user.role, user.token_version)?;
         Ok(AuthPayload { token, expires_at, user: User::caller(user) })
     }
 
     /// Exchanges e-mail and password for a token.
+    /// Too many failures for the account or from the address lock it out for
+    /// a while (RATE_LIMITED, with the wait in the message).
     async fn log_in(&self, ctx: &Context<'_>, email: String, password: String) -> Result<AuthPayload> {
         let st = state(ctx)?;
+        let address = ctx.data_opt::<ClientAddr>().and_then(|c| c.0);
+        let account = email.trim().to_lowercase();
+        st.logins.check(&account, address).map_err(refused)?;
+        let core = st.logins.permit().await.map_err(refused)?;
         let user = match Email::parse(&email) {
             Ok(email) => st.store.users().by_email(email.as_str()).await?,
             Err(_) => None,
@@ -116,11 +130,59 @@ impl AccountsMutation {
                 false
             }
         };
+        drop(core);
         let user = match (ok, user) {
-            (true, Some(user)) => user,
-            _ => return Err(ApiError::Unauthenticated("invalid e-mail or password".into()).into()),
+            (true, Some(user)) => {
+                st.logins.succeeded(&account);
+                user
+            }
+            _ => {
+                st.logins.failed(&account, address);
+                return Err(ApiError::Unauthenticated("invalid e-mail or password".into()).into());
+            }
         };
-        let (token, expires_at) = st.jwt.issue(user.id, user.role)?;
+        let (token, expires_at) = st.jwt.issue(user.id, user.role, user.token_version)?;
+        Ok(AuthPayload { token, expires_at, user: User::caller(user) })
+    }
+
+    /// Ends every session of the signed-in user: all their tokens, on every
+    /// device, stop working at once (and their live sockets close at the
+    /// next recheck).
+    async fn log_out(&self, ctx: &Context<'_>) -> Result<bool> {
+        let me = require_user(ctx)?;
+        state(ctx)?.store.users().end_sessions(me.id, None).await?.ok_or_else(|| ApiError::not_found("user"))?;
+        Ok(true)
+    }
+
+    /// Changes the signed-in user's password. Every older token stops
+    /// working; the answer carries a new one for this device. Failures count
+    /// towards the log-in lockout, as `logIn`'s do.
+    async fn change_password(
+        &self,
+        ctx: &Context<'_>,
+        current_password: String,
+        new_password: String,
+    ) -> Result<AuthPayload> {
+        let me = require_user(ctx)?;
+        let st = state(ctx)?;
+        let new_password = Password::parse(&new_password)?;
+        let address = ctx.data_opt::<ClientAddr>().and_then(|c| c.0);
+        st.logins.check(&me.email, address).map_err(refused)?;
+        let core = st.logins.permit().await.map_err(refused)?;
+        let ok = match me.password_hash.as_deref() {
+            Some(phc) => verify_password(&current_password, phc).await,
+            None => false,
+        };
+        if !ok {
+            st.logins.failed(&me.email, address);
+            return Err(ApiError::Unauthenticated("the current password is not right".into()).into());
+        }
+        let hash = hash_password(&new_password).await?;
+        drop(core);
+        st.logins.succeeded(&me.email);
+        let user =
+            st.store.users().end_sessions(me.id, Some(hash)).await?.ok_or_else(|| ApiError::not_found("user"))?;
+        let (token, expires_at) = st.jwt.issue(user.id, user.role, user.token_version)?;
         Ok(AuthPayload { token, expires_at, user: User::caller(user) })
     }
 
@@ -183,16 +245,33 @@ impl AccountsMutation {
     }
 
     /// Adds an extra identifier (a MAC address, an advertised name) that a
-    /// user's device is known by. Without `userId`, your own.
+    /// user's device is known by. Admins for anyone; organisers for people
+    /// registered for one of their events. Not attendees, not even for
+    /// themselves: claiming someone else's MAC address or a common advertised
+    /// name would count you wherever that device is heard. Without `userId`,
+    /// your own.
     async fn add_device_identifier(
         &self,
         ctx: &Context<'_>,
         identifier: String,
         user_id: Option<ID>,
     ) -> Result<Device> {
-        let target = self_or_admin(ctx, user_id.as_ref())?;
+        let me = require_user(ctx)?;
+        let target = user_id.as_ref().map(|id| parse_id("user", id)).transpose()?.unwrap_or(me.id);
         let identifier = DeviceIdentifier::parse(&identifier)?;
         let st = state(ctx)?;
+        let allowed = match me.role {
+            Role::Admin => true,
+            Role::Organizer => st.store.registrations().with_organizer(target, me.id).await?,
+            Role::Attendee => false,
+        };
+        if !allowed {
+            return Err(ApiError::Forbidden(
+                "device identifiers are attached by an admin, or by an organiser for people registered for their events"
+                    .into(),
+            )
+            .into());
+        }
         if st.store.users().get(target).await?.is_none() {
             return Err(ApiError::not_found("user").into());
         }
@@ -216,6 +295,23 @@ impl AccountsMutation {
         }
         Ok(true)
     }
+}
+
+/// A user found by a directory lookup, as the caller may see them: with
+/// private fields for the user, an admin, or an organiser the user is
+/// registered with; else only the public ones.
+async fn reached(ctx: &Context<'_>, found: Option<store::User>) -> Result<Option<User>> {
+    let Some(user) = found else { return Ok(None) };
+    let me = require_user(ctx)?;
+    let managed = me.role == Role::Organizer
+        && me.id != user.id
+        && state(ctx)?.store.registrations().with_organizer(user.id, me.id).await?;
+    Ok(Some(if managed { User::in_managed_event(user) } else { User::new(user) }))
+}
+
+/// A log-in the gate would not try, as the client sees it.
+fn refused(r: Refused) -> ApiError {
+    ApiError::RateLimited(r.to_string())
 }
 
 /// The signed-in user if their role is one of `roles`.

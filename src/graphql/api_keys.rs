@@ -18,6 +18,7 @@ pub struct ApiKeysQuery;
 #[Object]
 impl ApiKeysQuery {
     /// API keys: all of them for an admin, your own for an organiser.
+    #[graphql(complexity = "super::list_cost(50, child_complexity)")]
     async fn api_keys(&self, ctx: &Context<'_>) -> Result<Vec<ApiKey>> {
         let me = require_role(ctx, &[Role::Admin, Role::Organizer])?;
         let by = (me.role != Role::Admin).then_some(me.id);

@@ -128,7 +128,7 @@ pub struct AttendanceRecord {
 #[Object]
 impl AttendanceRecord {
     async fn user(&self, ctx: &Context<'_>) -> Result<Option<User>> {
-        Ok(state(ctx)?.store.users().get(self.record.user_id).await?.map(User::new))
+        Ok(state(ctx)?.store.users().get(self.record.user_id).await?.map(User::in_managed_event))
     }
 
     async fn event(&self, ctx: &Context<'_>) -> Result<Option<Event>> {
@@ -218,6 +218,7 @@ pub struct AttendanceQuery;
 impl AttendanceQuery {
     /// An event's attendance, one row per user with a check-in, by user id.
     /// The event's organiser or an admin.
+    #[graphql(complexity = "super::page_cost(first, child_complexity)")]
     async fn attendance(
         &self,
         ctx: &Context<'_>,

@@ -30,6 +30,7 @@ pub struct EventsQuery;
 #[Object]
 impl EventsQuery {
     /// Events in creation order. Any signed-in user.
+    #[graphql(complexity = "super::page_cost(first, child_complexity)")]
     async fn events(
         &self,
         ctx: &Context<'_>,
@@ -62,6 +63,7 @@ impl EventsQuery {
     }
 
     /// Events taking attendance now. For a scanner, only those its key covers.
+    #[graphql(complexity = "super::list_cost(50, child_complexity)")]
     async fn active_events(&self, ctx: &Context<'_>) -> Result<Vec<Event>> {
         let active = state(ctx)?.store.events().active().await?;
         match principal(ctx)? {

@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextRequest, NextSubscribe,
+    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextRequest, NextSubscribe,
 };
-use async_graphql::{Response, ServerError, Value};
+use async_graphql::parser::types::{ExecutableDocument, OperationDefinition, OperationType, Selection, SelectionSet};
+use async_graphql::{Response, ServerError, ServerResult, Value, Variables};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 
@@ -78,19 +79,54 @@ pub(crate) fn classify(err: &mut ServerError) {
     err.extensions.get_or_insert_with(Default::default).set("code", Value::from(code));
 }
 
-/// Counts operations and times them, by operation name and type.
+/// Counts operations and times them, labelled `<type>:<first root field>`
+/// (`mutation:submitSightings`). The operation's name is the client's to
+/// choose, so as a label it would add a series per request forever; root
+/// fields are the schema's, so the set of labels is bounded. Execution only
+/// starts after validation, so every field seen here exists.
 pub struct RequestMetrics;
 
 impl ExtensionFactory for RequestMetrics {
     fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(RequestMetricsExtension)
+        Arc::new(RequestMetricsExtension::default())
     }
 }
 
-struct RequestMetricsExtension;
+#[derive(Default)]
+struct RequestMetricsExtension {
+    /// Each operation of the document: its name and its label.
+    operations: std::sync::Mutex<Vec<(Option<String>, String)>>,
+}
+
+/// `<type>:<first root field>` of an operation.
+fn label(op: &OperationDefinition) -> String {
+    let kind = match op.ty {
+        OperationType::Query => "query",
+        OperationType::Mutation => "mutation",
+        OperationType::Subscription => "subscription",
+    };
+    let field = op.selection_set.node.items.iter().find_map(|item| match &item.node {
+        Selection::Field(f) => Some(f.node.name.node.as_str()),
+        _ => None,
+    });
+    format!("{kind}:{}", field.unwrap_or("fragment"))
+}
 
 #[async_trait::async_trait]
 impl Extension for RequestMetricsExtension {
+    async fn parse_query(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        query: &str,
+        variables: &Variables,
+        next: NextParseQuery<'_>,
+    ) -> ServerResult<ExecutableDocument> {
+        let doc = next.run(ctx, query, variables).await?;
+        let ops = doc.operations.iter().map(|(name, op)| (name.map(|n| n.to_string()), label(&op.node))).collect();
+        *self.operations.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = ops;
+        Ok(doc)
+    }
+
     async fn execute(
         &self,
         ctx: &ExtensionContext<'_>,
@@ -99,7 +135,12 @@ impl Extension for RequestMetricsExtension {
     ) -> Response {
         let started = Instant::now();
         let resp = next.run(ctx, operation_name).await;
-        let operation = operation_name.unwrap_or("anonymous").to_owned();
+        let operation = {
+            let ops = self.operations.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            ops.iter()
+                .find(|(name, _)| operation_name.is_none() || name.as_deref() == operation_name)
+                .map_or_else(|| "unknown".to_owned(), |(_, label)| label.clone())
+        };
         let outcome = if resp.errors.is_empty() { "ok" } else { "error" };
         metrics::counter!("rollcall_graphql_operations_total", "operation" => operation.clone(), "outcome" => outcome)
             .increment(1);
@@ -107,4 +148,52 @@ impl Extension for RequestMetricsExtension {
             .record(started.elapsed().as_secs_f64());
         resp
     }
+}
+
+/// Refuses a document that asks for more than one password hash: each
+/// `logIn` or `signUp` costs one, so aliasing them 500 times in one request
+/// would buy 500 hashes for the price of one request. Counted over the whole
+/// document, fragments included, before anything runs.
+pub struct OneHashPerRequest;
+
+/// The root fields that hash a password.
+const HASHING_FIELDS: [&str; 3] = ["logIn", "signUp", "changePassword"];
+
+impl ExtensionFactory for OneHashPerRequest {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(OneHashPerRequest)
+    }
+}
+
+#[async_trait::async_trait]
+impl Extension for OneHashPerRequest {
+    async fn parse_query(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        query: &str,
+        variables: &Variables,
+        next: NextParseQuery<'_>,
+    ) -> ServerResult<ExecutableDocument> {
+        let doc = next.run(ctx, query, variables).await?;
+        let sets = doc.operations.iter().map(|(_, op)| &op.node.selection_set.node);
+        let fragments = doc.fragments.values().map(|f| &f.node.selection_set.node);
+        let hashes: usize = sets.chain(fragments).map(count_hashing).sum();
+        if hashes > 1 {
+            return Err(ServerError::new("send one logIn, signUp or changePassword per request", None));
+        }
+        Ok(doc)
+    }
+}
+
+/// `logIn` and `signUp` fields in `set` and the inline fragments within it.
+fn count_hashing(set: &SelectionSet) -> usize {
+    set.items
+        .iter()
+        .map(|item| match &item.node {
+            Selection::Field(f) if HASHING_FIELDS.contains(&f.node.name.node.as_str()) => 1,
+            Selection::Field(f) => count_hashing(&f.node.selection_set.node),
+            Selection::InlineFragment(f) => count_hashing(&f.node.selection_set.node),
+            Selection::FragmentSpread(_) => 0,
+        })
+        .sum()
 }

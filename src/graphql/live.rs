@@ -148,7 +148,7 @@ impl CheckIn {
     }
 
     async fn user(&self) -> User {
-        User::new(self.0.user.clone())
+        User::in_managed_event(self.0.user.clone())
     }
 
     /// The time of the first counted sighting.

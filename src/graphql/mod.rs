@@ -51,13 +51,17 @@ pub type RollcallSchema = Schema<Query, Mutation, Subscription>;
 /// Builds the schema around `state`, with the configured limits.
 pub fn build_schema(state: AppState) -> RollcallSchema {
     let limits = state.limits.clone();
-    Schema::build(Query::default(), Mutation::default(), Subscription)
+    let introspection = state.web.introspection_on();
+    let builder = Schema::build(Query::default(), Mutation::default(), Subscription);
+    let builder = if introspection { builder } else { builder.disable_introspection() };
+    builder
         .data(state)
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity)
         .limit_recursive_depth(limits.max_depth.max(32))
         .extension(extensions::ErrorCodes)
         .extension(extensions::RequestMetrics)
+        .extension(extensions::OneHashPerRequest)
         .finish()
 }
 
@@ -65,6 +69,11 @@ pub fn build_schema(state: AppState) -> RollcallSchema {
 pub fn sdl() -> String {
     Schema::build(Query::default(), Mutation::default(), Subscription).finish().sdl()
 }
+
+/// The address the request came from (request data; `None` when unknown).
+/// Behind a load balancer it is the balancer's.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub Option<std::net::IpAddr>);
 
 pub(crate) fn state<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a AppState> {
     ctx.data::<AppState>()
@@ -90,6 +99,20 @@ pub(crate) fn require_user<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a c
 pub(crate) fn parse_id(what: &str, id: &async_graphql::ID) -> Result<Uuid, ApiError> {
     Uuid::parse_str(id.as_str())
         .map_err(|_| ApiError::validation(format!("`{}` is not a valid {what} id", id.as_str())))
+}
+
+/// The complexity of a page of `first` rows (the default page when absent),
+/// each costing `child`: what a query may ask of the database is counted by
+/// rows, not by fields, so nesting lists multiplies.
+pub(crate) fn page_cost(first: Option<i32>, child: usize) -> usize {
+    list_cost(first.map_or(Page::DEFAULT, |n| usize::try_from(n).unwrap_or(0).min(Page::MAX)), child)
+}
+
+/// The complexity of a list without paging (the active events, the API keys,
+/// a user's devices), counted as `rows` rows: about as many as such a list
+/// holds.
+pub(crate) fn list_cost(rows: usize, child: usize) -> usize {
+    rows.max(1).saturating_mul(child).saturating_add(1)
 }
 
 /// Cursor pagination arguments, checked.

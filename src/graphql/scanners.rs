@@ -145,6 +145,7 @@ impl ScannersQuery {
     /// takes walk-ins). Scanner keys whose scope covers the event, its
     /// organiser and admins. Paged by `after`; `knownVersion` makes an
     /// unchanged set cost one short answer.
+    #[graphql(complexity = "super::page_cost(first, child_complexity)")]
     async fn registered_devices(
         &self,
         ctx: &Context<'_>,
@@ -198,6 +199,7 @@ impl ScannersQuery {
     /// The scanner fleet: every key (an admin) or your own (an organiser),
     /// with its last heartbeat and batch. `stale` when not heard from for
     /// `staleAfterSeconds` (default 300).
+    #[graphql(complexity = "super::list_cost(50, child_complexity)")]
     async fn scanners(&self, ctx: &Context<'_>, stale_after_seconds: Option<i32>) -> Result<Vec<Scanner>> {
         let me = require_role(ctx, &[Role::Admin, Role::Organizer])?;
         let secs = stale_after_seconds.unwrap_or(DEFAULT_STALE_SECS);

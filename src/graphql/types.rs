@@ -81,17 +81,39 @@ pub enum RegistrationStatus {
 
 /// A person with an account, and whether it is the caller's own (see
 /// [`User::caller`]).
-pub struct User(pub store::User, bool);
+pub struct User(pub store::User, Reach);
+
+/// How the user was reached, which decides who sees their private fields
+/// (e-mail, BLE UUID, devices): always the user themself and admins; an
+/// organiser only when the user came through an event the organiser runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    /// Through the directory, or as an event's organiser.
+    Directory,
+    /// Through an event the viewer was allowed to manage: its registrations,
+    /// attendance or check-ins.
+    ManagedEvent,
+    /// The caller's own account, before the request carries its credential
+    /// (`signUp`, `logIn`).
+    Caller,
+}
 
 impl User {
+    /// A user reached through the directory: organisers see only the public fields.
     pub fn new(user: store::User) -> Self {
-        User(user, false)
+        User(user, Reach::Directory)
+    }
+
+    /// A user reached through an event the viewer manages (the resolver that
+    /// found them has checked that).
+    pub fn in_managed_event(user: store::User) -> Self {
+        User(user, Reach::ManagedEvent)
     }
 
     /// The caller's own account where the request carries no credential yet:
     /// the user of `signUp` and `logIn`, who sees their own private fields.
     pub fn caller(user: store::User) -> Self {
-        User(user, true)
+        User(user, Reach::Caller)
     }
 }
 
@@ -113,18 +135,20 @@ impl User {
         self.0.created_at
     }
 
-    /// Visible to the user, organisers and admins; `null` to others.
+    /// Visible to the user, admins, and organisers of an event the user is
+    /// registered for or was seen at; `null` to others.
     async fn email(&self, ctx: &Context<'_>) -> Result<Option<&str>> {
         Ok(self.sees_private(ctx)?.then_some(self.0.email.as_str()))
     }
 
-    /// The identifier the user's phone advertises. Visible to the user,
-    /// organisers and admins; `null` to others.
+    /// The identifier the user's phone advertises: a tracking identifier, so
+    /// visible only as `email` is; `null` to others.
     async fn ble_uuid(&self, ctx: &Context<'_>) -> Result<Option<&str>> {
         Ok(self.sees_private(ctx)?.then_some(self.0.ble_uuid.as_str()))
     }
 
     /// Extra identifiers the user's devices are known by.
+    #[graphql(complexity = "super::list_cost(5, child_complexity)")]
     async fn devices(&self, ctx: &Context<'_>) -> Result<Vec<Device>> {
         if !self.sees_private(ctx)? {
             return Err(ApiError::forbidden().into());
@@ -134,11 +158,13 @@ impl User {
     }
 
     /// The user's attendance at every event; for the user and admins.
+    #[graphql(complexity = "super::list_cost(50, child_complexity)")]
     async fn attendance(&self, ctx: &Context<'_>) -> Result<Vec<super::attendance::AttendanceRecord>> {
         super::attendance::of_user(ctx, self.0.id).await
     }
 
     /// The user's registrations; for the user and admins.
+    #[graphql(complexity = "super::page_cost(first, child_complexity)")]
     async fn registrations(
         &self,
         ctx: &Context<'_>,
@@ -158,8 +184,13 @@ impl User {
 
 impl User {
     fn sees_private(&self, ctx: &Context<'_>) -> Result<bool> {
-        let p = principal(ctx)?;
-        Ok(self.1 || p.user().is_some_and(|u| u.id == self.0.id || u.role.can_organize()))
+        let viewer = principal(ctx)?.user();
+        Ok(self.1 == Reach::Caller
+            || viewer.is_some_and(|u| {
+                u.id == self.0.id
+                    || u.role == domain::Role::Admin
+                    || (self.1 == Reach::ManagedEvent && u.role == domain::Role::Organizer)
+            }))
     }
 }
 
@@ -215,10 +246,17 @@ pub struct AttendancePolicyInput {
 impl AttendancePolicyInput {
     /// `base` with these changes applied, validated.
     pub fn apply(&self, base: domain::AttendancePolicy) -> Result<domain::AttendancePolicy, domain::DomainError> {
+        // Out of chrono's range is out of the policy's range too: let
+        // `validate` say so rather than panic in `Duration::seconds`.
+        let seconds = |field: &str, secs: Option<i64>, base: chrono::Duration| match secs {
+            None => Ok(base),
+            Some(s) => chrono::Duration::try_seconds(s)
+                .ok_or_else(|| domain::DomainError::invalid(format!("{field} is out of range"))),
+        };
         domain::AttendancePolicy {
             min_rssi: self.min_rssi.unwrap_or(base.min_rssi),
-            departure_gap: self.departure_gap_seconds.map_or(base.departure_gap, chrono::Duration::seconds),
-            grace: self.grace_seconds.map_or(base.grace, chrono::Duration::seconds),
+            departure_gap: seconds("departureGapSeconds", self.departure_gap_seconds, base.departure_gap)?,
+            grace: seconds("graceSeconds", self.grace_seconds, base.grace)?,
             require_registration: self.require_registration.unwrap_or(base.require_registration),
         }
         .validate()
@@ -327,6 +365,7 @@ impl Event {
     }
 
     /// Everyone who registered; for the organiser and admins.
+    #[graphql(complexity = "super::page_cost(first, child_complexity)")]
     async fn registrations(
         &self,
         ctx: &Context<'_>,
@@ -373,7 +412,7 @@ impl Registration {
     }
 
     async fn user(&self, ctx: &Context<'_>) -> Result<Option<User>> {
-        Ok(state(ctx)?.store.users().get(self.0.user_id).await?.map(User::new))
+        Ok(state(ctx)?.store.users().get(self.0.user_id).await?.map(User::in_managed_event))
     }
 
     async fn event(&self, ctx: &Context<'_>) -> Result<Option<Event>> {

@@ -66,6 +66,15 @@ pub async fn attendance_csv(State(state): State<HttpState>, headers: HeaderMap, 
     }
 }
 
+/// `cell` as a spreadsheet shows it without running it: a cell that starts
+/// with `= + - @`, a tab or a carriage return is a formula to Excel, LibreOffice
+/// and Sheets (`=HYPERLINK(...)` in a name), so it gets a leading `'`, as
+/// OWASP's CSV-injection guidance says. Only text people typed goes through
+/// here; the server's own numbers and times never start so.
+fn inert(cell: &str) -> String {
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{cell}") } else { cell.to_owned() }
+}
+
 /// The CSV, `None` if the caller may not see it; a missing event is `None` too
 /// so that event ids cannot be probed.
 async fn build(state: &HttpState, principal: &Principal, event_id: Uuid) -> anyhow::Result<Option<Vec<u8>>> {
@@ -96,8 +105,8 @@ async fn build(state: &HttpState, principal: &Principal, event_id: Uuid) -> anyh
             .unwrap_or_default();
         out.write_record([
             reg.user_id.to_string(),
-            user.map(|u| u.email.clone()).unwrap_or_default(),
-            user.map(|u| u.name.clone()).unwrap_or_default(),
+            user.map(|u| inert(&u.email)).unwrap_or_default(),
+            user.map(|u| inert(&u.name)).unwrap_or_default(),
             reg.status.as_str().to_owned(),
             reg.walk_in.to_string(),
             time(reg.registered_at),
@@ -112,4 +121,19 @@ async fn build(state: &HttpState, principal: &Principal, event_id: Uuid) -> anyh
         ])?;
     }
     Ok(Some(out.into_inner()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::inert;
+
+    #[test]
+    fn formula_starts_are_quoted_and_the_rest_is_kept() {
+        for bad in ["=1+1", "+1", "-1", "@A1", "\tx", "\rx"] {
+            assert_eq!(inert(bad), format!("'{bad}"));
+        }
+        for good in ["Ada", "a=b", "", "'quoted"] {
+            assert_eq!(inert(good), good);
+        }
+    }
 }

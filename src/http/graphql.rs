@@ -13,16 +13,20 @@
 
 use async_graphql::Request as GqlRequest;
 use async_graphql::parser::types::{DocumentOperations, OperationType};
-use async_graphql_axum::GraphQLResponse;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Request, State};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Extension;
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::{HttpState, playground};
 use crate::auth::{AuthError, Credential, Principal};
+use crate::graphql::ClientAddr;
 use crate::state::AppState;
 
 /// A GraphQL-shaped error body outside of execution.
@@ -32,7 +36,12 @@ pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response
 }
 
 /// `POST /graphql`.
-pub async fn post(State(state): State<HttpState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+pub async fn post(
+    State(state): State<HttpState>,
+    client: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let body = match body {
         Ok(b) => b,
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
@@ -41,6 +50,18 @@ pub async fn post(State(state): State<HttpState>, headers: HeaderMap, body: Resu
         }
         Err(rejection) => return error_response(rejection.status(), "VALIDATION", "could not read the request body"),
     };
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return error_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "VALIDATION",
+            "send the operation as JSON, with Content-Type: application/json",
+        );
+    }
     if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
         return error_response(
             StatusCode::BAD_REQUEST,
@@ -52,7 +73,7 @@ pub async fn post(State(state): State<HttpState>, headers: HeaderMap, body: Resu
         Ok(r) => r,
         Err(msg) => return error_response(StatusCode::BAD_REQUEST, "VALIDATION", &msg),
     };
-    execute(&state, &headers, request).await
+    execute(&state, &headers, ClientAddr(client.map(|c| c.0.0.ip())), request).await
 }
 
 /// Parses a JSON body `{"query", "variables"?, "operationName"?, "extensions"?}`.
@@ -81,7 +102,7 @@ pub async fn get(State(state): State<HttpState>, req: Request) -> Response {
     if !has_query {
         let wants_html =
             parts.headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/html"));
-        if wants_html {
+        if wants_html && state.app.web.playground_on() {
             return playground::page().await;
         }
         return error_response(StatusCode::BAD_REQUEST, "VALIDATION", "missing the `query` parameter");
@@ -95,7 +116,8 @@ pub async fn get(State(state): State<HttpState>, req: Request) -> Response {
         resp.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static("POST"));
         return resp;
     }
-    execute(&state, &parts.headers, request).await
+    let client = ClientAddr(parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()));
+    execute(&state, &parts.headers, client, request).await
 }
 
 /// Whether the operation the request would run is a mutation.
@@ -112,12 +134,64 @@ fn is_mutation(req: &GqlRequest) -> bool {
     }
 }
 
-async fn execute(state: &HttpState, headers: &HeaderMap, request: GqlRequest) -> Response {
+async fn execute(state: &HttpState, headers: &HeaderMap, client: ClientAddr, request: GqlRequest) -> Response {
     let principal = match authenticate(&state.app, Credential::from_headers(headers)).await {
         Ok(p) => p,
         Err(resp) => return resp,
     };
-    GraphQLResponse::from(state.schema.execute(request.data(principal)).await).into_response()
+    let mutation = is_mutation(&request);
+    let media = Media::accepted(headers);
+    let run = state.schema.execute(request.data(principal).data(client));
+    if mutation {
+        return media.respond(run.await);
+    }
+    let limit = Duration::from_millis(state.app.limits.request_timeout_ms.max(1));
+    match tokio::time::timeout(limit, run).await {
+        Ok(resp) => media.respond(resp),
+        Err(_) => {
+            metrics::counter!("rollcall_graphql_timeouts_total").increment(1);
+            let message = format!("the query ran longer than {} ms and was stopped: ask for less", limit.as_millis());
+            let body = json!({ "data": null, "errors": [{ "message": message, "extensions": { "code": "TIMEOUT" } }] });
+            (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+        }
+    }
+}
+
+/// The response media types of the GraphQL-over-HTTP specification.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Media {
+    /// `application/graphql-response+json`: the status tells a request that
+    /// never ran (400) from one that did (200).
+    GraphqlResponse,
+    /// `application/json`, for clients that do not ask for the above: always
+    /// 200 for a GraphQL answer, as they expect.
+    Json,
+}
+
+impl Media {
+    /// What the client's `Accept` asks for; `application/json` when it asks
+    /// for neither (the specification's legacy rule).
+    fn accepted(headers: &HeaderMap) -> Self {
+        let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let wants = |media: &str| accept.split(',').any(|a| a.split(';').next().is_some_and(|m| m.trim() == media));
+        if wants("application/graphql-response+json") { Media::GraphqlResponse } else { Media::Json }
+    }
+
+    fn respond(self, resp: async_graphql::Response) -> Response {
+        // A request error: nothing executed (parse, validation, variables).
+        let unexecuted = resp.data == async_graphql::Value::Null
+            && !resp.errors.is_empty()
+            && resp.errors.iter().all(|e| e.path.is_empty());
+        let (status, content_type) = match self {
+            Media::GraphqlResponse if unexecuted => (StatusCode::BAD_REQUEST, "application/graphql-response+json"),
+            Media::GraphqlResponse => (StatusCode::OK, "application/graphql-response+json"),
+            Media::Json => (StatusCode::OK, "application/json"),
+        };
+        let body = serde_json::to_string(&resp).unwrap_or_else(|_| {
+            r#"{"data":null,"errors":[{"message":"internal error","extensions":{"code":"INTERNAL"}}]}"#.to_owned()
+        });
+        (status, [(header::CONTENT_TYPE, content_type)], body).into_response()
+    }
 }
 
 /// Resolves a credential, turning failures into the response to send.

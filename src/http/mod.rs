@@ -2,6 +2,7 @@
 //! playground, the dashboard and console pages, `/health`, `/ready` and
 //! `/metrics`.
 
+mod admission;
 mod compat;
 mod export;
 mod graphql;
@@ -10,17 +11,20 @@ mod pages;
 mod playground;
 mod ws;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
+use crate::config::WebArgs;
 use crate::graphql::{RollcallSchema, build_schema};
 use crate::state::AppState;
 
@@ -31,16 +35,24 @@ pub struct HttpState {
     pub app: AppState,
     /// The executable schema.
     pub schema: RollcallSchema,
+    /// The WebSocket caps of this process.
+    pub admission: std::sync::Arc<admission::Admission>,
 }
 
 /// The whole router for `state`.
 pub fn router(app: AppState) -> Router {
     let body_limit = app.limits.max_body_bytes;
-    let state = HttpState { schema: build_schema(app.clone()), app };
-    Router::new()
-        .route("/", get(playground::page))
+    let admission = admission::Admission::new(&app.live_limits);
+    let web = app.web.clone();
+    let state = HttpState { schema: build_schema(app.clone()), admission, app };
+    let router = Router::new();
+    let router = if web.playground_on() {
+        router.route("/", get(playground::page)).route("/assets/graphiql/{file}", get(playground::asset))
+    } else {
+        router
+    };
+    router
         .route("/graphql", get(graphql::get).post(graphql::post))
-        .route("/assets/graphiql/{file}", get(playground::asset))
         .route("/dashboard", get(pages::dashboard))
         .route("/console", get(pages::console))
         .route("/assets/dashboard/{file}", get(pages::asset_file))
@@ -59,8 +71,46 @@ pub fn router(app: AppState) -> Router {
             tracing::error!("a request handler panicked");
             graphql::error_response(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "internal error")
         }))
+        .layer(middleware::from_fn_with_state(web.clone(), security_headers))
+        .layer(cors(&web))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Headers every response carries: no MIME sniffing, no framing by other
+/// sites (clickjacking), no referrer leaking event ids; HSTS in production,
+/// where TLS is expected in front.
+async fn security_headers(State(web): State<Arc<WebArgs>>, req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.entry(header::CONTENT_SECURITY_POLICY).or_insert(HeaderValue::from_static("frame-ancestors 'none'"));
+    if web.production() {
+        h.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000"));
+    }
+    resp
+}
+
+/// Cross-origin access for the configured origins only (none by default):
+/// `/graphql` and the CSV export, with the credential headers the API reads.
+fn cors(web: &WebArgs) -> CorsLayer {
+    let origins: Vec<HeaderValue> =
+        web.cors_origins.iter().filter_map(|o| HeaderValue::from_str(o.trim()).ok()).collect();
+    if origins.is_empty() {
+        return CorsLayer::new();
+    }
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::ACCEPT,
+            HeaderName::from_static("x-api-key"),
+        ])
+        .max_age(std::time::Duration::from_secs(600))
 }
 
 async fn not_found() -> Response {

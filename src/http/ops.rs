@@ -4,9 +4,10 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
+use subtle::ConstantTimeEq;
 
 use super::HttpState;
 
@@ -33,7 +34,22 @@ pub async fn ready(State(state): State<HttpState>) -> Response {
     }
 }
 
-/// `GET /metrics`: Prometheus text format.
-pub async fn metrics(State(state): State<HttpState>) -> Response {
+/// `GET /metrics`: Prometheus text format. With a metrics token, only for a
+/// caller that presents it; in production, not at all without one.
+pub async fn metrics(State(state): State<HttpState>, headers: HeaderMap) -> Response {
+    let web = &state.app.web;
+    match &web.metrics_token {
+        Some(token) => {
+            let presented = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+            let expected = format!("Bearer {token}");
+            let ok = presented.is_some_and(|p| bool::from(p.as_bytes().ct_eq(expected.as_bytes())));
+            if !ok {
+                return (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], "metrics token required\n")
+                    .into_response();
+            }
+        }
+        None if web.production() => return (StatusCode::NOT_FOUND, "not found\n").into_response(),
+        None => {}
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.app.metrics.render()).into_response()
 }

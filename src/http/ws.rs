@@ -17,8 +17,9 @@
 //!   for three intervals is half-open and is dropped, as is one that cannot
 //!   take a message within the send timeout.
 //! - A token closes the socket when it expires (4403); a key when it is
-//!   revoked here (at once) or elsewhere (at the next recheck); the server
-//!   stopping closes every socket with 1001.
+//!   revoked, here or by another instance or the CLI (at once, through the
+//!   store's revocation stream); a deleted or demoted user at the next
+//!   recheck; the server stopping closes every socket with 1001.
 //!
 //! Subscriptions that would receive identical results (see
 //! `graphql::shared`) join a group that executes once: the socket gets the
@@ -36,8 +37,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::FromRequestParts;
+use std::net::SocketAddr;
+
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use futures_util::{FutureExt, SinkExt, Stream, StreamExt};
@@ -48,8 +51,10 @@ use tokio_stream::StreamMap;
 use uuid::Uuid;
 
 use super::HttpState;
+use super::admission::{Allowance, Refusal, Ticket};
 use super::graphql::error_response;
 use crate::auth::{AuthError, Credential, Principal};
+use crate::graphql::ClientAddr;
 use crate::graphql::shared::SharedSubscription;
 use crate::live::{Frame, MemberItem, Rendered};
 use crate::state::AppState;
@@ -102,10 +107,32 @@ pub async fn upgrade(state: HttpState, parts: &mut axum::http::request::Parts) -
             );
         }
     };
+    let address = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let ticket = match state.admission.admit(address) {
+        Ok(t) => t,
+        Err(Refusal::Full) => {
+            metrics::counter!("rollcall_ws_refused_total", "reason" => "full").increment(1);
+            let mut resp = error_response(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                "this server holds as many live connections as it will; try again shortly",
+            );
+            resp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("5"));
+            return resp;
+        }
+        Err(Refusal::Address) => {
+            metrics::counter!("rollcall_ws_refused_total", "reason" => "address").increment(1);
+            return error_response(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                "RATE_LIMITED",
+                "too many live connections from your address; close some first",
+            );
+        }
+    };
     let guard = state.app.live.socket_opened();
     upgrade.on_upgrade(move |socket| async move {
         // The connection (and its hold on the store) ends before the guard.
-        Connection::new(state, socket, protocol).run().await;
+        Connection::new(state, socket, protocol, ticket).run().await;
         drop(guard);
     })
 }
@@ -164,6 +191,17 @@ struct Session {
     key: Option<Uuid>,
 }
 
+impl Session {
+    /// The user's or the key's id; `None` when anonymous.
+    fn principal_id(&self) -> Option<Uuid> {
+        match &self.principal {
+            Principal::User(u) => Some(u.id),
+            Principal::Scanner { key, .. } => Some(key.id),
+            Principal::Anonymous => None,
+        }
+    }
+}
+
 /// What an operation's stream yields.
 enum Outcome {
     /// A result executed for this socket alone.
@@ -188,10 +226,15 @@ struct Connection {
     last_heard: Instant,
     /// When the credential was last checked again.
     last_recheck: Instant,
+    /// This socket's place under the process's caps.
+    ticket: Ticket,
+    /// Operations it may still start.
+    allowance: Allowance,
 }
 
 impl Connection {
-    fn new(state: HttpState, socket: WebSocket, protocol: Protocol) -> Self {
+    fn new(state: HttpState, socket: WebSocket, protocol: Protocol, ticket: Ticket) -> Self {
+        let allowance = state.admission.allowance();
         Connection {
             state,
             socket,
@@ -201,6 +244,8 @@ impl Connection {
             started: HashSet::new(),
             last_heard: Instant::now(),
             last_recheck: Instant::now(),
+            ticket,
+            allowance,
         }
     }
 
@@ -330,6 +375,12 @@ impl Connection {
                 }
                 match authenticate(self.state.app.clone(), payload.unwrap_or(Value::Null)).await {
                     Ok(session) => {
+                        if let Some(who) = session.principal_id()
+                            && !self.ticket.sign_in(who)
+                        {
+                            metrics::counter!("rollcall_ws_refused_total", "reason" => "principal").increment(1);
+                            return Ok(Some(Close::new(1008, "too many live connections for this account")));
+                        }
                         self.session = Some(session);
                         self.send_json(&json!({"type": "connection_ack"})).await?;
                         Ok(None)
@@ -376,14 +427,18 @@ impl Connection {
             Ok(r) => r,
             Err(e) => return Ok(Some(Close::new(4400, format!("Invalid subscribe payload: {e}")))),
         };
-        if self.subscriptions.len() >= self.app().live_limits.max_subscriptions {
-            let error = json!([{
-                "message": format!(
-                    "this socket already holds {} subscriptions; complete one first",
-                    self.subscriptions.len()
-                ),
-                "extensions": {"code": "RATE_LIMITED"}
-            }]);
+        let refusal = if self.subscriptions.len() >= self.app().live_limits.max_subscriptions {
+            Some(format!("this socket already holds {} subscriptions; complete one first", self.subscriptions.len()))
+        } else if !self.allowance.take() {
+            Some(format!(
+                "this socket started more than {} operations in a minute; slow down",
+                self.app().live_limits.max_operations_per_minute
+            ))
+        } else {
+            None
+        };
+        if let Some(message) = refusal {
+            let error = json!([{ "message": message, "extensions": {"code": "RATE_LIMITED"} }]);
             self.send_json(&json!({"type": "error", "id": id, "payload": error})).await?;
             return Ok(None);
         }
@@ -405,7 +460,7 @@ impl Connection {
                 )
             }
             None => {
-                let request = request.data(session.principal.clone());
+                let request = request.data(session.principal.clone()).data(ClientAddr(self.ticket.address()));
                 let results = self.state.schema.execute_stream(request);
                 Box::pin(results.map(|r| Outcome::Response(Box::new(r))).chain(end))
             }
@@ -503,7 +558,8 @@ impl Connection {
 }
 
 /// Reads credentials from a `connection_init` payload:
-/// `{"authorization": "Bearer <jwt>"}` or `{"apiKey": "<key>"}`.
+/// `{"authorization": "Bearer <jwt>"}` or `{"apiKey": "<key>"}`. None is
+/// refused unless the server allows anonymous sockets.
 async fn authenticate(app: AppState, payload: Value) -> Result<Session, Close> {
     let field = |names: &[&str]| names.iter().find_map(|n| payload.get(*n).and_then(|v| v.as_str()));
     let credential = if let Some(auth) = field(&["authorization", "Authorization"]) {
@@ -511,6 +567,9 @@ async fn authenticate(app: AppState, payload: Value) -> Result<Session, Close> {
     } else {
         field(&["apiKey", "x-api-key"]).map(|k| Credential::ApiKey(k.to_owned()))
     };
+    if credential.is_none() && !app.live_limits.allow_anonymous {
+        return Err(Close::new(4403, "Forbidden: send a token (authorization) or an API key (apiKey)"));
+    }
     let principal = match Principal::authenticate(&app.store, &app.jwt, credential.clone()).await {
         Ok(p) => p,
         Err(AuthError::Store(e)) => {

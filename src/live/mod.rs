@@ -27,6 +27,7 @@
 
 mod keepalive;
 mod personal;
+mod revocations;
 pub mod shared;
 
 pub use shared::{CursorProbe, Frame, GroupKind, Groups, MemberItem, Rendered};
@@ -120,6 +121,8 @@ struct Inner {
     /// How many WebSocket tasks are running (they hold the store).
     sockets: watch::Sender<usize>,
     pump: Mutex<Option<JoinHandle<()>>>,
+    /// Relays key revocations made anywhere (see `revocations`).
+    relay: Mutex<Option<JoinHandle<()>>>,
     /// Groups of identical subscriptions, each rendered once.
     groups: Groups,
     /// `myCheckIns` subscriptions, by person.
@@ -168,24 +171,27 @@ impl Live {
             key_names: Mutex::new(HashMap::new()),
             stopping,
             pump: Mutex::new(None),
+            relay: Mutex::new(None),
             groups: Groups::new(buffer),
             personal: Arc::default(),
             ticker: Arc::default(),
         });
         let pump = tokio::spawn(pump(Arc::downgrade(&inner), attendance.boxed(), registrations.boxed()));
         *lock(&inner.pump) = Some(pump);
+        let relay = tokio::spawn(revocations::relay(inner.store.clone(), inner.revoked.clone()));
+        *lock(&inner.relay) = Some(relay);
         Ok(Live { inner })
     }
 
-    /// Stops the pump and tells every live socket to close; returns once
-    /// the pump no longer holds the store.
+    /// Stops the pump and the revocation relay and tells every live socket
+    /// to close; returns once neither holds the store.
     pub async fn stop(&self) {
         self.inner.stopping.send_replace(true);
         self.inner.ticker.stop();
-        let pump = lock(&self.inner.pump).take();
-        if let Some(pump) = pump {
-            pump.abort();
-            let _ = pump.await;
+        let tasks = [lock(&self.inner.pump).take(), lock(&self.inner.relay).take()];
+        for task in tasks.into_iter().flatten() {
+            task.abort();
+            let _ = task.await;
         }
         lock(&self.inner.feeds).clear();
     }

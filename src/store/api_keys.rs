@@ -6,7 +6,8 @@ use surrealdb::engine::any::Any;
 use uuid::Uuid;
 
 use super::models::{ApiKeyRow, convert_all};
-use super::{ApiKey, StoreError, new_id, rid};
+use super::{ApiKey, StoreError, key_of, new_id, rid};
+use surrealdb::types::{RecordId, SurrealValue};
 
 /// Repository for `api_key` records.
 pub struct ApiKeys<'a> {
@@ -109,6 +110,20 @@ impl<'a> ApiKeys<'a> {
             .check()?;
         let row: Option<ApiKeyRow> = res.take(0)?;
         row.map(ApiKey::try_from).transpose()
+    }
+
+    /// The id of every key revoked from now on, by any process (this one,
+    /// another instance, the CLI): one live query on the table. Updates of a
+    /// key revoked earlier (a heartbeat) come through too; revocation is
+    /// idempotent, so that is harmless.
+    pub async fn revocations(&self) -> Result<impl futures_util::Stream<Item = Uuid> + use<>, StoreError> {
+        #[derive(Debug, SurrealValue)]
+        struct Revoked {
+            id: RecordId,
+        }
+        let mut res = self.db.query("LIVE SELECT id FROM api_key WHERE revoked_at != NONE").await?;
+        let stream = res.stream::<surrealdb::Notification<Revoked>>(0)?;
+        Ok(futures_util::StreamExt::filter_map(stream, |n| async move { n.ok().and_then(|n| key_of(&n.data.id).ok()) }))
     }
 
     /// Stores a scanner's heartbeat.

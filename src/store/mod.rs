@@ -66,6 +66,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (7, "raw log", include_str!("migrations/0007_raw_log.surql")),
     (8, "rederive", include_str!("migrations/0008_rederive.surql")),
     (9, "scanner health", include_str!("migrations/0009_scanner_health.surql")),
+    (10, "sessions", include_str!("migrations/0010_sessions.surql")),
 ];
 
 /// Errors from the storage layer.

@@ -27,6 +27,8 @@ pub struct User {
     /// The identifier the user's phone advertises.
     pub ble_uuid: String,
     pub created_at: DateTime<Utc>,
+    /// The session generation: tokens issued in an older one are refused.
+    pub token_version: i64,
 }
 
 #[derive(Debug, Clone, SurrealValue)]
@@ -38,6 +40,8 @@ pub(crate) struct UserRow {
     pub password_hash: Option<String>,
     pub ble_uuid: String,
     pub created_at: DateTime<Utc>,
+    #[surreal(default)]
+    pub token_version: Option<i64>,
 }
 
 impl TryFrom<UserRow> for User {
@@ -51,6 +55,7 @@ impl TryFrom<UserRow> for User {
             password_hash: r.password_hash,
             ble_uuid: r.ble_uuid,
             created_at: r.created_at,
+            token_version: r.token_version.unwrap_or(0),
         })
     }
 }

@@ -99,6 +99,20 @@ impl<'a> Registrations<'a> {
         self.page(("event", rid("event", event)), ("user", after.map(|a| rid("user", a))), limit).await
     }
 
+    /// Whether `user` has a registration (standing or cancelled) for any
+    /// event `organizer` runs: what lets an organiser see their private fields.
+    pub async fn with_organizer(&self, user: Uuid, organizer: Uuid) -> Result<bool, StoreError> {
+        let mut res = self
+            .db
+            .query("SELECT VALUE id FROM registration WHERE user = $u AND event.organizer = $o LIMIT 1")
+            .bind(("u", rid("user", user)))
+            .bind(("o", rid("user", organizer)))
+            .await?
+            .check()?;
+        let ids: Vec<RecordId> = res.take(0)?;
+        Ok(!ids.is_empty())
+    }
+
     /// A user's registrations by event id, after the event `after`.
     pub async fn for_user(
         &self,

@@ -65,6 +65,7 @@ impl<'a> Users<'a> {
             password_hash: new.password_hash,
             ble_uuid: new.ble_uuid,
             created_at: now,
+            token_version: None,
         };
         let id = row.id.clone();
         self.db
@@ -184,21 +185,43 @@ impl<'a> Users<'a> {
         row.map(User::try_from).transpose()
     }
 
+    /// Starts a new session generation: every token issued before stops
+    /// working. With `password_hash`, the password changes in the same write.
+    pub async fn end_sessions(&self, id: Uuid, password_hash: Option<String>) -> Result<Option<User>, StoreError> {
+        let mut res = self
+            .db
+            .query(
+                "UPDATE ONLY $id SET
+                    token_version = (token_version ?? 0) + 1,
+                    password_hash = $hash ?? password_hash
+                 RETURN AFTER",
+            )
+            .bind(("id", rid("user", id)))
+            .bind(("hash", password_hash))
+            .await?
+            .check()?;
+        let row: Option<UserRow> = res.take(0)?;
+        row.map(User::try_from).transpose()
+    }
+
     /// Sets a new BLE UUID (rotation, or an admin assigning a badge); the
     /// old one stops resolving at once.
+    /// The old identifier is read inside the transaction that replaces it,
+    /// so two rotations at once cannot both delete the same old one and
+    /// leave the first one's new identifier resolving: the loser conflicts.
     pub async fn set_ble_uuid(&self, id: Uuid, ble_uuid: String) -> Result<Option<User>, StoreError> {
-        let Some(user) = self.get(id).await? else {
+        if self.get(id).await?.is_none() {
             return Ok(None);
-        };
+        }
         self.db
             .query(
                 "BEGIN;
-                 DELETE $old;
+                 LET $old = (SELECT VALUE ble_uuid FROM ONLY $id);
+                 DELETE type::record('identifier', $old);
                  CREATE $new SET user = $id, kind = 'ble';
                  UPDATE $id SET ble_uuid = $ble;
                  COMMIT;",
             )
-            .bind(("old", ident_id(&user.ble_uuid)))
             .bind(("new", ident_id(&ble_uuid)))
             .bind(("id", rid("user", id)))
             .bind(("ble", ble_uuid))
@@ -342,6 +365,7 @@ impl<'a> Users<'a> {
                     password_hash: None,
                     ble_uuid: row.ble_uuid,
                     created_at: now,
+                    token_version: None,
                 });
             }
             if let (Some(event), Some(user)) = (row.event, ids.get(&row.email)) {

@@ -112,8 +112,13 @@ async fn lookups_by_email_and_identifier_are_for_organisers() {
     let org = app.organizer("org@example.org").await;
     let ada = app.sign_up("ada@example.org", "Ada").await;
     let ble = app.ok(&ada.auth(), ME, json!({})).await["me"]["bleUuid"].as_str().unwrap().to_owned();
-    app.ok(&ada.auth(), "mutation { addDeviceIdentifier(identifier: \"Ada's Pixel\") { identifier } }", json!({}))
-        .await;
+    let admin = app.admin().await;
+    app.ok(
+        &admin.auth(),
+        "mutation($u: ID) { addDeviceIdentifier(userId: $u, identifier: \"Ada's Pixel\") { identifier } }",
+        json!({ "u": ada.id }),
+    )
+    .await;
 
     let by_email = "query($e: String!) { userByEmail(email: $e) { id } }";
     assert_eq!(
@@ -158,13 +163,14 @@ async fn device_identifiers_are_added_listed_unique_and_removed() {
     let app = spawn_app().await;
     let ada = app.sign_up("ada@example.org", "Ada").await;
     let bob = app.sign_up("bob@example.org", "Bob").await;
-    let add = "mutation($i: String!) { addDeviceIdentifier(identifier: $i) { identifier } }";
+    let admin = app.admin().await;
+    let add = "mutation($i: String!, $u: ID) { addDeviceIdentifier(identifier: $i, userId: $u) { identifier } }";
     let remove = "mutation($i: String!) { removeDeviceIdentifier(identifier: $i) }";
-    app.ok(&ada.auth(), add, json!({ "i": "AA:BB:CC:DD:EE:FF" })).await;
+    app.ok(&admin.auth(), add, json!({ "i": "AA:BB:CC:DD:EE:FF", "u": ada.id })).await;
     let devices = app.ok(&ada.auth(), "{ me { devices { identifier } } }", json!({})).await;
     assert_eq!(devices["me"]["devices"][0]["identifier"], "AA:BB:CC:DD:EE:FF");
-    assert_eq!(app.err(&bob.auth(), add, json!({ "i": "AA:BB:CC:DD:EE:FF" })).await, "CONFLICT");
-    assert_eq!(app.err(&ada.auth(), add, json!({ "i": "" })).await, "VALIDATION");
+    assert_eq!(app.err(&admin.auth(), add, json!({ "i": "AA:BB:CC:DD:EE:FF", "u": bob.id })).await, "CONFLICT");
+    assert_eq!(app.err(&admin.auth(), add, json!({ "i": "", "u": ada.id })).await, "VALIDATION");
     assert_eq!(app.err(&bob.auth(), remove, json!({ "i": "AA:BB:CC:DD:EE:FF" })).await, "NOT_FOUND");
     assert_eq!(app.ok(&ada.auth(), remove, json!({ "i": "AA:BB:CC:DD:EE:FF" })).await["removeDeviceIdentifier"], true);
     let devices = app.ok(&ada.auth(), "{ me { devices { identifier } } }", json!({})).await;

@@ -55,12 +55,16 @@ async fn batch_checkin_in_the_seed_shape() {
     let (org, event, key, ble) = setup(&app).await;
     // Old scanners may send an advertised device name: it matches an extra identifier.
     let bob = app.sign_up("bob@example.org", "Bob").await;
-    app.ok(&bob.auth(), "mutation { addDeviceIdentifier(identifier: \"Bob's iPhone\") { identifier } }", json!({}))
-        .await;
     app.ok(
         &org.auth(),
         "mutation($e: ID!, $u: ID) { registerForEvent(eventId: $e, userId: $u) { id } }",
         json!({ "e": event, "u": bob.id }),
+    )
+    .await;
+    app.ok(
+        &org.auth(),
+        "mutation($u: ID) { addDeviceIdentifier(userId: $u, identifier: \"Bob's iPhone\") { identifier } }",
+        json!({ "u": bob.id }),
     )
     .await;
     let now = Utc::now().timestamp_millis();

@@ -140,7 +140,7 @@ impl TestApp {
         )
         .await
         .expect("account created");
-        let (token, _) = self.state.jwt.issue(user.id, role).expect("token");
+        let (token, _) = self.state.jwt.issue(user.id, role, user.token_version).expect("token");
         Session { token, id: user.id.to_string() }
     }
 

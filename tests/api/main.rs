@@ -13,6 +13,8 @@ mod cli;
 mod compat;
 mod console;
 mod events;
+mod fuzz;
+mod hardening;
 mod helpers;
 mod imports;
 mod ingest;

@@ -253,7 +253,7 @@ async fn an_expiring_token_closes_its_socket() {
     let ada = app.sign_up("ada@example.org", "Ada").await;
     // A token for Ada from the same secret that lives two seconds.
     let short = rollcall::auth::JwtKeys::new(secret.as_bytes(), chrono::Duration::seconds(2)).unwrap();
-    let (token, _) = short.issue(ada.id.parse().unwrap(), rollcall::domain::Role::Attendee).unwrap();
+    let (token, _) = short.issue(ada.id.parse().unwrap(), rollcall::domain::Role::Attendee, 0).unwrap();
     let mut c = WsClient::bearer(&app, &token).await;
     c.subscribe("q", "{ me { name } }", json!({})).await;
     assert_eq!(c.recv().await["payload"]["data"]["me"]["name"], "Ada");

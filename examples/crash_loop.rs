@@ -1,0 +1,309 @@
+//! Crash loop: the server is killed with SIGKILL again and again while
+//! scanners upload, and nothing acknowledged is lost or counted twice.
+//!
+//! ```text
+//! cargo run --release --example crash_loop -- --cycles 20 --scanners 4
+//! ```
+//!
+//! 1. The server runs as a child process (this program in `--serve` mode) on
+//!    embedded SurrealKV in a temporary directory, with its default
+//!    durability. On its first start it seeds an active event, `--users`
+//!    registered people and one API key per scanner.
+//! 2. `--scanners` clients upload batches of distinct sightings through
+//!    `submitSightings`, as a real scanner does: a batch keeps its id until
+//!    the server acknowledges it, and any failure (refused connection, a
+//!    dropped request, `UNAVAILABLE`) is retried with the same id.
+//! 3. `--cycles` times, after a random 0.3–1.5 s, the server is killed with
+//!    SIGKILL and started again on the same data.
+//! 4. After the last restart the scanners finish their batch in hand. Every
+//!    acknowledged batch, sent again, must come back `replayed` (it is in the
+//!    raw log, once), and each person's stored sighting count must equal the
+//!    sightings acknowledged for them: more is `doubled`, fewer is `lost`.
+//!
+//! The last line is `crash-loop: cycles <n>, acked <n>, lost <n>, doubled <n>`.
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use chrono::{DateTime, Utc};
+use clap::Parser;
+use rand::Rng;
+use rollcall::config::{DbArgs, ServeArgs};
+use rollcall::domain::{AttendancePolicy, EventState, EventWindow, Role};
+use rollcall::startup::Application;
+use rollcall::store::{ImportRow, NewEvent};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::RwLock;
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// How many times the server is killed.
+    #[arg(long, default_value_t = 20)]
+    cycles: usize,
+    /// Concurrent scanners, each with its own key.
+    #[arg(long, default_value_t = 4)]
+    scanners: usize,
+    /// People registered for the event.
+    #[arg(long, default_value_t = 500)]
+    users: usize,
+    /// Sightings per batch.
+    #[arg(long, default_value_t = 100)]
+    batch_size: usize,
+    /// Internal: run the server on this data directory.
+    #[arg(long, hide = true)]
+    serve: Option<String>,
+    /// Internal: the scanners' key secrets, for the server to seed.
+    #[arg(long, hide = true, value_delimiter = ',')]
+    secrets: Vec<String>,
+}
+
+const SUBMIT: &str = "mutation($b: SightingBatchInput!) { submitSightings(batch: $b) { accepted replayed } }";
+
+/// Server mode: seed once, print `READY <port> <token> <event>`, serve until killed.
+async fn serve(args: &Args, dir: &str) -> anyhow::Result<()> {
+    rollcall::telemetry::init_logging(rollcall::config::LogFormat::Text, "error");
+    let serve = ServeArgs::for_tests(DbArgs { url: format!("surrealkv://{dir}"), ..DbArgs::memory() });
+    let app = Application::build(serve).await?;
+    let state = app.state().clone();
+    let store = state.store.clone();
+    let org = match store.users().by_email("crash@example.org").await? {
+        Some(org) => org,
+        None => seed(args, &store).await?,
+    };
+    let mine = rollcall::store::EventFilter { organizer: Some(org.id), ..Default::default() };
+    let event = store.events().list(&mine, None, 1).await?.into_iter().next().context("the seeded event")?;
+    let (token, _) = state.jwt.issue(org.id, Role::Organizer, org.token_version)?;
+    println!("READY {} {token} {}", app.local_addr().port(), event.id);
+    app.run_until(std::future::pending()).await?;
+    Ok(())
+}
+
+async fn seed(args: &Args, store: &rollcall::store::SurrealStore) -> anyhow::Result<rollcall::store::User> {
+    let now = Utc::now();
+    let org = rollcall::accounts::create_account(
+        store,
+        rollcall::domain::Email::parse("crash@example.org")?,
+        rollcall::domain::PersonName::parse("Crash")?,
+        Role::Organizer,
+        None,
+        None,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let event = store
+        .events()
+        .create(
+            NewEvent {
+                name: "Crash loop".into(),
+                description: None,
+                location: None,
+                window: EventWindow::new(now - chrono::Duration::hours(2), now + chrono::Duration::hours(22))?,
+                organizer: org.id,
+                policy: AttendancePolicy::default(),
+            },
+            now,
+        )
+        .await?;
+    store.events().set_state(event.id, EventState::Active, now).await?;
+    let rows = (0..args.users)
+        .map(|i| ImportRow {
+            line: i + 1,
+            email: format!("p{i}@example.org"),
+            name: format!("Person {i}"),
+            ble_uuid: ble(i),
+            event: Some(event.id),
+        })
+        .collect();
+    store.users().import(rows, now).await?;
+    for (c, raw) in args.secrets.iter().enumerate() {
+        let secret = rollcall::auth::ApiKeySecret::parse(raw).context("a scanner secret")?;
+        store
+            .api_keys()
+            .create(format!("scanner {c}"), secret.display_prefix(), secret.hash(), true, vec![], None, now)
+            .await?;
+    }
+    Ok(org)
+}
+
+fn ble(i: usize) -> String {
+    uuid::Uuid::from_u128(0x5eed_0000_0000_4000_8000_0000_0000_0000 | i as u128).to_string()
+}
+
+/// The server child process and what it said when it was ready.
+struct Server {
+    child: tokio::process::Child,
+    base: String,
+    token: String,
+    event: String,
+}
+
+async fn start(dir: &str, secrets: &[String]) -> anyhow::Result<Server> {
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["--serve", dir, "--secrets", &secrets.join(",")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = child.stdout.take().context("the child's stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(120), lines.next_line()).await??.context("the child exited")?;
+    let parts: Vec<&str> = line.split_whitespace().collect();
+    let [ready, port, token, event] = parts.as_slice() else { bail!("the child said {line:?}") };
+    if *ready != "READY" {
+        bail!("the child said {line:?}");
+    }
+    Ok(Server { child, base: format!("http://127.0.0.1:{port}"), token: token.to_string(), event: event.to_string() })
+}
+
+/// The sightings of scanner `c`'s batch `b`: distinct times, each person in turn.
+fn batch(args: &Args, start: DateTime<Utc>, c: usize, b: usize) -> Vec<(usize, DateTime<Utc>)> {
+    (0..args.batch_size)
+        .map(|i| {
+            let n = b * args.batch_size + i;
+            let person = (n * 7 + c * 131) % args.users;
+            // A millisecond apart per scanner and moving forward, as a scanner's clock does.
+            (person, start + chrono::Duration::milliseconds((n * args.scanners + c) as i64))
+        })
+        .collect()
+}
+
+fn batch_id(c: usize, b: usize) -> String {
+    uuid::Uuid::from_u128((0xc0de_u128 << 112) | ((c as u128) << 64) | b as u128).to_string()
+}
+
+/// Sends one batch; `Some(replayed)` when the server acknowledged it.
+async fn send(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    id: &str,
+    sightings: &[(usize, DateTime<Utc>)],
+) -> Option<bool> {
+    let items: Vec<Value> =
+        sightings.iter().map(|(p, at)| json!({ "bleUuid": ble(*p), "seenAt": at, "rssi": -60 })).collect();
+    let body = json!({ "query": SUBMIT, "variables": { "b": { "batchId": id, "sightings": items } } });
+    let resp = http.post(format!("{base}/graphql")).header("authorization", format!("ApiKey {key}")).json(&body);
+    let resp = resp.timeout(Duration::from_secs(10)).send().await.ok()?;
+    let body: Value = resp.json().await.ok()?;
+    body["data"]["submitSightings"]["replayed"].as_bool()
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if let Some(dir) = &args.serve {
+        return serve(&args, dir).await;
+    }
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data").display().to_string();
+    let secrets: Vec<String> =
+        (0..args.scanners).map(|_| rollcall::auth::ApiKeySecret::generate().expose().to_owned()).collect();
+    let first = start(&data, &secrets).await?;
+    let (token, event) = (first.token.clone(), first.event.clone());
+    let base = Arc::new(RwLock::new(first.base.clone()));
+    let mut server = first;
+    let args = Arc::new(args);
+    let begin = Utc::now() - chrono::Duration::minutes(30);
+    let stop = Arc::new(AtomicBool::new(false));
+
+    let scanners: Vec<_> = (0..args.scanners)
+        .map(|c| {
+            let (args, base, stop, key) = (args.clone(), base.clone(), stop.clone(), secrets[c].clone());
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                let mut acked = Vec::new();
+                for b in 0.. {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let sightings = batch(&args, begin, c, b);
+                    // The same id until it is acknowledged, however often the server dies.
+                    loop {
+                        let url = base.read().await.clone();
+                        if send(&http, &url, &key, &batch_id(c, b), &sightings).await.is_some() {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    acked.push(b);
+                }
+                acked
+            })
+        })
+        .collect();
+
+    let mut rng = rand::thread_rng();
+    for cycle in 1..=args.cycles {
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(300..1500))).await;
+        server.child.start_kill()?;
+        server.child.wait().await?;
+        server = start(&data, &secrets).await?;
+        *base.write().await = server.base.clone();
+        eprintln!("cycle {cycle}: killed and restarted");
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::SeqCst);
+    let mut acked: Vec<(usize, usize)> = Vec::new();
+    for (c, s) in scanners.into_iter().enumerate() {
+        acked.extend(s.await?.into_iter().map(|b| (c, b)));
+    }
+
+    // Every acknowledged batch is in the raw log: sent again, it is replayed.
+    let http = reqwest::Client::new();
+    let mut not_logged = 0;
+    let mut expected: HashMap<usize, u64> = HashMap::new();
+    for &(c, b) in &acked {
+        let sightings = batch(&args, begin, c, b);
+        if send(&http, &server.base, &secrets[c], &batch_id(c, b), &sightings).await != Some(true) {
+            not_logged += 1;
+        }
+        for (p, _) in sightings {
+            *expected.entry(p).or_default() += 1;
+        }
+    }
+    // Each person's stored sightings against what was acknowledged.
+    let mut stored: HashMap<String, u64> = HashMap::new();
+    let mut after: Option<String> = None;
+    loop {
+        let q = "query($e: ID!, $a: String) { attendance(eventId: $e, first: 500, after: $a) { pageInfo { hasNextPage endCursor } nodes { sightings user { bleUuid } } } }";
+        let body: Value = http
+            .post(format!("{}/graphql", server.base))
+            .bearer_auth(&token)
+            .json(&json!({ "query": q, "variables": { "e": event, "a": after } }))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let page = &body["data"]["attendance"];
+        let nodes = page["nodes"].as_array().with_context(|| format!("attendance: {body}"))?;
+        for n in nodes {
+            stored.insert(
+                n["user"]["bleUuid"].as_str().unwrap_or_default().to_owned(),
+                n["sightings"].as_u64().unwrap_or(0),
+            );
+        }
+        if page["pageInfo"]["hasNextPage"] != true {
+            break;
+        }
+        after = page["pageInfo"]["endCursor"].as_str().map(str::to_owned);
+    }
+    let (mut lost, mut doubled) = (not_logged as u64, 0u64);
+    for p in 0..args.users {
+        let want = expected.get(&p).copied().unwrap_or(0);
+        let got = stored.get(&ble(p)).copied().unwrap_or(0);
+        lost += want.saturating_sub(got);
+        doubled += got.saturating_sub(want);
+    }
+    server.child.start_kill()?;
+    println!(
+        "acknowledged batches not in the raw log: {not_logged}; sightings acknowledged: {}",
+        expected.values().sum::<u64>()
+    );
+    println!("crash-loop: cycles {}, acked {}, lost {lost}, doubled {doubled}", args.cycles, acked.len());
+    Ok(())
+}

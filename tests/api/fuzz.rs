@@ -1,0 +1,311 @@
+//! Generated hostile input against the real server: GraphQL operations that
+//! are valid, nearly valid and absurd (deep, wide, aliased, wrong types, huge
+//! strings), arbitrary JSON bodies, and WebSocket frame sequences. Every
+//! case must get an answer that is not a 5xx (503 is a designed answer), no
+//! server task may panic, and every socket must be gone at the end.
+//!
+//! The cases come from a fixed seed, so a failure is reproducible: the
+//! failing case is printed. `ROLLCALL_FUZZ_CASES` sets how many (10,000 by
+//! default, plus the WebSocket sequences).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt, stream};
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use proptest::test_runner::{Config, TestRng, TestRunner};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use crate::helpers::spawn_app;
+
+/// Root fields with arguments of the right shape, and of wrong ones.
+const ROOTS: &[&str] = &[
+    "me { id name email bleUuid devices { identifier } registrations { edges { node { id } } } }",
+    "events(first: FIRST) { edges { node { id name registrations(first: FIRST) { nodes { user { id name } } } } } }",
+    "event(id: ID) { id name policy { minRssi } rederivation { pending } }",
+    "users(first: FIRST, after: STR) { nodes { id email } }",
+    "activeEvents { id organizer { id email } }",
+    "apiKeys { id name }",
+    "attendance(eventId: ID, first: FIRST) { nodes { dwellSeconds user { name } } }",
+    "userByEmail(email: STR) { id }",
+    "userByBleUuid(bleUuid: STR) { id }",
+    "scanners(staleAfterSeconds: INT) { id stale }",
+    "registeredDevices(eventId: ID, first: FIRST) { version }",
+    "__typename",
+    "__schema { types { name fields { name } } }",
+    "__type(name: STR) { name }",
+];
+
+const MUTATIONS: &[&str] = &[
+    "logIn(email: STR, password: STR) { token }",
+    "signUp(email: STR, name: STR, password: STR) { token }",
+    "createEvent(input: { name: STR, startsAt: STR, endsAt: STR, policy: { departureGapSeconds: INT, graceSeconds: INT, minRssi: INT } }) { id }",
+    "updateEvent(id: ID, input: { name: STR }) { id }",
+    "submitSightings(batch: { batchId: STR, sightings: [{ bleUuid: STR, seenAt: STR, rssi: INT }] }) { accepted }",
+    "registerForEvent(eventId: ID) { id }",
+    "recordAttendance(eventId: ID, userId: ID, at: STR) { user { id } }",
+    "createApiKey(name: STR) { secret }",
+    "addDeviceIdentifier(identifier: STR) { identifier }",
+    "importAttendees(csv: STR) { registered }",
+    "logOut",
+];
+
+/// A scalar that may or may not fit where it goes.
+fn scalar() -> impl Strategy<Value = String> {
+    prop_oneof![
+        any::<i64>().prop_map(|n| n.to_string()),
+        (-1000i64..1000).prop_map(|n| n.to_string()),
+        "[a-zA-Z0-9 @.:-]{0,40}".prop_map(|s| format!("{s:?}")),
+        Just("null".to_owned()),
+        Just("true".to_owned()),
+        Just("1e308".to_owned()),
+        Just("\"2030-05-01T09:00:00Z\"".to_owned()),
+        Just("\"6f1c2a3e-8d4b-4c55-9a0e-2b7f4d9e1c3a\"".to_owned()),
+        (1usize..20_000).prop_map(|n| format!("{:?}", "x".repeat(n))),
+        Just("[1, \"two\", null]".to_owned()),
+        Just("{ a: 1 }".to_owned()),
+        Just("$nope".to_owned()),
+    ]
+}
+
+/// Fills a template's placeholders with generated scalars.
+fn fill(template: &'static str) -> impl Strategy<Value = String> {
+    prop::collection::vec(scalar(), 8).prop_map(move |values| {
+        let mut out = template.to_owned();
+        for (i, hole) in ["FIRST", "ID", "STR", "INT", "FIRST", "ID", "STR", "INT"].iter().enumerate() {
+            out = out.replacen(hole, &values[i], 1);
+        }
+        for hole in ["FIRST", "ID", "STR", "INT"] {
+            out = out.replace(hole, &values[0]);
+        }
+        out
+    })
+}
+
+/// One operation: a query or mutation of aliased root fields, perhaps
+/// nested absurdly deep, perhaps with its text damaged.
+fn operation() -> impl Strategy<Value = String> {
+    let field = prop_oneof![
+        3 => prop::sample::select(ROOTS).prop_flat_map(fill).prop_map(|f| ("query", f)),
+        2 => prop::sample::select(MUTATIONS).prop_flat_map(fill).prop_map(|f| ("mutation", f)),
+    ];
+    let ops = (field, 1usize..60, 0usize..40, any::<bool>()).prop_map(|((kind, f), aliases, depth, fragment)| {
+        let mut body: String = (0..aliases).map(|i| format!("a{i}: {f} ")).collect();
+        if depth > 0 {
+            let nest =
+                "me { registrations { edges { node { event { registrations { edges { node { user { ".repeat(depth);
+            body.push_str(&format!("deep: {nest} id {} ", "} } } } } } } } } ".repeat(depth)));
+        }
+        if fragment {
+            format!(
+                "{kind} {{ ...F }} fragment F on {} {{ {body} }}",
+                if kind == "query" { "Query" } else { "Mutation" }
+            )
+        } else {
+            format!("{kind} {{ {body} }}")
+        }
+    });
+    // Damage: cut it, or drop or repeat a character somewhere.
+    (ops, prop::option::of((any::<prop::sample::Index>(), 0u8..3))).prop_map(|(op, damage)| match damage {
+        None => op,
+        Some((at, how)) => {
+            let i = at.index(op.len().max(1));
+            let i = (0..=i).rev().find(|i| op.is_char_boundary(*i)).unwrap_or(0);
+            match how {
+                0 => op[..i].to_owned(),
+                1 => format!("{}{}", &op[..i], &op[i..].chars().skip(1).collect::<String>()),
+                _ => format!("{}{{{{{{{}", &op[..i], &op[i..]),
+            }
+        }
+    })
+}
+
+/// Arbitrary JSON, a few levels deep.
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+        ".{0,30}".prop_map(Value::from),
+    ];
+    leaf.prop_recursive(4, 64, 8, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..8).prop_map(Value::from),
+            prop::collection::hash_map("[a-zA-Z]{1,8}", inner, 0..8)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// An HTTP request: a body (maybe not GraphQL, maybe not JSON) and a credential.
+#[derive(Debug, Clone)]
+struct Case {
+    body: Vec<u8>,
+    content_type: Option<&'static str>,
+    credential: u8,
+}
+
+fn http_case() -> impl Strategy<Value = Case> {
+    let body = prop_oneof![
+        6 => (operation(), prop::option::of(json_value()), prop::option::of(".{0,20}")).prop_map(|(q, vars, name)| {
+            let mut b = json!({ "query": q });
+            if let Some(v) = vars { b["variables"] = v; }
+            if let Some(n) = name { b["operationName"] = Value::from(n); }
+            b.to_string().into_bytes()
+        }),
+        2 => json_value().prop_map(|v| v.to_string().into_bytes()),
+        1 => prop::collection::vec(any::<u8>(), 0..512),
+        // Past the body limit: 413, or the connection closed while sending.
+        1 => (1_100_000usize..1_300_000).prop_map(|n| format!("{{\"query\": \"{}\"}}", "x".repeat(n)).into_bytes()),
+    ];
+    let content_type = prop::sample::select(vec![
+        Some("application/json"),
+        Some("application/json"),
+        Some("application/graphql-response+json"),
+        Some("text/plain"),
+        None,
+    ]);
+    (body, content_type, 0u8..4).prop_map(|(body, content_type, credential)| Case { body, content_type, credential })
+}
+
+/// A WebSocket frame a client might send, good or bad.
+fn frame() -> impl Strategy<Value = Message> {
+    prop_oneof![
+        3 => operation().prop_map(|q| Message::text(json!({ "type": "subscribe", "id": "1", "payload": { "query": q } }).to_string())),
+        1 => operation().prop_map(|q| Message::text(json!({ "type": "start", "id": "x", "payload": { "query": q } }).to_string())),
+        1 => json_value().prop_map(|v| Message::text(v.to_string())),
+        1 => json_value().prop_map(|p| Message::text(json!({ "type": "connection_init", "payload": p }).to_string())),
+        1 => ".{0,10}".prop_map(|id| Message::text(json!({ "type": "complete", "id": id }).to_string())),
+        1 => Just(Message::text(r#"{"type":"ping"}"#)),
+        1 => prop::collection::vec(any::<u8>(), 0..64).prop_map(Message::binary),
+        1 => (60_000usize..80_000).prop_map(|n| Message::text("x".repeat(n))),
+    ]
+}
+
+/// Panics on the server's worker threads (the test's own assertions run on
+/// the test thread, not these).
+fn count_server_panics() -> Arc<AtomicUsize> {
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().name() == Some("tokio-runtime-worker") {
+            seen.fetch_add(1, Ordering::SeqCst);
+        }
+        previous(info);
+    }));
+    count
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_hostile_input_never_panics_or_fails_the_server() {
+    let cases: usize = std::env::var("ROLLCALL_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let panics = count_server_panics();
+    let app = spawn_app().await;
+    let org = app.organizer("org@example.org").await;
+    let event = app.create_event(&org, "Fuzzed").await;
+    app.activate(&org, &event).await;
+    let (_, key) = app.api_key(&org, "door", None).await;
+    let credentials = [
+        None,
+        Some(format!("Bearer {}", org.token)),
+        Some("Bearer not.a.token".to_owned()),
+        Some(format!("ApiKey {key}")),
+    ];
+
+    let mut runner =
+        TestRunner::new_with_rng(Config::default(), TestRng::deterministic_rng(Config::default().rng_algorithm));
+    let http = http_case();
+    let rss_start = rss_kib();
+    let mut rss_peak = rss_start;
+    let mut failures = Vec::new();
+    let mut answered = 0usize;
+    for done in (0..cases).step_by(500) {
+        let chunk: Vec<Case> =
+            (done..cases.min(done + 500)).map(|_| http.new_tree(&mut runner).unwrap().current()).collect();
+        let results = stream::iter(chunk)
+            .map(|case| {
+                let mut req = app.http.post(app.url("/graphql")).body(case.body.clone());
+                if let Some(ct) = case.content_type {
+                    req = req.header("content-type", ct);
+                }
+                if let Some(c) = &credentials[usize::from(case.credential)] {
+                    req = req.header("authorization", c);
+                }
+                async move { (req.send().await.map(|r| r.status().as_u16()), case) }
+            })
+            .buffer_unordered(8)
+            .collect::<Vec<_>>()
+            .await;
+        for (status, case) in results {
+            let oversized = case.body.len() > 1024 * 1024;
+            match status {
+                Ok(s) if s < 500 || s == 503 => answered += 1,
+                // The server answered 413 and closed before the client was done writing.
+                Err(e) if oversized && e.is_request() => answered += 1,
+                other => failures.push(format!(
+                    "{other:?} for a body of {} bytes: {:?}",
+                    case.body.len(),
+                    String::from_utf8_lossy(&case.body[..case.body.len().min(300)])
+                )),
+            }
+        }
+        rss_peak = rss_peak.max(rss_kib());
+    }
+
+    // WebSocket sequences: connect, send a few frames, read what comes, leave.
+    let frames = prop::collection::vec(frame(), 1..8);
+    let sequences: Vec<Vec<Message>> =
+        (0..cases / 20).map(|_| frames.new_tree(&mut runner).unwrap().current()).collect();
+    stream::iter(sequences)
+        .for_each_concurrent(8, |seq| {
+            let app = &app;
+            let token = org.token.clone();
+            async move {
+                let mut req = format!("ws://{}/graphql", app.addr).into_client_request().unwrap();
+                req.headers_mut().insert("sec-websocket-protocol", "graphql-transport-ws".parse().unwrap());
+                let Ok((mut ws, _)) = tokio_tungstenite::connect_async(req).await else { return };
+                let init =
+                    json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {token}") } });
+                let _ = ws.send(Message::text(init.to_string())).await;
+                for msg in seq {
+                    if ws.send(msg).await.is_err() {
+                        break;
+                    }
+                }
+                let _ = tokio::time::timeout(Duration::from_millis(200), async { while ws.next().await.is_some() {} })
+                    .await;
+            }
+        })
+        .await;
+
+    let health = app.http.get(app.url("/health")).send().await.unwrap();
+    assert_eq!(health.status().as_u16(), 200, "still serving");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while app.state.live.sockets() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rss_end = rss_kib();
+    // The server runs in this process: RSS is the test's and the server's.
+    println!(
+        "fuzz: {cases} HTTP cases ({answered} answered without a 5xx), {} WebSocket sequences; process RSS start {rss_start} KiB, peak {rss_peak} KiB, end {rss_end} KiB",
+        cases / 20
+    );
+    assert!(failures.is_empty(), "{} cases got a 5xx or no answer; first: {}", failures.len(), failures[0]);
+    assert_eq!(panics.load(Ordering::SeqCst), 0, "a server task panicked (see the output above)");
+    assert_eq!(app.state.live.sockets(), 0, "every socket's task ended");
+}
