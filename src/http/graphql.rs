@@ -187,7 +187,13 @@ impl Media {
             Media::GraphqlResponse => (StatusCode::OK, "application/graphql-response+json"),
             Media::Json => (StatusCode::OK, "application/json"),
         };
-        let body = serde_json::to_string(&resp).unwrap_or_else(|_| {
+        // A request that never ran has no `data` at all, as the specification says.
+        let body = if unexecuted {
+            serde_json::to_string(&json!({ "errors": resp.errors }))
+        } else {
+            serde_json::to_string(&resp)
+        };
+        let body = body.unwrap_or_else(|_| {
             r#"{"data":null,"errors":[{"message":"internal error","extensions":{"code":"INTERNAL"}}]}"#.to_owned()
         });
         (status, [(header::CONTENT_TYPE, content_type)], body).into_response()

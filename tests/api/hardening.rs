@@ -599,3 +599,30 @@ async fn graphql_over_http_media_types_and_status_codes() {
     }
     assert_eq!(post(None, Some("application/json; charset=utf-8"), ok).await.unwrap().status().as_u16(), 200);
 }
+
+/// The GraphQL-over-HTTP specification's own audit suite (vendored in
+/// `tests/fixtures/graphql-http`), run with Node against the real server:
+/// every MUST, and all SHOULDs but at most one.
+#[tokio::test]
+async fn the_graphql_over_http_audit_suite_passes() {
+    let app = spawn_app().await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/graphql-http/audit.mjs");
+    let out = tokio::process::Command::new("node")
+        .arg(script)
+        .arg(app.url("/graphql"))
+        .output()
+        .await
+        .expect("node runs (the tests need Node.js, as the console's do)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    let count = |level: &str| -> (u32, u32) {
+        let line = text.lines().find(|l| l.starts_with(level)).unwrap_or_else(|| panic!("no {level} line: {text}"));
+        let n: Vec<u32> = line.split_whitespace().skip(1).map(|n| n.parse().unwrap()).collect();
+        (n[0], n[1])
+    };
+    let (must, musts) = count("MUST");
+    let (should, shoulds) = count("SHOULD");
+    println!("graphql-http audit: MUST {must}/{musts}, SHOULD {should}/{shoulds}");
+    assert_eq!(must, musts, "{text}");
+    assert!(should + 1 >= shoulds, "{text}");
+}
