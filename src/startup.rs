@@ -53,6 +53,7 @@ impl Application {
             .await
             .context("opening the database's live change stream")?;
         let ingest = crate::app::Ingest::start(store.clone());
+        let users = crate::graphql::loaders::Users::loader(store.clone());
         let state = AppState {
             ingest,
             store,
@@ -63,6 +64,7 @@ impl Application {
             live_limits: Arc::new(args.live),
             logins: crate::auth::LoginGate::for_this_machine(),
             web: Arc::new(args.web),
+            users,
         };
         Ok(Self { listener, state, shutdown_grace: Duration::from_secs(args.shutdown_grace_secs) })
     }

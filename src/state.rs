@@ -6,7 +6,10 @@ use std::sync::Arc;
 
 use crate::app::Ingest;
 use crate::auth::{JwtKeys, LoginGate};
+use async_graphql::dataloader::DataLoader;
+
 use crate::config::{Limits, LiveLimits, WebArgs};
+use crate::graphql::loaders::Users;
 use crate::live::Live;
 use crate::store::SurrealStore;
 use crate::telemetry::Metrics;
@@ -31,4 +34,6 @@ pub struct AppState {
     pub logins: Arc<LoginGate>,
     /// Profile, CORS, metrics access.
     pub web: Arc<WebArgs>,
+    /// Users by id, batched per moment (for per-node `user` fields).
+    pub users: Arc<DataLoader<Users>>,
 }

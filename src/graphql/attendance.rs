@@ -128,7 +128,7 @@ pub struct AttendanceRecord {
 #[Object]
 impl AttendanceRecord {
     async fn user(&self, ctx: &Context<'_>) -> Result<Option<User>> {
-        Ok(state(ctx)?.store.users().get(self.record.user_id).await?.map(User::in_managed_event))
+        Ok(super::load_user(ctx, self.record.user_id).await?.map(User::in_managed_event))
     }
 
     async fn event(&self, ctx: &Context<'_>) -> Result<Option<Event>> {

@@ -11,6 +11,7 @@ mod extensions;
 mod imports;
 mod key_types;
 mod live;
+pub mod loaders;
 mod registrations;
 mod scanners;
 pub mod shared;
@@ -93,6 +94,11 @@ pub(crate) fn require_user<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a c
         }
         Principal::Anonymous => Err(ApiError::unauthenticated().into()),
     }
+}
+
+/// The user `id`, through the batching loader (see `loaders`).
+pub(crate) async fn load_user(ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Option<crate::store::User>> {
+    state(ctx)?.users.load_one(id).await.map_err(|e| ApiError::Internal(anyhow::anyhow!(e)).into())
 }
 
 /// Parses a GraphQL `ID` that should hold one of our UUIDs.

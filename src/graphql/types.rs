@@ -356,7 +356,7 @@ impl Event {
 
     /// The user who runs the event.
     async fn organizer(&self, ctx: &Context<'_>) -> Result<Option<User>> {
-        Ok(state(ctx)?.store.users().get(self.0.organizer_id).await?.map(User::new))
+        Ok(super::load_user(ctx, self.0.organizer_id).await?.map(User::new))
     }
 
     /// How many people are registered (cancelled registrations excluded).
@@ -412,7 +412,7 @@ impl Registration {
     }
 
     async fn user(&self, ctx: &Context<'_>) -> Result<Option<User>> {
-        Ok(state(ctx)?.store.users().get(self.0.user_id).await?.map(User::in_managed_event))
+        Ok(super::load_user(ctx, self.0.user_id).await?.map(User::in_managed_event))
     }
 
     async fn event(&self, ctx: &Context<'_>) -> Result<Option<Event>> {

@@ -626,3 +626,36 @@ async fn the_graphql_over_http_audit_suite_passes() {
     assert_eq!(must, musts, "{text}");
     assert!(should + 1 >= shoulds, "{text}");
 }
+
+#[tokio::test]
+async fn a_page_of_registrations_reads_its_users_in_one_batch() {
+    let app = spawn_app().await;
+    let org = app.organizer("org@example.org").await;
+    let event = app.create_event(&org, "Big").await;
+    let rows: Vec<rollcall::store::ImportRow> = (0..300)
+        .map(|i| rollcall::store::ImportRow {
+            line: i + 1,
+            email: format!("p{i}@example.org"),
+            name: format!("Person {i}"),
+            ble_uuid: uuid::Uuid::new_v4().to_string(),
+            event: Some(event.parse().unwrap()),
+        })
+        .collect();
+    app.state.store.users().import(rows, chrono::Utc::now()).await.unwrap();
+    let before = app.state.users.loader().reads();
+    let page = app
+        .ok(
+            &org.auth(),
+            "query($e: ID!) { event(id: $e) { organizer { name } registrations(first: 300) { nodes { user { name email } } } } }",
+            json!({ "e": event }),
+        )
+        .await;
+    let nodes = page["event"]["registrations"]["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 300);
+    assert!(nodes.iter().all(|n| n["user"]["email"].is_string()), "the organiser sees their attendees");
+    // One read per batch, a batch being what is asked within a millisecond:
+    // a few, whatever the page's size (7 on a loaded debug build), where
+    // there used to be one per row.
+    let reads = app.state.users.loader().reads() - before;
+    assert!(reads < 30, "{reads} reads for 301 users");
+}

@@ -1,0 +1,296 @@
+//! Soak: many live subscribers for a long time, with check-ins flowing and
+//! sockets coming and going, to show that the server's memory stays flat and
+//! that every socket it counted is gone at the end.
+//!
+//! ```text
+//! cargo run --release --example soak -- --subscribers 1000 --minutes 30 --churn 10 --rate 5
+//! ```
+//!
+//! The server runs as a child process (this program in `--serve` mode) on
+//! embedded SurrealKV. `--subscribers` sockets subscribe to one event's
+//! `checkIns`; a batch a second makes `--rate` new check-ins; every minute
+//! `--churn` percent of the sockets close and new ones take their place.
+//! Every minute a line gives the server's RSS (from `/proc`) and its socket
+//! gauge. After the last minute every client closes, and the socket gauge is
+//! read until it is 0 (or 30 s pass).
+//!
+//! The last line is `soak: minutes <m>, subscribers <n>, check-ins <c>,
+//! delivered <d>, rss start <kb> KB, peak <kb> KB, end <kb> KB, sockets at end <s>`.
+//! The start is taken once every subscriber is connected.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use chrono::Utc;
+use clap::Parser;
+use futures_util::{SinkExt, StreamExt};
+use rollcall::config::{DbArgs, ServeArgs};
+use rollcall::domain::{AttendancePolicy, EventState, EventWindow, Role};
+use rollcall::startup::Application;
+use rollcall::store::{ImportRow, NewEvent};
+use serde_json::json;
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+/// The server child runs in this binary: the same allocator as `rollcall`'s.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// Live subscribers at any time.
+    #[arg(long, default_value_t = 1000)]
+    subscribers: usize,
+    /// How long, in minutes.
+    #[arg(long, default_value_t = 30)]
+    minutes: u64,
+    /// Percent of the sockets replaced every minute.
+    #[arg(long, default_value_t = 10)]
+    churn: usize,
+    /// New check-ins per second.
+    #[arg(long, default_value_t = 5)]
+    rate: usize,
+    /// Internal: run as the server child, seeding this many attendees.
+    #[arg(long, hide = true)]
+    serve_people: Option<usize>,
+}
+
+fn ble(i: usize) -> String {
+    format!("0000501a-0000-4000-8000-{i:012x}")
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match args.serve_people {
+        Some(people) => rt.block_on(serve(people)),
+        None => rt.block_on(soak(args)),
+    }
+}
+
+/// Server mode: seed, print `READY <port> <token> <event> <key>`, serve until stdin closes.
+async fn serve(people: usize) -> anyhow::Result<()> {
+    rollcall::telemetry::init_logging(rollcall::config::LogFormat::Text, "warn");
+    let dir = tempfile::tempdir()?;
+    let db_url = format!("surrealkv://{}", dir.path().join("server").display());
+    let mut serve = ServeArgs::for_tests(DbArgs { url: db_url, ..DbArgs::memory() });
+    // A thousand sockets as one organiser from one address.
+    serve.live = serve.live.uncapped();
+    let app = Application::build(serve).await?;
+    let state = app.state().clone();
+    let store = state.store.clone();
+    let now = Utc::now();
+    let org = rollcall::accounts::create_account(
+        &store,
+        rollcall::domain::Email::parse("soak@example.org")?,
+        rollcall::domain::PersonName::parse("Soak")?,
+        Role::Organizer,
+        None,
+        None,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let window = EventWindow::new(now - chrono::Duration::hours(1), now + chrono::Duration::hours(22))?;
+    let new = NewEvent {
+        name: "Soak".into(),
+        description: None,
+        location: None,
+        window,
+        organizer: org.id,
+        policy: AttendancePolicy::default(),
+    };
+    let event = store.events().create(new, now).await?;
+    store.events().set_state(event.id, EventState::Active, now).await?;
+    for chunk in (0..people).collect::<Vec<_>>().chunks(1000) {
+        let rows = chunk
+            .iter()
+            .map(|&i| ImportRow {
+                line: i + 1,
+                email: format!("s{i}@example.org"),
+                name: format!("S{i}"),
+                ble_uuid: ble(i),
+                event: Some(event.id),
+            })
+            .collect();
+        store.users().import(rows, now).await?;
+    }
+    let secret = rollcall::auth::ApiKeySecret::generate();
+    store
+        .api_keys()
+        .create("soak door".into(), secret.display_prefix(), secret.hash(), true, vec![], None, now)
+        .await?;
+    let (token, _) = state.jwt.issue(org.id, Role::Organizer, org.token_version)?;
+    println!("READY {} {token} {} {}", app.port(), event.id, secret.expose());
+    drop((state, store));
+    let stdin_closed = async {
+        let _ = tokio::task::spawn_blocking(|| {
+            let mut line = String::new();
+            while std::io::stdin().read_line(&mut line).map(|n| n > 0).unwrap_or(false) {}
+        })
+        .await;
+    };
+    app.run_until(stdin_closed).await?;
+    Ok(())
+}
+
+fn rss_kb(child: &Child) -> u64 {
+    std::fs::read_to_string(format!("/proc/{}/status", child.id()))
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmRSS:")).map(str::to_owned))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+async fn sockets_gauge(http: &reqwest::Client, port: u16) -> f64 {
+    let text = match http.get(format!("http://127.0.0.1:{port}/metrics")).send().await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => return -1.0,
+    };
+    text.lines().find_map(|l| l.strip_prefix("rollcall_ws_sockets ")).and_then(|v| v.trim().parse().ok()).unwrap_or(0.0)
+}
+
+/// One subscriber: subscribes, counts what it receives, leaves when told.
+async fn subscriber(
+    port: u16,
+    token: String,
+    event: String,
+    delivered: Arc<AtomicU64>,
+    mut leave: watch::Receiver<bool>,
+) {
+    let mut req = format!("ws://127.0.0.1:{port}/graphql").into_client_request().expect("request");
+    req.headers_mut().insert("sec-websocket-protocol", "graphql-transport-ws".parse().expect("header"));
+    let Ok((mut ws, _)) = tokio_tungstenite::connect_async(req).await else { return };
+    let init = json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {token}") } });
+    let sub = json!({ "type": "subscribe", "id": "s", "payload": {
+        "query": "subscription($e: ID!) { checkIns(eventId: $e) { cursor user { name } } }",
+        "variables": { "e": event } } });
+    if ws.send(Message::text(init.to_string())).await.is_err() || ws.send(Message::text(sub.to_string())).await.is_err()
+    {
+        return;
+    }
+    loop {
+        tokio::select! {
+            msg = ws.next() => match msg {
+                Some(Ok(Message::Text(t))) => {
+                    if t.contains("\"next\"") {
+                        delivered.fetch_add(1, Ordering::Relaxed);
+                    } else if t.contains("\"ping\"") {
+                        let _ = ws.send(Message::text(r#"{"type":"pong"}"#)).await;
+                    }
+                }
+                Some(Ok(_)) => {}
+                _ => return,
+            },
+            _ = leave.changed() => {
+                let _ = ws.close(None).await;
+                return;
+            }
+        }
+    }
+}
+
+async fn soak(args: Args) -> anyhow::Result<()> {
+    let people = args.rate * 60 * args.minutes as usize + 1000;
+    let mut child = Command::new(std::env::current_exe()?)
+        .args(["--serve-people", &people.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting the server child")?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().context("child stdout")?).read_line(&mut line)?;
+    let parts: Vec<&str> = line.split_whitespace().collect();
+    let [ready, port, token, event, key] = parts.as_slice() else { bail!("the server child said {line:?}") };
+    if *ready != "READY" {
+        bail!("the server child said {line:?}");
+    }
+    let (port, token, event, key): (u16, String, String, String) =
+        (port.parse()?, token.to_string(), event.to_string(), key.to_string());
+    let http = reqwest::Client::new();
+    let delivered = Arc::new(AtomicU64::new(0));
+
+    // Each subscriber has its own "leave" switch, so that a tenth can be replaced.
+    let mut slots: Vec<(watch::Sender<bool>, tokio::task::JoinHandle<()>)> = Vec::new();
+    let spawn = |delivered: &Arc<AtomicU64>| {
+        let (tx, rx) = watch::channel(false);
+        let task = tokio::spawn(subscriber(port, token.clone(), event.clone(), delivered.clone(), rx));
+        (tx, task)
+    };
+    for _ in 0..args.subscribers {
+        slots.push(spawn(&delivered));
+    }
+    let connected = Instant::now();
+    while sockets_gauge(&http, port).await < args.subscribers as f64 && connected.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let rss_start = rss_kb(&child);
+    let mut rss_peak = rss_start;
+    println!("connected {} subscribers; rss {rss_start} KB", args.subscribers);
+
+    let mut next_person = 0usize;
+    let mut check_ins = 0u64;
+    let submit = "mutation($b: SightingBatchInput!) { submitSightings(batch: $b) { checkIns } }";
+    let begin = Instant::now();
+    for minute in 1..=args.minutes {
+        for _ in 0..60 {
+            let second = Instant::now();
+            let sightings: Vec<_> = (next_person..next_person + args.rate)
+                .map(|i| json!({ "bleUuid": ble(i), "seenAt": Utc::now(), "rssi": -60 }))
+                .collect();
+            next_person += args.rate;
+            let body = json!({ "query": submit, "variables": { "b": { "batchId": uuid::Uuid::new_v4(), "sightings": sightings } } });
+            if let Ok(r) = http
+                .post(format!("http://127.0.0.1:{port}/graphql"))
+                .header("authorization", format!("ApiKey {key}"))
+                .json(&body)
+                .send()
+                .await
+                && let Ok(v) = r.json::<serde_json::Value>().await
+            {
+                check_ins += v["data"]["submitSightings"]["checkIns"].as_u64().unwrap_or(0);
+            }
+            rss_peak = rss_peak.max(rss_kb(&child));
+            tokio::time::sleep(Duration::from_secs(1).saturating_sub(second.elapsed())).await;
+        }
+        // Churn: the oldest tenth leave, new ones arrive.
+        let replace = args.subscribers * args.churn / 100;
+        for _ in 0..replace {
+            let (tx, task) = slots.remove(0);
+            let _ = tx.send(true);
+            let _ = task.await;
+            slots.push(spawn(&delivered));
+        }
+        println!(
+            "minute {minute}: rss {} KB, sockets {}, check-ins {check_ins}, delivered {} ({:.0?} in)",
+            rss_kb(&child),
+            sockets_gauge(&http, port).await,
+            delivered.load(Ordering::Relaxed),
+            begin.elapsed()
+        );
+    }
+    let rss_end = rss_kb(&child);
+    for (tx, task) in slots {
+        let _ = tx.send(true);
+        let _ = task.await;
+    }
+    let closing = Instant::now();
+    let mut sockets = sockets_gauge(&http, port).await;
+    while sockets > 0.0 && closing.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        sockets = sockets_gauge(&http, port).await;
+    }
+    drop(child.stdin.take());
+    let _ = child.wait();
+    println!(
+        "soak: minutes {}, subscribers {}, check-ins {check_ins}, delivered {}, rss start {rss_start} KB, peak {rss_peak} KB, end {rss_end} KB, sockets at end {sockets}",
+        args.minutes,
+        args.subscribers,
+        delivered.load(Ordering::Relaxed)
+    );
+    Ok(())
+}
