@@ -11,14 +11,14 @@
 //! The caller's credential is checked before the schema runs: a presented
 //! credential that does not check out gets 401, never anonymous access.
 
-use async_graphql::Request as GqlRequest;
-use async_graphql::parser::types::{DocumentOperations, OperationType};
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use async_graphql::Request as GqlRequest;
+use async_graphql::parser::types::{DocumentOperations, OperationType};
 use axum::Extension;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
