@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::batch::{canonical_identifier, check_sighting};
+use super::batch::{canonical_identifier, check_sighting, fallback_identifier, lookup};
 
 mod outcome;
 mod raw;
@@ -107,9 +107,15 @@ pub struct Plan {
     pub walk_ins: Vec<(Uuid, Uuid)>,
 }
 
-/// The canonical identifiers a batch needs resolved (the first read).
+/// The canonical identifiers a batch needs resolved (the first read), with
+/// their fallbacks (an iBeacon's bare UUID).
 pub fn identifiers(sightings: &[SightingIn]) -> Vec<String> {
-    let set: HashSet<String> = sightings.iter().map(|s| canonical_identifier(&s.identifier)).collect();
+    let mut set: HashSet<String> = HashSet::new();
+    for s in sightings {
+        let id = canonical_identifier(&s.identifier);
+        set.extend(fallback_identifier(&id));
+        set.insert(id);
+    }
     set.into_iter().collect()
 }
 
@@ -196,12 +202,12 @@ pub fn candidate_pairs(
 ) -> Vec<(Uuid, Uuid)> {
     let mut pairs = HashSet::new();
     for s in sightings {
-        let Some(user) = users.get(&canonical_identifier(&s.identifier)) else { continue };
+        let Some(user) = lookup(users, &canonical_identifier(&s.identifier)) else { continue };
         match s.event_id {
             Some(e) => {
-                pairs.insert((*user, e));
+                pairs.insert((user, e));
             }
-            None => pairs.extend(events.values().filter(|e| e.in_scope && e.covers(s.seen_at)).map(|e| (*user, e.id))),
+            None => pairs.extend(events.values().filter(|e| e.in_scope && e.covers(s.seen_at)).map(|e| (user, e.id))),
         }
     }
     pairs.into_iter().collect()
@@ -234,7 +240,7 @@ fn assign<'a>(inputs: &PlanInputs<'a>, s: &SightingIn, now: DateTime<Utc>) -> Re
         }
     };
     let identifier = canonical_identifier(&s.identifier);
-    Ok(inputs.users.get(&identifier).map(|u| (identifier, *u, offered)))
+    Ok(lookup(inputs.users, &identifier).map(|u| (identifier, u, offered)))
 }
 
 /// Rules 2–4 over many batches: folds counted sightings into attendance
