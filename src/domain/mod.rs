@@ -6,6 +6,7 @@
 mod attendance;
 pub mod batch;
 mod event;
+pub mod identity;
 pub mod ingest;
 mod values;
 
