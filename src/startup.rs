@@ -49,7 +49,7 @@ impl Application {
         let live = crate::live::Live::start(store.clone(), args.live.buffer)
             .await
             .context("opening the database's live change stream")?;
-        let ingest = crate::app::Ingest::start(store.clone());
+        let ingest = crate::app::Ingest::start(store.clone(), args.beacon_slot_secs);
         let state = AppState {
             ingest,
             store,

@@ -72,6 +72,9 @@ pub struct PlanInputs<'a> {
     pub scanner: Uuid,
     /// Canonical identifier → user, for the identifiers that belong to someone.
     pub users: &'a HashMap<String, Uuid>,
+    /// Rotating identifiers resolved, by batch index: the user, or `None`
+    /// for an identifier of a slot too far from the sighting's (replayed).
+    pub rotating: &'a HashMap<usize, Option<Uuid>>,
     /// The events named by the batch, and those whose window may cover its
     /// unassigned sightings.
     pub events: &'a HashMap<Uuid, EventRules>,
@@ -137,7 +140,13 @@ pub fn plan(inputs: &PlanInputs<'_>, now: DateTime<Utc>) -> Plan {
     let mut counted: Counted = BTreeMap::new();
     let mut walk_ins = HashSet::new();
     for (index, s) in sightings.iter().enumerate() {
-        let (identifier, user, offered) = match assign(inputs, s, now) {
+        if inputs.rotating.get(&index) == Some(&None) && check_sighting(&s.identifier, s.seen_at, s.rssi, now).is_ok() {
+            // A rotating identifier copied from another slot: nobody's now.
+            out.replayed_identifiers += 1;
+            out.statuses[index] = SightingStatus::UnknownDevice;
+            continue;
+        }
+        let (identifier, user, offered) = match assign(inputs, index, s, now) {
             Ok(Some(a)) => a,
             Ok(None) => {
                 out.unknown_devices += 1;
@@ -198,11 +207,14 @@ pub fn plan(inputs: &PlanInputs<'_>, now: DateTime<Utc>) -> Plan {
 pub fn candidate_pairs(
     sightings: &[SightingIn],
     users: &HashMap<String, Uuid>,
+    rotating: &HashMap<usize, Option<Uuid>>,
     events: &HashMap<Uuid, EventRules>,
 ) -> Vec<(Uuid, Uuid)> {
     let mut pairs = HashSet::new();
-    for s in sightings {
-        let Some(user) = lookup(users, &canonical_identifier(&s.identifier)) else { continue };
+    for (index, s) in sightings.iter().enumerate() {
+        let user =
+            lookup(users, &canonical_identifier(&s.identifier)).or_else(|| rotating.get(&index).copied().flatten());
+        let Some(user) = user else { continue };
         match s.event_id {
             Some(e) => {
                 pairs.insert((user, e));
@@ -215,7 +227,12 @@ pub fn candidate_pairs(
 
 /// A sighting's identifier, user and events; `None` for an unknown device,
 /// or the reason it is rejected.
-fn assign<'a>(inputs: &PlanInputs<'a>, s: &SightingIn, now: DateTime<Utc>) -> Result<Option<Assigned<'a>>, String> {
+fn assign<'a>(
+    inputs: &PlanInputs<'a>,
+    index: usize,
+    s: &SightingIn,
+    now: DateTime<Utc>,
+) -> Result<Option<Assigned<'a>>, String> {
     check_sighting(&s.identifier, s.seen_at, s.rssi, now)?;
     let offered: Vec<&EventRules> = match s.event_id {
         Some(id) if id.is_nil() => return Err("eventId is not a valid event id".into()),
@@ -240,7 +257,8 @@ fn assign<'a>(inputs: &PlanInputs<'a>, s: &SightingIn, now: DateTime<Utc>) -> Re
         }
     };
     let identifier = canonical_identifier(&s.identifier);
-    Ok(lookup(inputs.users, &identifier).map(|u| (identifier, u, offered)))
+    let user = lookup(inputs.users, &identifier).or_else(|| inputs.rotating.get(&index).copied().flatten());
+    Ok(user.map(|u| (identifier, u, offered)))
 }
 
 /// Rules 2–4 over many batches: folds counted sightings into attendance

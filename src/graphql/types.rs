@@ -124,6 +124,12 @@ impl User {
         Ok(self.sees_private(ctx)?.then_some(self.0.ble_uuid.as_str()))
     }
 
+    /// What the user's phone needs to advertise rotating identifiers
+    /// (docs/identity.md). The user's own only: `null` to anyone else.
+    async fn beacon(&self, ctx: &Context<'_>) -> Result<Option<super::beacon::Beacon>> {
+        super::beacon::of_user(ctx, self.0.id, self.1).await
+    }
+
     /// Extra identifiers the user's devices are known by.
     async fn devices(&self, ctx: &Context<'_>) -> Result<Vec<Device>> {
         if !self.sees_private(ctx)? {

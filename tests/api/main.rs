@@ -14,6 +14,7 @@ mod compat;
 mod console;
 mod events;
 mod helpers;
+mod identity;
 mod imports;
 mod ingest;
 mod limits;
