@@ -148,6 +148,14 @@ pub struct SimArgs {
     /// Seconds between two advertisements of a simulated phone [default: 2].
     #[arg(long, env = "ROLLCALL_SCANNER_SIM_AD_INTERVAL_SECS")]
     pub sim_ad_interval_secs: Option<f64>,
+    /// A file of beacon secrets, one per line in hex (`me { beacon { secret } }`):
+    /// simulated attendee i advertises the rotating identifiers of line i
+    /// instead of its BLE UUID.
+    #[arg(long, env = "ROLLCALL_SCANNER_SIM_BEACON_SECRETS")]
+    pub sim_beacon_secrets: Option<PathBuf>,
+    /// The rotating identifiers' slot, in seconds (the server's `slotSeconds`) [default: 600].
+    #[arg(long, env = "ROLLCALL_SCANNER_SIM_BEACON_SLOT_SECS")]
+    pub sim_beacon_slot_secs: Option<i64>,
 }
 
 /// `run`'s settings.
@@ -245,6 +253,8 @@ pub struct FileConfig {
     pub seed: Option<u64>,
     pub sim_start: Option<String>,
     pub sim_ad_interval_secs: Option<f64>,
+    pub sim_beacon_secrets: Option<PathBuf>,
+    pub sim_beacon_slot_secs: Option<i64>,
     pub watchdog_secs: Option<f64>,
     pub adapter: Option<String>,
     pub ble_give_up_after: Option<u32>,
@@ -378,6 +388,8 @@ pub struct SimSettings {
     pub ad_interval_ms: i64,
     /// Whether the start is this machine's clock now (no `--sim-start`).
     pub start_from_clock: bool,
+    /// Rotating identifiers to advertise instead of BLE UUIDs.
+    pub rotating: Option<crate::rotating::Rotating>,
 }
 
 impl SimSettings {
@@ -396,6 +408,13 @@ impl SimSettings {
             start_ms,
             ad_interval_ms: secs(ad, "sim_ad_interval_secs")?.as_millis().max(1) as i64,
             start_from_clock,
+            rotating: match args.sim_beacon_secrets.as_ref().or(file.sim_beacon_secrets.as_ref()) {
+                Some(path) => Some(crate::rotating::Rotating::from_file(
+                    path,
+                    args.sim_beacon_slot_secs.or(file.sim_beacon_slot_secs).unwrap_or(600),
+                )?),
+                None => None,
+            },
         })
     }
 }

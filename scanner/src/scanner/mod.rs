@@ -100,6 +100,7 @@ pub fn build_source(s: &RunSettings, ble_health: Arc<BleHealth>) -> Box<dyn Sour
                 start_ms: s.sim.start_ms,
                 speed: s.speed,
                 ad_interval_ms: s.sim.ad_interval_ms,
+                rotating: s.sim.rotating.clone(),
             });
             match serde_json::to_string(&venue.plan) {
                 Ok(truth) => println!("{truth}"),
