@@ -161,12 +161,19 @@ pub fn plan(inputs: &PlanInputs<'_>, now: DateTime<Utc>) -> Plan {
         // The raw log keeps milliseconds; so does everything derived from it.
         let seen_at = DateTime::<Utc>::from_timestamp_millis(s.seen_at.timestamp_millis()).unwrap_or(s.seen_at);
         let sighting = Sighting { scanner: inputs.scanner, seen_at, rssi: s.rssi };
+        // Resolved, and not by a static identifier: by a rotating one.
+        let rotating = lookup(inputs.users, &identifier).is_none();
         let mut best = SightingStatus::OutsideEvent;
         if offered.is_empty() {
             out.outside_event += 1;
         }
         for event in &offered {
             let registered = inputs.registered.contains(&(user, event.id));
+            if !event.policy.identity.accepts(rotating) {
+                out.identity_not_accepted += 1;
+                best = best.max(SightingStatus::IdentityNotAccepted);
+                continue;
+            }
             let status = match classify(&event.policy, &event.window, &sighting) {
                 Verdict::BelowRssi => {
                     out.below_rssi += 1;
@@ -197,6 +204,7 @@ pub fn plan(inputs: &PlanInputs<'_>, now: DateTime<Utc>) -> Plan {
             seen_at,
             rssi: s.rssi,
             assignment: s.event_id.map_or(Assignment::Implicit, Assignment::Explicit),
+            rotating,
         });
     }
     out.accepted = (sightings.len() - out.rejected.len()) as u64;

@@ -195,6 +195,40 @@ pub struct AttendancePolicy {
     pub grace_seconds: i64,
     /// Whether only registered users are checked in.
     pub require_registration: bool,
+    /// Which kinds of identifier count (docs/identity.md).
+    pub identity: IdentityPolicyGql,
+}
+
+/// Which kinds of identifier an event counts.
+#[derive(async_graphql::Enum, Clone, Copy, PartialEq, Eq)]
+#[graphql(name = "IdentityPolicy")]
+pub enum IdentityPolicyGql {
+    /// Static identifiers only: `bleUuid`s and extra device identifiers.
+    Static,
+    /// Rotating identifiers only (a copied identifier is useless).
+    Rotating,
+    /// Both.
+    Both,
+}
+
+impl From<domain::IdentityPolicy> for IdentityPolicyGql {
+    fn from(p: domain::IdentityPolicy) -> Self {
+        match p {
+            domain::IdentityPolicy::Static => Self::Static,
+            domain::IdentityPolicy::Rotating => Self::Rotating,
+            domain::IdentityPolicy::Both => Self::Both,
+        }
+    }
+}
+
+impl From<IdentityPolicyGql> for domain::IdentityPolicy {
+    fn from(p: IdentityPolicyGql) -> Self {
+        match p {
+            IdentityPolicyGql::Static => Self::Static,
+            IdentityPolicyGql::Rotating => Self::Rotating,
+            IdentityPolicyGql::Both => Self::Both,
+        }
+    }
 }
 
 impl From<domain::AttendancePolicy> for AttendancePolicy {
@@ -204,6 +238,7 @@ impl From<domain::AttendancePolicy> for AttendancePolicy {
             departure_gap_seconds: p.departure_gap.num_seconds(),
             grace_seconds: p.grace.num_seconds(),
             require_registration: p.require_registration,
+            identity: p.identity.into(),
         }
     }
 }
@@ -216,6 +251,7 @@ pub struct AttendancePolicyInput {
     pub departure_gap_seconds: Option<i64>,
     pub grace_seconds: Option<i64>,
     pub require_registration: Option<bool>,
+    pub identity: Option<IdentityPolicyGql>,
 }
 
 impl AttendancePolicyInput {
@@ -226,6 +262,7 @@ impl AttendancePolicyInput {
             departure_gap: self.departure_gap_seconds.map_or(base.departure_gap, chrono::Duration::seconds),
             grace: self.grace_seconds.map_or(base.grace, chrono::Duration::seconds),
             require_registration: self.require_registration.unwrap_or(base.require_registration),
+            identity: self.identity.map_or(base.identity, Into::into),
         }
         .validate()
     }

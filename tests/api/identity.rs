@@ -10,7 +10,8 @@ use crate::helpers::spawn_app;
 use crate::ingest::{attendance, batch, sighting, submit, venue};
 
 const SUBMIT: &str = "mutation($b: SightingBatchInput!) { submitSightings(batch: $b) {
-    accepted checkIns duplicates unknownDevices unregistered outsideEvent replayedIdentifiers rejected { reason } } }";
+    accepted checkIns duplicates unknownDevices unregistered outsideEvent replayedIdentifiers identityNotAccepted
+    rejected { reason } } }";
 
 const BEACON: &str = "{ me { id beacon { secret scheme slotSeconds identifier validUntil } } }";
 
@@ -134,4 +135,33 @@ async fn an_ibeacon_matches_its_full_form_then_its_uuid() {
     )
     .await;
     assert_eq!((r["checkIns"].as_i64(), r["unknownDevices"].as_i64()), (Some(1), Some(1)), "only Bob's badge: {r}");
+}
+
+#[tokio::test]
+async fn an_events_identity_policy_says_which_identifiers_count_and_a_change_derives_again() {
+    let app = spawn_app().await;
+    let v = venue(&app, json!({ "identity": "ROTATING" })).await;
+    let beacon = app.ok(&v.ada.auth(), BEACON, json!({})).await["me"]["beacon"].clone();
+    let now = Utc::now();
+    // Ada's static bleUuid (anyone could copy it) does not count here; her
+    // phone's rotating identifier does.
+    let r = app.ok(&v.key, SUBMIT, batch(vec![sighting(&v.ada_ble, now - Duration::minutes(5), -60)])).await;
+    let r = &r["submitSightings"];
+    assert_eq!((r["identityNotAccepted"].as_i64(), r["checkIns"].as_i64()), (Some(1), Some(0)), "{r}");
+    let r = app.ok(&v.key, SUBMIT, batch(vec![sighting(&rotating(&beacon, now), now, -60)])).await;
+    assert_eq!(r["submitSightings"]["checkIns"], 1, "{r}");
+    let rows = attendance(&app, &v).await;
+    assert_eq!(rows[0]["sightings"], 1);
+
+    // The organiser switches the event to static identifiers only: derived
+    // again from the raw log, Ada's presence now rests on her bleUuid sighting.
+    let q = "mutation($id: ID!, $i: UpdateEventInput!) { updateEvent(id: $id, input: $i) { policy { identity } } }";
+    let data = app.ok(&v.org.auth(), q, json!({ "id": v.event, "i": { "policy": { "identity": "STATIC" } } })).await;
+    assert_eq!(data["updateEvent"]["policy"]["identity"], "STATIC");
+    crate::ingest::rederived(&app, &v).await;
+    let rows = attendance(&app, &v).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["sightings"], 1);
+    let first = rows[0]["firstSeen"].as_str().unwrap().parse::<chrono::DateTime<Utc>>().unwrap();
+    assert_eq!(first.timestamp_millis(), (now - Duration::minutes(5)).timestamp_millis(), "{}", rows[0]);
 }

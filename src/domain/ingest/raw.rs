@@ -30,6 +30,9 @@ pub struct RawSighting {
     pub seen_at: DateTime<Utc>,
     pub rssi: Option<i32>,
     pub assignment: Assignment,
+    /// Whether it was a rotating identifier (else static), for the events'
+    /// `identity` policy.
+    pub rotating: bool,
 }
 
 impl RawSighting {
@@ -42,9 +45,12 @@ impl RawSighting {
         }
     }
 
-    /// Whether it belongs to `event`, given the event's counting window and
-    /// whether the scanner's key covers the event.
+    /// Whether it belongs to `event`, given the event's counting window, its
+    /// identity policy and whether the scanner's key covers the event.
     pub fn belongs_to(&self, event: &EventRules) -> bool {
+        if !event.policy.identity.accepts(self.rotating) {
+            return false;
+        }
         match &self.assignment {
             Assignment::Explicit(e) => *e == event.id,
             Assignment::Implicit => event.in_scope && event.covers(self.seen_at),
