@@ -169,7 +169,8 @@ pub fn plan(inputs: &PlanInputs<'_>, now: DateTime<Utc>) -> Plan {
         }
         for event in &offered {
             let registered = inputs.registered.contains(&(user, event.id));
-            if !event.policy.identity.accepts(rotating) {
+            // Manual check-ins (no scanner) count whatever the identity policy.
+            if !inputs.scanner.is_nil() && !event.policy.identity.accepts(rotating) {
                 out.identity_not_accepted += 1;
                 best = best.max(SightingStatus::IdentityNotAccepted);
                 continue;

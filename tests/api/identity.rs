@@ -165,3 +165,18 @@ async fn an_events_identity_policy_says_which_identifiers_count_and_a_change_der
     let first = rows[0]["firstSeen"].as_str().unwrap().parse::<chrono::DateTime<Utc>>().unwrap();
     assert_eq!(first.timestamp_millis(), (now - Duration::minutes(5)).timestamp_millis(), "{}", rows[0]);
 }
+
+#[tokio::test]
+async fn a_manual_check_in_counts_whatever_the_identity_policy() {
+    let app = spawn_app().await;
+    let v = venue(&app, json!({ "identity": "ROTATING" })).await;
+    let ada = app.ok(&v.ada.auth(), "{ me { id } }", json!({})).await["me"]["id"].clone();
+    let q = "mutation($e: ID!, $u: ID!) { recordAttendance(eventId: $e, userId: $u) { sightings } }";
+    let r = app.ok(&v.org.auth(), q, json!({ "e": v.event, "u": ada })).await;
+    assert_eq!(r["recordAttendance"]["sightings"], 1, "{r}");
+    // Derived again (a policy change), the organiser's check-in stays.
+    let q = "mutation($id: ID!, $i: UpdateEventInput!) { updateEvent(id: $id, input: $i) { id } }";
+    app.ok(&v.org.auth(), q, json!({ "id": v.event, "i": { "policy": { "minRssi": -80 } } })).await;
+    crate::ingest::rederived(&app, &v).await;
+    assert_eq!(attendance(&app, &v).await.len(), 1);
+}

@@ -45,12 +45,15 @@ impl RawSighting {
         }
     }
 
-    /// Whether it belongs to `event`, given the event's counting window, its
-    /// identity policy and whether the scanner's key covers the event.
+    /// Whether a scanner's sighting of this kind of identifier counts at
+    /// `event` (its `identity` policy). Manual check-ins (no scanner) always do.
+    pub fn identity_counts(&self, event: &EventRules, by_scanner: bool) -> bool {
+        !by_scanner || event.policy.identity.accepts(self.rotating)
+    }
+
+    /// Whether it belongs to `event`, given the event's counting window and
+    /// whether the scanner's key covers the event.
     pub fn belongs_to(&self, event: &EventRules) -> bool {
-        if !event.policy.identity.accepts(self.rotating) {
-            return false;
-        }
         match &self.assignment {
             Assignment::Explicit(e) => *e == event.id,
             Assignment::Implicit => event.in_scope && event.covers(self.seen_at),
