@@ -105,8 +105,15 @@ impl Resolver {
     async fn load(&self, now_slot: i64) -> Result<Loaded, StoreError> {
         let secrets = self.store.beacons().all().await?;
         let t = Instant::now();
-        let mut table = RotatingTable::new(secrets, self.slot_secs);
-        table.ensure(now_slot - RETAIN_SLOTS..=now_slot + DRIFT_SLOTS);
+        let slot_secs = self.slot_secs;
+        // One HMAC per user and slot: off the async workers.
+        let table = tokio::task::spawn_blocking(move || {
+            let mut table = RotatingTable::new(secrets, slot_secs);
+            table.ensure(now_slot - RETAIN_SLOTS..=now_slot + DRIFT_SLOTS);
+            table
+        })
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("building the rotating identifiers table: {e}")))?;
         tracing::debug!(users = table.users(), took = ?t.elapsed(), slot = now_slot, "rotating identifiers table built");
         Ok(Loaded { table, at: Instant::now(), slot: now_slot })
     }
