@@ -67,6 +67,11 @@ struct Args {
     /// keep uploading for another event.
     #[arg(long)]
     rederive: bool,
+    /// Phones advertise rotating identifiers (docs/identity.md) instead of
+    /// their bleUuids: every user gets a beacon secret, and every sighting
+    /// is resolved through the server's rotating-identifier table.
+    #[arg(long)]
+    rotating: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -345,6 +350,27 @@ async fn main() -> anyhow::Result<()> {
         secrets.push(secret);
     }
     println!("seeded {} registered users in {:.1?}", args.users, seeding.elapsed());
+    // With --rotating: each user's beacon secret, by bleUuid.
+    let mut beacon: std::collections::HashMap<String, rollcall::domain::identity::Secret> =
+        std::collections::HashMap::new();
+    if args.rotating {
+        let users = store.users().resolve(bles.clone()).await?;
+        for (ble, user) in users {
+            let secret = rollcall::domain::identity::new_secret();
+            store.beacons().set(user, &secret, now).await?;
+            beacon.insert(ble, secret);
+        }
+        println!("issued {} beacon secrets; phones advertise rotating identifiers", beacon.len());
+    }
+    let slot_secs = rollcall::domain::identity::DEFAULT_SLOT_SECS;
+    let heard = |ble: &str, at: DateTime<Utc>| match beacon.get(ble) {
+        Some(secret) => rollcall::domain::identity::identifier(
+            secret,
+            rollcall::domain::identity::slot_of(at.timestamp(), slot_secs),
+        )
+        .to_string(),
+        None => ble.to_owned(),
+    };
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async move {
@@ -359,7 +385,7 @@ async fn main() -> anyhow::Result<()> {
         for b in 0..args.batches {
             let sightings: Vec<Value> = batch_sightings(&args, &bles, start, c, b)
                 .into_iter()
-                .map(|(ble, at, rssi)| json!({ "bleUuid": ble, "seenAt": at, "rssi": rssi }))
+                .map(|(ble, at, rssi)| json!({ "bleUuid": heard(&ble, at), "seenAt": at, "rssi": rssi }))
                 .collect();
             let body = json!({ "query": query, "variables": { "b": { "batchId": uuid::Uuid::new_v4(), "sightings": sightings } } });
             mine.push((b, body.to_string()));

@@ -180,6 +180,11 @@ pub struct ServeArgs {
     /// Seconds to let in-flight requests finish after SIGTERM or Ctrl-C.
     #[arg(long, env = "ROLLCALL_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
     pub shutdown_grace_secs: u64,
+    /// Length of a rotating beacon identifier's time slot, in seconds
+    /// (docs/identity.md); phones learn it from `me { beacon { slotSeconds } }`.
+    #[arg(long, env = "ROLLCALL_BEACON_SLOT_SECS", default_value_t = crate::domain::identity::DEFAULT_SLOT_SECS,
+          value_parser = clap::value_parser!(i64).range(10..=86_400))]
+    pub beacon_slot_secs: i64,
 }
 
 impl ServeArgs {
@@ -195,6 +200,7 @@ impl ServeArgs {
             live: LiveLimits::default(),
             web: WebArgs::default(),
             shutdown_grace_secs: 5,
+            beacon_slot_secs: crate::domain::identity::DEFAULT_SLOT_SECS,
         }
     }
 }

@@ -52,7 +52,7 @@ impl Application {
         let live = crate::live::Live::start(store.clone(), args.live.buffer)
             .await
             .context("opening the database's live change stream")?;
-        let ingest = crate::app::Ingest::start(store.clone());
+        let ingest = crate::app::Ingest::start(store.clone(), args.beacon_slot_secs);
         let users = crate::graphql::loaders::Users::loader(store.clone());
         let state = AppState {
             ingest,

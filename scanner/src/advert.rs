@@ -1,15 +1,40 @@
-//! Turning a BLE advertisement into the identifiers a phone may be advertising.
+//! Turning a BLE advertisement into the identifiers a phone or badge may be
+//! advertising.
 //!
-//! A Rollcall phone advertises its user's BLE UUID in one of three ways, and a
+//! A Rollcall phone advertises its user's BLE UUID (or its rotating identifier,
+//! which has the same shape; see `docs/identity.md`) in one of three ways, and a
 //! scanner accepts all of them:
 //!
 //! - **iBeacon**: Apple manufacturer data (company id `0x004C`) of type `0x02`,
-//!   length `0x15`, whose next 16 bytes are the proximity UUID in big-endian order.
+//!   length `0x15`, whose next 16 bytes are the proximity UUID in big-endian order,
+//!   then major and minor (big-endian `u16`s) and the measured power. It is
+//!   reported as `ibeacon:<uuid>:<major>:<minor>` (decimal major and minor), so
+//!   badges that share one vendor UUID stay apart; the server matches that full
+//!   form first and falls back to the bare UUID, so a phone registered by its
+//!   UUID is still recognised whatever major/minor it sends.
 //! - **A 128-bit service UUID** in the advertised service list (AD types `0x06`
 //!   and `0x07`). On air these are little-endian: the last byte of the UUID's
 //!   text form is sent first.
 //! - **Service data**: a custom 128-bit service UUID as the key, or a payload of
 //!   exactly 16 bytes, read as a UUID in big-endian order (as the app writes it).
+//!
+//!
+//! Two more formats carry identities that are not UUIDs:
+//!
+//! - **Eddystone-UID**: service data under `0xFEAA` whose frame type is `0x00`:
+//!   transmit power, a 10-byte namespace and a 6-byte instance. Reported as
+//!   `eddystone:<namespace>:<instance>` in lowercase hex.
+//! - **The prototype app** (the React Native app the deployed scanners were built
+//!   for): manufacturer data under the test company id `0xFFFF`, advertised with
+//!   the 16-bit service `0xFFF0`, whose payload is the user's identifier in ASCII,
+//!   `ATT-USER-…`. Reported as that text.
+//!
+//! One format carries no identity but still says something: Apple's **overflow
+//! area** (Apple manufacturer data of type `0x01`), where iOS moves the service
+//! UUIDs of an app advertising in the background. It means "an iPhone with an
+//! advertising app in the background" — perhaps ours, but nothing says whose —
+//! so it is counted in the scanner's statistics ([`is_apple_overflow`]), never
+//! uploaded.
 //!
 //! UUIDs derived from the Bluetooth base UUID (`xxxxxxxx-0000-1000-8000-00805f9b34fb`,
 //! the standard 16- and 32-bit services such as battery or Google's `0xFE9F`) are
@@ -22,6 +47,15 @@ use uuid::Uuid;
 
 /// Apple's Bluetooth SIG company identifier.
 pub const APPLE_COMPANY_ID: u16 = 0x004C;
+
+/// The company id reserved for tests, which the prototype app advertises under.
+pub const TEST_COMPANY_ID: u16 = 0xFFFF;
+
+/// What the prototype app's identifiers start with.
+pub const PROTOTYPE_PREFIX: &str = "ATT-USER-";
+
+/// Eddystone's 16-bit service UUID.
+const EDDYSTONE_SERVICE: u16 = 0xFEAA;
 
 /// The parts of an advertisement that can carry an identifier, as a platform
 /// stack (BlueZ through btleplug) or [`parse_ad_structures`] hands them over.
@@ -66,15 +100,51 @@ pub fn uuid_from_le(bytes: &[u8; 16]) -> Uuid {
     Uuid::from_bytes(b)
 }
 
-/// The proximity UUID of an iBeacon, from Apple manufacturer data (company id removed).
-pub fn ibeacon_uuid(apple_data: &[u8]) -> Option<Uuid> {
+/// An iBeacon's proximity UUID, major and minor, from Apple manufacturer data
+/// (company id removed).
+pub fn ibeacon(apple_data: &[u8]) -> Option<(Uuid, u16, u16)> {
     match apple_data {
-        [0x02, 0x15, rest @ ..] if rest.len() >= 16 => {
+        [0x02, 0x15, rest @ ..] if rest.len() >= 20 => {
             let bytes: [u8; 16] = rest[..16].try_into().ok()?;
-            Some(Uuid::from_bytes(bytes))
+            let major = u16::from_be_bytes([rest[16], rest[17]]);
+            let minor = u16::from_be_bytes([rest[18], rest[19]]);
+            Some((Uuid::from_bytes(bytes), major, minor))
         }
         _ => None,
     }
+}
+
+/// The identifier an iBeacon is reported as: `ibeacon:<uuid>:<major>:<minor>`.
+pub fn ibeacon_identifier(uuid: &Uuid, major: u16, minor: u16) -> String {
+    format!("ibeacon:{}:{major}:{minor}", uuid.hyphenated())
+}
+
+/// An Eddystone-UID frame's namespace and instance, from `0xFEAA` service data.
+pub fn eddystone_uid(service_data: &[u8]) -> Option<([u8; 10], [u8; 6])> {
+    // Frame type 0x00, ranging power, namespace (10), instance (6), and two
+    // reserved bytes that some beacons leave out.
+    match service_data {
+        [0x00, _power, rest @ ..] if rest.len() >= 16 => {
+            Some((rest[..10].try_into().ok()?, rest[10..16].try_into().ok()?))
+        }
+        _ => None,
+    }
+}
+
+/// The prototype app's identifier from manufacturer data under
+/// [`TEST_COMPANY_ID`]: printable ASCII starting with [`PROTOTYPE_PREFIX`].
+pub fn prototype_identifier(data: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(data).ok()?;
+    let ok = text.starts_with(PROTOTYPE_PREFIX)
+        && text.len() > PROTOTYPE_PREFIX.len()
+        && text.bytes().all(|b| b.is_ascii_graphic());
+    ok.then(|| text.to_owned())
+}
+
+/// Whether the advertisement holds Apple's overflow area: an iPhone with an app
+/// advertising in the background (no identity; see the module doc).
+pub fn is_apple_overflow(ad: &AdvertisingData) -> bool {
+    ad.manufacturer_data.iter().any(|(company, data)| *company == APPLE_COMPANY_ID && data.first() == Some(&0x01))
 }
 
 /// Reads raw advertising data (a sequence of `length, type, value` AD structures,
@@ -129,31 +199,60 @@ pub fn parse_ad_structures(mut bytes: &[u8]) -> Result<AdvertisingData, AdParseE
     Ok(out)
 }
 
-/// Every identifier an advertisement carries, deduplicated, in the order found.
-pub fn identifiers(ad: &AdvertisingData) -> Vec<Uuid> {
-    let mut out: Vec<Uuid> = Vec::new();
-    let mut push = |u: Uuid| {
-        if !u.is_nil() && !is_sig_assigned(&u) && !out.contains(&u) {
-            out.push(u);
+/// Every identifier an advertisement carries, deduplicated, in the order found:
+/// UUIDs in lowercase hyphenated form, the other formats as the module doc says.
+pub fn identifiers(ad: &AdvertisingData) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut push = |id: String| {
+        if !out.contains(&id) {
+            out.push(id);
         }
     };
+    let usable = |u: &Uuid| !u.is_nil() && !is_sig_assigned(u);
     for (company, data) in &ad.manufacturer_data {
-        if *company == APPLE_COMPANY_ID
-            && let Some(u) = ibeacon_uuid(data)
-        {
-            push(u);
+        match *company {
+            APPLE_COMPANY_ID => {
+                if let Some((u, major, minor)) = ibeacon(data).filter(|(u, ..)| usable(u)) {
+                    push(ibeacon_identifier(&u, major, minor));
+                }
+            }
+            TEST_COMPANY_ID => {
+                if let Some(id) = prototype_identifier(data) {
+                    push(id);
+                }
+            }
+            _ => {}
         }
     }
-    for u in &ad.services {
-        push(*u);
+    for u in ad.services.iter().filter(|u| usable(u)) {
+        push(u.hyphenated().to_string());
     }
     for (key, data) in &ad.service_data {
-        push(*key);
-        if let Ok(arr) = <[u8; 16]>::try_from(data.as_slice()) {
-            push(Uuid::from_bytes(arr));
+        if *key == uuid16(EDDYSTONE_SERVICE)
+            && let Some((namespace, instance)) = eddystone_uid(data)
+        {
+            push(format!("eddystone:{}:{}", hex(&namespace), hex(&instance)));
+            continue;
+        }
+        if usable(key) {
+            push(key.hyphenated().to_string());
+        }
+        if let Ok(arr) = <[u8; 16]>::try_from(data.as_slice())
+            && usable(&Uuid::from_bytes(arr))
+        {
+            push(Uuid::from_bytes(arr).hyphenated().to_string());
         }
     }
     out
+}
+
+/// Lowercase hex.
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }
 
 #[cfg(test)]

@@ -148,6 +148,14 @@ pub struct SimArgs {
     /// Seconds between two advertisements of a simulated phone [default: 2].
     #[arg(long, env = "ROLLCALL_SCANNER_SIM_AD_INTERVAL_SECS")]
     pub sim_ad_interval_secs: Option<f64>,
+    /// A file of beacon secrets, one per line in hex (`me { beacon { secret } }`):
+    /// simulated attendee i advertises the rotating identifiers of line i
+    /// instead of its BLE UUID.
+    #[arg(long, env = "ROLLCALL_SCANNER_SIM_BEACON_SECRETS")]
+    pub sim_beacon_secrets: Option<PathBuf>,
+    /// The rotating identifiers' slot, in seconds (the server's `slotSeconds`) [default: 600].
+    #[arg(long, env = "ROLLCALL_SCANNER_SIM_BEACON_SLOT_SECS")]
+    pub sim_beacon_slot_secs: Option<i64>,
 }
 
 /// `run`'s settings.
@@ -169,6 +177,11 @@ pub struct RunArgs {
     /// Coalescing window in seconds: one sighting per device per window [default: 10].
     #[arg(long, env = "ROLLCALL_SCANNER_WINDOW_SECS")]
     pub window_secs: Option<f64>,
+    /// Record a device in a window only when heard at least this many times in it,
+    /// so a passer-by's one strong advertisement does not count [default: 2 for
+    /// `ble`, 1 for `replay` and `simulate`, whose lines are sightings already].
+    #[arg(long, env = "ROLLCALL_SCANNER_MIN_HEARINGS")]
+    pub min_hearings: Option<u32>,
     /// Group commit interval in milliseconds [default: 250].
     #[arg(long, env = "ROLLCALL_SCANNER_COMMIT_INTERVAL_MS")]
     pub commit_interval_ms: Option<u64>,
@@ -232,6 +245,7 @@ pub struct FileConfig {
     pub event: Option<String>,
     pub min_rssi: Option<i16>,
     pub window_secs: Option<f64>,
+    pub min_hearings: Option<u32>,
     pub commit_interval_ms: Option<u64>,
     pub batch_size: Option<usize>,
     pub http_timeout_secs: Option<u64>,
@@ -239,6 +253,8 @@ pub struct FileConfig {
     pub seed: Option<u64>,
     pub sim_start: Option<String>,
     pub sim_ad_interval_secs: Option<f64>,
+    pub sim_beacon_secrets: Option<PathBuf>,
+    pub sim_beacon_slot_secs: Option<i64>,
     pub watchdog_secs: Option<f64>,
     pub adapter: Option<String>,
     pub ble_give_up_after: Option<u32>,
@@ -372,6 +388,8 @@ pub struct SimSettings {
     pub ad_interval_ms: i64,
     /// Whether the start is this machine's clock now (no `--sim-start`).
     pub start_from_clock: bool,
+    /// Rotating identifiers to advertise instead of BLE UUIDs.
+    pub rotating: Option<crate::rotating::Rotating>,
 }
 
 impl SimSettings {
@@ -390,6 +408,13 @@ impl SimSettings {
             start_ms,
             ad_interval_ms: secs(ad, "sim_ad_interval_secs")?.as_millis().max(1) as i64,
             start_from_clock,
+            rotating: match args.sim_beacon_secrets.as_ref().or(file.sim_beacon_secrets.as_ref()) {
+                Some(path) => Some(crate::rotating::Rotating::from_file(
+                    path,
+                    args.sim_beacon_slot_secs.or(file.sim_beacon_slot_secs).unwrap_or(600),
+                )?),
+                None => None,
+            },
         })
     }
 }
@@ -409,6 +434,8 @@ pub struct RunSettings {
     pub min_rssi: Option<i16>,
     /// Coalescing window.
     pub window: Duration,
+    /// Hearings a device needs in a window to be recorded.
+    pub min_hearings: u32,
     /// Group commit interval.
     pub commit_interval: Duration,
     /// Replay/simulation speed.
@@ -469,6 +496,11 @@ impl RunSettings {
             positive_secs(args.backoff_max_secs.or(file.backoff_max_secs).unwrap_or(60.0), "backoff_max_secs")?;
         let ble_give_up_after = args.ble_give_up_after.or(file.ble_give_up_after).unwrap_or(10);
         anyhow::ensure!(ble_give_up_after >= 1, "ble_give_up_after must be at least 1");
+        let min_hearings = args
+            .min_hearings
+            .or(file.min_hearings)
+            .unwrap_or(if matches!(source, SourceSpec::Ble) { 2 } else { 1 })
+            .max(1);
         Ok(Self {
             server: ServerSettings::resolve(&args.server, file)?,
             data_dir: data_dir(cli, file),
@@ -476,6 +508,7 @@ impl RunSettings {
             event: args.event.clone().or_else(|| file.event.clone()).filter(|e| !e.is_empty()),
             min_rssi: args.min_rssi.or(file.min_rssi),
             window: secs(args.window_secs.or(file.window_secs).unwrap_or(10.0), "window_secs")?,
+            min_hearings,
             commit_interval: Duration::from_millis(
                 args.commit_interval_ms.or(file.commit_interval_ms).unwrap_or(250).max(1),
             ),
@@ -535,6 +568,19 @@ mod tests {
 
     fn error(r: anyhow::Result<RunSettings>) -> String {
         format!("{:#}", r.expect_err("an error"))
+    }
+
+    #[test]
+    fn the_radio_needs_two_hearings_and_recorded_sightings_one() {
+        let srv = ["--server", "http://x"];
+        assert_eq!(run_settings(&[&srv[..], &["--source", "ble"]].concat(), "").unwrap().min_hearings, 2);
+        assert_eq!(run_settings(&[&srv[..], &["--source", "simulate:2"]].concat(), "").unwrap().min_hearings, 1);
+        assert_eq!(run_settings(&[&srv[..], &["--source", "replay:/f"]].concat(), "").unwrap().min_hearings, 1);
+        assert_eq!(run_settings(&srv, "min_hearings = 3").unwrap().min_hearings, 3);
+        assert_eq!(
+            run_settings(&[&srv[..], &["--min-hearings", "4"]].concat(), "min_hearings = 3").unwrap().min_hearings,
+            4
+        );
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The scanner's own health, for the heartbeat and the `status` line: how much the
 //! radio hears (advertisements and distinct devices in the last minute, which tell
 //! a dead radio from an empty room), how often the BLE scan had to be restarted,
-//! the adapter's state, and the free space left for the outbox.
+//! the adapter's state, iPhones heard advertising from the background (Apple's
+//! overflow area: no identity, but a sign that attendees' apps are asleep), and
+//! the free space left for the outbox.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash as _, Hasher as _};
@@ -17,6 +19,9 @@ pub struct BleHealth {
     pub restarts: AtomicU64,
     /// The adapter's last known state (`PoweredOn`, `PoweredOff`, `no adapter`, …).
     pub adapter_state: Mutex<Option<String>>,
+    /// Advertisements of Apple's overflow area over the last minute, by device
+    /// (BlueZ's device id: a phone's random address, so a count, not a person).
+    pub background_iphones: Mutex<Option<RateMeter>>,
 }
 
 impl BleHealth {
@@ -35,6 +40,21 @@ impl BleHealth {
     /// Restarts so far.
     pub fn restarts(&self) -> u64 {
         self.restarts.load(Ordering::Relaxed)
+    }
+
+    /// An advertisement of Apple's overflow area from `device`.
+    pub fn heard_background_iphone(&self, device: &str) {
+        if let Ok(mut m) = self.background_iphones.lock() {
+            m.get_or_insert_with(RateMeter::default).heard(device, Instant::now());
+        }
+    }
+
+    /// (advertisements, devices) of Apple's overflow area over the last minute.
+    pub fn background_iphones(&self) -> (u64, u64) {
+        match self.background_iphones.lock() {
+            Ok(mut m) => m.as_mut().map_or((0, 0), |m| m.rates(Instant::now())),
+            Err(_) => (0, 0),
+        }
     }
 }
 

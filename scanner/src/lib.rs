@@ -23,6 +23,7 @@
 //! - [`doctor`] and [`listen`]: checking a scanner, and placing one.
 //! - [`config`]: the command line, the TOML file and the environment.
 //! - [`identity`]: the scanner's stable id, which survives key rotation.
+//! - [`rotating`]: rotating beacon identifiers, for `simulate`.
 
 pub mod advert;
 pub mod api;
@@ -35,6 +36,7 @@ pub mod identity;
 pub mod listen;
 pub mod outbox;
 pub mod pipeline;
+pub mod rotating;
 pub mod scanner;
 pub mod service;
 pub mod sighting;

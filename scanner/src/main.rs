@@ -84,6 +84,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 start_ms: sim.start_ms,
                 speed: 0.0,
                 ad_interval_ms: sim.ad_interval_ms,
+                rotating: sim.rotating.clone(),
             });
             println!("{}", serde_json::to_string_pretty(&plan)?);
             Ok(ExitCode::SUCCESS)

@@ -26,6 +26,18 @@
 //! (counted in [`Coalescer::rewinds`]), so coalescing carries on at the new time
 //! instead of closing every new window at once.
 //!
+//! **Heard more than once.** A device counts in a window only if it was heard
+//! at least `min_hearings` times in it (2 for the radio by default; see
+//! [`Coalescer::with_min_hearings`]): one multipath spike from a passer-by in the
+//! corridor does not check them in, while a phone in the room advertises many
+//! times a second. Those heard too rarely are counted in
+//! [`Coalescer::unconfirmed`]. The count is per window, so a phone heard once at
+//! the very end of one window and once at the start of the next is not counted
+//! for either; with a 10 s window and phones advertising every second or faster,
+//! that costs nothing but a passer-by.
+//!
+//! An RSSI of 127 is the controller's "not available": it is taken as no RSSI.
+//!
 //! When nothing at all is heard for a while, the caller closes every window with
 //! [`Coalescer::drain_all`].
 //!
@@ -65,6 +77,8 @@ struct Best {
     seen_at_ms: i64,
     /// Its RSSI (`None` ranks below any value).
     rssi: Option<i16>,
+    /// How many times it was heard in the window.
+    hearings: u32,
 }
 
 /// Which device a [`Best`] belongs to, within its window.
@@ -102,6 +116,10 @@ pub struct Coalescer {
     watermark: i64,
     /// How often a sighting far behind the watermark moved it back.
     pub rewinds: u64,
+    /// Hearings a device needs in a window to be reported (at least 1).
+    min_hearings: u32,
+    /// (identifier, window) pairs dropped for being heard fewer times than that.
+    pub unconfirmed: u64,
 }
 
 impl Coalescer {
@@ -116,7 +134,22 @@ impl Coalescer {
     /// A coalescer whose windows stay open at most `max_age` on the monotonic
     /// clock (normally the window's length plus a grace).
     pub fn with_max_age(window_ms: i64, max_age: Duration) -> Self {
-        Self { window_ms: window_ms.max(1), max_age, windows: BTreeMap::new(), watermark: i64::MIN, rewinds: 0 }
+        Self {
+            window_ms: window_ms.max(1),
+            max_age,
+            windows: BTreeMap::new(),
+            watermark: i64::MIN,
+            rewinds: 0,
+            min_hearings: 1,
+            unconfirmed: 0,
+        }
+    }
+
+    /// Reports a device in a window only when heard at least `n` times in it
+    /// (0 is taken as 1: every hearing counts).
+    pub fn with_min_hearings(mut self, n: u32) -> Self {
+        self.min_hearings = n.max(1);
+        self
     }
 
     /// Takes one sighting in.
@@ -144,14 +177,16 @@ impl Coalescer {
             .windows
             .entry(s.seen_at_ms.div_euclid(self.window_ms))
             .or_insert_with(|| Window { opened: now(), best: HashMap::new() });
-        let new = Best { seen_at_ms: s.seen_at_ms, rssi: s.rssi };
+        let new = Best { seen_at_ms: s.seen_at_ms, rssi: s.rssi, hearings: 1 };
         window
             .best
             .entry(Key { identifier: s.identifier, event_id: s.event_id })
             .and_modify(|best| {
+                let hearings = best.hearings.saturating_add(1);
                 if new.rssi > best.rssi || (new.rssi == best.rssi && new.seen_at_ms < best.seen_at_ms) {
                     *best = new;
                 }
+                best.hearings = hearings;
             })
             .or_insert(new);
     }
@@ -185,7 +220,11 @@ impl Coalescer {
         let mut out = Vec::new();
         for i in indices {
             let Some(w) = self.windows.remove(&i) else { continue };
-            out.extend(w.best.into_iter().map(|(k, best)| Sighting {
+            let before = w.best.len();
+            let heard: Vec<(Key, Best)> =
+                w.best.into_iter().filter(|(_, best)| best.hearings >= self.min_hearings).collect();
+            self.unconfirmed += (before - heard.len()) as u64;
+            out.extend(heard.into_iter().map(|(k, best)| Sighting {
                 identifier: k.identifier,
                 seen_at_ms: best.seen_at_ms,
                 rssi: best.rssi,
@@ -222,6 +261,9 @@ impl Pipeline {
     #[inline]
     pub fn push(&mut self, mut s: Sighting) {
         self.seen += 1;
+        if s.rssi == Some(crate::sighting::RSSI_UNAVAILABLE) {
+            s.rssi = None;
+        }
         if !self.filter.keep(&s) {
             self.dropped += 1;
             return;
@@ -266,6 +308,37 @@ mod tests {
         assert_eq!(c.open_len(), 1);
         assert_eq!(c.drain_all(), vec![s("a", 10_000, Some(-75))]);
         assert_eq!(c.open_len(), 0);
+    }
+
+    #[test]
+    fn a_device_heard_once_in_a_window_is_not_reported() {
+        let mut c = Coalescer::new(10_000).with_min_hearings(2);
+        // A phone in the room, heard three times; a passer-by's one multipath spike.
+        c.push(s("phone", 1_000, Some(-70)));
+        c.push(s("spike", 2_000, Some(-40)));
+        c.push(s("phone", 3_000, Some(-60)));
+        c.push(s("phone", 4_000, Some(-65)));
+        // The next window: the spike heard once again does not add up across windows.
+        c.push(s("spike", 11_000, Some(-42)));
+        let out = c.drain_closed();
+        assert_eq!(out, vec![s("phone", 3_000, Some(-60))], "the strongest of the phone's hearings");
+        assert_eq!(c.unconfirmed, 1);
+        assert!(c.drain_all().is_empty());
+        assert_eq!(c.unconfirmed, 2);
+        // At 1 (a replay), every hearing counts.
+        let mut once = Coalescer::new(10_000).with_min_hearings(0);
+        once.push(s("spike", 2_000, Some(-40)));
+        assert_eq!(once.drain_all().len(), 1);
+    }
+
+    #[test]
+    fn rssi_127_means_not_available() {
+        let mut p = Pipeline::new(Filter { min_rssi: Some(-80) }, 10_000, None);
+        p.push(s("a", 1_000, Some(127)));
+        p.push(s("b", 1_000, Some(-60)));
+        assert_eq!(p.dropped, 0);
+        let out = p.coalescer.drain_all();
+        assert_eq!(out, vec![s("a", 1_000, None), s("b", 1_000, Some(-60))], "127 is no RSSI, not a strong one");
     }
 
     #[test]

@@ -18,6 +18,9 @@ pub struct Sighting {
     pub event_id: Option<String>,
 }
 
+/// The RSSI a controller reports when it has none (HCI's 127, "not available").
+pub const RSSI_UNAVAILABLE: i16 = 127;
+
 /// Unix milliseconds as RFC 3339 with millisecond precision, as the GraphQL `DateTime` wants.
 pub fn rfc3339_ms(ms: i64) -> String {
     match Utc.timestamp_millis_opt(ms).single() {

@@ -17,11 +17,13 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::identity::Resolver;
 use super::rederive::Rederiver;
 use super::writer::{Committed, PlannedBatch, WriteError, Writer};
 use crate::auth::ScannerScope;
 use crate::domain::EventWindow;
-use crate::domain::batch::{MAX_BATCH_SIZE, canonical_identifier};
+use crate::domain::batch::{MAX_BATCH_SIZE, canonical_identifier, fallback_identifier, lookup};
+use crate::domain::identity::Rotation;
 use crate::domain::ingest::{self, BatchOutcome, EventRules, PlanInputs, SightingIn, candidate_pairs, event_reads};
 use crate::store::{BatchRecord, Event, StoreError, StoredBatch, SurrealStore};
 
@@ -91,14 +93,18 @@ pub struct Ingest {
     store: SurrealStore,
     writer: Writer,
     rederiver: Rederiver,
+    /// Rotating identifiers' resolution table.
+    pub rotating: Resolver,
 }
 
 impl Ingest {
-    /// Starts the writer over `store`.
-    pub fn start(store: SurrealStore) -> Self {
+    /// Starts the writer over `store`; rotating identifiers change every
+    /// `slot_secs`.
+    pub fn start(store: SurrealStore, slot_secs: i64) -> Self {
         let writer = Writer::start(store.clone());
         let rederiver = Rederiver::start(store.clone(), writer.clone());
-        Self { store, writer, rederiver }
+        let rotating = Resolver::new(store.clone(), slot_secs);
+        Self { store, writer, rederiver, rotating }
     }
 
     /// Stops the background tasks (before the store closes).
@@ -159,13 +165,15 @@ impl Ingest {
                 events.insert(e.id, rules(source, &e)?);
             }
         }
-        let pairs = candidate_pairs(sightings, &users, &events);
+        let rotating = self.resolve_rotating(sightings, &users, now).await?;
+        let pairs = candidate_pairs(sightings, &users, &rotating, &events);
         let registered: HashSet<(Uuid, Uuid)> =
             self.store.registrations().standing(&pairs).await?.into_iter().collect();
         let inputs = PlanInputs {
             sightings,
             scanner: source.scanner_id(),
             users: &users,
+            rotating: &rotating,
             events: &events,
             registered: &registered,
         };
@@ -190,6 +198,44 @@ impl Ingest {
             outcome: plan.outcome,
             events,
         })
+    }
+
+    /// Resolves the sightings whose identifier belongs to nobody statically
+    /// and is a UUID (or an iBeacon's) against the rotating identifiers: by
+    /// batch index, `Some(user)`, or `None` for a replayed one. A batch of
+    /// static identifiers only costs nothing here.
+    async fn resolve_rotating(
+        &self,
+        sightings: &[SightingIn],
+        users: &HashMap<String, Uuid>,
+        now: DateTime<Utc>,
+    ) -> Result<HashMap<usize, Option<Uuid>>, IngestError> {
+        let mut asked = Vec::new();
+        let mut queries = Vec::new();
+        for (index, s) in sightings.iter().enumerate() {
+            let id = canonical_identifier(&s.identifier);
+            if lookup(users, &id).is_some() {
+                continue;
+            }
+            let uuid = Uuid::parse_str(&id).ok().or_else(|| fallback_identifier(&id).and_then(|f| f.parse().ok()));
+            if let Some(uuid) = uuid {
+                asked.push(index);
+                queries.push((uuid, s.seen_at));
+            }
+        }
+        if queries.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let answers = self.rotating.resolve(&queries, now).await?;
+        Ok(asked
+            .into_iter()
+            .zip(answers)
+            .filter_map(|(index, r)| match r {
+                Rotation::Valid(user) => Some((index, Some(user))),
+                Rotation::Replayed => Some((index, None)),
+                Rotation::Unknown => None,
+            })
+            .collect())
     }
 
     /// Records the scanner's last batch: bookkeeping, in the background,

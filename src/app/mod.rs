@@ -5,8 +5,10 @@
 //!   the raw log, erasing a user's sightings;
 //! - [`writer`]: the process's one ingest writer, which folds queued batches
 //!   together and commits them in one transaction;
-//! - [`rederive`]: deriving an event's attendance again, in the background.
+//! - [`rederive`]: deriving an event's attendance again, in the background;
+//! - [`identity`]: resolving rotating beacon identifiers.
 
+pub mod identity;
 pub mod ingest;
 pub mod rederive;
 pub mod writer;

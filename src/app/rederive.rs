@@ -152,7 +152,7 @@ fn gather(g: &mut Gathered, rules: &EventRules, id: RecordId, scanner: Option<Uu
     // Unassigned sightings count only from keys that cover the event.
     let in_scope = scanner.is_none_or(|s| g.scanners.contains(&s));
     let rules = EventRules { in_scope, ..rules.clone() };
-    for s in raw.iter().filter(|s| s.belongs_to(&rules)) {
+    for s in raw.iter().filter(|s| s.belongs_to(&rules) && s.identity_counts(&rules, scanner.is_some())) {
         let sighting = Sighting { scanner: scanner.unwrap_or_else(Uuid::nil), seen_at: s.seen_at, rssi: s.rssi };
         g.by_user.entry(s.user).or_default().push(sighting);
     }

@@ -329,7 +329,10 @@ async fn known_repeats(
         for raw in store.batches().logged_between(scanner, from, to).await? {
             let ms = raw.seen_at.timestamp_millis();
             for (id, rules) in &events {
-                if wanted.contains(&(*id, raw.user, ms)) && raw.belongs_to(rules) {
+                if wanted.contains(&(*id, raw.user, ms))
+                    && raw.belongs_to(rules)
+                    && raw.identity_counts(rules, scanner.is_some())
+                {
                     known.insert((*id, raw.user, scanner_id, ms));
                 }
             }

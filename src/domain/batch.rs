@@ -41,10 +41,39 @@ pub fn check_sighting(
 /// The identifier as it is stored: a UUID in lower-case hyphenated form (so
 /// any spelling matches a user's bleUuid), anything else trimmed, as is.
 pub fn canonical_identifier(raw: &str) -> String {
-    match uuid::Uuid::parse_str(raw.trim()) {
-        Ok(u) => u.hyphenated().to_string(),
-        Err(_) => raw.trim().to_owned(),
+    let raw = raw.trim();
+    if let Ok(u) = uuid::Uuid::parse_str(raw) {
+        return u.hyphenated().to_string();
     }
+    if let Some((uuid, major, minor)) = ibeacon_parts(raw) {
+        return format!("ibeacon:{uuid}:{major}:{minor}");
+    }
+    raw.to_owned()
+}
+
+/// An iBeacon as the scanner reports it, `ibeacon:<uuid>:<major>:<minor>`
+/// (decimal major and minor), split up.
+fn ibeacon_parts(raw: &str) -> Option<(uuid::Uuid, u16, u16)> {
+    let rest = raw.strip_prefix("ibeacon:")?;
+    let mut parts = rest.split(':');
+    let (uuid, major, minor) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    Some((uuid::Uuid::parse_str(uuid).ok()?, major.parse().ok()?, minor.parse().ok()?))
+}
+
+/// What a canonical identifier also matches when nobody holds it exactly: an
+/// iBeacon's bare proximity UUID, so that a phone registered by its UUID is
+/// recognised whatever major and minor it advertises, while badges registered
+/// with their major and minor stay apart.
+pub fn fallback_identifier(canonical: &str) -> Option<String> {
+    ibeacon_parts(canonical).map(|(uuid, ..)| uuid.hyphenated().to_string())
+}
+
+/// The user a canonical identifier belongs to: exactly, or by its fallback.
+pub fn lookup<V: Copy>(found: &std::collections::HashMap<String, V>, canonical: &str) -> Option<V> {
+    found.get(canonical).copied().or_else(|| fallback_identifier(canonical).and_then(|f| found.get(&f).copied()))
 }
 
 #[cfg(test)]
@@ -71,5 +100,26 @@ mod tests {
             "6f1c2a3e-8d4b-4c55-9a0e-2b7f4d9e1c3a"
         );
         assert_eq!(canonical_identifier(" Ada's Pixel "), "Ada's Pixel");
+    }
+
+    #[test]
+    fn an_ibeacon_falls_back_to_its_uuid() {
+        let heard = canonical_identifier("ibeacon:B9407F30-F5F8-466E-AFF9-25556B57FE6D:1:2");
+        assert_eq!(heard, "ibeacon:b9407f30-f5f8-466e-aff9-25556b57fe6d:1:2");
+        assert_eq!(fallback_identifier(&heard).as_deref(), Some("b9407f30-f5f8-466e-aff9-25556b57fe6d"));
+        for not in [
+            "ibeacon:x:1:2",
+            "ibeacon:b9407f30-f5f8-466e-aff9-25556b57fe6d:1:70000",
+            "ibeacon:b9407f30-f5f8-466e-aff9-25556b57fe6d:1:2:3",
+            "ATT-USER-1",
+        ] {
+            assert_eq!(fallback_identifier(not), None, "{not}");
+        }
+        let mut found = std::collections::HashMap::new();
+        found.insert("b9407f30-f5f8-466e-aff9-25556b57fe6d".to_owned(), 1);
+        assert_eq!(lookup(&found, &heard), Some(1), "a phone registered by its UUID");
+        found.insert(heard.clone(), 2);
+        assert_eq!(lookup(&found, &heard), Some(2), "a badge registered with its major and minor");
+        assert_eq!(lookup(&found, "ibeacon:b9407f30-f5f8-466e-aff9-25556b57fe6d:1:3"), Some(1));
     }
 }

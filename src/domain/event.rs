@@ -138,6 +138,49 @@ pub struct AttendancePolicy {
     pub grace: Duration,
     /// Whether only registered users are checked in (else walk-ins register).
     pub require_registration: bool,
+    /// Which kinds of identifier count (docs/identity.md).
+    pub identity: IdentityPolicy,
+}
+
+/// Which kinds of identifier an event counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IdentityPolicy {
+    /// Static identifiers only: `bleUuid`s and extra device identifiers.
+    Static,
+    /// Rotating identifiers only: copied identifiers are useless.
+    Rotating,
+    /// Both (old phones and badges alongside the app).
+    #[default]
+    Both,
+}
+
+impl IdentityPolicy {
+    /// Whether a sighting of this kind counts.
+    pub fn accepts(self, rotating: bool) -> bool {
+        match self {
+            IdentityPolicy::Static => !rotating,
+            IdentityPolicy::Rotating => rotating,
+            IdentityPolicy::Both => true,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdentityPolicy::Static => "STATIC",
+            IdentityPolicy::Rotating => "ROTATING",
+            IdentityPolicy::Both => "BOTH",
+        }
+    }
+
+    /// From [`Self::as_str`]; anything else (and nothing, for events older
+    /// than the policy) is `BOTH`.
+    pub fn parse(s: Option<&str>) -> Self {
+        match s {
+            Some("STATIC") => IdentityPolicy::Static,
+            Some("ROTATING") => IdentityPolicy::Rotating,
+            _ => IdentityPolicy::Both,
+        }
+    }
 }
 
 impl Default for AttendancePolicy {
@@ -147,6 +190,7 @@ impl Default for AttendancePolicy {
             departure_gap: Duration::minutes(5),
             grace: Duration::minutes(15),
             require_registration: true,
+            identity: IdentityPolicy::Both,
         }
     }
 }

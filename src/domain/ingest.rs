@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::batch::{canonical_identifier, check_sighting};
+use super::batch::{canonical_identifier, check_sighting, fallback_identifier, lookup};
 
 mod outcome;
 mod raw;
@@ -72,6 +72,9 @@ pub struct PlanInputs<'a> {
     pub scanner: Uuid,
     /// Canonical identifier → user, for the identifiers that belong to someone.
     pub users: &'a HashMap<String, Uuid>,
+    /// Rotating identifiers resolved, by batch index: the user, or `None`
+    /// for an identifier of a slot too far from the sighting's (replayed).
+    pub rotating: &'a HashMap<usize, Option<Uuid>>,
     /// The events named by the batch, and those whose window may cover its
     /// unassigned sightings.
     pub events: &'a HashMap<Uuid, EventRules>,
@@ -107,9 +110,15 @@ pub struct Plan {
     pub walk_ins: Vec<(Uuid, Uuid)>,
 }
 
-/// The canonical identifiers a batch needs resolved (the first read).
+/// The canonical identifiers a batch needs resolved (the first read), with
+/// their fallbacks (an iBeacon's bare UUID).
 pub fn identifiers(sightings: &[SightingIn]) -> Vec<String> {
-    let set: HashSet<String> = sightings.iter().map(|s| canonical_identifier(&s.identifier)).collect();
+    let mut set: HashSet<String> = HashSet::new();
+    for s in sightings {
+        let id = canonical_identifier(&s.identifier);
+        set.extend(fallback_identifier(&id));
+        set.insert(id);
+    }
     set.into_iter().collect()
 }
 
@@ -131,7 +140,13 @@ pub fn plan(inputs: &PlanInputs<'_>, now: DateTime<Utc>) -> Plan {
     let mut counted: Counted = BTreeMap::new();
     let mut walk_ins = HashSet::new();
     for (index, s) in sightings.iter().enumerate() {
-        let (identifier, user, offered) = match assign(inputs, s, now) {
+        if inputs.rotating.get(&index) == Some(&None) && check_sighting(&s.identifier, s.seen_at, s.rssi, now).is_ok() {
+            // A rotating identifier copied from another slot: nobody's now.
+            out.replayed_identifiers += 1;
+            out.statuses[index] = SightingStatus::UnknownDevice;
+            continue;
+        }
+        let (identifier, user, offered) = match assign(inputs, index, s, now) {
             Ok(Some(a)) => a,
             Ok(None) => {
                 out.unknown_devices += 1;
@@ -146,12 +161,20 @@ pub fn plan(inputs: &PlanInputs<'_>, now: DateTime<Utc>) -> Plan {
         // The raw log keeps milliseconds; so does everything derived from it.
         let seen_at = DateTime::<Utc>::from_timestamp_millis(s.seen_at.timestamp_millis()).unwrap_or(s.seen_at);
         let sighting = Sighting { scanner: inputs.scanner, seen_at, rssi: s.rssi };
+        // Resolved, and not by a static identifier: by a rotating one.
+        let rotating = lookup(inputs.users, &identifier).is_none();
         let mut best = SightingStatus::OutsideEvent;
         if offered.is_empty() {
             out.outside_event += 1;
         }
         for event in &offered {
             let registered = inputs.registered.contains(&(user, event.id));
+            // Manual check-ins (no scanner) count whatever the identity policy.
+            if !inputs.scanner.is_nil() && !event.policy.identity.accepts(rotating) {
+                out.identity_not_accepted += 1;
+                best = best.max(SightingStatus::IdentityNotAccepted);
+                continue;
+            }
             let status = match classify(&event.policy, &event.window, &sighting) {
                 Verdict::BelowRssi => {
                     out.below_rssi += 1;
@@ -182,6 +205,7 @@ pub fn plan(inputs: &PlanInputs<'_>, now: DateTime<Utc>) -> Plan {
             seen_at,
             rssi: s.rssi,
             assignment: s.event_id.map_or(Assignment::Implicit, Assignment::Explicit),
+            rotating,
         });
     }
     out.accepted = (sightings.len() - out.rejected.len()) as u64;
@@ -192,16 +216,19 @@ pub fn plan(inputs: &PlanInputs<'_>, now: DateTime<Utc>) -> Plan {
 pub fn candidate_pairs(
     sightings: &[SightingIn],
     users: &HashMap<String, Uuid>,
+    rotating: &HashMap<usize, Option<Uuid>>,
     events: &HashMap<Uuid, EventRules>,
 ) -> Vec<(Uuid, Uuid)> {
     let mut pairs = HashSet::new();
-    for s in sightings {
-        let Some(user) = users.get(&canonical_identifier(&s.identifier)) else { continue };
+    for (index, s) in sightings.iter().enumerate() {
+        let user =
+            lookup(users, &canonical_identifier(&s.identifier)).or_else(|| rotating.get(&index).copied().flatten());
+        let Some(user) = user else { continue };
         match s.event_id {
             Some(e) => {
-                pairs.insert((*user, e));
+                pairs.insert((user, e));
             }
-            None => pairs.extend(events.values().filter(|e| e.in_scope && e.covers(s.seen_at)).map(|e| (*user, e.id))),
+            None => pairs.extend(events.values().filter(|e| e.in_scope && e.covers(s.seen_at)).map(|e| (user, e.id))),
         }
     }
     pairs.into_iter().collect()
@@ -209,7 +236,12 @@ pub fn candidate_pairs(
 
 /// A sighting's identifier, user and events; `None` for an unknown device,
 /// or the reason it is rejected.
-fn assign<'a>(inputs: &PlanInputs<'a>, s: &SightingIn, now: DateTime<Utc>) -> Result<Option<Assigned<'a>>, String> {
+fn assign<'a>(
+    inputs: &PlanInputs<'a>,
+    index: usize,
+    s: &SightingIn,
+    now: DateTime<Utc>,
+) -> Result<Option<Assigned<'a>>, String> {
     check_sighting(&s.identifier, s.seen_at, s.rssi, now)?;
     let offered: Vec<&EventRules> = match s.event_id {
         Some(id) if id.is_nil() => return Err("eventId is not a valid event id".into()),
@@ -234,7 +266,8 @@ fn assign<'a>(inputs: &PlanInputs<'a>, s: &SightingIn, now: DateTime<Utc>) -> Re
         }
     };
     let identifier = canonical_identifier(&s.identifier);
-    Ok(inputs.users.get(&identifier).map(|u| (identifier, *u, offered)))
+    let user = lookup(inputs.users, &identifier).or_else(|| inputs.rotating.get(&index).copied().flatten());
+    Ok(user.map(|u| (identifier, u, offered)))
 }
 
 /// Rules 2–4 over many batches: folds counted sightings into attendance

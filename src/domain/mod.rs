@@ -6,11 +6,12 @@
 mod attendance;
 pub mod batch;
 mod event;
+pub mod identity;
 pub mod ingest;
 mod values;
 
 pub use attendance::{Attendance, Mark, Sighting, Stay, Verdict, classify};
-pub use event::{AttendancePolicy, EventState, EventWindow};
+pub use event::{AttendancePolicy, EventState, EventWindow, IdentityPolicy};
 pub use values::{BleUuid, DeviceIdentifier, Email, Password, PersonName, Role, Text};
 
 /// A value or a transition that the domain rules refuse. Every variant is a

@@ -67,6 +67,11 @@ pub struct SightingBatchResult {
     pub outside_event: i64,
     /// Weaker than the event's minRssi.
     pub below_rssi: i64,
+    /// Rotating identifiers heard outside their time slot (copied and played
+    /// later; see docs/identity.md): not counted.
+    pub replayed_identifiers: i64,
+    /// Of a kind of identifier the event does not count (its `identity` policy).
+    pub identity_not_accepted: i64,
     pub rejected: Vec<RejectedSighting>,
     /// True when this batch was applied before and this is its stored result.
     pub replayed: bool,
@@ -82,6 +87,8 @@ impl From<BatchOutcome> for SightingBatchResult {
             unregistered: o.unregistered as i64,
             outside_event: o.outside_event as i64,
             below_rssi: o.below_rssi as i64,
+            replayed_identifiers: o.replayed_identifiers as i64,
+            identity_not_accepted: o.identity_not_accepted as i64,
             rejected: o
                 .rejected
                 .into_iter()

@@ -5,6 +5,7 @@
 mod accounts;
 mod api_keys;
 pub mod attendance;
+mod beacon;
 pub mod error;
 mod events;
 mod extensions;
@@ -41,6 +42,7 @@ pub struct Mutation(
     events::EventsMutation,
     registrations::RegistrationsMutation,
     attendance::AttendanceMutation,
+    beacon::BeaconMutation,
     api_keys::ApiKeysMutation,
     imports::ImportsMutation,
 );

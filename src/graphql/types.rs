@@ -147,6 +147,12 @@ impl User {
         Ok(self.sees_private(ctx)?.then_some(self.0.ble_uuid.as_str()))
     }
 
+    /// What the user's phone needs to advertise rotating identifiers
+    /// (docs/identity.md). The user's own only: `null` to anyone else.
+    async fn beacon(&self, ctx: &Context<'_>) -> Result<Option<super::beacon::Beacon>> {
+        super::beacon::of_user(ctx, self.0.id, self.1 == Reach::Caller).await
+    }
+
     /// Extra identifiers the user's devices are known by.
     #[graphql(complexity = "super::list_cost(5, child_complexity)")]
     async fn devices(&self, ctx: &Context<'_>) -> Result<Vec<Device>> {
@@ -220,6 +226,40 @@ pub struct AttendancePolicy {
     pub grace_seconds: i64,
     /// Whether only registered users are checked in.
     pub require_registration: bool,
+    /// Which kinds of identifier count (docs/identity.md).
+    pub identity: IdentityPolicyGql,
+}
+
+/// Which kinds of identifier an event counts.
+#[derive(async_graphql::Enum, Clone, Copy, PartialEq, Eq)]
+#[graphql(name = "IdentityPolicy")]
+pub enum IdentityPolicyGql {
+    /// Static identifiers only: `bleUuid`s and extra device identifiers.
+    Static,
+    /// Rotating identifiers only (a copied identifier is useless).
+    Rotating,
+    /// Both.
+    Both,
+}
+
+impl From<domain::IdentityPolicy> for IdentityPolicyGql {
+    fn from(p: domain::IdentityPolicy) -> Self {
+        match p {
+            domain::IdentityPolicy::Static => Self::Static,
+            domain::IdentityPolicy::Rotating => Self::Rotating,
+            domain::IdentityPolicy::Both => Self::Both,
+        }
+    }
+}
+
+impl From<IdentityPolicyGql> for domain::IdentityPolicy {
+    fn from(p: IdentityPolicyGql) -> Self {
+        match p {
+            IdentityPolicyGql::Static => Self::Static,
+            IdentityPolicyGql::Rotating => Self::Rotating,
+            IdentityPolicyGql::Both => Self::Both,
+        }
+    }
 }
 
 impl From<domain::AttendancePolicy> for AttendancePolicy {
@@ -229,6 +269,7 @@ impl From<domain::AttendancePolicy> for AttendancePolicy {
             departure_gap_seconds: p.departure_gap.num_seconds(),
             grace_seconds: p.grace.num_seconds(),
             require_registration: p.require_registration,
+            identity: p.identity.into(),
         }
     }
 }
@@ -241,6 +282,7 @@ pub struct AttendancePolicyInput {
     pub departure_gap_seconds: Option<i64>,
     pub grace_seconds: Option<i64>,
     pub require_registration: Option<bool>,
+    pub identity: Option<IdentityPolicyGql>,
 }
 
 impl AttendancePolicyInput {
@@ -258,6 +300,7 @@ impl AttendancePolicyInput {
             departure_gap: seconds("departureGapSeconds", self.departure_gap_seconds, base.departure_gap)?,
             grace: seconds("graceSeconds", self.grace_seconds, base.grace)?,
             require_registration: self.require_registration.unwrap_or(base.require_registration),
+            identity: self.identity.map_or(base.identity, Into::into),
         }
         .validate()
     }

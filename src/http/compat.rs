@@ -169,6 +169,7 @@ pub async fn batch_checkin(
                 let reason = match other {
                     SightingStatus::Rejected => reasons.get(&i).copied().unwrap_or("rejected"),
                     SightingStatus::UnknownDevice => "unknown device",
+                    SightingStatus::IdentityNotAccepted => "this kind of identifier does not count at this event",
                     SightingStatus::Unregistered => "not registered for this event",
                     SightingStatus::OutsideEvent => "outside the event's time window",
                     _ => "signal weaker than the event's minimum RSSI",

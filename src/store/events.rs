@@ -71,6 +71,7 @@ fn row_of(
         departure_gap_secs: e.policy.departure_gap.num_seconds(),
         grace_secs: e.policy.grace.num_seconds(),
         require_registration: e.policy.require_registration,
+        identity: Some(e.policy.identity.as_str().to_owned()),
         created_at: created,
         updated_at: now,
         opens_at,

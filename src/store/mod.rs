@@ -24,6 +24,7 @@
 mod api_keys;
 mod attendance;
 mod batches;
+mod beacons;
 mod check_ins;
 mod events;
 mod models;
@@ -43,6 +44,7 @@ use uuid::Uuid;
 pub use api_keys::ApiKeys;
 pub use attendance::{AttendanceLog, AttendanceRecord, CommitError, GroupWrite};
 pub use batches::{BatchRecord, Batches, StoredBatch};
+pub use beacons::{BeaconSecret, Beacons};
 pub use check_ins::{AttendanceChange, ChangeKind, CheckInRow, cursor_of, seq_of};
 pub use events::{EventChanges, EventFilter, Events, NewEvent};
 pub use models::{ApiKey, Device, Event, Heartbeat, Registration, RegistrationStatus, ScannerHealth, User};
@@ -67,6 +69,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (8, "rederive", include_str!("migrations/0008_rederive.surql")),
     (9, "scanner health", include_str!("migrations/0009_scanner_health.surql")),
     (10, "sessions", include_str!("migrations/0010_sessions.surql")),
+    (12, "beacon secrets", include_str!("migrations/0012_beacon.surql")),
 ];
 
 /// Errors from the storage layer.
@@ -269,6 +272,10 @@ impl SurrealStore {
 
     pub fn users(&self) -> Users<'_> {
         Users::new(&self.db)
+    }
+
+    pub fn beacons(&self) -> Beacons<'_> {
+        Beacons::new(&self.db)
     }
 
     pub fn events(&self) -> Events<'_> {

@@ -113,6 +113,8 @@ pub(crate) struct EventRow {
     pub departure_gap_secs: i64,
     pub grace_secs: i64,
     pub require_registration: bool,
+    /// `STATIC`, `ROTATING` or `BOTH`; absent (BOTH) on older events.
+    pub identity: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// When its sightings start to count (`starts_at − grace`), kept so that
@@ -139,6 +141,7 @@ impl TryFrom<EventRow> for Event {
                 departure_gap: Duration::seconds(r.departure_gap_secs),
                 grace: Duration::seconds(r.grace_secs),
                 require_registration: r.require_registration,
+                identity: crate::domain::IdentityPolicy::parse(r.identity.as_deref()),
             },
             created_at: r.created_at,
             updated_at: r.updated_at,

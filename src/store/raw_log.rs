@@ -32,6 +32,10 @@ struct Packed {
     identifiers: Vec<(String, Uuid)>,
     events: Vec<Uuid>,
     sightings: Vec<PackedSighting>,
+    /// The indices of the identifiers that were rotating ones (absent in
+    /// rows written before rotating identifiers: none).
+    #[serde(default)]
+    rotating: Vec<u32>,
 }
 
 /// (identifier index, `seenAt` in Unix ms, RSSI, assignment).
@@ -71,8 +75,12 @@ pub fn encode(sightings: &[RawSighting]) -> Result<Vec<u8>, StoreError> {
     let mut identifiers = Interner::new();
     let mut events = Interner::new();
     let mut packed = Vec::with_capacity(sightings.len());
+    let mut rotating = std::collections::BTreeSet::new();
     for s in sightings {
         let ident = identifiers.intern(&(s.identifier.clone(), s.user))?;
+        if s.rotating {
+            rotating.insert(ident);
+        }
         let rssi = s.rssi.map(|r| r.clamp(i32::from(i16::MIN), i32::from(i16::MAX)) as i16);
         let assignment = match &s.assignment {
             Assignment::Explicit(e) => PackedAssignment::Explicit(events.intern(e)?),
@@ -83,7 +91,12 @@ pub fn encode(sightings: &[RawSighting]) -> Result<Vec<u8>, StoreError> {
         };
         packed.push((ident, s.seen_at.timestamp_millis(), rssi, assignment));
     }
-    let value = Packed { identifiers: identifiers.values, events: events.values, sightings: packed };
+    let value = Packed {
+        identifiers: identifiers.values,
+        events: events.values,
+        sightings: packed,
+        rotating: rotating.into_iter().collect(),
+    };
     let mut out = vec![VERSION];
     rmp_serde::encode::write(&mut out, &value).map_err(|e| StoreError::Corrupt(format!("raw log: {e}")))?;
     Ok(out)
@@ -115,6 +128,7 @@ fn decode_v2(bytes: &[u8]) -> Result<Vec<RawSighting>, StoreError> {
                 user,
                 seen_at: DateTime::<Utc>::from_timestamp_millis(*ms).ok_or_else(|| bad("a time is out of range"))?,
                 rssi: rssi.map(i32::from),
+                rotating: p.rotating.contains(ident),
                 assignment: match assignment {
                     PackedAssignment::Explicit(i) => Assignment::Explicit(event(i.to_owned())?),
                     PackedAssignment::Implicit => Assignment::Implicit,
@@ -149,6 +163,7 @@ pub fn decode_v1(bytes: &[u8], events: &[Uuid]) -> Result<Vec<RawSighting>, Stor
             seen_at: DateTime::<Utc>::from_timestamp_millis(ms).ok_or_else(bad)?,
             rssi: (rssi != i16::MIN).then_some(i32::from(rssi)),
             assignment: Assignment::Offered(offered),
+            rotating: false,
         });
         rest = tail;
     }
@@ -187,6 +202,7 @@ mod tests {
             .prop_map(|v| {
                 v.into_iter()
                     .map(|((identifier, user), ms, rssi, assignment)| RawSighting {
+                        rotating: identifier.ends_with('1'),
                         identifier,
                         user,
                         seen_at: DateTime::<Utc>::from_timestamp_millis(ms).unwrap(),
@@ -234,5 +250,31 @@ mod tests {
         assert_eq!(got[2].assignment, Assignment::Offered(vec![b, a]));
         assert!(got.iter().all(|s| s.user == user && s.seen_at == t && s.identifier.is_empty()));
         assert!(decode_v1(&v1[..v1.len() - 1], &[a, b]).is_err(), "truncation is detected");
+    }
+
+    #[test]
+    fn rows_written_before_rotating_identifiers_decode_as_static() {
+        // Version 2 as written before the `rotating` list existed.
+        #[derive(Serialize)]
+        struct Before {
+            identifiers: Vec<(String, Uuid)>,
+            events: Vec<Uuid>,
+            sightings: Vec<PackedSighting>,
+        }
+        let user = Uuid::from_u128(7);
+        let before = Before {
+            identifiers: vec![("id".into(), user)],
+            events: vec![],
+            sightings: vec![(0, 1_900_000_000_000, Some(-60), PackedAssignment::Implicit)],
+        };
+        let mut bytes = vec![VERSION];
+        rmp_serde::encode::write(&mut bytes, &before).unwrap();
+        let got = decode(&bytes).unwrap();
+        assert_eq!(got.len(), 1);
+        assert!(!got[0].rotating && got[0].user == user && got[0].identifier == "id");
+        // And a rotating sighting round-trips.
+        let mut s = got[0].clone();
+        s.rotating = true;
+        assert_eq!(decode(&encode(std::slice::from_ref(&s)).unwrap()).unwrap(), vec![s]);
     }
 }

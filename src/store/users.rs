@@ -69,8 +69,13 @@ impl<'a> Users<'a> {
         };
         let id = row.id.clone();
         self.db
-            .query("BEGIN; CREATE $row.id CONTENT $row; CREATE $ident SET user = $row.id, kind = 'ble'; COMMIT;")
+            .query(
+                "BEGIN; CREATE $row.id CONTENT $row; CREATE $ident SET user = $row.id, kind = 'ble';
+                 CREATE $beacon SET secret = $secret, issued_at = $row.created_at; COMMIT;",
+            )
             .bind(("ident", ident_id(&row.ble_uuid)))
+            .bind(("beacon", rid("beacon", super::key_of(&row.id)?)))
+            .bind(("secret", hex::encode(crate::domain::identity::new_secret())))
             .bind(("row", row))
             .await?
             .check()?;
@@ -242,6 +247,7 @@ impl<'a> Users<'a> {
                  DELETE identifier WHERE user = $id;
                  DELETE registration WHERE user = $id;
                  DELETE attendance WHERE user = $id;
+                 DELETE type::record('beacon', record::id($id));
                  DELETE $id;
                  COMMIT;",
             )

@@ -16,6 +16,7 @@ mod events;
 mod fuzz;
 mod hardening;
 mod helpers;
+mod identity;
 mod imports;
 mod ingest;
 mod limits;

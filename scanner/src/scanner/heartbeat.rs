@@ -53,9 +53,9 @@ impl Heartbeat {
             let counters = &self.counters;
             let get = |n: &std::sync::atomic::AtomicU64| n.load(Ordering::Relaxed);
             let free_mb = free_disk_bytes(&self.data_dir).map(|b| b / 1_000_000);
-            let (restarts, adapter) = match &self.ble {
-                Some(b) => (Some(b.restarts()), b.adapter_state()),
-                None => (None, None),
+            let (restarts, adapter, background) = match &self.ble {
+                Some(b) => (Some(b.restarts()), b.adapter_state(), Some(b.background_iphones().1)),
+                None => (None, None, None),
             };
             tracing::info!(
                 heard = get(&counters.seen),
@@ -63,6 +63,8 @@ impl Heartbeat {
                 recorded = get(&counters.committed),
                 adverts_per_minute = get(&counters.adverts_per_minute),
                 devices_per_minute = get(&counters.devices_per_minute),
+                iphones_in_background = background,
+                heard_too_rarely = get(&counters.unconfirmed),
                 outbox_depth = stats.depth,
                 held_in_memory = get(&counters.held),
                 dropped_disk_full = get(&counters.dropped_storage),
@@ -75,9 +77,13 @@ impl Heartbeat {
                 "status"
             );
             crate::service::status(&format!(
-                "{} adverts/min from {} devices; outbox {} waiting, {} dead; clock {}{}",
+                "{} adverts/min from {} devices{}; outbox {} waiting, {} dead; clock {}{}",
                 get(&counters.adverts_per_minute),
                 get(&counters.devices_per_minute),
+                match background {
+                    Some(n) if n > 0 => format!(", {n} iPhones with an app in the background"),
+                    _ => String::new(),
+                },
                 stats.depth,
                 stats.dead_batches,
                 self.clock.state().as_str(),

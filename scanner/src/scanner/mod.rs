@@ -65,6 +65,8 @@ pub struct PipelineCounters {
     pub seen: AtomicU64,
     /// Dropped by the RSSI filter.
     pub dropped: AtomicU64,
+    /// (identifier, window) pairs heard fewer than `min_hearings` times, not recorded.
+    pub unconfirmed: AtomicU64,
     /// Coalesced sightings committed to the outbox.
     pub committed: AtomicU64,
     /// Sightings held in memory because the outbox refused a commit (disk full).
@@ -98,6 +100,7 @@ pub fn build_source(s: &RunSettings, ble_health: Arc<BleHealth>) -> Box<dyn Sour
                 start_ms: s.sim.start_ms,
                 speed: s.speed,
                 ad_interval_ms: s.sim.ad_interval_ms,
+                rotating: s.sim.rotating.clone(),
             });
             match serde_json::to_string(&venue.plan) {
                 Ok(truth) => println!("{truth}"),
@@ -332,8 +335,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let settings = settings(dir.path(), "ble", &["--window-secs", "60"]);
         let (tx, rx) = mpsc::channel(8192);
-        for i in 0..1000 {
-            let s = Sighting { identifier: format!("id-{i}"), seen_at_ms: 1_000 + i, rssi: Some(-50), event_id: None };
+        // Each device twice (the radio needs two hearings in a window), and one heard once.
+        for i in 0..2000 {
+            let identifier = format!("id-{}", i % 1000);
+            let s = Sighting { identifier, seen_at_ms: 1_000 + i, rssi: Some(-50), event_id: None };
+            tx.send(s).await.unwrap();
+        }
+        {
+            let s = Sighting { identifier: "once".into(), seen_at_ms: 5_000, rssi: Some(-50), event_id: None };
             tx.send(s).await.unwrap();
         }
         // Stopped before the pipeline took anything from the channel; the source's
@@ -352,7 +361,8 @@ mod tests {
         };
         pipeline_loop(task, rx, stop).await.unwrap();
         assert_eq!(Outbox::open(&settings.data_dir).unwrap().depth().unwrap(), 1000, "every queued sighting");
-        assert_eq!(counters.seen.load(Ordering::Relaxed), 1000);
+        assert_eq!(counters.seen.load(Ordering::Relaxed), 2001);
+        assert_eq!(counters.unconfirmed.load(Ordering::Relaxed), 1, "the device heard once");
         assert!(tx.is_closed(), "the source is told to stop sending");
     }
 

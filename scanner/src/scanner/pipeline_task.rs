@@ -55,7 +55,8 @@ pub(super) async fn pipeline_loop(
     };
     let window_ms = i64::try_from(settings.window.as_millis()).unwrap_or(i64::MAX);
     let mut pipeline = Pipeline::new(Filter { min_rssi: settings.min_rssi }, window_ms, settings.event.clone());
-    pipeline.coalescer = Coalescer::with_max_age(window_ms, max_window_age(&settings));
+    pipeline.coalescer =
+        Coalescer::with_max_age(window_ms, max_window_age(&settings)).with_min_hearings(settings.min_hearings);
     let mut rewinds = 0;
     let mut tick = tokio::time::interval(settings.commit_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -76,6 +77,7 @@ pub(super) async fn pipeline_loop(
      -> anyhow::Result<()> {
         counters.seen.store(pipeline.seen, Ordering::Relaxed);
         counters.dropped.store(pipeline.dropped, Ordering::Relaxed);
+        counters.unconfirmed.store(pipeline.coalescer.unconfirmed, Ordering::Relaxed);
         if out.is_empty() && backlog.is_empty() {
             return Ok(());
         }

@@ -10,6 +10,9 @@
 //!   the device's current RSSI;
 //! - an RSSI event reports the known identifiers with the RSSI of that advertisement.
 //!
+//! A device whose advertisement is Apple's overflow area (an iPhone with an app
+//! advertising in the background) is counted in [`BleHealth`], not reported.
+//!
 //! **Watchdog.** btleplug's event stream is known to stall after hours on some
 //! adapters. When no event at all arrives for `watchdog` (30 s by default: a venue
 //! is never that quiet), the source stops the scan, drops the stream and starts
@@ -35,7 +38,7 @@ use futures_util::StreamExt as _;
 use tokio::sync::mpsc;
 
 use super::Source;
-use crate::advert::{AdvertisingData, identifiers};
+use crate::advert::{AdvertisingData, identifiers, is_apple_overflow};
 use crate::health::BleHealth;
 use crate::sighting::{Sighting, now_ms};
 
@@ -169,7 +172,10 @@ impl BtleplugSource {
                         services: props.services,
                         service_data: props.service_data.into_iter().collect(),
                     };
-                    let ids: Vec<String> = identifiers(&ad).iter().map(ToString::to_string).collect();
+                    if is_apple_overflow(&ad) {
+                        self.health.heard_background_iphone(&id.to_string());
+                    }
+                    let ids = identifiers(&ad);
                     if ids.is_empty() {
                         known.remove(&id);
                     } else {
@@ -184,8 +190,12 @@ impl BtleplugSource {
                 }
                 _ => continue,
             };
-            // Without an RSSI there was no advertisement heard just now (a cached device).
-            let (Some(rssi), Some(ids)) = (rssi, known.get(&id)) else { continue };
+            // Without an RSSI there was no advertisement heard just now (a cached
+            // device); 127 is the HCI's "RSSI not available".
+            let (Some(rssi), Some(ids)) = (rssi.filter(|r| *r != crate::sighting::RSSI_UNAVAILABLE), known.get(&id))
+            else {
+                continue;
+            };
             let seen_at_ms = now_ms();
             for identifier in ids {
                 let s = Sighting { identifier: identifier.clone(), seen_at_ms, rssi: Some(rssi), event_id: None };

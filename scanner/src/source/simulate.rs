@@ -9,7 +9,9 @@
 //! the instant they arrive and at the instant they leave.
 //!
 //! The same seed and start always give the same plan; `rollcall-scanner simulate`
-//! prints it as JSON.
+//! prints it as JSON. With beacon secrets (`--sim-beacon-secrets`), attendee i's
+//! phone advertises the rotating identifiers of secret i instead of its BLE UUID,
+//! changing at every slot boundary, as the app does.
 
 use std::time::Duration;
 
@@ -34,6 +36,9 @@ pub struct SimConfig {
     pub speed: f64,
     /// How often a present phone advertises.
     pub ad_interval_ms: i64,
+    /// When set, attendee i advertises the rotating identifiers of secret i
+    /// (docs/identity.md) instead of its BLE UUID; the plan is the same.
+    pub rotating: Option<crate::rotating::Rotating>,
 }
 
 /// One attendee's truth.
@@ -148,7 +153,7 @@ impl Source for SimulatedVenue {
                 tokio::time::sleep_until(started + Duration::from_millis(offset)).await;
             }
             let next = t + interval;
-            for a in &self.plan.attendees {
+            for (i, a) in self.plan.attendees.iter().enumerate() {
                 for &(from, to) in &a.stays {
                     // Ads in [t, next): the stay's first and last ads are never lost.
                     let mut ads: Vec<(i64, bool)> = Vec::new();
@@ -166,8 +171,9 @@ impl Source for SimulatedVenue {
                             continue;
                         }
                         let rssi = (a.rssi_mean + rng.gen_range(-8..=8)).clamp(-127, 20);
+                        let rotating = self.cfg.rotating.as_ref().and_then(|r| r.identifier_at(i, at));
                         let s = Sighting {
-                            identifier: a.ble_uuid.clone(),
+                            identifier: rotating.map_or_else(|| a.ble_uuid.clone(), |id| id.to_string()),
                             seen_at_ms: at,
                             rssi: Some(rssi),
                             event_id: None,
@@ -206,7 +212,14 @@ mod tests {
     use super::*;
 
     fn cfg(seed: u64) -> SimConfig {
-        SimConfig { attendees: 10, seed, start_ms: 1_900_000_000_000, speed: 0.0, ad_interval_ms: 2_000 }
+        SimConfig {
+            attendees: 10,
+            seed,
+            start_ms: 1_900_000_000_000,
+            speed: 0.0,
+            ad_interval_ms: 2_000,
+            rotating: None,
+        }
     }
 
     #[test]

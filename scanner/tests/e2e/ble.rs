@@ -142,7 +142,19 @@ async fn advertisements_heard_through_bluez_become_uploaded_sightings() {
         &server.base,
         &bus,
         "scanner.log",
-        &["--watchdog-secs", "2", "--window-secs", "1", "--min-rssi", "-90", "--heartbeat-secs", "1"],
+        // Some fake phones advertise once: every hearing counts here.
+        &[
+            "--watchdog-secs",
+            "2",
+            "--window-secs",
+            "1",
+            "--min-rssi",
+            "-90",
+            "--heartbeat-secs",
+            "1",
+            "--min-hearings",
+            "1",
+        ],
     );
 
     // Each phone becomes a check-in of its user, with the RSSI of its strongest advertisement.

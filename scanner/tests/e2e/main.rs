@@ -19,4 +19,5 @@ mod outage;
 mod poison;
 mod proxy;
 mod replay;
+mod rotating;
 mod simulate;

@@ -11,6 +11,7 @@ pub enum SightingStatus {
     Rejected,
     UnknownDevice,
     OutsideEvent,
+    IdentityNotAccepted,
     BelowRssi,
     Unregistered,
     Duplicate,
@@ -52,6 +53,14 @@ pub struct BatchOutcome {
     pub outside_event: u64,
     /// (sighting, event) pairs weaker than the event's minRssi.
     pub below_rssi: u64,
+    /// Sightings of a rotating identifier outside its time slot (copied and
+    /// played later): not counted.
+    #[serde(default)]
+    pub replayed_identifiers: u64,
+    /// (sighting, event) pairs of a kind of identifier (static or rotating)
+    /// the event does not count.
+    #[serde(default)]
+    pub identity_not_accepted: u64,
     pub rejected: Vec<Rejection>,
     /// True when this is the stored result of an earlier delivery.
     #[serde(default)]

@@ -30,6 +30,9 @@ pub struct RawSighting {
     pub seen_at: DateTime<Utc>,
     pub rssi: Option<i32>,
     pub assignment: Assignment,
+    /// Whether it was a rotating identifier (else static), for the events'
+    /// `identity` policy.
+    pub rotating: bool,
 }
 
 impl RawSighting {
@@ -40,6 +43,12 @@ impl RawSighting {
             Assignment::Implicit => &[],
             Assignment::Offered(es) => es,
         }
+    }
+
+    /// Whether a scanner's sighting of this kind of identifier counts at
+    /// `event` (its `identity` policy). Manual check-ins (no scanner) always do.
+    pub fn identity_counts(&self, event: &EventRules, by_scanner: bool) -> bool {
+        !by_scanner || event.policy.identity.accepts(self.rotating)
     }
 
     /// Whether it belongs to `event`, given the event's counting window and

@@ -50,7 +50,9 @@ impl Store {
         let plans: Vec<Plan> = batches
             .iter()
             .map(|b| {
-                let inputs = PlanInputs { sightings: b, scanner, users: &us, events: &evs, registered: &regs };
+                let none = HashMap::new();
+                let inputs =
+                    PlanInputs { sightings: b, scanner, users: &us, rotating: &none, events: &evs, registered: &regs };
                 plan(&inputs, now())
             })
             .collect();
@@ -139,7 +141,14 @@ fn unassigned_sightings_go_to_every_event_that_covers_them() {
     let s = |min: i64| SightingIn { identifier: "id-0".into(), seen_at: t(min), rssi: Some(-60), event_id: None };
     let batch = [s(30), s(90), s(200), s(400)];
     let p = plan(
-        &PlanInputs { sightings: &batch, scanner: Uuid::nil(), users: &us, events: &evs, registered: &regs },
+        &PlanInputs {
+            sightings: &batch,
+            scanner: Uuid::nil(),
+            users: &us,
+            rotating: &HashMap::new(),
+            events: &evs,
+            registered: &regs,
+        },
         now(),
     );
     let user = Uuid::from_u128(100);
