@@ -11,6 +11,8 @@
 //! The caller's credential is checked before the schema runs: a presented
 //! credential that does not check out gets 401, never anonymous access.
 
+use std::time::Duration;
+
 use async_graphql::Request as GqlRequest;
 use async_graphql::parser::types::{DocumentOperations, OperationType};
 use async_graphql_axum::GraphQLResponse;
@@ -112,12 +114,38 @@ fn is_mutation(req: &GqlRequest) -> bool {
     }
 }
 
+/// How long a request runs before the server checks, and then every so
+/// often re-checks, that its database still answers.
+const DB_CHECK_AFTER: Duration = Duration::from_secs(3);
+
+/// Runs the request. A database server that went away does not fail the
+/// client's calls (it queues them until it reconnects), so a request that
+/// takes long is given up with `UNAVAILABLE` once the database stops
+/// answering a ping; a merely slow one runs on.
 async fn execute(state: &HttpState, headers: &HeaderMap, request: GqlRequest) -> Response {
-    let principal = match authenticate(&state.app, Credential::from_headers(headers)).await {
-        Ok(p) => p,
-        Err(resp) => return resp,
+    let work = async {
+        let principal = match authenticate(&state.app, Credential::from_headers(headers)).await {
+            Ok(p) => p,
+            Err(resp) => return resp,
+        };
+        GraphQLResponse::from(state.schema.execute(request.data(principal)).await).into_response()
     };
-    GraphQLResponse::from(state.schema.execute(request.data(principal)).await).into_response()
+    let mut work = std::pin::pin!(work);
+    loop {
+        tokio::select! {
+            resp = &mut work => return resp,
+            _ = tokio::time::sleep(DB_CHECK_AFTER) => {
+                if let Err(e) = state.app.store.ping(Duration::from_secs(2)).await {
+                    tracing::warn!(error = %e, "giving up a request: the database does not answer");
+                    return error_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "UNAVAILABLE",
+                        "the database is unavailable; retry shortly",
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// Resolves a credential, turning failures into the response to send.
