@@ -20,6 +20,8 @@ use rollcall::store::DbAuthLevel;
 
 const ROOT_USER: &str = "root";
 const ROOT_PASS: &str = "root-test-password";
+/// `SURREAL_WEBSOCKET_RESPONSE_CHANNEL_SIZE`, as the README recommends.
+const NOTIFICATION_QUEUE: &str = "16384";
 /// The database-scoped user Rollcall signs in as, in every test database.
 pub const APP_USER: &str = "rollcall";
 pub const APP_PASS: &str = "app-test-password";
@@ -93,6 +95,10 @@ impl SurrealServer {
             .arg(format!("127.0.0.1:{}", self.port))
             .args(["--user", ROOT_USER, "--pass", ROOT_PASS])
             .arg(&self.storage)
+            // As the README tells operators: the server closes a connection
+            // whose notifications queue past this (100 by default), and one
+            // batch may create thousands of check-ins at once.
+            .env("SURREAL_WEBSOCKET_RESPONSE_CHANNEL_SIZE", NOTIFICATION_QUEUE)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
