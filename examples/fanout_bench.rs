@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use chrono::Utc;
-use clap::Parser;
+use clap::{Parser, ValueEnum as _};
 use futures_util::{SinkExt, StreamExt};
 use rollcall::config::{DbArgs, ServeArgs};
 use rollcall::domain::{AttendancePolicy, EventState, EventWindow, Role};
@@ -74,6 +74,11 @@ struct Args {
     /// `examples/graphql-ws-client`).
     #[arg(long, default_value_t = 0)]
     pause_secs: u64,
+    /// The database: by default a fresh SurrealKV store in a temporary
+    /// directory; `--db ws://HOST:PORT` (with `--db-user`, `--db-password`,
+    /// and a fresh `--db-database`) puts the server on a SurrealDB server.
+    #[command(flatten)]
+    db: DbArgs,
     /// Internal: run as the server child, seeding this many attendees.
     #[arg(long, hide = true)]
     serve_people: Option<usize>,
@@ -89,17 +94,19 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match args.serve_people {
-        Some(people) => rt.block_on(serve(people)),
+        Some(people) => rt.block_on(serve(people, args.db)),
         None => rt.block_on(bench(args)),
     }
 }
 
 /// Server mode: seed, print `READY <port> <token> <event> <key>`, serve until stdin closes.
-async fn serve(people: usize) -> anyhow::Result<()> {
+async fn serve(people: usize, mut db: DbArgs) -> anyhow::Result<()> {
     rollcall::telemetry::init_logging(rollcall::config::LogFormat::Text, "warn");
     let dir = tempfile::tempdir()?;
-    let db_url = format!("surrealkv://{}", dir.path().join("server").display());
-    let serve = ServeArgs::for_tests(DbArgs { url: db_url, ..DbArgs::memory() });
+    if db.url == rollcall::store::DEFAULT_DB_URL {
+        db.url = format!("surrealkv://{}", dir.path().join("server").display());
+    }
+    let serve = ServeArgs::for_tests(db);
     let app = Application::build(serve).await?;
     let state = app.state().clone();
     let store = state.store.clone();
@@ -173,13 +180,21 @@ struct Server {
 }
 
 impl Server {
-    fn start(people: usize) -> anyhow::Result<Server> {
-        let mut child = Command::new(std::env::current_exe()?)
-            .args(["--serve-people", &people.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .context("starting the server child")?;
+    fn start(people: usize, db: &DbArgs) -> anyhow::Result<Server> {
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.args(["--serve-people", &people.to_string(), "--db", &db.url]).args([
+            "--db-namespace",
+            &db.db_namespace,
+            "--db-database",
+            &db.db_database,
+        ]);
+        if let (Some(user), Some(password)) = (&db.db_user, &db.db_password) {
+            cmd.args(["--db-user", user]).env("ROLLCALL_DB_PASSWORD", password);
+        }
+        let db_auth = db.db_auth.to_possible_value().context("auth level")?;
+        cmd.args(["--db-auth", db_auth.get_name()]);
+        let mut child =
+            cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().context("starting the server child")?;
         let stdout = child.stdout.take().context("child stdout")?;
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line)?;
@@ -330,7 +345,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     let batches = BATCHES_PER_SECOND * args.seconds as usize;
     let warmup = 1;
     let people = warmup + per_batch * batches;
-    let server = Server::start(people)?;
+    let server = Server::start(people, &args.db)?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_before = server.rss_kb()?;
     let origin = Instant::now();
