@@ -163,6 +163,13 @@ pub struct SurrealStore {
     /// own in the engine (hundreds of KB), and every request and WebSocket
     /// holds a clone of the store.
     db: std::sync::Arc<Surreal<Any>>,
+    /// The connection the live queries (the change streams) run on: for a
+    /// server, a second one. The server closes a connection whose
+    /// notifications queue up past its limit (one large batch can do it);
+    /// on their own connection that ends only the change stream, which the
+    /// live hub reopens and catches up, and never fails the queries in
+    /// flight. Embedded engines share `db`.
+    live_db: std::sync::Arc<Surreal<Any>>,
     /// For an embedded on-disk store, its directory: [`SurrealStore::close`]
     /// watches the engine's lock there to know it has shut down.
     data_dir: Option<std::path::PathBuf>,
@@ -172,6 +179,19 @@ impl SurrealStore {
     /// Opens the database at `url`, signs in if credentials are given, selects
     /// the namespace and database, and applies pending migrations.
     pub async fn open(url: &str, opts: &StoreOptions) -> Result<Self, StoreError> {
+        let db = std::sync::Arc::new(Self::connect(url, opts).await?);
+        let remote = ["ws://", "wss://", "http://", "https://"].iter().any(|scheme| url.starts_with(scheme));
+        let live_db = if remote { std::sync::Arc::new(Self::connect(url, opts).await?) } else { db.clone() };
+        let data_dir = url
+            .strip_prefix("surrealkv://")
+            .map(|rest| std::path::PathBuf::from(rest.split('?').next().unwrap_or(rest)));
+        let store = Self { db, live_db, data_dir };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// One connection, signed in, on the namespace and database.
+    async fn connect(url: &str, opts: &StoreOptions) -> Result<Surreal<Any>, StoreError> {
         let connect_err = |source| StoreError::Connect { url: redact_url(url), source: Box::new(source) };
         let db = any::connect(url).await.map_err(connect_err)?;
         if let (Some(username), Some(password)) = (opts.username.clone(), opts.password.clone()) {
@@ -184,12 +204,7 @@ impl SurrealStore {
             signed_in.map_err(connect_err)?;
         }
         db.use_ns(&opts.namespace).use_db(&opts.database).await.map_err(connect_err)?;
-        let data_dir = url
-            .strip_prefix("surrealkv://")
-            .map(|rest| std::path::PathBuf::from(rest.split('?').next().unwrap_or(rest)));
-        let store = Self { db: std::sync::Arc::new(db), data_dir };
-        store.migrate().await?;
-        Ok(store)
+        Ok(db)
     }
 
     /// Closes the store and waits, up to `timeout`, for the embedded engine
@@ -198,8 +213,8 @@ impl SurrealStore {
     /// cancels the engine's tasks mid-shutdown. Other clones of this handle
     /// keep the database open; then this returns after `timeout`.
     pub async fn close(self, timeout: Duration) {
-        let Self { db, data_dir, .. } = self;
-        drop(db);
+        let Self { db, live_db, data_dir } = self;
+        drop((db, live_db));
         let Some(dir) = data_dir else {
             // In-memory and remote engines have nothing to flush; let their tasks run once.
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -341,6 +356,18 @@ impl SurrealStore {
 
     pub fn attendance(&self) -> AttendanceLog<'_> {
         AttendanceLog::new(&self.db)
+    }
+
+    /// Every change to any attendance row, on the live connection.
+    pub async fn attendance_changes(
+        &self,
+    ) -> Result<impl futures_util::Stream<Item = AttendanceChange> + use<>, StoreError> {
+        AttendanceLog::new(&self.live_db).changes().await
+    }
+
+    /// The events whose registrations change, on the live connection.
+    pub async fn registration_changes(&self) -> Result<impl futures_util::Stream<Item = Uuid> + use<>, StoreError> {
+        Registrations::new(&self.live_db).changes().await
     }
 }
 
