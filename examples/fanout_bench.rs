@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use chrono::Utc;
-use clap::Parser;
+use clap::{Parser, ValueEnum as _};
 use futures_util::{SinkExt, StreamExt};
 use rollcall::config::{DbArgs, ServeArgs};
 use rollcall::domain::{AttendancePolicy, EventState, EventWindow, Role};
@@ -74,6 +74,19 @@ struct Args {
     /// `examples/graphql-ws-client`).
     #[arg(long, default_value_t = 0)]
     pause_secs: u64,
+    /// The database: by default a fresh SurrealKV store in a temporary
+    /// directory; `--db ws://HOST:PORT` (with `--db-user`, `--db-password`,
+    /// and a fresh `--db-database`) puts the server on a SurrealDB server.
+    #[command(flatten)]
+    db: DbArgs,
+    /// Rollcall instances over the database (more than one needs a `ws://`
+    /// `--db`): batches go to the first, subscribers connect to the others
+    /// in turn, so every delivery crosses instances.
+    #[arg(long, default_value_t = 1)]
+    instances: usize,
+    /// Internal: run as an extra server child, seeding nothing.
+    #[arg(long, hide = true)]
+    join: bool,
     /// Internal: run as the server child, seeding this many attendees.
     #[arg(long, hide = true)]
     serve_people: Option<usize>,
@@ -89,20 +102,26 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match args.serve_people {
-        Some(people) => rt.block_on(serve(people)),
+        Some(people) => rt.block_on(serve(people, args.db, args.join)),
         None => rt.block_on(bench(args)),
     }
 }
 
 /// Server mode: seed, print `READY <port> <token> <event> <key>`, serve until stdin closes.
-async fn serve(people: usize) -> anyhow::Result<()> {
+async fn serve(people: usize, mut db: DbArgs, join: bool) -> anyhow::Result<()> {
     rollcall::telemetry::init_logging(rollcall::config::LogFormat::Text, "warn");
     let dir = tempfile::tempdir()?;
-    let db_url = format!("surrealkv://{}", dir.path().join("server").display());
-    let mut serve = ServeArgs::for_tests(DbArgs { url: db_url, ..DbArgs::memory() });
+    if db.url == rollcall::store::DEFAULT_DB_URL {
+        db.url = format!("surrealkv://{}", dir.path().join("server").display());
+    }
+    let mut serve = ServeArgs::for_tests(db);
     // Thousands of sockets as one organiser from one address.
     serve.live = serve.live.uncapped();
     let app = Application::build(serve).await?;
+    if join {
+        println!("READY {} - - -", app.port());
+        return app.run_until(stdin_closed()).await.map_err(Into::into);
+    }
     let state = app.state().clone();
     let store = state.store.clone();
     let now = Utc::now();
@@ -155,15 +174,17 @@ async fn serve(people: usize) -> anyhow::Result<()> {
     println!("READY {port} {token} {} {}", event.id, secret.expose());
     // Only the server may hold the store now, or it cannot close it.
     drop((state, store));
-    let stdin_closed = async {
-        let _ = tokio::task::spawn_blocking(|| {
-            let mut line = String::new();
-            while std::io::stdin().read_line(&mut line).map(|n| n > 0).unwrap_or(false) {}
-        })
-        .await;
-    };
-    app.run_until(stdin_closed).await?;
+    app.run_until(stdin_closed()).await?;
     Ok(())
+}
+
+/// Resolves when the parent closes the child's stdin.
+async fn stdin_closed() {
+    let _ = tokio::task::spawn_blocking(|| {
+        let mut line = String::new();
+        while std::io::stdin().read_line(&mut line).map(|n| n > 0).unwrap_or(false) {}
+    })
+    .await;
 }
 
 struct Server {
@@ -175,13 +196,21 @@ struct Server {
 }
 
 impl Server {
-    fn start(people: usize) -> anyhow::Result<Server> {
-        let mut child = Command::new(std::env::current_exe()?)
-            .args(["--serve-people", &people.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .context("starting the server child")?;
+    fn start(people: usize, db: &DbArgs, join: bool) -> anyhow::Result<Server> {
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.args(["--serve-people", &people.to_string(), "--db", &db.url]).args(join.then_some("--join")).args([
+            "--db-namespace",
+            &db.db_namespace,
+            "--db-database",
+            &db.db_database,
+        ]);
+        if let (Some(user), Some(password)) = (&db.db_user, &db.db_password) {
+            cmd.args(["--db-user", user]).env("ROLLCALL_DB_PASSWORD", password);
+        }
+        let db_auth = db.db_auth.to_possible_value().context("auth level")?;
+        cmd.args(["--db-auth", db_auth.get_name()]);
+        let mut child =
+            cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().context("starting the server child")?;
         let stdout = child.stdout.take().context("child stdout")?;
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line)?;
@@ -332,7 +361,8 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     let batches = BATCHES_PER_SECOND * args.seconds as usize;
     let warmup = 1;
     let people = warmup + per_batch * batches;
-    let server = Server::start(people)?;
+    let server = Server::start(people, &args.db, false)?;
+    let others = (1..args.instances).map(|_| Server::start(0, &args.db, true)).collect::<anyhow::Result<Vec<_>>>()?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_before = server.rss_kb()?;
     let origin = Instant::now();
@@ -343,7 +373,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     let mut subs = Vec::with_capacity(args.subscribers);
     for i in 0..args.subscribers {
         subs.push(tokio::spawn(subscriber(
-            server.port,
+            if others.is_empty() { server.port } else { others[i % others.len()].port },
             server.token.clone(),
             server.event.clone(),
             origin,
@@ -416,7 +446,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let rss_after = server.rss_kb()?;
     println!("server metrics after the load: {}", live_metrics(&http, server.port).await?);
-    drop(server);
+    drop((server, others));
 
     let mut latencies = Vec::new();
     for s in subs {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::store::{DEFAULT_DB_URL, StoreOptions};
+use crate::store::{DEFAULT_DB_URL, DbAuthLevel, StoreOptions};
 
 /// Rollcall: automatic event attendance over Bluetooth LE.
 #[derive(Debug, Parser)]
@@ -120,12 +120,16 @@ pub struct DbArgs {
     /// SurrealDB database name.
     #[arg(long, env = "ROLLCALL_DB_DATABASE", default_value = "rollcall")]
     pub db_database: String,
-    /// Root user for a SurrealDB server (`ws://`).
+    /// User for a SurrealDB server (`ws://`); see `--db-auth` for its level.
     #[arg(long, env = "ROLLCALL_DB_USER")]
     pub db_user: Option<String>,
     /// Password for `--db-user`.
     #[arg(long, env = "ROLLCALL_DB_PASSWORD", hide_env_values = true)]
     pub db_password: Option<String>,
+    /// Where `--db-user` is defined: `database` (a user defined `ON
+    /// DATABASE`, the least privilege Rollcall needs), `namespace` or `root`.
+    #[arg(long, env = "ROLLCALL_DB_AUTH", value_enum, default_value_t = DbAuthLevel::Database)]
+    pub db_auth: DbAuthLevel,
 }
 
 impl DbArgs {
@@ -136,6 +140,7 @@ impl DbArgs {
             database: self.db_database.clone(),
             username: self.db_user.clone(),
             password: self.db_password.clone(),
+            auth_level: self.db_auth,
         }
     }
 
@@ -147,6 +152,7 @@ impl DbArgs {
             db_database: "rollcall".into(),
             db_user: None,
             db_password: None,
+            db_auth: DbAuthLevel::Database,
         }
     }
 }

@@ -90,6 +90,7 @@ impl From<StoreError> for ApiError {
                 }
                 .into(),
             ),
+            StoreError::Unavailable(_) => ApiError::Unavailable("the database is unavailable; retry shortly".into()),
             other => ApiError::Internal(other.into()),
         }
     }

@@ -134,7 +134,35 @@ fn is_mutation(req: &GqlRequest) -> bool {
     }
 }
 
+/// How long a request runs before the server checks, and then every so
+/// often re-checks, that its database still answers.
+const DB_CHECK_AFTER: Duration = Duration::from_secs(3);
+
+/// Runs the request. A database server that went away does not fail the
+/// client's calls (it queues them until it reconnects), so a request that
+/// takes long is given up with `UNAVAILABLE` once the database stops
+/// answering a ping; a merely slow one runs on (to its time limit, if a query).
 async fn execute(state: &HttpState, headers: &HeaderMap, client: ClientAddr, request: GqlRequest) -> Response {
+    let mut work = std::pin::pin!(run(state, headers, client, request));
+    loop {
+        tokio::select! {
+            resp = &mut work => return resp,
+            _ = tokio::time::sleep(DB_CHECK_AFTER) => {
+                if let Err(e) = state.app.store.ping(Duration::from_secs(2)).await {
+                    tracing::warn!(error = %e, "giving up a request: the database does not answer");
+                    return error_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "UNAVAILABLE",
+                        "the database is unavailable; retry shortly",
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Authenticates and executes: a query within the time limit, a mutation to its end.
+async fn run(state: &HttpState, headers: &HeaderMap, client: ClientAddr, request: GqlRequest) -> Response {
     let principal = match authenticate(&state.app, Credential::from_headers(headers)).await {
         Ok(p) => p,
         Err(resp) => return resp,

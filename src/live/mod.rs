@@ -157,8 +157,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Live {
     /// Opens the change streams and starts fanning them out.
     pub async fn start(store: SurrealStore, buffer: usize) -> Result<Live, StoreError> {
-        let attendance = store.attendance().changes().await?;
-        let registrations = store.registrations().changes().await?;
+        let attendance = store.attendance_changes().await?;
+        let registrations = store.registration_changes().await?;
         let (revoked, _) = broadcast::channel(64);
         let (stopping, _) = watch::channel(false);
         let (sockets, _) = watch::channel(0);
@@ -634,8 +634,8 @@ async fn pump(
             let Some(hub) = inner.upgrade() else { return };
             let reopened = async {
                 Ok::<_, StoreError>((
-                    hub.store.attendance().changes().await?.boxed(),
-                    hub.store.registrations().changes().await?.boxed(),
+                    hub.store.attendance_changes().await?.boxed(),
+                    hub.store.registration_changes().await?.boxed(),
                 ))
             }
             .await;

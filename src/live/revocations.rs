@@ -14,7 +14,7 @@ use crate::store::SurrealStore;
 /// reopening the stream when the database goes away, until aborted.
 pub(super) async fn relay(store: SurrealStore, revoked: broadcast::Sender<Uuid>) {
     loop {
-        match store.api_keys().revocations().await {
+        match store.key_revocations().await {
             Ok(stream) => {
                 let mut stream = std::pin::pin!(stream);
                 while let Some(key) = stream.next().await {

@@ -414,21 +414,8 @@ impl<'a> AttendanceLog<'a> {
 }
 
 /// What a commit's response says: committed, or why not.
-fn commit_result(mut res: surrealdb::IndexedResults) -> Result<(), CommitError> {
-    let errors = res.take_errors();
-    if errors.is_empty() {
-        return Ok(());
-    }
-    // Statements after the failing one only report that the transaction
-    // failed; the cause is the other error.
-    let mut errors: Vec<(usize, surrealdb::Error)> = errors.into_iter().collect();
-    errors.sort_by_key(|(i, _)| *i);
-    let cause = errors
-        .iter()
-        .find(|(_, e)| !e.message().contains("failed transaction"))
-        .or(errors.first())
-        .map(|(_, e)| e.clone())
-        .ok_or_else(|| CommitError::Store(StoreError::Corrupt("no error".into())))?;
+fn commit_result(res: surrealdb::IndexedResults) -> Result<(), CommitError> {
+    let Some(cause) = super::transaction_failure(res) else { return Ok(()) };
     let msg = cause.message().to_owned();
     if msg.contains("changed concurrently") || msg.to_lowercase().contains("conflict") {
         return Err(CommitError::Conflict);

@@ -169,8 +169,13 @@ impl AttendanceLog<'_> {
     /// Every change to any attendance row, as it commits: one live query for
     /// the whole table, which the caller fans out.
     pub async fn changes(&self) -> Result<impl futures_util::Stream<Item = AttendanceChange> + use<>, StoreError> {
-        let mut res = self.db.query(format!("LIVE SELECT {CHECK_IN_FIELDS} FROM attendance")).await?;
-        let stream = res.stream::<surrealdb::Notification<CheckInFields>>(0)?;
+        // Registering a live query writes to the database: instances starting
+        // together conflict, and the loser tries again.
+        let stream = super::retry_on_conflict(|| async {
+            let mut res = self.db.query(format!("LIVE SELECT {CHECK_IN_FIELDS} FROM attendance")).await?;
+            Ok(res.stream::<surrealdb::Notification<CheckInFields>>(0)?)
+        })
+        .await?;
         Ok(stream.filter_map(|n| async move {
             let n = match n {
                 Ok(n) => n,

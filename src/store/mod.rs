@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use surrealdb::Surreal;
 use surrealdb::engine::any::{self, Any};
-use surrealdb::opt::auth::Root;
+use surrealdb::opt::auth::{Database, Namespace, Root};
 use surrealdb::types::RecordId;
 use uuid::Uuid;
 
@@ -85,6 +85,10 @@ pub enum StoreError {
         #[source]
         source: Box<surrealdb::Error>,
     },
+    /// The database server cannot be reached (its connection is down);
+    /// the client may retry.
+    #[error("database unavailable: {}", .0.message())]
+    Unavailable(#[source] Box<surrealdb::Error>),
     /// Any other database failure. (Boxed: the engine's error is large, and
     /// every `Result` in the server would carry its size.)
     #[error("database error: {}", .0.message())]
@@ -109,8 +113,22 @@ impl From<surrealdb::Error> for StoreError {
         if msg.contains("`identifier:") && msg.contains("already exists") {
             return StoreError::Conflict { index: "identifier".to_owned() };
         }
+        if err.is_connection() {
+            return StoreError::Unavailable(Box::new(err));
+        }
         StoreError::Db(Box::new(err))
     }
+}
+
+/// Where a SurrealDB server defines the user Rollcall signs in as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DbAuthLevel {
+    /// `DEFINE USER .. ON DATABASE`: can reach Rollcall's database only.
+    Database,
+    /// `DEFINE USER .. ON NAMESPACE`.
+    Namespace,
+    /// `DEFINE USER .. ON ROOT` (or the server's `--user`).
+    Root,
 }
 
 /// Credentials and names for a SurrealDB server; ignored by embedded engines
@@ -121,15 +139,23 @@ pub struct StoreOptions {
     pub namespace: String,
     /// Database name inside the namespace.
     pub database: String,
-    /// Root user for `ws://` servers; embedded engines need none.
+    /// User for `ws://` servers; embedded engines need none.
     pub username: Option<String>,
     /// Password for `username`. Never logged.
     pub password: Option<String>,
+    /// Where `username` is defined.
+    pub auth_level: DbAuthLevel,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { namespace: "rollcall".into(), database: "rollcall".into(), username: None, password: None }
+        Self {
+            namespace: "rollcall".into(),
+            database: "rollcall".into(),
+            username: None,
+            password: None,
+            auth_level: DbAuthLevel::Database,
+        }
     }
 }
 
@@ -141,6 +167,13 @@ pub struct SurrealStore {
     /// own in the engine (hundreds of KB), and every request and WebSocket
     /// holds a clone of the store.
     db: std::sync::Arc<Surreal<Any>>,
+    /// The connection the live queries (the change streams) run on: for a
+    /// server, a second one. The server closes a connection whose
+    /// notifications queue up past its limit (one large batch can do it);
+    /// on their own connection that ends only the change stream, which the
+    /// live hub reopens and catches up, and never fails the queries in
+    /// flight. Embedded engines share `db`.
+    live_db: std::sync::Arc<Surreal<Any>>,
     /// For an embedded on-disk store, its directory: [`SurrealStore::close`]
     /// watches the engine's lock there to know it has shut down.
     data_dir: Option<std::path::PathBuf>,
@@ -150,18 +183,32 @@ impl SurrealStore {
     /// Opens the database at `url`, signs in if credentials are given, selects
     /// the namespace and database, and applies pending migrations.
     pub async fn open(url: &str, opts: &StoreOptions) -> Result<Self, StoreError> {
-        let connect_err = |source| StoreError::Connect { url: redact_url(url), source: Box::new(source) };
-        let db = any::connect(url).await.map_err(connect_err)?;
-        if let (Some(username), Some(password)) = (&opts.username, &opts.password) {
-            db.signin(Root { username: username.clone(), password: password.clone() }).await.map_err(connect_err)?;
-        }
-        db.use_ns(&opts.namespace).use_db(&opts.database).await.map_err(connect_err)?;
+        let db = std::sync::Arc::new(Self::connect(url, opts).await?);
+        let remote = ["ws://", "wss://", "http://", "https://"].iter().any(|scheme| url.starts_with(scheme));
+        let live_db = if remote { std::sync::Arc::new(Self::connect(url, opts).await?) } else { db.clone() };
         let data_dir = url
             .strip_prefix("surrealkv://")
             .map(|rest| std::path::PathBuf::from(rest.split('?').next().unwrap_or(rest)));
-        let store = Self { db: std::sync::Arc::new(db), data_dir };
+        let store = Self { db, live_db, data_dir };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// One connection, signed in, on the namespace and database.
+    async fn connect(url: &str, opts: &StoreOptions) -> Result<Surreal<Any>, StoreError> {
+        let connect_err = |source| StoreError::Connect { url: redact_url(url), source: Box::new(source) };
+        let db = any::connect(url).await.map_err(connect_err)?;
+        if let (Some(username), Some(password)) = (opts.username.clone(), opts.password.clone()) {
+            let (namespace, database) = (opts.namespace.clone(), opts.database.clone());
+            let signed_in = match opts.auth_level {
+                DbAuthLevel::Database => db.signin(Database { namespace, database, username, password }).await,
+                DbAuthLevel::Namespace => db.signin(Namespace { namespace, username, password }).await,
+                DbAuthLevel::Root => db.signin(Root { username, password }).await,
+            };
+            signed_in.map_err(connect_err)?;
+        }
+        db.use_ns(&opts.namespace).use_db(&opts.database).await.map_err(connect_err)?;
+        Ok(db)
     }
 
     /// Closes the store and waits, up to `timeout`, for the embedded engine
@@ -170,8 +217,8 @@ impl SurrealStore {
     /// cancels the engine's tasks mid-shutdown. Other clones of this handle
     /// keep the database open; then this returns after `timeout`.
     pub async fn close(self, timeout: Duration) {
-        let Self { db, data_dir, .. } = self;
-        drop(db);
+        let Self { db, live_db, data_dir } = self;
+        drop((db, live_db));
         let Some(dir) = data_dir else {
             // In-memory and remote engines have nothing to flush; let their tasks run once.
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -195,39 +242,54 @@ impl SurrealStore {
         Self::open("mem://", &StoreOptions::default()).await
     }
 
+    /// Applies the migrations not yet recorded, each in one transaction with
+    /// its record, so that instances starting together apply each exactly
+    /// once: the loser of a race fails on the record (or on a write
+    /// conflict), rolls back, and finds the migration applied when it looks
+    /// again.
     async fn migrate(&self) -> Result<(), StoreError> {
-        self.db
-            .query(
-                "DEFINE TABLE IF NOT EXISTS migration SCHEMAFULL;
-                 DEFINE FIELD IF NOT EXISTS name ON migration TYPE string;
-                 DEFINE FIELD IF NOT EXISTS applied_at ON migration TYPE datetime;",
-            )
-            .await?
-            .check()?;
-        for &(version, name, sql) in MIGRATIONS {
-            let id = RecordId::new("migration", version);
-            let mut res = self.db.query("SELECT VALUE id FROM ONLY $id").bind(("id", id.clone())).await?;
-            let applied: Option<RecordId> = res.take(0)?;
-            if applied.is_some() {
-                continue;
-            }
-            tracing::info!(version, name, "applying database migration");
-            self.db.query(sql).await?.check()?;
-            let res = self
-                .db
-                .query("CREATE $id SET name = $name, applied_at = time::now()")
-                .bind(("id", id))
-                .bind(("name", name.to_owned()))
+        retry_on_conflict(|| async {
+            self.db
+                .query(
+                    "DEFINE TABLE IF NOT EXISTS migration SCHEMAFULL;
+                     DEFINE FIELD IF NOT EXISTS name ON migration TYPE string;
+                     DEFINE FIELD IF NOT EXISTS applied_at ON migration TYPE datetime;",
+                )
                 .await?
-                .check();
-            match res.map_err(StoreError::from) {
-                Ok(_) => {}
-                // Another instance applied it at the same moment.
-                Err(StoreError::Db(e)) if e.is_already_exists() => {}
-                Err(e) => return Err(e),
-            }
+                .check()?;
+            Ok(())
+        })
+        .await?;
+        for &(version, name, sql) in MIGRATIONS {
+            retry_on_conflict(|| self.apply_migration(version, name, sql)).await?;
         }
         Ok(())
+    }
+
+    /// Applies one migration unless it is recorded as applied.
+    async fn apply_migration(&self, version: i64, name: &str, sql: &str) -> Result<(), StoreError> {
+        let id = RecordId::new("migration", version);
+        let mut res = self.db.query("SELECT VALUE id FROM ONLY $id").bind(("id", id.clone())).await?;
+        let applied: Option<RecordId> = res.take(0)?;
+        if applied.is_some() {
+            return Ok(());
+        }
+        tracing::info!(version, name, "applying database migration");
+        let res = self
+            .db
+            .query(format!(
+                "BEGIN TRANSACTION;
+                 CREATE $id SET name = $name, applied_at = time::now();
+                 {sql}
+                 COMMIT TRANSACTION;"
+            ))
+            .bind(("id", id))
+            .bind(("name", name.to_owned()))
+            .await?;
+        match transaction_failure(res) {
+            Some(cause) => Err(cause.into()),
+            None => Ok(()),
+        }
     }
 
     /// Checks that the database answers a trivial query, within `timeout`.
@@ -254,20 +316,22 @@ impl SurrealStore {
         if let Some(v) = fetch().await? {
             return Ok(v);
         }
-        let created = self
-            .db
-            .query("CREATE $id SET value = $value, created_at = time::now()")
-            .bind(("id", id.clone()))
-            .bind(("value", generate()))
-            .await?
-            .check();
-        // Already there means another instance won the race: use its value.
-        if let Err(e) = created
-            && !e.is_already_exists()
-        {
-            return Err(e.into());
-        }
-        fetch().await?.ok_or_else(|| StoreError::Corrupt(format!("secret `{name}` vanished")))
+        let value = generate();
+        // Already there, or a write conflict, means another instance raced
+        // this one: look again, and use its value if it won.
+        retry_on_conflict(|| async {
+            if let Some(v) = fetch().await? {
+                return Ok(v);
+            }
+            self.db
+                .query("CREATE $id SET value = $value, created_at = time::now()")
+                .bind(("id", id.clone()))
+                .bind(("value", value.clone()))
+                .await?
+                .check()?;
+            fetch().await?.ok_or_else(|| StoreError::Corrupt(format!("secret `{name}` vanished")))
+        })
+        .await
     }
 
     pub fn users(&self) -> Users<'_> {
@@ -300,6 +364,64 @@ impl SurrealStore {
 
     pub fn attendance(&self) -> AttendanceLog<'_> {
         AttendanceLog::new(&self.db)
+    }
+
+    /// Every change to any attendance row, on the live connection.
+    pub async fn attendance_changes(
+        &self,
+    ) -> Result<impl futures_util::Stream<Item = AttendanceChange> + use<>, StoreError> {
+        AttendanceLog::new(&self.live_db).changes().await
+    }
+
+    /// The events whose registrations change, on the live connection.
+    pub async fn registration_changes(&self) -> Result<impl futures_util::Stream<Item = Uuid> + use<>, StoreError> {
+        Registrations::new(&self.live_db).changes().await
+    }
+
+    /// The ids of keys revoked from now on, by any process, on the live connection.
+    pub async fn key_revocations(&self) -> Result<impl futures_util::Stream<Item = Uuid> + use<>, StoreError> {
+        ApiKeys::new(&self.live_db).revocations().await
+    }
+}
+
+/// Why a transaction's response failed, if it did. Statements after the
+/// failing one only report that the transaction failed; the cause is the
+/// other error.
+fn transaction_failure(mut res: surrealdb::IndexedResults) -> Option<surrealdb::Error> {
+    let mut errors: Vec<(usize, surrealdb::Error)> = res.take_errors().into_iter().collect();
+    errors.sort_by_key(|(i, _)| *i);
+    errors.iter().find(|(_, e)| !e.message().contains("failed transaction")).or(errors.first()).map(|(_, e)| e.clone())
+}
+
+/// Whether `err` says a concurrent transaction got there first: a record
+/// that already exists, a unique index, or the engine's write conflict
+/// ("... can be retried").
+fn is_conflict(err: &StoreError) -> bool {
+    match err {
+        StoreError::Conflict { .. } => true,
+        StoreError::Db(e) => e.is_already_exists() || e.message().contains("can be retried"),
+        _ => false,
+    }
+}
+
+/// Runs `op` again, after a short pause, while it fails on a conflict with a
+/// concurrent transaction (up to 20 times); for start-up work that several
+/// instances may do at once.
+pub(crate) async fn retry_on_conflict<T, F, Fut>(mut op: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut attempt = 0u32;
+    loop {
+        match op().await {
+            Err(e) if is_conflict(&e) && attempt < 20 => {
+                attempt += 1;
+                let pause = rand::random::<u64>() % (10 * u64::from(attempt)) + 5;
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+            }
+            other => return other,
+        }
     }
 }
 

@@ -156,8 +156,12 @@ impl<'a> Registrations<'a> {
         struct Changed {
             event: RecordId,
         }
-        let mut res = self.db.query("LIVE SELECT event FROM registration").await?;
-        let stream = res.stream::<surrealdb::Notification<Changed>>(0)?;
+        // As for attendance: instances starting together may conflict.
+        let stream = super::retry_on_conflict(|| async {
+            let mut res = self.db.query("LIVE SELECT event FROM registration").await?;
+            Ok(res.stream::<surrealdb::Notification<Changed>>(0)?)
+        })
+        .await?;
         Ok(futures_util::StreamExt::filter_map(
             stream,
             |n| async move { n.ok().and_then(|n| key_of(&n.data.event).ok()) },

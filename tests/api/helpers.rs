@@ -1,5 +1,7 @@
 //! `spawn_app()` starts the real application on a fresh in-memory database
-//! and returns a client with typed helpers for the calls the tests make.
+//! (or, with `ROLLCALL_TEST_DB=ws`, on a SurrealDB server of its own; see
+//! `surreal.rs`) and returns a client with typed helpers for the calls the
+//! tests make.
 
 use std::net::SocketAddr;
 
@@ -9,6 +11,8 @@ use rollcall::startup::Application;
 use rollcall::state::AppState;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
+
+use crate::surreal::{self, SurrealServer};
 
 pub const PASSWORD: &str = "correct horse battery";
 
@@ -28,13 +32,21 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub state: AppState,
     _shutdown: oneshot::Sender<()>,
+    /// The SurrealDB server under a `ROLLCALL_TEST_DB=ws` run; outlives the app.
+    _db: Option<SurrealServer>,
 }
 
 pub async fn spawn_app() -> TestApp {
     spawn_with(ServeArgs::for_tests(DbArgs::memory())).await
 }
 
-pub async fn spawn_with(args: ServeArgs) -> TestApp {
+pub async fn spawn_with(mut args: ServeArgs) -> TestApp {
+    let mut db = None;
+    if args.db.url == "mem://" && surreal::wanted() {
+        let server = SurrealServer::memory().await;
+        args.db = server.database("tests").await;
+        db = Some(server);
+    }
     let app = Application::build(args).await.expect("application builds");
     let addr = app.local_addr();
     let state = app.state().clone();
@@ -42,7 +54,7 @@ pub async fn spawn_with(args: ServeArgs) -> TestApp {
     tokio::spawn(app.run_until(async move {
         let _ = rx.await;
     }));
-    TestApp { addr, http: reqwest::Client::new(), state, _shutdown: tx }
+    TestApp { addr, http: reqwest::Client::new(), state, _shutdown: tx, _db: db }
 }
 
 /// A signed-in user: their token and id.
@@ -221,9 +233,20 @@ pub fn run_cli(args: &[&str], stdin: &str) -> (bool, String, String) {
 impl ServerProcess {
     /// Starts `rollcall serve` on a free port with `db`, and waits until it is healthy.
     pub async fn start(db: &str) -> Self {
+        Self::start_with(&["--db".to_owned(), db.to_owned()]).await
+    }
+
+    /// Starts `rollcall serve` on a free port on `db` (a server's database
+    /// and user included), and waits until it is healthy.
+    pub async fn start_on(db: &DbArgs) -> Self {
+        Self::start_with(&surreal::cli_args(db)).await
+    }
+
+    async fn start_with(db_args: &[String]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rollcall"))
-            .args(["serve", "--bind", &format!("127.0.0.1:{port}"), "--db", db])
+            .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+            .args(db_args)
             .env_remove("ROLLCALL_JWT_SECRET")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

@@ -14,21 +14,21 @@ use serde_json::{Value, json};
 use crate::helpers::{Auth, Session, TestApp, spawn_app, spawn_with};
 use crate::websocket::WsClient;
 
-const CHECK_INS: &str = "subscription($e: ID!, $after: String) {
+pub(crate) const CHECK_INS: &str = "subscription($e: ID!, $after: String) {
     checkIns(eventId: $e, after: $after) { cursor eventId checkedInAt scanner user { id name } } }";
 const STATS: &str = "subscription($e: ID!) { eventStats(eventId: $e) { eventId registered checkedIn presentNow at } }";
 const SUBMIT: &str = "mutation($b: SightingBatchInput!) { submitSightings(batch: $b) { accepted checkIns } }";
 
 /// An active walk-in event around now with `people` imported attendees and a scanner key.
-struct Venue {
-    org: Session,
-    event: String,
-    key: Auth,
+pub(crate) struct Venue {
+    pub(crate) org: Session,
+    pub(crate) event: String,
+    pub(crate) key: Auth,
     /// (BLE UUID, name) of each attendee.
-    people: Vec<(String, String)>,
+    pub(crate) people: Vec<(String, String)>,
 }
 
-async fn venue(app: &TestApp, people: usize) -> Venue {
+pub(crate) async fn venue(app: &TestApp, people: usize) -> Venue {
     let org = app.organizer("org@example.org").await;
     let start = Utc::now() - chrono::Duration::hours(1);
     let data = app
@@ -60,7 +60,7 @@ async fn venue(app: &TestApp, people: usize) -> Venue {
 }
 
 /// Submits one batch that checks in `who` (indices into `v.people`).
-async fn check_in(app: &TestApp, v: &Venue, who: impl IntoIterator<Item = usize>) -> Value {
+pub(crate) async fn check_in(app: &TestApp, v: &Venue, who: impl IntoIterator<Item = usize>) -> Value {
     let now = Utc::now();
     let sightings: Vec<Value> =
         who.into_iter().map(|i| json!({ "bleUuid": v.people[i].0, "seenAt": now, "rssi": -60 })).collect();
@@ -70,7 +70,7 @@ async fn check_in(app: &TestApp, v: &Venue, who: impl IntoIterator<Item = usize>
 
 /// Waits until `n` subscribers follow the event's check-ins (a subscription
 /// has no acknowledgement in the protocol).
-async fn subscribers(app: &TestApp, v: &Venue, n: usize) {
+pub(crate) async fn subscribers(app: &TestApp, v: &Venue, n: usize) {
     let event = v.event.parse().unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while app.state.live.check_in_subscribers(event) < n {
@@ -80,7 +80,7 @@ async fn subscribers(app: &TestApp, v: &Venue, n: usize) {
 }
 
 /// The next `n` check-ins on subscription `id`.
-async fn take(c: &mut WsClient, id: &str, n: usize) -> Vec<Value> {
+pub(crate) async fn take(c: &mut WsClient, id: &str, n: usize) -> Vec<Value> {
     let mut out = Vec::new();
     while out.len() < n {
         let msg = c.recv().await;
@@ -91,7 +91,7 @@ async fn take(c: &mut WsClient, id: &str, n: usize) -> Vec<Value> {
     out
 }
 
-fn names(items: &[Value]) -> Vec<String> {
+pub(crate) fn names(items: &[Value]) -> Vec<String> {
     items.iter().map(|i| i["user"]["name"].as_str().unwrap().to_owned()).collect()
 }
 

@@ -1,22 +1,37 @@
-//! Data on the embedded SurrealKV store survives `kill -9` and a restart.
+//! Data on the embedded SurrealKV store survives `kill -9` and a restart;
+//! with `ROLLCALL_TEST_DB=ws`, data on a SurrealDB server (on SurrealKV)
+//! survives `kill -9` of both Rollcall and the database server.
 
+use rollcall::config::DbArgs;
 use serde_json::json;
 
 use crate::helpers::{PASSWORD, ServerProcess, run_cli};
+use crate::surreal::{self, SurrealServer};
 
 #[tokio::test]
 async fn data_survives_kill_9_and_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let db = format!("surrealkv://{}", dir.path().join("data").display());
+    let mut surreal_server = None;
+    let db = if surreal::wanted() {
+        let server = SurrealServer::on_disk(&dir.path().join("surreal")).await;
+        let db = server.database("tests").await;
+        surreal_server = Some(server);
+        db
+    } else {
+        DbArgs { url: format!("surrealkv://{}", dir.path().join("data").display()), ..DbArgs::memory() }
+    };
 
-    // An admin made with the CLI, on the same data directory, before the server starts.
-    let (ok, _, err) = run_cli(
-        &["admin", "create", "--email", "root@example.org", "--name", "Root", "--password-stdin", "--db", &db],
-        &format!("{PASSWORD}\n"),
-    );
+    // An admin made with the CLI, on the same database, before the server starts.
+    let mut args: Vec<String> =
+        ["admin", "create", "--email", "root@example.org", "--name", "Root", "--password-stdin"]
+            .map(String::from)
+            .into();
+    args.extend(surreal::cli_args(&db));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, _, err) = run_cli(&args, &format!("{PASSWORD}\n"));
     assert!(ok, "{err}");
 
-    let server = ServerProcess::start(&db).await;
+    let server = ServerProcess::start_on(&db).await;
     let login = "mutation($e: String!, $p: String!) { logIn(email: $e, password: $p) { token } }";
     let admin = server.ok(None, login, json!({ "e": "root@example.org", "p": PASSWORD })).await["logIn"]["token"]
         .as_str()
@@ -43,10 +58,14 @@ async fn data_survives_kill_9_and_restart() {
         .unwrap()
         .to_owned();
 
-    // The last write was acknowledged; now pull the plug.
+    // The last write was acknowledged; now pull the plug (on the database server too).
     server.kill9();
+    if let Some(surreal_server) = &mut surreal_server {
+        surreal_server.kill();
+        surreal_server.restart().await;
+    }
 
-    let server = ServerProcess::start(&db).await;
+    let server = ServerProcess::start_on(&db).await;
     // Tokens issued before the crash still verify: the generated JWT secret persisted too.
     let me = server
         .ok(Some(&att), "{ me { email registrations { edges { node { status event { name state } } } } } }", json!({}))

@@ -1,0 +1,249 @@
+//! Several Rollcall instances over one SurrealDB server (`tools/surreal`),
+//! as a venue that outgrows one machine runs them: check-ins reach the
+//! subscribers of every instance in cursor order exactly once, a cursor from
+//! one instance resumes on another, concurrent batches through all of them
+//! lose and double nothing, a simultaneous first start agrees on one schema
+//! and one JWT secret, and losing the database is reported, then recovered
+//! from, without a restart.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures_util::future::join_all;
+use rollcall::config::{DbArgs, ServeArgs};
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, code, spawn_with};
+use crate::live::{CHECK_INS, check_in, names, subscribers, take, venue};
+use crate::surreal::SurrealServer;
+use crate::websocket::WsClient;
+
+/// `n` instances on `db`, started at the same moment.
+async fn instances(db: &DbArgs, n: usize) -> Vec<TestApp> {
+    join_all((0..n).map(|_| spawn_with(ServeArgs::for_tests(db.clone())))).await
+}
+
+fn cursors(items: &[Value]) -> Vec<String> {
+    items.iter().map(|i| i["cursor"].as_str().unwrap().to_owned()).collect()
+}
+
+fn strictly_increasing(cursors: &[String]) -> bool {
+    cursors.windows(2).all(|w| w[0] < w[1])
+}
+
+#[tokio::test]
+async fn a_check_in_through_one_instance_reaches_every_instance_in_cursor_order_once() {
+    let server = SurrealServer::memory().await;
+    let apps = instances(&server.database("multi").await, 3).await;
+    let v = venue(&apps[0], 30).await;
+    let event = v.event.parse().unwrap();
+    let mut clients = Vec::new();
+    for app in &apps {
+        let mut c = WsClient::bearer(app, &v.org.token).await;
+        c.subscribe("s", CHECK_INS, json!({ "e": v.event })).await;
+        clients.push(c);
+    }
+    for app in &apps {
+        subscribers(app, &v, 1).await;
+        assert_eq!(app.state.live.check_in_subscribers(event), 1);
+    }
+    // Ten batches of three through A alone.
+    for batch in 0..10 {
+        check_in(&apps[0], &v, batch * 3..batch * 3 + 3).await;
+    }
+    let expected: Vec<String> = (0..30).map(|i| format!("Person {i:04}")).collect();
+    for c in &mut clients {
+        let got = take(c, "s", 30).await;
+        let mut got_names = names(&got);
+        assert!(strictly_increasing(&cursors(&got)), "{:?}", cursors(&got));
+        got_names.sort();
+        assert_eq!(got_names, expected, "each check-in once");
+        assert!(c.recv_within(Duration::from_millis(500)).await.is_none(), "nothing twice");
+    }
+}
+
+#[tokio::test]
+async fn a_cursor_from_one_instance_resumes_on_another_without_gap_or_repeat() {
+    let server = SurrealServer::memory().await;
+    let apps = instances(&server.database("multi").await, 3).await;
+    let (a, b, c) = (&apps[0], &apps[1], &apps[2]);
+    let v = venue(a, 60).await;
+    check_in(a, &v, 0..20).await;
+    let mut on_a = WsClient::bearer(a, &v.org.token).await;
+    on_a.subscribe("s", CHECK_INS, json!({ "e": v.event, "after": "" })).await;
+    let first = take(&mut on_a, "s", 10).await;
+    let cursor = first[9]["cursor"].as_str().unwrap().to_owned();
+    drop(on_a);
+
+    // Check-ins keep coming through A and C, one per batch, while the
+    // subscriber comes back on B.
+    let feeders = join_all([(a, 20..40), (c, 40..60)].map(|(app, who)| {
+        let v = &v;
+        async move {
+            for i in who {
+                check_in(app, v, [i]).await;
+            }
+        }
+    }));
+    let resume = async {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let mut on_b = WsClient::bearer(b, &v.org.token).await;
+        on_b.subscribe("s", CHECK_INS, json!({ "e": v.event, "after": cursor })).await;
+        let rest = take(&mut on_b, "s", 50).await;
+        (on_b, rest)
+    };
+    let (_, (mut on_b, rest)) = tokio::join!(feeders, resume);
+    let mut all = names(&first);
+    all.extend(names(&rest));
+    assert_eq!(all.iter().collect::<HashSet<_>>().len(), 60, "every check-in exactly once: {all:?}");
+    assert_eq!(names(&rest[..10]), (10..20).map(|i| format!("Person {i:04}")).collect::<Vec<_>>());
+    let mut all_cursors = cursors(&first);
+    all_cursors.extend(cursors(&rest));
+    assert!(strictly_increasing(&all_cursors), "{all_cursors:?}");
+    assert!(on_b.recv_within(Duration::from_millis(500)).await.is_none());
+}
+
+#[tokio::test]
+async fn concurrent_batches_through_every_instance_lose_nothing_and_double_nothing() {
+    let server = SurrealServer::memory().await;
+    let apps = instances(&server.database("multi").await, 3).await;
+    let v = &venue(&apps[0], 20).await;
+    const BATCHES: usize = 4;
+    let start = Utc::now() - chrono::Duration::minutes(50);
+    // Every instance sends BATCHES batches at once, each with a sighting of
+    // all 20 people at a minute of its own.
+    let sends = apps.iter().enumerate().flat_map(|(i, app)| {
+        (0..BATCHES).map(move |b| {
+            let minute = (i * BATCHES + b) as i64;
+            let seen = start + chrono::Duration::minutes(minute);
+            async move {
+                let sightings: Vec<Value> =
+                    v.people.iter().map(|(ble, _)| json!({ "bleUuid": ble, "seenAt": seen, "rssi": -60 })).collect();
+                let vars = json!({ "b": { "batchId": uuid::Uuid::new_v4(), "sightings": sightings } });
+                app.ok(
+                    &v.key,
+                    "mutation($b: SightingBatchInput!) { submitSightings(batch: $b) { accepted checkIns } }",
+                    vars,
+                )
+                .await["submitSightings"]
+                    .clone()
+            }
+        })
+    });
+    let results = join_all(sends).await;
+    let accepted: i64 = results.iter().map(|r| r["accepted"].as_i64().unwrap()).sum();
+    let check_ins: i64 = results.iter().map(|r| r["checkIns"].as_i64().unwrap()).sum();
+    assert_eq!(accepted, (3 * BATCHES * 20) as i64);
+    assert_eq!(check_ins, 20, "one check-in per person, whichever batch won");
+
+    // Every instance reads the same: each person once, with every sighting.
+    for app in &apps {
+        let data = app
+            .ok(
+                &v.org.auth(),
+                "query($e: ID!) { attendance(eventId: $e, first: 100) { edges { node { user { id } sightings } } } }",
+                json!({ "e": v.event }),
+            )
+            .await;
+        let rows = data["attendance"]["edges"].as_array().unwrap();
+        assert_eq!(rows.len(), 20);
+        for row in rows {
+            assert_eq!(row["node"]["sightings"], 3 * BATCHES, "{row}");
+        }
+        let stats = app
+            .ok(&v.org.auth(), "query($e: ID!) { eventReport(eventId: $e) { checkedIn } }", json!({ "e": v.event }))
+            .await;
+        assert_eq!(stats["eventReport"]["checkedIn"], 20);
+    }
+}
+
+#[tokio::test]
+async fn instances_starting_together_on_an_empty_database_agree_on_schema_and_secret() {
+    let server = SurrealServer::memory().await;
+    let db = server.database("fresh").await;
+    let apps = instances(&db, 3).await;
+
+    // One row per migration, however many instances raced to apply it.
+    let root = server.root().await;
+    root.use_ns("rollcall").use_db("fresh").await.unwrap();
+    let mut res = root.query("SELECT VALUE record::id(id) FROM migration ORDER BY id").await.unwrap();
+    let versions: Vec<i64> = res.take(0).unwrap();
+    assert_eq!(versions, (1..=versions.len() as i64).collect::<Vec<_>>());
+    assert!(versions.len() >= 9, "{versions:?}");
+    let mut res = root.query("SELECT VALUE id FROM secret").await.unwrap();
+    let secrets: Vec<surrealdb::types::RecordId> = res.take(0).unwrap();
+    assert_eq!(secrets.len(), 1, "one JWT secret: {secrets:?}");
+
+    // A token from any instance is good on every other.
+    for (i, app) in apps.iter().enumerate() {
+        let who = app.sign_up(&format!("p{i}@example.org"), &format!("Person {i}")).await;
+        for other in &apps {
+            let me = other.ok(&who.auth(), "{ me { email } }", json!({})).await;
+            assert_eq!(me["me"]["email"], format!("p{i}@example.org"));
+        }
+    }
+}
+
+#[tokio::test]
+async fn losing_the_database_is_reported_and_recovered_from_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = SurrealServer::on_disk(dir.path()).await;
+    let apps = instances(&server.database("multi").await, 2).await;
+    let (a, b) = (&apps[0], &apps[1]);
+    let v = venue(a, 10).await;
+    check_in(a, &v, 0..3).await;
+    let mut on_b = WsClient::bearer(b, &v.org.token).await;
+    on_b.subscribe("s", CHECK_INS, json!({ "e": v.event, "after": "" })).await;
+    let before = take(&mut on_b, "s", 3).await;
+
+    server.kill();
+    // `/ready` fails, and requests fail with UNAVAILABLE, promptly.
+    for app in &apps {
+        let ready = tokio::time::timeout(Duration::from_secs(10), app.http.get(app.url("/ready")).send())
+            .await
+            .expect("/ready answers while the database is away")
+            .unwrap();
+        assert_eq!(ready.status(), 503);
+        let query = "query($e: ID!) { attendance(eventId: $e) { edges { node { sightings } } } }";
+        let (_, body) =
+            tokio::time::timeout(Duration::from_secs(15), app.post_gql(&v.org.auth(), query, json!({ "e": v.event })))
+                .await
+                .expect("a request answers while the database is away");
+        assert_eq!(code(&body).as_deref(), Some("UNAVAILABLE"), "{body}");
+    }
+
+    // Back on the same data: both instances reconnect by themselves, and the
+    // live subscription carries on from where it was.
+    server.restart().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    for app in &apps {
+        loop {
+            let ready = app.http.get(app.url("/ready")).send().await.unwrap();
+            if ready.status() == 200 {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "instances did not reconnect");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    check_in(a, &v, 3..6).await;
+    // A subscriber whose replay met the outage was told to come back after
+    // its last cursor (the protocol's promise); it does, on the same instance.
+    let first = on_b.recv().await;
+    let mut after = Vec::new();
+    if first["payload"]["errors"].is_null() {
+        after.push(first["payload"]["data"]["checkIns"].clone());
+    } else {
+        let error = &first["payload"]["errors"][0]["extensions"];
+        assert_eq!(error["code"], "UNAVAILABLE", "{first}");
+        assert_eq!(error["lastCursor"], before[2]["cursor"], "{first}");
+        on_b = WsClient::bearer(b, &v.org.token).await;
+        on_b.subscribe("s", CHECK_INS, json!({ "e": v.event, "after": error["lastCursor"] })).await;
+    }
+    let more = 3 - after.len();
+    after.extend(take(&mut on_b, "s", more).await);
+    let mut all = names(&before);
+    all.extend(names(&after));
+    assert_eq!(all, (0..6).map(|i| format!("Person {i:04}")).collect::<Vec<_>>());
+}
