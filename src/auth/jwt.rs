@@ -4,6 +4,8 @@
 //! with `none` or an asymmetric algorithm is refused. `exp`, `iss` and `aud`
 //! are required and checked; `sub` is the user id.
 
+use std::sync::Arc;
+
 use chrono::{Duration, Utc};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
 use serde::{Deserialize, Serialize};
@@ -39,8 +41,13 @@ pub struct Claims {
 }
 
 /// Signing and verification keys made from one secret. `Debug` is redacted.
+/// A cheap handle: every request and live socket holds a clone of the
+/// application state, and the keys themselves are some 370 bytes.
 #[derive(Clone)]
-pub struct JwtKeys {
+pub struct JwtKeys(Arc<Keys>);
+
+#[derive(Clone)]
+struct Keys {
     /// Signs new tokens.
     encoding: EncodingKey,
     /// Verifies presented tokens.
@@ -55,7 +62,7 @@ pub struct JwtKeys {
 
 impl std::fmt::Debug for JwtKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JwtKeys").field("ttl", &self.ttl).finish_non_exhaustive()
+        f.debug_struct("JwtKeys").field("ttl", &self.0.ttl).finish_non_exhaustive()
     }
 }
 
@@ -72,19 +79,19 @@ impl JwtKeys {
         validation.set_audience(&[AUDIENCE]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.leeway = 30;
-        Ok(Self {
+        Ok(Self(Arc::new(Keys {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             previous: None,
             validation,
             ttl,
-        })
+        })))
     }
 
     /// Issues a token for `user` in session generation `ver`; returns it with its expiry.
     pub fn issue(&self, user: Uuid, role: Role, ver: i64) -> Result<(String, chrono::DateTime<Utc>), AuthError> {
         let now = Utc::now();
-        let exp = now + self.ttl;
+        let exp = now + self.0.ttl;
         let claims = Claims {
             sub: user,
             role: role.as_str().to_owned(),
@@ -94,25 +101,26 @@ impl JwtKeys {
             exp: exp.timestamp(),
             ver,
         };
-        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.0.encoding)
             .map_err(|_| AuthError::Config("cannot sign token".into()))?;
         Ok((token, exp))
     }
 
     /// These keys, also accepting tokens signed with `previous` (the secret
     /// before a rotation). New tokens are still signed with the current one.
-    pub fn also_accepting(mut self, previous: &[u8]) -> Result<Self, AuthError> {
+    pub fn also_accepting(self, previous: &[u8]) -> Result<Self, AuthError> {
         if previous.len() < MIN_SECRET_LEN {
             return Err(AuthError::Config(format!("the previous JWT secret must be at least {MIN_SECRET_LEN} bytes")));
         }
-        self.previous = Some(DecodingKey::from_secret(previous));
-        Ok(self)
+        let mut keys = Arc::unwrap_or_clone(self.0);
+        keys.previous = Some(DecodingKey::from_secret(previous));
+        Ok(Self(Arc::new(keys)))
     }
 
     /// Verifies a token and returns its claims.
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
-        let decode = |key: &DecodingKey| jsonwebtoken::decode::<Claims>(token, key, &self.validation);
-        let result = match (decode(&self.decoding), &self.previous) {
+        let decode = |key: &DecodingKey| jsonwebtoken::decode::<Claims>(token, key, &self.0.validation);
+        let result = match (decode(&self.0.decoding), &self.0.previous) {
             (Err(e), Some(previous)) if *e.kind() == ErrorKind::InvalidSignature => decode(previous),
             (result, _) => result,
         };

@@ -1,8 +1,9 @@
-//! A hostile caller: input that used to panic, cells that run in a
-//! spreadsheet, labels that grow forever, and the other levers of issue 12.
+//! A hostile caller against the real server (issue 12, denial of service):
+//! input that used to panic, queries that cost N^3 reads, password hashing
+//! as a lever, sockets held forever, labels that grow forever.
 
 use rollcall::config::{DbArgs, ServeArgs};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::helpers::{Auth, TestApp, code, spawn_app, spawn_with};
@@ -41,51 +42,6 @@ async fn policy_seconds_at_the_edge_of_i64_are_refused_not_panicked() {
 }
 
 #[tokio::test]
-async fn exported_cells_that_would_run_as_formulas_are_neutralised() {
-    let app = spawn_app().await;
-    let org = app.organizer("org@example.org").await;
-    let event = app.create_event(&org, "Talk").await;
-    let names = ["=HYPERLINK(\"http://evil\",\"x\")", "+1+1", "-2+3", "@SUM(A1)", "Plain = name"];
-    for (i, name) in names.iter().enumerate() {
-        let data = app
-            .ok(
-                &Auth::None,
-                "mutation($e: String!, $n: String!) { signUp(email: $e, name: $n, password: \"correct horse battery\") { token } }",
-                json!({ "e": format!("p{i}@example.org"), "n": name }),
-            )
-            .await;
-        let token = data["signUp"]["token"].as_str().unwrap().to_owned();
-        app.ok(
-            &Auth::Bearer(token),
-            "mutation($e: ID!) { registerForEvent(eventId: $e) { id } }",
-            json!({ "e": event }),
-        )
-        .await;
-    }
-    let csv = app
-        .http
-        .get(app.url(&format!("/events/{event}/attendance.csv")))
-        .bearer_auth(&org.token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let mut reader = csv::Reader::from_reader(csv.as_bytes());
-    let exported: Vec<String> = reader.records().map(|r| r.unwrap()[2].to_owned()).collect();
-    assert_eq!(exported.len(), names.len(), "{csv}");
-    for cell in &exported {
-        assert!(!cell.starts_with(['=', '+', '-', '@', '\t', '\r']), "{cell:?} would run in a spreadsheet");
-    }
-    for name in names {
-        let kept =
-            if name.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{name}") } else { name.to_owned() };
-        assert!(exported.contains(&kept), "{kept:?} not in {exported:?}");
-    }
-}
-
-#[tokio::test]
 async fn metrics_labels_do_not_grow_with_client_chosen_names() {
     let app = spawn_app().await;
     for i in 0..30 {
@@ -94,35 +50,6 @@ async fn metrics_labels_do_not_grow_with_client_chosen_names() {
     let text = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(!text.contains("Probe"), "client-chosen names became labels:\n{text}");
     assert!(text.contains("operation=\"query:__typename\""), "labelled by what ran:\n{text}");
-}
-
-#[tokio::test]
-async fn keys_lapse_when_their_creator_is_demoted_or_deleted() {
-    let app = spawn_app().await;
-    let admin = app.admin().await;
-    let demoted = app.organizer("demoted@example.org").await;
-    let deleted = app.organizer("deleted@example.org").await;
-    let kept = app.organizer("kept@example.org").await;
-    let mut keys = Vec::new();
-    for who in [&demoted, &deleted, &kept] {
-        keys.push(Auth::ApiKey(app.api_key(who, "door", None).await.1));
-    }
-    for key in &keys {
-        app.ok(key, "{ activeEvents { id } }", json!({})).await;
-    }
-    app.ok(
-        &admin.auth(),
-        "mutation($id: ID!) { updateUser(id: $id, input: { role: ATTENDEE }) { role } }",
-        json!({ "id": demoted.id }),
-    )
-    .await;
-    app.ok(&admin.auth(), "mutation($id: ID!) { deleteUser(id: $id) }", json!({ "id": deleted.id })).await;
-    for key in &keys[..2] {
-        let (_, body) = app.post_gql(key, "{ activeEvents { id } }", json!({})).await;
-        assert_eq!(code(&body).as_deref(), Some("UNAUTHENTICATED"), "{body}");
-        assert!(body["errors"][0]["message"].as_str().unwrap().contains("creator"), "{body}");
-    }
-    app.ok(&keys[2], "{ activeEvents { id } }", json!({})).await;
 }
 
 #[tokio::test]
@@ -195,6 +122,20 @@ async fn a_socket_may_start_only_so_many_operations_a_minute() {
     assert!(err["payload"][0]["message"].as_str().unwrap().contains("slow down"), "{err}");
 }
 
+#[tokio::test]
+async fn a_key_revoked_elsewhere_closes_its_sockets_here_at_once() {
+    let app = spawn_app().await;
+    let org = app.organizer("org@example.org").await;
+    let (key_id, secret) = app.api_key(&org, "door", None).await;
+    let mut door = WsClient::signed_in(&app, "graphql-transport-ws", json!({ "apiKey": secret })).await;
+    // As the CLI or another instance does it: straight to the database,
+    // unseen by this process's API. The periodic recheck comes only every
+    // 30 s; `closed` waits 10 s at most.
+    app.state.store.api_keys().revoke(key_id.parse().unwrap(), chrono::Utc::now()).await.unwrap();
+    let (code, reason) = door.closed().await;
+    assert_eq!((code, reason.as_str()), (4403, "Forbidden: API key revoked"));
+}
+
 /// Opens a socket, retrying while a closed one's place is being given back.
 async fn eventually_connect(app: &TestApp) -> WsClient {
     for _ in 0..100 {
@@ -216,7 +157,7 @@ async fn try_connect(app: &TestApp) -> Result<WsClient, String> {
     }
 }
 
-const LOG_IN: &str = "mutation($e: String!, $p: String!) { logIn(email: $e, password: $p) { token } }";
+pub(crate) const LOG_IN: &str = "mutation($e: String!, $p: String!) { logIn(email: $e, password: $p) { token } }";
 
 #[tokio::test]
 async fn one_password_hash_per_request() {
@@ -287,60 +228,6 @@ async fn a_flood_of_sign_ups_is_turned_away_not_queued() {
 }
 
 #[tokio::test]
-async fn organisers_see_private_fields_only_of_their_own_attendees() {
-    let app = spawn_app().await;
-    let admin = app.admin().await;
-    let org = app.organizer("org@example.org").await;
-    let event = app.create_event(&org, "Mine").await;
-    let ada = app.sign_up("ada@example.org", "Ada").await;
-    let bob = app.sign_up("bob@example.org", "Bob").await;
-    app.ok(&ada.auth(), "mutation($e: ID!) { registerForEvent(eventId: $e) { id } }", json!({ "e": event })).await;
-    let bob_ble = app.ok(&bob.auth(), "{ me { bleUuid } }", json!({})).await["me"]["bleUuid"].clone();
-
-    let by_id = "query($id: ID!) { user(id: $id) { name email bleUuid } }";
-    let seen = app.ok(&org.auth(), by_id, json!({ "id": ada.id })).await;
-    assert_eq!(seen["user"]["email"], "ada@example.org", "registered for my event");
-    assert!(seen["user"]["bleUuid"].is_string());
-    let seen = app.ok(&org.auth(), by_id, json!({ "id": bob.id })).await;
-    assert_eq!(seen["user"], json!({ "name": "Bob", "email": null, "bleUuid": null }), "a stranger");
-    let (_, body) = app
-        .post_gql(&org.auth(), "query($id: ID!) { user(id: $id) { devices { identifier } } }", json!({ "id": bob.id }))
-        .await;
-    assert_eq!(code(&body).as_deref(), Some("FORBIDDEN"), "{body}");
-    // Finding someone by e-mail (to register them) still works, without their identifiers.
-    let found = app.ok(&org.auth(), "{ userByEmail(email: \"bob@example.org\") { id bleUuid } }", json!({})).await;
-    assert_eq!(found["userByEmail"], json!({ "id": bob.id, "bleUuid": null }));
-    let found = app
-        .ok(&org.auth(), "query($b: String!) { userByBleUuid(bleUuid: $b) { id email } }", json!({ "b": bob_ble }))
-        .await;
-    assert_eq!(found["userByBleUuid"]["email"], Value::Null);
-    // Admins see everyone.
-    assert_eq!(app.ok(&admin.auth(), by_id, json!({ "id": bob.id })).await["user"]["email"], "bob@example.org");
-}
-
-#[tokio::test]
-async fn only_organisers_and_admins_attach_device_identifiers() {
-    let app = spawn_app().await;
-    let admin = app.admin().await;
-    let org = app.organizer("org@example.org").await;
-    let event = app.create_event(&org, "Walk-in fair").await;
-    let ada = app.sign_up("ada@example.org", "Ada").await;
-    let mallory = app.sign_up("mallory@example.org", "Mallory").await;
-    app.ok(&ada.auth(), "mutation($e: ID!) { registerForEvent(eventId: $e) { id } }", json!({ "e": event })).await;
-    let add = "mutation($i: String!, $u: ID) { addDeviceIdentifier(identifier: $i, userId: $u) { identifier } }";
-    // An attendee claiming a device (someone else's phone, a common name) is refused.
-    let (_, body) = app.post_gql(&mallory.auth(), add, json!({ "i": "iPhone", "u": null })).await;
-    assert_eq!(code(&body).as_deref(), Some("FORBIDDEN"), "{body}");
-    // An organiser may attach one only for their own attendees.
-    let (_, body) = app.post_gql(&org.auth(), add, json!({ "i": "Mallory's Pixel", "u": mallory.id })).await;
-    assert_eq!(code(&body).as_deref(), Some("FORBIDDEN"), "{body}");
-    // Canonicalised on input the way ingest canonicalises what it hears.
-    let made = app.ok(&org.auth(), add, json!({ "i": " 6F1C2A3E-8D4B-4C55-9A0E-2B7F4D9E1C3A ", "u": ada.id })).await;
-    assert_eq!(made["addDeviceIdentifier"]["identifier"], "6f1c2a3e-8d4b-4c55-9a0e-2b7f4d9e1c3a");
-    app.ok(&admin.auth(), add, json!({ "i": "Mallory's Pixel", "u": mallory.id })).await;
-}
-
-#[tokio::test]
 async fn nested_lists_cost_their_page_sizes() {
     let app = spawn_app().await;
     let admin = app.admin().await;
@@ -360,271 +247,6 @@ async fn nested_lists_cost_their_page_sizes() {
     let page = "{ users(first: 500) { pageInfo { hasNextPage endCursor } \
         nodes { id name email role bleUuid createdAt devices { identifier } } } }";
     app.ok(&admin.auth(), page, json!({})).await;
-}
-
-#[tokio::test]
-async fn a_slow_query_is_stopped_but_a_mutation_runs_to_the_end() {
-    let mut args = ServeArgs::for_tests(DbArgs::memory());
-    args.limits.request_timeout_ms = 1;
-    let app = spawn_with(args).await;
-    let org = app.organizer("org@example.org").await;
-    let mut made = Vec::new();
-    for i in 0..40 {
-        made.push(app.create_event(&org, &format!("Event {i}")).await);
-    }
-    let (status, body) = app
-        .post_gql(
-            &org.auth(),
-            "{ events(first: 500) { nodes { id name organizer { name } registeredCount } } }",
-            json!({}),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(code(&body).as_deref(), Some("TIMEOUT"), "{body}");
-    assert!(body["errors"][0]["message"].as_str().unwrap().contains("1 ms"), "{body}");
-    assert_eq!(made.len(), 40, "every createEvent under the same 1 ms limit ran to the end");
-}
-
-#[tokio::test]
-async fn logging_out_or_changing_the_password_ends_older_tokens() {
-    let app = spawn_app().await;
-    let ada = app.sign_up("ada@example.org", "Ada").await;
-    let phone = app.ok(&Auth::None, LOG_IN, json!({ "e": "ada@example.org", "p": crate::helpers::PASSWORD })).await
-        ["logIn"]["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let me = "{ me { name } }";
-    app.ok(&Auth::Bearer(phone.clone()), me, json!({})).await;
-    assert_eq!(app.ok(&ada.auth(), "mutation { logOut }", json!({})).await["logOut"], true);
-    for token in [&ada.token, &phone] {
-        let (status, body) = app.post_gql(&Auth::Bearer(token.clone()), me, json!({})).await;
-        assert_eq!(status, 401, "{body}");
-        assert!(body["errors"][0]["message"].as_str().unwrap().contains("log in again"), "{body}");
-    }
-
-    let fresh = app.ok(&Auth::None, LOG_IN, json!({ "e": "ada@example.org", "p": crate::helpers::PASSWORD })).await
-        ["logIn"]["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let change =
-        "mutation($c: String!, $n: String!) { changePassword(currentPassword: $c, newPassword: $n) { token } }";
-    let (_, body) = app
-        .post_gql(&Auth::Bearer(fresh.clone()), change, json!({ "c": "not it at all", "n": "a brand new secret" }))
-        .await;
-    assert_eq!(code(&body).as_deref(), Some("UNAUTHENTICATED"), "{body}");
-    let changed = app
-        .ok(&Auth::Bearer(fresh.clone()), change, json!({ "c": crate::helpers::PASSWORD, "n": "a brand new secret" }))
-        .await;
-    let new_token = changed["changePassword"]["token"].as_str().unwrap().to_owned();
-    assert_eq!(app.post_gql(&Auth::Bearer(fresh), me, json!({})).await.0, 401, "the old token ended");
-    app.ok(&Auth::Bearer(new_token), me, json!({})).await;
-    let (_, body) =
-        app.post_gql(&Auth::None, LOG_IN, json!({ "e": "ada@example.org", "p": crate::helpers::PASSWORD })).await;
-    assert_eq!(code(&body).as_deref(), Some("UNAUTHENTICATED"), "the old password no longer works: {body}");
-    app.ok(&Auth::None, LOG_IN, json!({ "e": "ada@example.org", "p": "a brand new secret" })).await;
-}
-
-#[tokio::test]
-async fn racing_rotations_leave_only_the_current_ble_uuid_resolving() {
-    let app = spawn_app().await;
-    let admin = app.admin().await;
-    let ada = app.sign_up("ada@example.org", "Ada").await;
-    let rotate = "mutation { rotateBleUuid { bleUuid } }";
-    let auth = ada.auth();
-    let answers = futures_util::future::join_all((0..8).map(|_| app.post_gql(&auth, rotate, json!({})))).await;
-    let issued: Vec<String> =
-        answers.iter().filter_map(|(_, b)| b["data"]["rotateBleUuid"]["bleUuid"].as_str().map(str::to_owned)).collect();
-    assert!(!issued.is_empty(), "{answers:?}");
-    for (status, body) in &answers {
-        assert!(*status == 200 && (body["data"]["rotateBleUuid"].is_object() || code(body).is_some()), "{body}");
-    }
-    let current =
-        app.ok(&ada.auth(), "{ me { bleUuid } }", json!({})).await["me"]["bleUuid"].as_str().unwrap().to_owned();
-    let by_ble = "query($b: String!) { userByBleUuid(bleUuid: $b) { id } }";
-    for ble in &issued {
-        let found = &app.ok(&admin.auth(), by_ble, json!({ "b": ble })).await["userByBleUuid"];
-        if *ble == current {
-            assert_eq!(found["id"], ada.id.as_str());
-        } else {
-            assert!(found.is_null(), "{ble} was replaced but still resolves");
-        }
-    }
-}
-
-#[tokio::test]
-async fn production_hides_the_playground_introspection_and_metrics() {
-    let mut args = ServeArgs::for_tests(DbArgs::memory());
-    args.web.profile = rollcall::config::Profile::Production;
-    let app = spawn_with(args).await;
-    let html = app.http.get(app.url("/")).header("accept", "text/html").send().await.unwrap();
-    assert_eq!(html.status().as_u16(), 404);
-    assert_eq!(html.headers()["strict-transport-security"], "max-age=31536000");
-    let gql = app.http.get(app.url("/graphql")).header("accept", "text/html").send().await.unwrap();
-    assert_eq!(gql.status().as_u16(), 400, "no playground in place of a query");
-    let (_, body) = app.post_gql(&Auth::None, "{ __schema { types { name } } }", json!({})).await;
-    assert!(body["data"]["__schema"].is_null(), "no schema for strangers: {body}");
-    assert_eq!(app.http.get(app.url("/metrics")).send().await.unwrap().status().as_u16(), 404);
-    // Ordinary queries are unaffected.
-    assert_eq!(app.ok(&Auth::None, "{ __typename }", json!({})).await["__typename"], "Query");
-
-    let mut args = ServeArgs::for_tests(DbArgs::memory());
-    args.web.profile = rollcall::config::Profile::Production;
-    args.web.metrics_token = Some("scrape-me".into());
-    args.web.playground = true;
-    let app = spawn_with(args).await;
-    assert_eq!(app.http.get(app.url("/metrics")).send().await.unwrap().status().as_u16(), 401);
-    let ok = app.http.get(app.url("/metrics")).bearer_auth("scrape-me").send().await.unwrap();
-    assert_eq!(ok.status().as_u16(), 200);
-    let html = app.http.get(app.url("/")).header("accept", "text/html").send().await.unwrap();
-    assert_eq!(html.status().as_u16(), 200, "asked for");
-}
-
-#[tokio::test]
-async fn every_response_carries_security_headers() {
-    let app = spawn_app().await;
-    for path in ["/health", "/graphql?query=%7B__typename%7D", "/console", "/nope"] {
-        let resp = app.http.get(app.url(path)).send().await.unwrap();
-        let h = resp.headers();
-        assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
-        assert_eq!(h["x-frame-options"], "DENY", "{path}");
-        assert_eq!(h["referrer-policy"], "no-referrer", "{path}");
-        assert!(h.get("strict-transport-security").is_none(), "not in development: {path}");
-    }
-}
-
-#[tokio::test]
-async fn cors_answers_only_the_configured_origins() {
-    let mut args = ServeArgs::for_tests(DbArgs::memory());
-    args.web.cors_origins = vec!["https://admin.example.org".into()];
-    let app = spawn_with(args).await;
-    let preflight = |origin: &'static str| {
-        app.http
-            .request(reqwest::Method::OPTIONS, app.url("/graphql"))
-            .header("origin", origin)
-            .header("access-control-request-method", "POST")
-            .header("access-control-request-headers", "authorization, content-type")
-            .send()
-    };
-    let ok = preflight("https://admin.example.org").await.unwrap();
-    assert!(ok.status().is_success(), "{}", ok.status());
-    assert_eq!(ok.headers()["access-control-allow-origin"], "https://admin.example.org");
-    let allowed = ok.headers()["access-control-allow-headers"].to_str().unwrap().to_lowercase();
-    assert!(allowed.contains("authorization") && allowed.contains("content-type"), "{allowed}");
-    let other = preflight("https://evil.example.com").await.unwrap();
-    assert!(other.headers().get("access-control-allow-origin").is_none());
-    // An actual call from the allowed origin.
-    let resp = app
-        .http
-        .post(app.url("/graphql"))
-        .header("origin", "https://admin.example.org")
-        .json(&json!({ "query": "{ __typename }" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.headers()["access-control-allow-origin"], "https://admin.example.org");
-    // No origins configured: no CORS headers at all.
-    let plain = spawn_app().await;
-    let resp = plain
-        .http
-        .post(plain.url("/graphql"))
-        .header("origin", "https://admin.example.org")
-        .json(&json!({ "query": "{ __typename }" }))
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.headers().get("access-control-allow-origin").is_none());
-}
-
-#[tokio::test]
-async fn a_key_revoked_elsewhere_closes_its_sockets_here_at_once() {
-    let app = spawn_app().await;
-    let org = app.organizer("org@example.org").await;
-    let (key_id, secret) = app.api_key(&org, "door", None).await;
-    let mut door = WsClient::signed_in(&app, "graphql-transport-ws", json!({ "apiKey": secret })).await;
-    // As the CLI or another instance does it: straight to the database,
-    // unseen by this process's API. The periodic recheck comes only every
-    // 30 s; `closed` waits 10 s at most.
-    app.state.store.api_keys().revoke(key_id.parse().unwrap(), chrono::Utc::now()).await.unwrap();
-    let (code, reason) = door.closed().await;
-    assert_eq!((code, reason.as_str()), (4403, "Forbidden: API key revoked"));
-}
-
-#[tokio::test]
-async fn graphql_over_http_media_types_and_status_codes() {
-    let app = spawn_app().await;
-    let post = |accept: Option<&'static str>, content_type: Option<&'static str>, body: &'static str| {
-        let mut req = app.http.post(app.url("/graphql")).body(body);
-        if let Some(a) = accept {
-            req = req.header("accept", a);
-        }
-        if let Some(c) = content_type {
-            req = req.header("content-type", c);
-        }
-        req.send()
-    };
-    const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
-    let ok = r#"{"query": "{ __typename }"}"#;
-    let invalid = r#"{"query": "{ nope }"}"#;
-    let unparsable = r#"{"query": "{"}"#;
-    // Asking for application/graphql-response+json: 200 when it ran, 400 when it could not.
-    let r = post(Some(GRAPHQL_RESPONSE), Some("application/json"), ok).await.unwrap();
-    assert_eq!((r.status().as_u16(), r.headers()["content-type"].to_str().unwrap()), (200, GRAPHQL_RESPONSE));
-    for body in [invalid, unparsable] {
-        let r = post(Some(GRAPHQL_RESPONSE), Some("application/json"), body).await.unwrap();
-        assert_eq!(r.status().as_u16(), 400, "{body}");
-        assert_eq!(r.headers()["content-type"], GRAPHQL_RESPONSE);
-        let body: Value = r.json().await.unwrap();
-        assert!(body.get("data").is_none_or(Value::is_null), "{body}");
-    }
-    // Asking for application/json, or for nothing: 200 and application/json, as legacy clients expect.
-    for accept in [Some("application/json"), None] {
-        for body in [ok, invalid] {
-            let r = post(accept, Some("application/json"), body).await.unwrap();
-            assert_eq!(r.status().as_u16(), 200, "{accept:?} {body}");
-            assert_eq!(r.headers()["content-type"], "application/json");
-        }
-    }
-    // A resolver's error is not a request error: 200 either way.
-    let r = post(Some(GRAPHQL_RESPONSE), Some("application/json"), r#"{"query": "{ me { id } }"}"#).await.unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-    // Null variables, operationName and extensions are allowed.
-    let nulls = r#"{"query": "{ __typename }", "variables": null, "operationName": null, "extensions": null}"#;
-    assert_eq!(post(None, Some("application/json"), nulls).await.unwrap().status().as_u16(), 200);
-    // Without a JSON content type: 415.
-    for content_type in [None, Some("text/plain"), Some("application/x-www-form-urlencoded")] {
-        let r = post(None, content_type, ok).await.unwrap();
-        assert_eq!(r.status().as_u16(), 415, "{content_type:?}");
-    }
-    assert_eq!(post(None, Some("application/json; charset=utf-8"), ok).await.unwrap().status().as_u16(), 200);
-}
-
-/// The GraphQL-over-HTTP specification's own audit suite (vendored in
-/// `tests/fixtures/graphql-http`), run with Node against the real server:
-/// every MUST, and all SHOULDs but at most one.
-#[tokio::test]
-async fn the_graphql_over_http_audit_suite_passes() {
-    let app = spawn_app().await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/graphql-http/audit.mjs");
-    let out = tokio::process::Command::new("node")
-        .arg(script)
-        .arg(app.url("/graphql"))
-        .output()
-        .await
-        .expect("node runs (the tests need Node.js, as the console's do)");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
-    let count = |level: &str| -> (u32, u32) {
-        let line = text.lines().find(|l| l.starts_with(level)).unwrap_or_else(|| panic!("no {level} line: {text}"));
-        let n: Vec<u32> = line.split_whitespace().skip(1).map(|n| n.parse().unwrap()).collect();
-        (n[0], n[1])
-    };
-    let (must, musts) = count("MUST");
-    let (should, shoulds) = count("SHOULD");
-    println!("graphql-http audit: MUST {must}/{musts}, SHOULD {should}/{shoulds}");
-    assert_eq!(must, musts, "{text}");
-    assert!(should + 1 >= shoulds, "{text}");
 }
 
 #[tokio::test]
@@ -658,4 +280,27 @@ async fn a_page_of_registrations_reads_its_users_in_one_batch() {
     // there used to be one per row.
     let reads = app.state.users.loader().reads() - before;
     assert!(reads < 30, "{reads} reads for 301 users");
+}
+
+#[tokio::test]
+async fn a_slow_query_is_stopped_but_a_mutation_runs_to_the_end() {
+    let mut args = ServeArgs::for_tests(DbArgs::memory());
+    args.limits.request_timeout_ms = 1;
+    let app = spawn_with(args).await;
+    let org = app.organizer("org@example.org").await;
+    let mut made = Vec::new();
+    for i in 0..40 {
+        made.push(app.create_event(&org, &format!("Event {i}")).await);
+    }
+    let (status, body) = app
+        .post_gql(
+            &org.auth(),
+            "{ events(first: 500) { nodes { id name organizer { name } registeredCount } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(code(&body).as_deref(), Some("TIMEOUT"), "{body}");
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("1 ms"), "{body}");
+    assert_eq!(made.len(), 40, "every createEvent under the same 1 ms limit ran to the end");
 }
