@@ -107,8 +107,10 @@ impl Application {
             }
             // The server, and with it the router's handles on the store, end here.
         }
-        // The live hub holds the store too; it must go before the store closes.
-        let AppState { store, live, ingest, .. } = state;
+        // The live hub and the user loader hold the store too; they must go
+        // before the store closes.
+        let AppState { store, live, ingest, users, .. } = state;
+        drop(users);
         ingest.stop().await;
         drop(ingest);
         live.stop().await;

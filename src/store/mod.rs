@@ -69,7 +69,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (8, "rederive", include_str!("migrations/0008_rederive.surql")),
     (9, "scanner health", include_str!("migrations/0009_scanner_health.surql")),
     (10, "sessions", include_str!("migrations/0010_sessions.surql")),
-    (12, "beacon secrets", include_str!("migrations/0012_beacon.surql")),
+    (11, "beacon secrets", include_str!("migrations/0011_beacon.surql")),
 ];
 
 /// Errors from the storage layer.

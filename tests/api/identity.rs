@@ -120,9 +120,9 @@ async fn an_ibeacon_matches_its_full_form_then_its_uuid() {
     app.ok(&bob.auth(), "mutation($e: ID!) { registerForEvent(eventId: $e) { id } }", json!({ "e": v.event })).await;
     let vendor = "b9407f30-f5f8-466e-aff9-25556b57fe6d";
     app.ok(
-        &bob.auth(),
-        "mutation($i: String!) { addDeviceIdentifier(identifier: $i) { identifier } }",
-        json!({ "i": format!("ibeacon:{vendor}:258:43981") }),
+        &v.org.auth(),
+        "mutation($i: String!, $u: ID) { addDeviceIdentifier(identifier: $i, userId: $u) { identifier } }",
+        json!({ "i": format!("ibeacon:{vendor}:258:43981"), "u": bob.id }),
     )
     .await;
     let r = submit(
