@@ -22,6 +22,9 @@
 //!
 //! The last line is `crash-loop: cycles <n>, acked <n>, lost <n>, doubled <n>`.
 
+#[path = "support/seed.rs"]
+mod seed;
+
 use std::collections::HashMap;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -33,9 +36,8 @@ use chrono::{DateTime, Utc};
 use clap::Parser;
 use rand::Rng;
 use rollcall::config::{DbArgs, ServeArgs};
-use rollcall::domain::{AttendancePolicy, EventState, EventWindow, Role};
+use rollcall::domain::Role;
 use rollcall::startup::Application;
-use rollcall::store::{ImportRow, NewEvent};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::RwLock;
@@ -84,48 +86,10 @@ async fn serve(args: &Args, dir: &str) -> anyhow::Result<()> {
 }
 
 async fn seed(args: &Args, store: &rollcall::store::SurrealStore) -> anyhow::Result<rollcall::store::User> {
-    let now = Utc::now();
-    let org = rollcall::accounts::create_account(
-        store,
-        rollcall::domain::Email::parse("crash@example.org")?,
-        rollcall::domain::PersonName::parse("Crash")?,
-        Role::Organizer,
-        None,
-        None,
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let event = store
-        .events()
-        .create(
-            NewEvent {
-                name: "Crash loop".into(),
-                description: None,
-                location: None,
-                window: EventWindow::new(now - chrono::Duration::hours(2), now + chrono::Duration::hours(22))?,
-                organizer: org.id,
-                policy: AttendancePolicy::default(),
-            },
-            now,
-        )
-        .await?;
-    store.events().set_state(event.id, EventState::Active, now).await?;
-    let rows = (0..args.users)
-        .map(|i| ImportRow {
-            line: i + 1,
-            email: format!("p{i}@example.org"),
-            name: format!("Person {i}"),
-            ble_uuid: ble(i),
-            event: Some(event.id),
-        })
-        .collect();
-    store.users().import(rows, now).await?;
+    let (org, _) = seed::event_with_people(store, "crash@example.org", "Crash loop", args.users, ble).await?;
     for (c, raw) in args.secrets.iter().enumerate() {
         let secret = rollcall::auth::ApiKeySecret::parse(raw).context("a scanner secret")?;
-        store
-            .api_keys()
-            .create(format!("scanner {c}"), secret.display_prefix(), secret.hash(), true, vec![], None, now)
-            .await?;
+        seed::scanner_key(store, format!("scanner {c}"), &secret).await?;
     }
     Ok(org)
 }

@@ -29,6 +29,9 @@
 //! The last line is `fanout: subscribers <S>, delivered <D>/<E>, p50 <ms> ms,
 //! p99 <ms> ms, max <ms> ms, rss per subscriber <KB> KB`.
 
+#[path = "support/seed.rs"]
+mod seed;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -40,9 +43,8 @@ use chrono::Utc;
 use clap::{Parser, ValueEnum as _};
 use futures_util::{SinkExt, StreamExt};
 use rollcall::config::{DbArgs, ServeArgs};
-use rollcall::domain::{AttendancePolicy, EventState, EventWindow, Role};
+use rollcall::domain::Role;
 use rollcall::startup::Application;
-use rollcall::store::{ImportRow, NewEvent};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -124,51 +126,9 @@ async fn serve(people: usize, mut db: DbArgs, join: bool) -> anyhow::Result<()> 
     }
     let state = app.state().clone();
     let store = state.store.clone();
-    let now = Utc::now();
-    let org = rollcall::accounts::create_account(
-        &store,
-        rollcall::domain::Email::parse("bench@example.org")?,
-        rollcall::domain::PersonName::parse("Bench")?,
-        Role::Organizer,
-        None,
-        None,
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let start = now - chrono::Duration::hours(1);
-    let event = store
-        .events()
-        .create(
-            NewEvent {
-                name: "Arena".into(),
-                description: None,
-                location: None,
-                window: EventWindow::new(start, now + chrono::Duration::hours(22))?,
-                organizer: org.id,
-                policy: AttendancePolicy::default(),
-            },
-            now,
-        )
-        .await?;
-    store.events().set_state(event.id, EventState::Active, now).await?;
-    for chunk in (0..people).collect::<Vec<_>>().chunks(1000) {
-        let rows = chunk
-            .iter()
-            .map(|&i| ImportRow {
-                line: i + 1,
-                email: format!("p{i}@example.org"),
-                name: format!("P{i}"),
-                ble_uuid: ble(i),
-                event: Some(event.id),
-            })
-            .collect();
-        store.users().import(rows, now).await?;
-    }
+    let (org, event) = seed::event_with_people(&store, "bench@example.org", "Arena", people, ble).await?;
     let secret = rollcall::auth::ApiKeySecret::generate();
-    store
-        .api_keys()
-        .create("bench door".into(), secret.display_prefix(), secret.hash(), true, vec![], None, now)
-        .await?;
+    seed::scanner_key(&store, "bench door".into(), &secret).await?;
     let (token, _) = state.jwt.issue(org.id, Role::Organizer, org.token_version)?;
     let port = app.port();
     println!("READY {port} {token} {} {}", event.id, secret.expose());

@@ -18,6 +18,9 @@
 //! delivered <d>, rss start <kb> KB, peak <kb> KB, end <kb> KB, sockets at end <s>`.
 //! The start is taken once every subscriber is connected.
 
+#[path = "support/seed.rs"]
+mod seed;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -29,9 +32,8 @@ use chrono::Utc;
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use rollcall::config::{DbArgs, ServeArgs};
-use rollcall::domain::{AttendancePolicy, EventState, EventWindow, Role};
+use rollcall::domain::Role;
 use rollcall::startup::Application;
-use rollcall::store::{ImportRow, NewEvent};
 use serde_json::json;
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
@@ -84,46 +86,9 @@ async fn serve(people: usize) -> anyhow::Result<()> {
     let app = Application::build(serve).await?;
     let state = app.state().clone();
     let store = state.store.clone();
-    let now = Utc::now();
-    let org = rollcall::accounts::create_account(
-        &store,
-        rollcall::domain::Email::parse("soak@example.org")?,
-        rollcall::domain::PersonName::parse("Soak")?,
-        Role::Organizer,
-        None,
-        None,
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let window = EventWindow::new(now - chrono::Duration::hours(1), now + chrono::Duration::hours(22))?;
-    let new = NewEvent {
-        name: "Soak".into(),
-        description: None,
-        location: None,
-        window,
-        organizer: org.id,
-        policy: AttendancePolicy::default(),
-    };
-    let event = store.events().create(new, now).await?;
-    store.events().set_state(event.id, EventState::Active, now).await?;
-    for chunk in (0..people).collect::<Vec<_>>().chunks(1000) {
-        let rows = chunk
-            .iter()
-            .map(|&i| ImportRow {
-                line: i + 1,
-                email: format!("s{i}@example.org"),
-                name: format!("S{i}"),
-                ble_uuid: ble(i),
-                event: Some(event.id),
-            })
-            .collect();
-        store.users().import(rows, now).await?;
-    }
+    let (org, event) = seed::event_with_people(&store, "soak@example.org", "Soak", people, ble).await?;
     let secret = rollcall::auth::ApiKeySecret::generate();
-    store
-        .api_keys()
-        .create("soak door".into(), secret.display_prefix(), secret.hash(), true, vec![], None, now)
-        .await?;
+    seed::scanner_key(&store, "soak door".into(), &secret).await?;
     let (token, _) = state.jwt.issue(org.id, Role::Organizer, org.token_version)?;
     println!("READY {} {token} {} {}", app.port(), event.id, secret.expose());
     drop((state, store));
