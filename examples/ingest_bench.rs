@@ -32,6 +32,9 @@
 //!
 //! The last line is `ingest: <N> sightings/s, ceiling <M> sightings/s, ratio <R>`.
 
+#[path = "support/seed.rs"]
+mod seed;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,7 +44,7 @@ use clap::Parser;
 use rollcall::config::{DbArgs, ServeArgs};
 use rollcall::domain::{Attendance, AttendancePolicy, EventState, EventWindow, Sighting};
 use rollcall::startup::Application;
-use rollcall::store::{ImportRow, NewEvent};
+use rollcall::store::NewEvent;
 use serde_json::{Value, json};
 
 #[derive(Parser, Debug)]
@@ -300,53 +303,15 @@ async fn main() -> anyhow::Result<()> {
     // Seed: an organiser, an active event around now, users registered to it, a key.
     let now = Utc::now();
     let start = now - chrono::Duration::hours(1);
-    let org = rollcall::accounts::create_account(
-        &store,
-        rollcall::domain::Email::parse("bench@example.org")?,
-        rollcall::domain::PersonName::parse("Bench")?,
-        rollcall::domain::Role::Organizer,
-        None,
-        None,
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let event = store
-        .events()
-        .create(
-            NewEvent {
-                name: "Stadium".into(),
-                description: None,
-                location: None,
-                window: EventWindow::new(start, now + chrono::Duration::hours(22))?,
-                organizer: org.id,
-                policy: AttendancePolicy::default(),
-            },
-            now,
-        )
-        .await?;
-    store.events().set_state(event.id, EventState::Active, now).await?;
     let bles: Vec<String> = (0..args.users).map(|_| uuid::Uuid::new_v4().to_string()).collect();
     let seeding = Instant::now();
-    for (chunk_no, chunk) in bles.chunks(1000).enumerate() {
-        let rows = chunk
-            .iter()
-            .enumerate()
-            .map(|(i, ble)| ImportRow {
-                line: chunk_no * 1000 + i,
-                email: format!("fan{}@example.org", chunk_no * 1000 + i),
-                name: "Fan".into(),
-                ble_uuid: ble.clone(),
-                event: Some(event.id),
-            })
-            .collect();
-        store.users().import(rows, now).await?;
-    }
+    let (org, event) =
+        seed::event_with_people(&store, "bench@example.org", "Stadium", args.users, |i| bles[i].clone()).await?;
     // One key per client, as every scanner has its own.
     let mut secrets = Vec::new();
     for c in 0..args.clients {
         let secret = rollcall::auth::ApiKeySecret::generate();
-        let name = format!("scanner {c}");
-        store.api_keys().create(name, secret.display_prefix(), secret.hash(), true, vec![], None, now).await?;
+        seed::scanner_key(&store, format!("scanner {c}"), &secret).await?;
         secrets.push(secret);
     }
     println!("seeded {} registered users in {:.1?}", args.users, seeding.elapsed());
@@ -470,6 +435,9 @@ async fn main() -> anyhow::Result<()> {
     // The ceiling: the same sightings, one record per batch, straight into SurrealKV.
     let raw = surrealdb::engine::any::connect(format!("surrealkv://{}", dir.path().join("ceiling").display())).await?;
     raw.use_ns("bench").use_db("bench").await?;
+    // Defined before the writers start: the first writes of a table that does
+    // not exist yet define it, and concurrent definitions conflict.
+    raw.query("DEFINE TABLE bench_batch SCHEMALESS").await?.check()?;
     let raw = Arc::new(raw);
     let event_id = event.id.to_string();
     let mut batches: Vec<Vec<Value>> = Vec::new();
