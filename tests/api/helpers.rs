@@ -233,23 +233,29 @@ pub fn run_cli(args: &[&str], stdin: &str) -> (bool, String, String) {
 impl ServerProcess {
     /// Starts `rollcall serve` on a free port with `db`, and waits until it is healthy.
     pub async fn start(db: &str) -> Self {
-        Self::start_with(&["--db".to_owned(), db.to_owned()]).await
+        Self::start_with(&["--db".to_owned(), db.to_owned()], std::process::Stdio::null()).await
     }
 
     /// Starts `rollcall serve` on a free port on `db` (a server's database
     /// and user included), and waits until it is healthy.
     pub async fn start_on(db: &DbArgs) -> Self {
-        Self::start_with(&surreal::cli_args(db)).await
+        Self::start_with(&surreal::cli_args(db), std::process::Stdio::null()).await
     }
 
-    async fn start_with(db_args: &[String]) -> Self {
+    /// As [`ServerProcess::start`], with the server's log (stderr) written to `log`.
+    pub async fn start_logging(db: &str, log: &std::path::Path) -> Self {
+        let log = std::fs::File::create(log).expect("log file");
+        Self::start_with(&["--db".to_owned(), db.to_owned()], log.into()).await
+    }
+
+    async fn start_with(db_args: &[String], stderr: std::process::Stdio) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rollcall"))
             .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
             .args(db_args)
             .env_remove("ROLLCALL_JWT_SECRET")
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("rollcall serve starts");
         let base = format!("http://127.0.0.1:{port}");
@@ -278,6 +284,22 @@ impl ServerProcess {
         let body: Value = req.send().await.expect("sent").json().await.expect("JSON");
         assert!(body.get("errors").is_none(), "unexpected errors: {body}");
         body["data"].clone()
+    }
+
+    /// The server's resident set size, from `/proc`, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The value of an unlabelled gauge or counter on `/metrics`, if shown.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let text = reqwest::get(format!("{}/metrics", self.base)).await.ok()?.text().await.ok()?;
+        text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
     }
 
     /// SIGKILL: no chance to flush or close anything.
