@@ -243,6 +243,13 @@ pub struct WebArgs {
     /// None by default: only pages served by Rollcall itself.
     #[arg(long = "cors-origin", env = "ROLLCALL_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
+    /// A load balancer or reverse proxy (an address, or a network like
+    /// `10.0.0.0/8`) whose `X-Forwarded-For` names the client. Repeat it, or
+    /// separate with commas in the variable. None by default: the peer's
+    /// address is the client's, and the per-address caps (live sockets,
+    /// failed log-ins) count the balancer as one client.
+    #[arg(long = "trusted-proxy", env = "ROLLCALL_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<crate::http::client::ProxyNet>,
 }
 
 impl WebArgs {
@@ -280,6 +287,13 @@ pub struct Limits {
     /// outcome unknown to the client.
     #[arg(long = "request-timeout-ms", env = "ROLLCALL_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
     pub request_timeout_ms: u64,
+}
+
+impl Limits {
+    /// How long a query may run (at least a millisecond).
+    pub fn request_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.request_timeout_ms.max(1))
+    }
 }
 
 impl Default for Limits {

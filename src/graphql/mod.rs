@@ -74,7 +74,8 @@ pub fn sdl() -> String {
 }
 
 /// The address the request came from (request data; `None` when unknown).
-/// Behind a load balancer it is the balancer's.
+/// Behind a load balancer it is the balancer's, unless the balancer is a
+/// `--trusted-proxy` (see `http::client`).
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub Option<std::net::IpAddr>);
 

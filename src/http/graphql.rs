@@ -11,7 +11,6 @@
 //! The caller's credential is checked before the schema runs: a presented
 //! credential that does not check out gets 401, never anonymous access.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use async_graphql::Request as GqlRequest;
@@ -19,7 +18,7 @@ use async_graphql::parser::types::{DocumentOperations, OperationType};
 use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -38,7 +37,7 @@ pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response
 /// `POST /graphql`.
 pub async fn post(
     State(state): State<HttpState>,
-    client: Option<Extension<ConnectInfo<SocketAddr>>>,
+    client: Option<Extension<ClientAddr>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -73,7 +72,7 @@ pub async fn post(
         Ok(r) => r,
         Err(msg) => return error_response(StatusCode::BAD_REQUEST, "VALIDATION", &msg),
     };
-    execute(&state, &headers, ClientAddr(client.map(|c| c.0.0.ip())), request).await
+    execute(&state, &headers, client.map_or(ClientAddr(None), |c| c.0), request).await
 }
 
 /// Parses a JSON body `{"query", "variables"?, "operationName"?, "extensions"?}`.
@@ -116,22 +115,39 @@ pub async fn get(State(state): State<HttpState>, req: Request) -> Response {
         resp.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static("POST"));
         return resp;
     }
-    let client = ClientAddr(parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()));
+    let client = parts.extensions.get::<ClientAddr>().copied().unwrap_or(ClientAddr(None));
     execute(&state, &parts.headers, client, request).await
 }
 
-/// Whether the operation the request would run is a mutation.
-fn is_mutation(req: &GqlRequest) -> bool {
-    let Ok(doc) = async_graphql::parser::parse_query(&req.query) else {
-        return false; // execution reports the syntax error
-    };
+/// What the request would run: a query, a mutation or a subscription
+/// (`None` when it does not parse or names no operation it holds).
+pub(super) fn operation_type(req: &GqlRequest) -> Option<OperationType> {
+    // Execution reports a syntax error.
+    let doc = async_graphql::parser::parse_query(&req.query).ok()?;
     match &doc.operations {
-        DocumentOperations::Single(op) => op.node.ty == OperationType::Mutation,
+        DocumentOperations::Single(op) => Some(op.node.ty),
         DocumentOperations::Multiple(ops) => match &req.operation_name {
-            Some(name) => ops.get(name.as_str()).is_some_and(|op| op.node.ty == OperationType::Mutation),
-            None => ops.values().any(|op| op.node.ty == OperationType::Mutation),
+            Some(name) => ops.get(name.as_str()).map(|op| op.node.ty),
+            // Without a name, execution refuses the document; a mutation in
+            // it is still treated as one.
+            None => ops.values().map(|op| op.node.ty).find(|ty| *ty == OperationType::Mutation),
         },
     }
+}
+
+fn is_mutation(req: &GqlRequest) -> bool {
+    operation_type(req) == Some(OperationType::Mutation)
+}
+
+/// The error a query gets when it runs past the time limit.
+pub(super) fn timed_out(limit: Duration) -> async_graphql::ServerError {
+    metrics::counter!("rollcall_graphql_timeouts_total").increment(1);
+    let message = format!("the query ran longer than {} ms and was stopped: ask for less", limit.as_millis());
+    let mut error = async_graphql::ServerError::new(message, None);
+    let mut extensions = async_graphql::ErrorExtensionValues::default();
+    extensions.set("code", "TIMEOUT");
+    error.extensions = Some(extensions);
+    error
 }
 
 /// How long a request runs before the server checks, and then every so
@@ -173,13 +189,11 @@ async fn run(state: &HttpState, headers: &HeaderMap, client: ClientAddr, request
     if mutation {
         return media.respond(run.await);
     }
-    let limit = Duration::from_millis(state.app.limits.request_timeout_ms.max(1));
+    let limit = state.app.limits.request_timeout();
     match tokio::time::timeout(limit, run).await {
         Ok(resp) => media.respond(resp),
         Err(_) => {
-            metrics::counter!("rollcall_graphql_timeouts_total").increment(1);
-            let message = format!("the query ran longer than {} ms and was stopped: ask for less", limit.as_millis());
-            let body = json!({ "data": null, "errors": [{ "message": message, "extensions": { "code": "TIMEOUT" } }] });
+            let body = json!({ "data": null, "errors": [timed_out(limit)] });
             (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
         }
     }

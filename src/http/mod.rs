@@ -3,6 +3,7 @@
 //! `/metrics`.
 
 mod admission;
+pub mod client;
 mod compat;
 mod export;
 mod graphql;
@@ -72,6 +73,7 @@ pub fn router(app: AppState) -> Router {
             graphql::error_response(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "internal error")
         }))
         .layer(middleware::from_fn_with_state(web.clone(), security_headers))
+        .layer(middleware::from_fn_with_state(web.clone(), client::resolve))
         .layer(cors(&web))
         .layer(TraceLayer::new_for_http())
         .with_state(state)

@@ -37,10 +37,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::net::SocketAddr;
-
+use async_graphql::parser::types::OperationType;
+use axum::extract::FromRequestParts;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use futures_util::{FutureExt, SinkExt, Stream, StreamExt};
@@ -52,7 +51,7 @@ use uuid::Uuid;
 
 use super::HttpState;
 use super::admission::{Allowance, Refusal, Ticket};
-use super::graphql::error_response;
+use super::graphql::{error_response, operation_type, timed_out};
 use crate::auth::{AuthError, Credential, Principal};
 use crate::graphql::ClientAddr;
 use crate::graphql::shared::SharedSubscription;
@@ -107,7 +106,7 @@ pub async fn upgrade(state: HttpState, parts: &mut axum::http::request::Parts) -
             );
         }
     };
-    let address = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let address = parts.extensions.get::<ClientAddr>().and_then(|c| c.0);
     let ticket = match state.admission.admit(address) {
         Ok(t) => t,
         Err(Refusal::Full) => {
@@ -458,6 +457,18 @@ impl Connection {
                         })
                         .chain(end),
                 )
+            }
+            None if operation_type(&request) == Some(OperationType::Query) => {
+                // A query answers once, within the same time limit as over HTTP.
+                let request = request.data(session.principal.clone()).data(ClientAddr(self.ticket.address()));
+                let (schema, limit) = (self.state.schema.clone(), self.app().limits.request_timeout());
+                let answer = futures_util::stream::once(async move {
+                    let response = tokio::time::timeout(limit, schema.execute(request))
+                        .await
+                        .unwrap_or_else(|_| async_graphql::Response::from_errors(vec![timed_out(limit)]));
+                    Outcome::Response(Box::new(response))
+                });
+                Box::pin(answer.chain(end))
             }
             None => {
                 let request = request.data(session.principal.clone()).data(ClientAddr(self.ticket.address()));

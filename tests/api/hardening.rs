@@ -149,8 +149,16 @@ async fn eventually_connect(app: &TestApp) -> WsClient {
 
 /// One upgrade; the refusal as text.
 async fn try_connect(app: &TestApp) -> Result<WsClient, String> {
+    try_connect_via(app, None).await
+}
+
+/// One upgrade with `X-Forwarded-For: forwarded_for`, as a proxy would send it.
+async fn try_connect_via(app: &TestApp, forwarded_for: Option<&str>) -> Result<WsClient, String> {
     let mut req = format!("ws://{}/graphql", app.addr).into_client_request().unwrap();
     req.headers_mut().insert("sec-websocket-protocol", "graphql-transport-ws".parse().unwrap());
+    if let Some(client) = forwarded_for {
+        req.headers_mut().insert("x-forwarded-for", client.parse().unwrap());
+    }
     match tokio_tungstenite::connect_async(req).await {
         Ok((ws, _)) => Ok(WsClient { ws, protocol: "graphql-transport-ws" }),
         Err(e) => Err(e.to_string()),
@@ -303,4 +311,41 @@ async fn a_slow_query_is_stopped_but_a_mutation_runs_to_the_end() {
     assert_eq!(code(&body).as_deref(), Some("TIMEOUT"), "{body}");
     assert!(body["errors"][0]["message"].as_str().unwrap().contains("1 ms"), "{body}");
     assert_eq!(made.len(), 40, "every createEvent under the same 1 ms limit ran to the end");
+
+    // Over a socket, the same limit, the same answer.
+    let mut ws = WsClient::bearer(&app, &org.token).await;
+    ws.subscribe("slow", "{ events(first: 500) { nodes { id name organizer { name } registeredCount } } }", json!({}))
+        .await;
+    let err = ws.recv().await;
+    assert_eq!(err["type"], "error", "{err}");
+    assert_eq!(err["payload"][0]["extensions"]["code"], "TIMEOUT", "{err}");
+    let create = "mutation { createEvent(input: { name: \"Over the socket\", \
+        startsAt: \"2030-05-01T09:00:00Z\", endsAt: \"2030-05-01T17:00:00Z\" }) { name } }";
+    ws.subscribe("made", create, json!({})).await;
+    let made = ws.recv().await;
+    assert_eq!(made["type"], "next", "{made}");
+    assert_eq!(made["payload"]["data"]["createEvent"]["name"], "Over the socket", "{made}");
+}
+
+#[tokio::test]
+async fn only_a_trusted_proxy_may_say_who_the_client_is() {
+    // By default the header is the client's word, and is ignored: one
+    // address, one place.
+    let mut args = ServeArgs::for_tests(DbArgs::memory());
+    args.live.max_sockets_per_address = 1;
+    let direct = spawn_with(args.clone()).await;
+    let _first = try_connect_via(&direct, Some("198.51.100.1")).await.expect("the first socket");
+    let err = try_connect_via(&direct, Some("198.51.100.2")).await.err().expect("a forged header changes nothing");
+    assert!(err.contains("429"), "{err}");
+
+    // Behind a trusted balancer (here 127.0.0.1), each client has its own places.
+    args.web.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+    let proxied = spawn_with(args).await;
+    let _one = try_connect_via(&proxied, Some("198.51.100.1")).await.expect("client one");
+    let _two = try_connect_via(&proxied, Some("203.0.113.9, 198.51.100.2")).await.expect("client two");
+    let err = try_connect_via(&proxied, Some("198.51.100.1")).await.err().expect("client one's second socket");
+    assert!(err.contains("429"), "{err}");
+    // What the client wrote to the left of the balancer's entry is not believed.
+    let err = try_connect_via(&proxied, Some("203.0.113.50, 198.51.100.2")).await.err().expect("client two again");
+    assert!(err.contains("429"), "{err}");
 }
