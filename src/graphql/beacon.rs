@@ -5,6 +5,7 @@ use async_graphql::{Context, Object, Result, SimpleObject};
 use chrono::{DateTime, TimeZone as _, Utc};
 use uuid::Uuid;
 
+use super::error::ApiError;
 use super::{principal, require_user, state};
 use crate::domain::identity::{self, SCHEME};
 use crate::store::BeaconSecret;
@@ -62,17 +63,32 @@ pub async fn of_user(ctx: &Context<'_>, user: Uuid, own: bool) -> Result<Option<
     Ok(Some(Beacon::new(&secret, st.ingest.rotating.slot_secs(), now)))
 }
 
+/// The shortest time between two rotations of one user's secret.
+const ROTATE_AT_MOST_EVERY: chrono::Duration = chrono::Duration::minutes(1);
+
 #[derive(Default)]
 pub struct BeaconMutation;
 
 #[Object]
 impl BeaconMutation {
     /// Gives you a new beacon secret: your phone's identifiers change at once,
-    /// and those derived from the old secret stop resolving.
+    /// and those derived from the old secret stop resolving. Once a minute at
+    /// most (`RATE_LIMITED` sooner, with the wait in the message).
     async fn rotate_beacon_secret(&self, ctx: &Context<'_>) -> Result<Beacon> {
         let me = require_user(ctx)?;
         let st = state(ctx)?;
         let now = Utc::now();
+        // Each rotation makes every instance rebuild its table of identifiers
+        // (all users' secrets) before its next batch: a rotation loop must not
+        // turn into a rebuild per batch.
+        if let Some(current) = st.store.beacons().get(me.id).await? {
+            let wait = ROTATE_AT_MOST_EVERY - (now - current.issued_at);
+            if wait > chrono::Duration::zero() {
+                let secs = wait.num_seconds().max(1);
+                let msg = format!("your beacon secret was replaced less than a minute ago; try again in {secs} s");
+                return Err(ApiError::RateLimited(msg).into());
+            }
+        }
         let secret = st.store.beacons().set(me.id, &identity::new_secret(), now).await?;
         st.ingest.rotating.invalidate();
         Ok(Beacon::new(&secret, st.ingest.rotating.slot_secs(), now))

@@ -6,7 +6,7 @@ use chrono::{Duration, Utc};
 use rollcall::domain::identity::{identifier, parse_secret, slot_of};
 use serde_json::{Value, json};
 
-use crate::helpers::spawn_app;
+use crate::helpers::{code, spawn_app};
 use crate::ingest::{attendance, batch, sighting, submit, venue};
 
 const SUBMIT: &str = "mutation($b: SightingBatchInput!) { submitSightings(batch: $b) {
@@ -75,12 +75,20 @@ async fn a_rotating_identifier_checks_in_and_a_copy_from_an_earlier_slot_does_no
 async fn a_rotated_secret_stops_the_old_identifiers_and_nobody_else_sees_it() {
     let app = spawn_app().await;
     let v = venue(&app, json!({})).await;
+    const ROTATE: &str = "mutation { rotateBeaconSecret { secret slotSeconds identifier } }";
+    // Issued at sign-up, a moment ago: not replaced again so soon.
+    let (_, body) = app.post_gql(&v.ada.auth(), ROTATE, json!({})).await;
+    assert_eq!(code(&body).as_deref(), Some("RATE_LIMITED"), "{body}");
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("try again in"), "{body}");
+    // As if issued two minutes ago.
+    let ada: uuid::Uuid = v.ada.id.parse().unwrap();
+    let earlier = Utc::now() - Duration::minutes(2);
+    app.state.store.beacons().set(ada, &rollcall::domain::identity::new_secret(), earlier).await.unwrap();
     let old = app.ok(&v.ada.auth(), BEACON, json!({})).await["me"]["beacon"].clone();
-    let new = app
-        .ok(&v.ada.auth(), "mutation { rotateBeaconSecret { secret slotSeconds identifier } }", json!({}))
-        .await["rotateBeaconSecret"]
-        .clone();
+    let new = app.ok(&v.ada.auth(), ROTATE, json!({})).await["rotateBeaconSecret"].clone();
     assert_ne!(old["secret"], new["secret"]);
+    let (_, again) = app.post_gql(&v.ada.auth(), ROTATE, json!({})).await;
+    assert_eq!(code(&again).as_deref(), Some("RATE_LIMITED"), "once a minute: {again}");
     let now = Utc::now();
     let r = app
         .ok(
