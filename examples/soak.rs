@@ -40,6 +40,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// The server child runs in this binary: the same allocator as `rollcall`'s.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -57,6 +58,11 @@ struct Args {
     /// New check-ins per second.
     #[arg(long, default_value_t = 5)]
     rate: usize,
+    /// Check-ins each event's live ring keeps for subscribers that fall
+    /// behind (the server's `--live-buffer`). Once a ring is full, it stops
+    /// growing: a smaller one shows the flat part of the curve sooner.
+    #[arg(long, default_value_t = rollcall::live::DEFAULT_BUFFER)]
+    live_buffer: usize,
     /// Internal: run as the server child, seeding this many attendees.
     #[arg(long, hide = true)]
     serve_people: Option<usize>,
@@ -70,19 +76,20 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match args.serve_people {
-        Some(people) => rt.block_on(serve(people)),
+        Some(people) => rt.block_on(serve(people, args.live_buffer)),
         None => rt.block_on(soak(args)),
     }
 }
 
 /// Server mode: seed, print `READY <port> <token> <event> <key>`, serve until stdin closes.
-async fn serve(people: usize) -> anyhow::Result<()> {
+async fn serve(people: usize, live_buffer: usize) -> anyhow::Result<()> {
     rollcall::telemetry::init_logging(rollcall::config::LogFormat::Text, "warn");
     let dir = tempfile::tempdir()?;
     let db_url = format!("surrealkv://{}", dir.path().join("server").display());
     let mut serve = ServeArgs::for_tests(DbArgs { url: db_url, ..DbArgs::memory() });
     // A thousand sockets as one organiser from one address.
     serve.live = serve.live.uncapped();
+    serve.live.buffer = live_buffer;
     let app = Application::build(serve).await?;
     let state = app.state().clone();
     let store = state.store.clone();
@@ -162,7 +169,7 @@ async fn subscriber(
 async fn soak(args: Args) -> anyhow::Result<()> {
     let people = args.rate * 60 * args.minutes as usize + 1000;
     let mut child = Command::new(std::env::current_exe()?)
-        .args(["--serve-people", &people.to_string()])
+        .args(["--serve-people", &people.to_string(), "--live-buffer", &args.live_buffer.to_string()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()

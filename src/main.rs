@@ -6,6 +6,7 @@ use rollcall::startup::{Application, shutdown_signal};
 use rollcall::{cli, telemetry};
 
 /// See Cargo.toml: keeps idle WebSockets small.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
