@@ -15,7 +15,11 @@
 //! read until it is 0 (or 30 s pass).
 //!
 //! The last line is `soak: minutes <m>, subscribers <n>, check-ins <c>,
-//! delivered <d>, rss start <kb> KB, peak <kb> KB, end <kb> KB, sockets at end <s>`.
+//! delivered <d>, rss start <kb> KB, peak <kb> KB, end <kb> KB, sockets at end
+//! <s>; anonymous start <kb> KB, end <kb> KB; file-backed start <kb> KB, end
+//! <kb> KB`. Anonymous memory is the heap and stacks; file-backed is mostly
+//! the embedded store's files mapped into memory, which grows with the data
+//! and which the kernel takes back under pressure.
 //! The start is taken once every subscriber is connected.
 
 #[path = "support/seed.rs"]
@@ -110,12 +114,32 @@ async fn serve(people: usize, live_buffer: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn rss_kb(child: &Child) -> u64 {
-    std::fs::read_to_string(format!("/proc/{}/status", child.id()))
-        .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmRSS:")).map(str::to_owned))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
+/// The server's resident memory from `/proc`, in KB: all of it, and the
+/// part that is anonymous (heap, stacks) versus file-backed (the store's
+/// mapped files, the binary), which the kernel can drop and read again.
+#[derive(Debug, Clone, Copy, Default)]
+struct Rss {
+    total: u64,
+    anon: u64,
+    file: u64,
+}
+
+fn rss(child: &Child) -> Rss {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    Rss { total: field("VmRSS:"), anon: field("RssAnon:"), file: field("RssFile:") + field("RssShmem:") }
+}
+
+impl std::fmt::Display for Rss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} KB (anonymous {} KB, file-backed {} KB)", self.total, self.anon, self.file)
+    }
 }
 
 async fn sockets_gauge(http: &reqwest::Client, port: u16) -> f64 {
@@ -200,9 +224,9 @@ async fn soak(args: Args) -> anyhow::Result<()> {
     while sockets_gauge(&http, port).await < args.subscribers as f64 && connected.elapsed() < Duration::from_secs(60) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let rss_start = rss_kb(&child);
-    let mut rss_peak = rss_start;
-    println!("connected {} subscribers; rss {rss_start} KB", args.subscribers);
+    let rss_start = rss(&child);
+    let mut rss_peak = rss_start.total;
+    println!("connected {} subscribers; rss {rss_start}", args.subscribers);
 
     let mut next_person = 0usize;
     let mut check_ins = 0u64;
@@ -226,7 +250,7 @@ async fn soak(args: Args) -> anyhow::Result<()> {
             {
                 check_ins += v["data"]["submitSightings"]["checkIns"].as_u64().unwrap_or(0);
             }
-            rss_peak = rss_peak.max(rss_kb(&child));
+            rss_peak = rss_peak.max(rss(&child).total);
             tokio::time::sleep(Duration::from_secs(1).saturating_sub(second.elapsed())).await;
         }
         // Churn: the oldest tenth leave, new ones arrive.
@@ -238,14 +262,14 @@ async fn soak(args: Args) -> anyhow::Result<()> {
             slots.push(spawn(&delivered));
         }
         println!(
-            "minute {minute}: rss {} KB, sockets {}, check-ins {check_ins}, delivered {} ({:.0?} in)",
-            rss_kb(&child),
+            "minute {minute}: rss {}, sockets {}, check-ins {check_ins}, delivered {} ({:.0?} in)",
+            rss(&child),
             sockets_gauge(&http, port).await,
             delivered.load(Ordering::Relaxed),
             begin.elapsed()
         );
     }
-    let rss_end = rss_kb(&child);
+    let rss_end = rss(&child);
     for (tx, task) in slots {
         let _ = tx.send(true);
         let _ = task.await;
@@ -259,10 +283,16 @@ async fn soak(args: Args) -> anyhow::Result<()> {
     drop(child.stdin.take());
     let _ = child.wait();
     println!(
-        "soak: minutes {}, subscribers {}, check-ins {check_ins}, delivered {}, rss start {rss_start} KB, peak {rss_peak} KB, end {rss_end} KB, sockets at end {sockets}",
+        "soak: minutes {}, subscribers {}, check-ins {check_ins}, delivered {}, rss start {} KB, peak {rss_peak} KB, end {} KB, sockets at end {sockets}; anonymous start {} KB, end {} KB; file-backed start {} KB, end {} KB",
         args.minutes,
         args.subscribers,
-        delivered.load(Ordering::Relaxed)
+        delivered.load(Ordering::Relaxed),
+        rss_start.total,
+        rss_end.total,
+        rss_start.anon,
+        rss_end.anon,
+        rss_start.file,
+        rss_end.file,
     );
     Ok(())
 }
