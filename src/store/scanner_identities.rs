@@ -60,22 +60,24 @@ impl<'a> ScannerIdentities<'a> {
         key: Uuid,
         now: DateTime<Utc>,
     ) -> Result<Claim, StoreError> {
-        if self.owner(identity).await?.is_none() {
-            // CREATE fails if another claim bound it meanwhile: then read theirs.
-            let _ = self
-                .db
-                .query("CREATE $id SET owner = $owner, bound_by = $key, bound_at = $now")
-                .bind(("id", rid("scanner_identity", identity)))
-                .bind(("owner", owner.map(|o| rid("user", o))))
-                .bind(("key", rid("api_key", key)))
-                .bind(("now", now))
-                .await?
-                .check();
-        }
-        match self.owner(identity).await? {
-            Some(bound) if bound == owner => Ok(Claim::Granted),
-            Some(_) => Ok(Claim::Refused),
-            None => Err(StoreError::Corrupt(format!("scanner identity {identity} was bound and vanished"))),
-        }
+        let bound = match self.owner(identity).await? {
+            Some(bound) => bound,
+            None => {
+                // CREATE fails if another claim bound it meanwhile: then read theirs.
+                let _ = self
+                    .db
+                    .query("CREATE $id SET owner = $owner, bound_by = $key, bound_at = $now")
+                    .bind(("id", rid("scanner_identity", identity)))
+                    .bind(("owner", owner.map(|o| rid("user", o))))
+                    .bind(("key", rid("api_key", key)))
+                    .bind(("now", now))
+                    .await?
+                    .check();
+                self.owner(identity)
+                    .await?
+                    .ok_or_else(|| StoreError::Corrupt(format!("scanner identity {identity} was bound and vanished")))?
+            }
+        };
+        Ok(if bound == owner { Claim::Granted } else { Claim::Refused })
     }
 }
