@@ -11,15 +11,24 @@ use std::time::Duration;
 use crate::helpers::*;
 use crate::proxy::Proxy;
 
-#[tokio::test]
-async fn a_refused_key_is_retried_sighup_rereads_it_and_the_identity_stays() {
+/// A server with an active event around now and `ada` registered for it, and a
+/// scanner home with a key for the event and `log.jsonl`, a replay log of one
+/// sighting of her a minute ago.
+async fn door(name: &str, ada: &str) -> (Server, String, ScannerHome) {
     let server = Server::start().await;
     let now = rollcall_scanner::sighting::now_ms() / 1000 * 1000;
-    let event = server.active_event("Keys", &iso(now - 3_600_000), &iso(now + 3_600_000)).await;
+    let event = server.active_event(name, &iso(now - 3_600_000), &iso(now + 3_600_000)).await;
+    server.attendee(&format!("{name}@example.org"), ada, &event).await;
+    let home = ScannerHome::new(&server.api_key(&event).await);
+    let line = format!("{{\"bleUuid\":\"{ada}\",\"seenAt\":\"{}\",\"rssi\":-60}}\n", iso(now - 60_000));
+    std::fs::write(home.path("log.jsonl"), line).unwrap();
+    (server, event, home)
+}
+
+#[tokio::test]
+async fn a_refused_key_is_retried_sighup_rereads_it_and_the_identity_stays() {
     let ada = "4b3e0000-0000-4000-8000-000000000001";
-    server.attendee("keys@example.org", ada, &event).await;
-    let key = server.api_key(&event).await;
-    let home = ScannerHome::new(&key);
+    let (server, event, home) = door("keys", ada).await;
     // The first three uploads meet a bare 401, as from a proxy having a bad minute.
     let refusals = Arc::new(AtomicUsize::new(0));
     let counter = refusals.clone();
@@ -31,8 +40,6 @@ async fn a_refused_key_is_retried_sighup_rereads_it_and_the_identity_stays() {
         }),
     )
     .await;
-    let line = format!("{{\"bleUuid\":\"{ada}\",\"seenAt\":\"{}\",\"rssi\":-60}}\n", iso(now - 60_000));
-    std::fs::write(home.path("log.jsonl"), line).unwrap();
     let mut run = home.spawn_run(
         &proxy.base,
         &format!("replay:{}", home.path("log.jsonl").display()),
@@ -73,13 +80,9 @@ async fn a_refused_key_is_retried_sighup_rereads_it_and_the_identity_stays() {
 
 #[tokio::test]
 async fn a_batch_whose_answer_was_lost_is_counted_once_after_a_key_rotation() {
-    let server = Server::start().await;
-    let now = rollcall_scanner::sighting::now_ms() / 1000 * 1000;
-    let event = server.active_event("Rotation", &iso(now - 3_600_000), &iso(now + 3_600_000)).await;
     let ada = "4b3e0000-0000-4000-8000-000000000002";
-    server.attendee("rotation@example.org", ada, &event).await;
-    let old = server.api_key(&event).await;
-    let home = ScannerHome::new(&old);
+    let (server, event, home) = door("rotation", ada).await;
+    let old = std::fs::read_to_string(home.path("api-key")).unwrap().trim().to_owned();
     // The server applies every batch sent with the old key, but its answers never
     // come back: the batch stays sealed in the outbox, sent and unacknowledged.
     let old_auth = format!("ApiKey {old}");
@@ -89,8 +92,6 @@ async fn a_batch_whose_answer_was_lost_is_counted_once_after_a_key_rotation() {
         Box::new(move |req| req.body.contains("SubmitSightings") && req.header("authorization") == Some(&old_auth)),
     )
     .await;
-    let line = format!("{{\"bleUuid\":\"{ada}\",\"seenAt\":\"{}\",\"rssi\":-60}}\n", iso(now - 60_000));
-    std::fs::write(home.path("log.jsonl"), line).unwrap();
     let mut run = home.spawn_run(
         &proxy.base,
         &format!("replay:{}", home.path("log.jsonl").display()),
