@@ -4,8 +4,9 @@
 //!
 //! It is sent with every request as the `x-rollcall-scanner-id` header and in the
 //! heartbeat. The API key says what a scanner may do; this id says which box it is.
-//! A server that keys batch idempotency by this id (rather than by the API key's id)
-//! recognises a batch resent under a rotated key as the one it has already applied.
+//! The server keeps batch ids per identity (bound to the owner of the first key that
+//! used it), so a batch resent under a rotated key is recognised as the one it has
+//! already applied.
 
 use std::path::Path;
 

@@ -94,7 +94,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 
 async fn flush(dir: &std::path::Path, args: &FlushArgs, file: &FileConfig) -> anyhow::Result<ExitCode> {
     let server = ServerSettings::resolve(&args.server, file)?;
-    let client = rollcall_scanner::scanner::client_for(&server)?;
+    let mut client = rollcall_scanner::scanner::client_for(&server)?;
+    // The same identity as `run`, so the server recognises a batch `run` sent
+    // already, whichever key each of them held.
+    if let Some(id) = rollcall_scanner::identity::read(dir) {
+        client = client.with_scanner_id(id.to_string());
+    }
     let mut outbox = Outbox::open(dir)?;
     if args.retry_dead {
         let n = outbox.unpark_all()?;

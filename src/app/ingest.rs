@@ -11,6 +11,15 @@
 //! commits. A batch is applied exactly once per (scanner, batchId): its
 //! stored result answers every retry, and a different body under the same
 //! id is refused.
+//!
+//! "Scanner" there is the scanner's own identity when it sends one
+//! (`x-rollcall-scanner-id`), so that a batch resent under a rotated key is
+//! recognised; otherwise its API key. An identity is bound to the owner of the
+//! first key that uploads with it (`store::ScannerIdentities`), and another
+//! owner's key is refused it, so that nobody can pre-empt a scanner's batch
+//! ids and have its real batches answered as replays. Batch ids are kept under
+//! a digest of the identity, never the identity itself, so an identity chosen
+//! to equal some key's id cannot reach that key's batches either.
 
 use std::collections::{HashMap, HashSet};
 
@@ -25,13 +34,20 @@ use crate::domain::EventWindow;
 use crate::domain::batch::{MAX_BATCH_SIZE, canonical_identifier, fallback_identifier, lookup};
 use crate::domain::identity::Rotation;
 use crate::domain::ingest::{self, BatchOutcome, EventRules, PlanInputs, SightingIn, candidate_pairs, event_reads};
-use crate::store::{BatchRecord, Event, StoreError, StoredBatch, SurrealStore};
+use crate::store::{BatchRecord, Claim, Event, StoreError, StoredBatch, SurrealStore};
 
 /// Who reports the sightings.
 #[derive(Debug, Clone)]
 pub enum Source {
     /// A scanner, by its API key.
-    Scanner { key_id: Uuid, scope: ScannerScope },
+    Scanner {
+        key_id: Uuid,
+        /// Who made the key (none: made at the command line).
+        owner: Option<Uuid>,
+        /// The scanner's own stable identity, if it sent one.
+        identity: Option<Uuid>,
+        scope: ScannerScope,
+    },
     /// An organiser's manual check-in.
     Manual { by: Uuid },
 }
@@ -72,6 +88,13 @@ pub enum IngestError {
     /// The server is stopping.
     #[error("the server is shutting down; retry the batch")]
     Unavailable,
+    /// The scanner's identity is bound to another owner's keys.
+    #[error(
+        "this scanner's identity {0} (the x-rollcall-scanner-id header) belongs to another owner's API keys: \
+         use a key of the owner it was first used with, or give the scanner a new identity \
+         (delete the scanner-id file in its data directory)"
+    )]
+    ForeignIdentity(Uuid),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -124,7 +147,7 @@ impl Ingest {
         if sightings.len() > MAX_BATCH_SIZE {
             return Err(IngestError::TooLarge(sightings.len()));
         }
-        let id = BatchRecord::id_for(source.scanner_id(), batch_id);
+        let id = BatchRecord::id_for(self.batch_namespace(source).await?, batch_id);
         let digest = digest(&sightings);
         // A batch id being applied right now by a concurrent retry is
         // answered once that commit is stored: at most two rounds.
@@ -142,6 +165,22 @@ impl Ingest {
             }
         }
         Err(IngestError::Contended)
+    }
+
+    /// Whose batch ids a batch's id is one of: the scanner's identity (as a
+    /// digest, see the module doc) when it sent one its key may use, else
+    /// the key (or nil, for manual check-ins).
+    async fn batch_namespace(&self, source: &Source) -> Result<Uuid, IngestError> {
+        let Source::Scanner { key_id, owner, identity: Some(identity), .. } = source else {
+            return Ok(source.scanner_id());
+        };
+        match self.store.scanner_identities().claim(*identity, *owner, *key_id, Utc::now()).await? {
+            Claim::Granted => Ok(identity_namespace(*identity)),
+            Claim::Refused => {
+                tracing::warn!(key = %key_id, %identity, "refused a batch: the scanner identity belongs to another owner");
+                Err(IngestError::ForeignIdentity(*identity))
+            }
+        }
     }
 
     /// Loads a batch's inputs and plans it.
@@ -318,6 +357,17 @@ fn rules(source: &Source, e: &Event) -> Result<EventRules, StoreError> {
     let window = EventWindow::new(e.starts_at, e.ends_at)
         .map_err(|err| StoreError::Corrupt(format!("event {}: {err}", e.id)))?;
     Ok(EventRules { id: e.id, state: e.state, window, policy: e.policy, in_scope: source.covers(e) })
+}
+
+/// The namespace a scanner identity's batch ids are kept under: a digest of
+/// the identity, apart from every key id.
+fn identity_namespace(identity: Uuid) -> Uuid {
+    use sha2::{Digest, Sha256};
+    let digest =
+        Sha256::new().chain_update(b"rollcall scanner identity\0").chain_update(identity.as_bytes()).finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_random_bytes(bytes).into_uuid()
 }
 
 /// A digest of what a batch carries (its sightings, in order; not `sentAt`,

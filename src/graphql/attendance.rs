@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::error::ApiError;
 use super::events::managed_event;
 use super::types::{Event, User};
-use super::{Page, parse_id, principal, require_user, state};
+use super::{Page, ScannerIdentity, parse_id, principal, require_user, state};
 use crate::app::{IngestError, Source};
 use crate::auth::Principal;
 use crate::domain::ingest::{BatchOutcome, SightingIn};
@@ -106,6 +106,7 @@ impl From<IngestError> for ApiError {
             IngestError::Contended => ApiError::RateLimited(e.to_string()),
             IngestError::Unavailable => ApiError::Unavailable(e.to_string()),
             IngestError::ReusedBatchId => ApiError::Conflict(e.to_string()),
+            IngestError::ForeignIdentity(_) => ApiError::Forbidden(e.to_string()),
             IngestError::Store(e) => e.into(),
         }
     }
@@ -292,7 +293,12 @@ impl AttendanceMutation {
     /// returns its stored result with `replayed: true` and changes nothing.
     async fn submit_sightings(&self, ctx: &Context<'_>, batch: SightingBatchInput) -> Result<SightingBatchResult> {
         let source = match principal(ctx)? {
-            Principal::Scanner { key, scope } => Source::Scanner { key_id: key.id, scope: scope.clone() },
+            Principal::Scanner { key, scope } => Source::Scanner {
+                key_id: key.id,
+                owner: key.created_by,
+                identity: ctx.data_opt::<ScannerIdentity>().and_then(|i| i.0),
+                scope: scope.clone(),
+            },
             Principal::User(_) => {
                 return Err(ApiError::Forbidden("sightings are uploaded with a scanner's API key".into()).into());
             }

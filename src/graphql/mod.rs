@@ -79,6 +79,15 @@ pub fn sdl() -> String {
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub Option<std::net::IpAddr>);
 
+/// The scanner's own stable identity, from the `x-rollcall-scanner-id`
+/// header (request data; `None` when it sent none). It survives key
+/// rotation; see `app::ingest`.
+#[derive(Debug, Clone, Copy)]
+pub struct ScannerIdentity(pub Option<uuid::Uuid>);
+
+/// The header that carries [`ScannerIdentity`].
+pub const SCANNER_ID_HEADER: &str = "x-rollcall-scanner-id";
+
 pub(crate) fn state<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a AppState> {
     ctx.data::<AppState>()
 }

@@ -8,9 +8,10 @@ use sha2::{Digest, Sha256};
 
 use super::accounts::require_role;
 use super::error::ApiError;
+use super::events::managed_event;
 use super::key_types::ApiKey;
 use super::{parse_id, principal, state};
-use crate::auth::Principal;
+use crate::auth::{Principal, ScannerScope};
 use crate::domain::Role;
 use crate::store;
 
@@ -198,10 +199,20 @@ impl ScannersQuery {
 
     /// The scanner fleet: every key (an admin) or your own (an organiser),
     /// with its last heartbeat and batch. `stale` when not heard from for
-    /// `staleAfterSeconds` (default 300).
+    /// `staleAfterSeconds` (default 300). With `eventId` (an event you
+    /// manage), only the unrevoked keys that may report for it.
     #[graphql(complexity = "super::list_cost(50, child_complexity)")]
-    async fn scanners(&self, ctx: &Context<'_>, stale_after_seconds: Option<i32>) -> Result<Vec<Scanner>> {
+    async fn scanners(
+        &self,
+        ctx: &Context<'_>,
+        stale_after_seconds: Option<i32>,
+        event_id: Option<ID>,
+    ) -> Result<Vec<Scanner>> {
         let me = require_role(ctx, &[Role::Admin, Role::Organizer])?;
+        let event = match &event_id {
+            Some(id) => Some(managed_event(ctx, id).await?),
+            None => None,
+        };
         let secs = stale_after_seconds.unwrap_or(DEFAULT_STALE_SECS);
         if !(1..=7 * 24 * 3600).contains(&secs) {
             return Err(ApiError::validation("staleAfterSeconds must be 1 to 604800 (a week)").into());
@@ -215,9 +226,12 @@ impl ScannersQuery {
             keys.iter().filter(|k| fresh(k) && k.revoked_at.is_none() && adverts(k).unwrap_or(0) > 0).collect();
         let neighbour = |k: &store::ApiKey| hearing.iter().any(|o| o.id != k.id && overlap(k, o));
         let flags: Vec<bool> = keys.iter().map(neighbour).collect();
+        let for_event =
+            |k: &store::ApiKey| event.as_ref().is_none_or(|e| k.revoked_at.is_none() && ScannerScope::of(k).covers(e));
         Ok(keys
             .into_iter()
             .zip(flags)
+            .filter(|(key, _)| for_event(key))
             .map(|(key, neighbour_hears)| Scanner { key, stale_after, now, neighbour_hears })
             .collect())
     }

@@ -132,7 +132,8 @@ pub async fn batch_checkin(
     let mut id = [0u8; 16];
     id.copy_from_slice(&digest[..16]);
     let batch_id = uuid::Builder::from_random_bytes(id).into_uuid();
-    let source = Source::Scanner { key_id, scope };
+    // This route names no scanner identity: its batch ids are per key.
+    let source = Source::Scanner { key_id, owner: None, identity: None, scope };
     let outcome = match state.app.ingest.submit(&source, batch_id, None, sightings).await {
         Ok(o) => o,
         Err(e @ IngestError::TooLarge(_)) | Err(e @ IngestError::Invalid(_)) => {
@@ -142,6 +143,7 @@ pub async fn batch_checkin(
             return error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string());
         }
         Err(e @ IngestError::ReusedBatchId) => return error(StatusCode::CONFLICT, &e.to_string()),
+        Err(e @ IngestError::ForeignIdentity(_)) => return error(StatusCode::FORBIDDEN, &e.to_string()),
         Err(IngestError::Store(e)) => {
             tracing::error!(error = ?e, "batch-checkin failed");
             return error(StatusCode::INTERNAL_SERVER_ERROR, "internal error");

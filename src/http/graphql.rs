@@ -25,7 +25,7 @@ use serde_json::json;
 
 use super::{HttpState, playground};
 use crate::auth::{AuthError, Credential, Principal};
-use crate::graphql::ClientAddr;
+use crate::graphql::{ClientAddr, SCANNER_ID_HEADER, ScannerIdentity};
 use crate::state::AppState;
 
 /// A GraphQL-shaped error body outside of execution.
@@ -183,9 +183,13 @@ async fn run(state: &HttpState, headers: &HeaderMap, client: ClientAddr, request
         Ok(p) => p,
         Err(resp) => return resp,
     };
+    let identity = match scanner_identity(headers) {
+        Ok(i) => i,
+        Err(msg) => return error_response(StatusCode::BAD_REQUEST, "VALIDATION", msg),
+    };
     let mutation = is_mutation(&request);
     let media = Media::accepted(headers);
-    let run = state.schema.execute(request.data(principal).data(client));
+    let run = state.schema.execute(request.data(principal).data(client).data(identity));
     if mutation {
         return media.respond(run.await);
     }
@@ -196,6 +200,18 @@ async fn run(state: &HttpState, headers: &HeaderMap, client: ClientAddr, request
             let body = json!({ "data": null, "errors": [timed_out(limit)] });
             (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
         }
+    }
+}
+
+/// The scanner identity the request names, if any; one that is not a UUID
+/// is refused rather than ignored, since ignoring it would quietly turn off
+/// what it is for.
+fn scanner_identity(headers: &HeaderMap) -> Result<ScannerIdentity, &'static str> {
+    let Some(value) = headers.get(SCANNER_ID_HEADER) else { return Ok(ScannerIdentity(None)) };
+    let parsed = value.to_str().ok().and_then(|v| uuid::Uuid::parse_str(v.trim()).ok());
+    match parsed {
+        Some(id) if !id.is_nil() => Ok(ScannerIdentity(Some(id))),
+        _ => Err("the x-rollcall-scanner-id header must be the scanner's identity, a UUID (not nil)"),
     }
 }
 

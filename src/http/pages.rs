@@ -73,6 +73,8 @@ const ASSETS: &[Asset] = &[
     file!(JS, "dashboard/main.js"),
     file!(JS, "dashboard/event-live.js"),
     file!(CSS, "dashboard/dashboard.css"),
+    file!(JS, "dashboard/fleet.js"),
+    file!(CSS, "dashboard/fleet.css"),
     file!(JS, "console/main.js"),
     file!(JS, "console/ui.js"),
     file!(JS, "console/events.js"),

@@ -2,7 +2,9 @@
 //! raw sightings, the log attendance is derived from.
 //!
 //! A batch is keyed `batch:[scanner, batchId]`: a new key per batch, so
-//! concurrent batches never conflict on it. Beside the packed sightings
+//! concurrent batches never conflict on it. `scanner` there is the uploading
+//! key's id, or a digest of the scanner's own identity (`app::ingest`); the
+//! `scanner` field is always the key, which decides the batch's scope. Beside the packed sightings
 //! (`raw_log`), a row keeps what lets a derivation or an erasure find it
 //! without decoding every batch: the events its sightings name, whether any
 //! is unassigned (`implicit`), the time range of its sightings, and the users
@@ -100,7 +102,8 @@ impl LoggedRow {
 }
 
 impl BatchRecord {
-    /// The id of a scanner's batch: `batch:[scanner, batchId]`.
+    /// The id of a scanner's batch: `batch:[scanner, batchId]`, `scanner`
+    /// being whose batch ids they are (a key, or a scanner identity's digest).
     pub fn id_for(scanner: Uuid, batch: Uuid) -> RecordId {
         let key = Array::from(vec![surrealdb::types::Uuid::from(scanner), surrealdb::types::Uuid::from(batch)]);
         RecordId::new("batch", key)

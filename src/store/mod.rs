@@ -31,6 +31,7 @@ mod models;
 mod raw_log;
 mod rederive;
 mod registrations;
+mod scanner_identities;
 mod users;
 
 use std::time::Duration;
@@ -51,6 +52,7 @@ pub use models::{ApiKey, Device, Event, Heartbeat, Registration, RegistrationSta
 pub use rederive::{Rederivation, Rederivations};
 pub use registrations::Registrations;
 pub(crate) use registrations::registration_id;
+pub use scanner_identities::{Claim, ScannerIdentities};
 pub use users::{ImportRow, ImportSummary, NewUser, Users};
 
 /// The default embedded database, relative to the working directory.
@@ -70,6 +72,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (9, "scanner health", include_str!("migrations/0009_scanner_health.surql")),
     (10, "sessions", include_str!("migrations/0010_sessions.surql")),
     (11, "beacon secrets", include_str!("migrations/0011_beacon.surql")),
+    (13, "scanner identity", include_str!("migrations/0013_scanner_identity.surql")),
 ];
 
 /// Errors from the storage layer.
@@ -340,6 +343,10 @@ impl SurrealStore {
 
     pub fn beacons(&self) -> Beacons<'_> {
         Beacons::new(&self.db)
+    }
+
+    pub fn scanner_identities(&self) -> ScannerIdentities<'_> {
+        ScannerIdentities::new(&self.db)
     }
 
     pub fn events(&self) -> Events<'_> {

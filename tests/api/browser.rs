@@ -6,7 +6,9 @@
 //! `target/test-artifacts/dashboard.png`.
 //!
 //! A second test cuts the network between page and server while a check-in
-//! is made, and checks the page resumes from its last cursor by itself.
+//! is made, and checks the page resumes from its last cursor by itself. A
+//! third checks the event's scanner fleet on the page: heartbeats show, a
+//! scanner never heard from is marked, and a new one appears by itself.
 //!
 //! The browser is driven through `cdp.rs`.
 
@@ -17,7 +19,7 @@ use chrono::Utc;
 use serde_json::json;
 
 use crate::cdp::{Chromium, Page, chromium_or_skip};
-use crate::helpers::{Auth, PASSWORD, TestApp, spawn_app};
+use crate::helpers::{Auth, PASSWORD, Session, TestApp, spawn_app};
 
 /// The check-in must show this soon after the batch is accepted.
 const VISIBLE_WITHIN: Duration = Duration::from_secs(2);
@@ -111,6 +113,75 @@ async fn dashboard_resumes_after_the_network_drops() {
     assert!(page.errors().is_empty(), "the page reported errors: {:#?}", page.errors());
 }
 
+/// The fleet panel shows the event's scanners: one that sent a heartbeat with
+/// its adverts and outbox, one never heard from marked with the warning
+/// class, none of another event's; and a scanner that starts sending
+/// heartbeats while the page is open appears without a reload.
+#[tokio::test]
+async fn dashboard_shows_the_events_scanners() {
+    let Some(binary) = chromium_or_skip() else { return };
+    let app = spawn_app().await;
+    let venue = Venue::create(&app).await;
+    let org = &venue.organiser;
+    let (east, east_secret) = app.api_key(org, "east door", Some(vec![&venue.event])).await;
+    heartbeat(&app, &east_secret, 420, 3).await;
+    let (south, _) = app.api_key(org, "south door", Some(vec![&venue.event])).await;
+    let elsewhere = app.create_event(org, "Another day").await;
+    let (other, other_secret) = app.api_key(org, "other event's door", Some(vec![&elsewhere])).await;
+    heartbeat(&app, &other_secret, 10, 0).await;
+
+    let chromium = Chromium::launch(&binary).await;
+    let mut page = Page::open(&chromium, "dashboard-fleet").await;
+    open_dashboard(&mut page, &app.url("/dashboard"), &venue).await;
+    let east_row = fleet_row(&east);
+    page.wait_for(
+        "the east door with its heartbeat's figures",
+        &format!(
+            "(() => {{ const li = {east_row}; return !!li && !li.classList.contains('warn') && \
+             li.querySelector('.fleet-state').textContent === 'OK' && \
+             /Adverts \\/ min420/.test(li.textContent) && /Outbox3/.test(li.textContent) && \
+             /Last heard(just now|\\d+ s ago)/.test(li.textContent); }})()"
+        ),
+        STEP_TIMEOUT,
+    )
+    .await;
+    let south_row = fleet_row(&south);
+    assert_eq!(
+        page.eval(&format!(
+            "(() => {{ const li = {south_row}; return [li.classList.contains('warn'), \
+             li.querySelector('.fleet-state').textContent]; }})()"
+        ))
+        .await,
+        json!([true, "Never heard from"]),
+        "a scanner never heard from is stale, in the warning colour"
+    );
+    assert_eq!(page.eval(&format!("{} === null", fleet_row(&other))).await, json!(true), "another event's");
+    let warn = page
+        .eval(&format!("getComputedStyle({south_row}).borderTopColor !== getComputedStyle({east_row}).borderTopColor"))
+        .await;
+    assert_eq!(warn, json!(true), "the warning class changes how it looks");
+
+    // A scanner set up while the page is open shows at the next refresh.
+    let (west, west_secret) = app.api_key(org, "west door", Some(vec![&venue.event])).await;
+    heartbeat(&app, &west_secret, 0, 12).await;
+    page.wait_for("the new west door", &format!("{} !== null", fleet_row(&west)), STEP_TIMEOUT).await;
+    page.eval("document.getElementById('fleet').scrollIntoView(); true").await;
+    page.screenshot("dashboard-fleet.png").await;
+    assert!(page.errors().is_empty(), "the page reported errors: {:#?}", page.errors());
+}
+
+/// A scanner's heartbeat with its adverts per minute and outbox depth.
+async fn heartbeat(app: &TestApp, secret: &str, adverts: i64, outbox: i64) {
+    let beat = "mutation($n: Int!, $o: Int!, $c: DateTime!) { scannerHeartbeat(input: { version: \"1.0.0\",
+        outboxDepth: $o, clock: $c, health: { advertsPerMinute: $n } }) { at } }";
+    app.ok(&Auth::ApiKey(secret.to_owned()), beat, json!({ "n": adverts, "o": outbox, "c": Utc::now() })).await;
+}
+
+/// A JS expression: the fleet panel's item for the key `id`, or null.
+fn fleet_row(id: &str) -> String {
+    format!("document.querySelector('#fleet-list li[data-key=\"{id}\"]')")
+}
+
 /// Opens the dashboard at `url`, logs in as the venue's organiser, picks its
 /// event and waits until it is live with the earlier check-in listed.
 async fn open_dashboard(page: &mut Page, url: &str, venue: &Venue) {
@@ -173,6 +244,8 @@ fn name_listed(name: &str) -> String {
 struct Venue {
     /// The organiser logs in with this (and the helpers' password).
     organiser_email: String,
+    /// The organiser's session, for setting up more of the event.
+    organiser: Session,
     /// The event's id, as the picker's option value.
     event: String,
     /// Shown as the page's heading once picked.
@@ -228,7 +301,7 @@ impl Venue {
             )
             .await;
         assert_eq!(data["submitSightings"]["checkIns"], 1, "{data}");
-        Self { organiser_email, event, event_name, key, earlier_name, newcomer_name, newcomer_ble }
+        Self { organiser_email, organiser: org, event, event_name, key, earlier_name, newcomer_name, newcomer_ble }
     }
 
     /// The door scanner uploads a batch in which the newcomer is heard: one new check-in.

@@ -27,6 +27,7 @@ mod persistence;
 mod privacy;
 mod raw_log;
 mod registrations;
+mod scanner_identity;
 mod scanners;
 mod schema;
 mod surreal;

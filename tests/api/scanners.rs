@@ -131,3 +131,26 @@ async fn the_fleet_shows_heartbeats_batches_and_stale_scanners() {
     assert_eq!(app.err(&ada.auth(), q, json!({})).await, "FORBIDDEN");
     assert_eq!(app.err(&org.auth(), q, json!({ "s": 0 })).await, "VALIDATION");
 }
+
+#[tokio::test]
+async fn the_fleet_of_one_event_is_its_unrevoked_keys() {
+    let app = spawn_app().await;
+    let org = app.organizer("org@example.org").await;
+    let talk = app.create_event(&org, "Talk").await;
+    let other = app.create_event(&org, "Workshop").await;
+    app.api_key(&org, "talk door", Some(vec![&talk])).await;
+    app.api_key(&org, "workshop door", Some(vec![&other])).await;
+    app.api_key(&org, "any of mine", None).await;
+    let (old, _) = app.api_key(&org, "rotated out", Some(vec![&talk])).await;
+    app.ok(&org.auth(), "mutation($id: ID!) { revokeApiKey(id: $id) { id } }", json!({ "id": old })).await;
+    let q = "query($e: ID) { scanners(eventId: $e) { name } }";
+    let fleet = app.ok(&org.auth(), q, json!({ "e": talk })).await["scanners"].clone();
+    let mut names: Vec<&str> = fleet.as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["any of mine", "talk door"]);
+    assert_eq!(app.ok(&org.auth(), q, json!({ "e": null })).await["scanners"].as_array().unwrap().len(), 4);
+
+    // Only for an event you manage.
+    let stranger = app.organizer("stranger@example.org").await;
+    assert_eq!(app.err(&stranger.auth(), q, json!({ "e": talk })).await, "FORBIDDEN");
+}

@@ -1,7 +1,8 @@
 //! A small HTTP/1.1 proxy between the scanner and the real server, for answers a
 //! real server does not give on demand: a proxy's bare 401, the same 500 for one
-//! batch every time. Every request is recorded; a rule may answer it instead of
-//! the server. One request per connection (`Connection: close`), which the
+//! batch every time, an answer lost on its way back. Every request is recorded; a
+//! rule may answer it instead of the server, and another may drop the server's
+//! answer and send a 502 in its place. One request per connection (`Connection: close`), which the
 //! scanner's client handles like any server's.
 
 use std::sync::{Arc, Mutex};
@@ -27,6 +28,9 @@ impl Seen {
 /// What a rule says about a request: `Some((status, body))` answers it instead of the server.
 pub type Rule = Box<dyn Fn(&Seen, usize) -> Option<(u16, String)> + Send + Sync>;
 
+/// Whether the server's answer to a forwarded request is lost (a 502 goes back instead).
+pub type Lose = Box<dyn Fn(&Seen) -> bool + Send + Sync>;
+
 pub struct Proxy {
     pub base: String,
     pub seen: Arc<Mutex<Vec<Seen>>>,
@@ -35,16 +39,23 @@ pub struct Proxy {
 impl Proxy {
     /// Forwards to `upstream` (`http://127.0.0.1:PORT`) unless `rule` answers.
     pub async fn start(upstream: &str, rule: Rule) -> Self {
+        Self::start_losing(upstream, rule, Box::new(|_| false)).await
+    }
+
+    /// As [`Proxy::start`], and the server's answers to the requests `lose` picks
+    /// never come back: the server applied them, the client sees a 502.
+    pub async fn start_losing(upstream: &str, rule: Rule, lose: Lose) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let (upstream, rule, log) = (upstream.to_owned(), Arc::new(rule), seen.clone());
+        let (upstream, rule, lose, log) = (upstream.to_owned(), Arc::new(rule), Arc::new(lose), seen.clone());
         tokio::spawn(async move {
             let http = reqwest::Client::new();
             while let Ok((conn, _)) = listener.accept().await {
-                let (upstream, rule, log, http) = (upstream.clone(), rule.clone(), log.clone(), http.clone());
+                let (upstream, rule, lose, log, http) =
+                    (upstream.clone(), rule.clone(), lose.clone(), log.clone(), http.clone());
                 tokio::spawn(async move {
-                    let _ = serve(conn, &upstream, &rule, &log, &http).await;
+                    let _ = serve(conn, &upstream, (&rule, &lose), &log, &http).await;
                 });
             }
         });
@@ -59,7 +70,7 @@ impl Proxy {
 async fn serve(
     mut conn: TcpStream,
     upstream: &str,
-    rule: &Rule,
+    (rule, lose): (&Rule, &Lose),
     log: &Mutex<Vec<Seen>>,
     http: &reqwest::Client,
 ) -> std::io::Result<()> {
@@ -101,12 +112,13 @@ async fn serve(
         Some(a) => a,
         None => {
             let mut req = http.post(format!("{upstream}{path}")).body(seen.body.clone());
-            for name in ["authorization", "content-type", "x-api-key"] {
+            for name in ["authorization", "content-type", "x-api-key", "x-rollcall-scanner-id"] {
                 if let Some(v) = seen.header(name) {
                     req = req.header(name, v);
                 }
             }
             match req.send().await {
+                Ok(_) if lose(&seen) => (502, "bad gateway".into()),
                 Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
                 Err(_) => (502, "bad gateway".into()),
             }

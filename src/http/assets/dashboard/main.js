@@ -9,13 +9,16 @@
 // - `checkIns(eventId, after)` and `eventStats(eventId)` over one WebSocket
 //   (`/assets/shared/live-socket.js`), resumed from the last cursor after a
 //   drop or a LAGGED error (`/assets/shared/check-ins.js`), drawn by
-//   `event-live.js`.
+//   `event-live.js`;
+// - the event's scanners, `scanners(eventId)` over HTTP every few seconds,
+//   drawn by `fleet.js`.
 
 import { ApiError, forgetSession, gql, readSession, socketUrl } from "/assets/shared/api.js";
 import { bindLogInForm, showError } from "/assets/shared/login.js";
 import { el, eventMeta, shortTimeFmt, STATE_NAMES } from "/assets/shared/format.js";
 import { LiveSocket } from "/assets/shared/live-socket.js";
 import { EventLive } from "./event-live.js";
+import { FleetPanel } from "./fleet.js";
 
 // Shared with the console, so its "Door screen" link opens already logged in.
 const SESSION_KEY = "rollcall.session";
@@ -35,6 +38,7 @@ class Dashboard {
   #events = [];
   #socket = null;
   #live = null;
+  #fleet = null;
   #expiryTimer = null;
 
   boot() {
@@ -151,6 +155,11 @@ class Dashboard {
     document.body.dataset.eventId = id;
     this.#live = new EventLive(event, this.#socket, { liveFailed: (code, message) => this.#liveFailed(code, message) });
     this.#live.start();
+    this.#fleet?.stop();
+    this.#fleet = new FleetPanel(event.id, this.#session.token, {
+      onAuthFailure: () => this.#logOut("Your session has expired. Please log in again."),
+    });
+    this.#fleet.start();
   }
 
   #liveFailed(code, message) {
@@ -172,6 +181,8 @@ class Dashboard {
     clearTimeout(this.#expiryTimer);
     this.#live?.stop();
     this.#live = null;
+    this.#fleet?.stop();
+    this.#fleet = null;
     this.#socket?.stop();
     this.#socket = null;
     this.#session = null;
