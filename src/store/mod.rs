@@ -72,7 +72,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (9, "scanner health", include_str!("migrations/0009_scanner_health.surql")),
     (10, "sessions", include_str!("migrations/0010_sessions.surql")),
     (11, "beacon secrets", include_str!("migrations/0011_beacon.surql")),
-    (13, "scanner identity", include_str!("migrations/0013_scanner_identity.surql")),
+    (12, "scanner identity", include_str!("migrations/0012_scanner_identity.surql")),
 ];
 
 /// Errors from the storage layer.
