@@ -70,6 +70,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (9, "scanner health", include_str!("migrations/0009_scanner_health.surql")),
     (10, "sessions", include_str!("migrations/0010_sessions.surql")),
     (11, "beacon secrets", include_str!("migrations/0011_beacon.surql")),
+    (12, "door codes and phone reports", include_str!("migrations/0012_door.surql")),
 ];
 
 /// Errors from the storage layer.
