@@ -54,8 +54,8 @@ impl Application {
             .context("opening the database's live change stream")?;
         let ingest = crate::app::Ingest::start(store.clone(), args.beacon_slot_secs);
         let users = crate::graphql::loaders::Users::loader(store.clone());
-        let door = crate::app::DoorCodes::new(secret.as_bytes(), ingest.clone(), store.clone());
-        let phone = crate::app::PhoneReports::new(ingest.clone(), store.clone());
+        let door = Arc::new(crate::app::DoorCodes::new(secret.as_bytes(), ingest.clone(), store.clone()));
+        let phone = Arc::new(crate::app::PhoneReports::new(ingest.clone(), store.clone()));
         let state = AppState {
             door,
             phone,

@@ -20,10 +20,11 @@ pub struct AppState {
     pub store: SurrealStore,
     /// Sighting ingest, with this process's writer.
     pub ingest: Ingest,
-    /// The door screens' codes, and check-ins with them.
-    pub door: DoorCodes,
+    /// The door screens' codes, and check-ins with them. (Behind an `Arc`,
+    /// as is all that is large here: every live socket holds this state.)
+    pub door: Arc<DoorCodes>,
     /// Presence reported by attendees' phones.
-    pub phone: PhoneReports,
+    pub phone: Arc<PhoneReports>,
     /// Signs and verifies people's tokens.
     pub jwt: JwtKeys,
     /// Request limits, from the configuration.

@@ -44,8 +44,7 @@ pub enum DoorError {
     Store(#[from] StoreError),
 }
 
-/// The codes of this server; cheap to clone.
-#[derive(Clone)]
+/// The codes of this server.
 pub struct DoorCodes {
     key: DoorKey,
     ingest: Ingest,

@@ -15,7 +15,7 @@
 //! same moment twice counts once), and the table stays bounded.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -41,18 +41,17 @@ pub struct PresenceReport {
     pub at: DateTime<Utc>,
 }
 
-/// Phone reports; cheap to clone.
-#[derive(Clone)]
+/// Phone reports, over the process's ingest.
 pub struct PhoneReports {
     ingest: Ingest,
     store: SurrealStore,
     /// When each (user, event) last had a report counted.
-    last: Arc<Mutex<HashMap<(Uuid, Uuid), Instant>>>,
+    last: Mutex<HashMap<(Uuid, Uuid), Instant>>,
 }
 
 impl PhoneReports {
     pub fn new(ingest: Ingest, store: SurrealStore) -> Self {
-        Self { ingest, store, last: Arc::default() }
+        Self { ingest, store, last: Mutex::default() }
     }
 
     /// Counts `user`'s report; returns their attendance at the event.
