@@ -136,7 +136,7 @@ mod tests {
         DoorKey::derive(b"a server secret of at least thirty-two bytes")
     }
 
-    const EVENT: Uuid = Uuid::from_u128(0x0123_4567_89ab_4def_8123_456789abcdef);
+    const EVENT: Uuid = Uuid::from_u128(0x0123_4567_89ab_4def_8123_4567_89ab_cdef);
 
     #[test]
     fn a_code_is_accepted_in_its_slot_and_the_next_only() {
