@@ -121,6 +121,26 @@ async fn a_door_code_checks_the_attendee_in_and_subscribers_see_its_source() {
     // And `undoManualCheckIn` does not take it for a manual one.
     let q = "mutation($e: ID!, $u: ID!) { undoManualCheckIn(eventId: $e, userId: $u) }";
     assert_eq!(app.err(&org.auth(), q, json!({ "e": event, "u": ada.id })).await, "NOT_FOUND");
+
+    // The other sources, side by side: an organiser's manual check-in and a scanner's sighting.
+    let grace = attendee(&app, "grace@example.org", "Grace", &event).await;
+    let q = "mutation($e: ID!, $u: ID!) { recordAttendance(eventId: $e, userId: $u) { source manual } }";
+    let data = app.ok(&org.auth(), q, json!({ "e": event, "u": grace.id })).await;
+    assert_eq!(data["recordAttendance"], json!({ "source": "MANUAL", "manual": true }));
+    let linus = attendee(&app, "linus@example.org", "Linus", &event).await;
+    let ble = app.ok(&linus.auth(), "{ me { bleUuid } }", json!({})).await["me"]["bleUuid"].clone();
+    let (_, key) = app.api_key(&org, "north door", Some(vec![&event])).await;
+    let q = "mutation($b: SightingBatchInput!) { submitSightings(batch: $b) { checkIns } }";
+    let batch = json!({ "batchId": uuid::Uuid::new_v4(), "sightings": [{ "bleUuid": ble, "seenAt": Utc::now(), "rssi": -60 }] });
+    assert_eq!(app.ok(&Auth::ApiKey(key), q, json!({ "b": batch })).await["submitSightings"]["checkIns"], 1);
+    let mut sources: Vec<(String, String)> = Vec::new();
+    for _ in 0..2 {
+        let item = &live.recv().await["payload"]["data"]["checkIns"];
+        sources.push((item["user"]["name"].as_str().unwrap().to_owned(), item["source"].as_str().unwrap().to_owned()));
+    }
+    sources.sort();
+    let want = [("Grace", "MANUAL"), ("Linus", "SCANNER")];
+    assert_eq!(sources, want.map(|(a, b)| (a.to_owned(), b.to_owned())));
 }
 
 #[tokio::test]
