@@ -54,7 +54,11 @@ impl Application {
             .context("opening the database's live change stream")?;
         let ingest = crate::app::Ingest::start(store.clone(), args.beacon_slot_secs);
         let users = crate::graphql::loaders::Users::loader(store.clone());
+        let door = Arc::new(crate::app::DoorCodes::new(secret.as_bytes(), ingest.clone(), store.clone()));
+        let phone = Arc::new(crate::app::PhoneReports::new(ingest.clone(), store.clone()));
         let state = AppState {
+            door,
+            phone,
             ingest,
             store,
             jwt,
@@ -109,8 +113,8 @@ impl Application {
         }
         // The live hub and the user loader hold the store too; they must go
         // before the store closes.
-        let AppState { store, live, ingest, users, .. } = state;
-        drop(users);
+        let AppState { store, live, ingest, users, door, phone, .. } = state;
+        drop((users, door, phone));
         ingest.stop().await;
         drop(ingest);
         live.stop().await;

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::app::Ingest;
+use crate::app::{DoorCodes, Ingest, PhoneReports};
 use crate::auth::{JwtKeys, LoginGate};
 use async_graphql::dataloader::DataLoader;
 
@@ -20,6 +20,11 @@ pub struct AppState {
     pub store: SurrealStore,
     /// Sighting ingest, with this process's writer.
     pub ingest: Ingest,
+    /// The door screens' codes, and check-ins with them. (Behind an `Arc`,
+    /// as is all that is large here: every live socket holds this state.)
+    pub door: Arc<DoorCodes>,
+    /// Presence reported by attendees' phones.
+    pub phone: Arc<PhoneReports>,
     /// Signs and verifies people's tokens.
     pub jwt: JwtKeys,
     /// Request limits, from the configuration.

@@ -30,10 +30,10 @@ use super::identity::Resolver;
 use super::rederive::Rederiver;
 use super::writer::{Committed, PlannedBatch, WriteError, Writer};
 use crate::auth::ScannerScope;
-use crate::domain::EventWindow;
 use crate::domain::batch::{MAX_BATCH_SIZE, canonical_identifier, fallback_identifier, lookup};
 use crate::domain::identity::Rotation;
 use crate::domain::ingest::{self, BatchOutcome, EventRules, PlanInputs, SightingIn, candidate_pairs, event_reads};
+use crate::domain::{CheckInSource, EventWindow};
 use crate::store::{BatchRecord, Claim, Event, StoreError, StoredBatch, SurrealStore};
 
 /// Who reports the sightings.
@@ -48,23 +48,41 @@ pub enum Source {
         identity: Option<Uuid>,
         scope: ScannerScope,
     },
-    /// An organiser's manual check-in.
-    Manual { by: Uuid },
+    /// A check-in that a person made (by) for one event named in each
+    /// sighting: an organiser's manual one, an attendee's door code, an
+    /// attendee's phone report.
+    Person { kind: CheckInSource, by: Uuid },
 }
 
 impl Source {
-    /// The id sightings are attributed to (the nil UUID for manual ones).
+    /// An organiser's manual check-in.
+    pub fn manual(by: Uuid) -> Self {
+        Source::Person { kind: CheckInSource::Manual, by }
+    }
+
+    /// The id sightings are attributed to: the scanner's key, or the
+    /// source's reserved reporter id (`CheckInSource`).
     fn scanner_id(&self) -> Uuid {
         match self {
             Source::Scanner { key_id, .. } => *key_id,
-            Source::Manual { .. } => Uuid::nil(),
+            Source::Person { kind, .. } => kind.reporter().unwrap_or_else(Uuid::nil),
+        }
+    }
+
+    /// The reporter the raw log files the batch under: a scanner's key, a
+    /// door code's or a phone's reserved id; none for manual check-ins (as
+    /// they always were, so `undoManualCheckIn` finds them).
+    fn logged_scanner(&self) -> Option<Uuid> {
+        match self {
+            Source::Scanner { key_id, .. } => Some(*key_id),
+            Source::Person { kind, .. } => kind.reporter().filter(|id| !id.is_nil()),
         }
     }
 
     fn covers(&self, event: &Event) -> bool {
         match self {
             Source::Scanner { scope, .. } => scope.covers(event),
-            Source::Manual { .. } => true,
+            Source::Person { .. } => true,
         }
     }
 }
@@ -220,12 +238,9 @@ impl Ingest {
         plan.outcome.rejected.sort_by_key(|r| r.index);
         Ok(PlannedBatch {
             id,
-            scanner: match source {
-                Source::Scanner { key_id, .. } => Some(*key_id),
-                Source::Manual { .. } => None,
-            },
+            scanner: source.logged_scanner(),
             recorded_by: match source {
-                Source::Manual { by } => Some(*by),
+                Source::Person { by, .. } => Some(*by),
                 Source::Scanner { .. } => None,
             },
             received_at: now,
@@ -350,6 +365,28 @@ impl Ingest {
     pub fn rederivation_requested(&self) {
         self.rederiver.wake();
     }
+}
+
+/// Why a check-in of one sighting for one event (manual, door code, phone
+/// report) did not count, in words for the person who made it; `Ok` when it
+/// counted (new, or a repeat of one that did).
+pub fn single_check_in(outcome: &BatchOutcome) -> Result<(), String> {
+    if let Some(r) = outcome.rejected.first() {
+        return Err(r.reason.clone());
+    }
+    if outcome.outside_event > 0 {
+        return Err("that time is outside the event's window (with grace)".into());
+    }
+    if outcome.unregistered > 0 {
+        return Err("not registered for this event, which requires registration".into());
+    }
+    if outcome.below_rssi > 0 {
+        return Err("the signal was weaker than the event's minRssi".into());
+    }
+    if outcome.identity_not_accepted > 0 {
+        return Err("this event does not count check-ins of this kind".into());
+    }
+    Ok(())
 }
 
 /// What ingest needs of an event, as this source sees it.

@@ -6,11 +6,17 @@
 //! - [`writer`]: the process's one ingest writer, which folds queued batches
 //!   together and commits them in one transaction;
 //! - [`rederive`]: deriving an event's attendance again, in the background;
-//! - [`identity`]: resolving rotating beacon identifiers.
+//! - [`identity`]: resolving rotating beacon identifiers;
+//! - [`door`]: door codes, and check-ins with them;
+//! - [`presence`]: presence reported by attendees' phones.
 
+pub mod door;
 pub mod identity;
 pub mod ingest;
+pub mod presence;
 pub mod rederive;
 pub mod writer;
 
-pub use ingest::{Ingest, IngestError, Source};
+pub use door::{DoorCodes, DoorError};
+pub use ingest::{Ingest, IngestError, Source, single_check_in};
+pub use presence::PhoneReports;

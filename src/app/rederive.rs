@@ -32,7 +32,7 @@ use uuid::Uuid;
 
 use super::writer::{WriteError, Writer};
 use crate::domain::ingest::{EventRules, RawSighting};
-use crate::domain::{Attendance, EventWindow, Sighting};
+use crate::domain::{Attendance, CheckInSource, EventWindow, Sighting};
 use crate::store::{AttendanceRecord, CommitError, Event, StoreError, SurrealStore};
 
 /// How long a claimed job stays with its worker without news.
@@ -152,8 +152,10 @@ fn gather(g: &mut Gathered, rules: &EventRules, id: RecordId, scanner: Option<Uu
     // Unassigned sightings count only from keys that cover the event.
     let in_scope = scanner.is_none_or(|s| g.scanners.contains(&s));
     let rules = EventRules { in_scope, ..rules.clone() };
-    for s in raw.iter().filter(|s| s.belongs_to(&rules) && s.identity_counts(&rules, scanner.is_some())) {
-        let sighting = Sighting { scanner: scanner.unwrap_or_else(Uuid::nil), seen_at: s.seen_at, rssi: s.rssi };
+    let reporter = scanner.unwrap_or_else(Uuid::nil);
+    let source = CheckInSource::of(reporter);
+    for s in raw.iter().filter(|s| s.belongs_to(&rules) && s.source_counts(&rules, source)) {
+        let sighting = Sighting { scanner: reporter, seen_at: s.seen_at, rssi: s.rssi };
         g.by_user.entry(s.user).or_default().push(sighting);
     }
 }

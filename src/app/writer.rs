@@ -35,7 +35,7 @@ use uuid::Uuid;
 
 use super::rederive::Gathered;
 use crate::domain::ingest::{BatchOutcome, Counted, EventRules, Fold, Pair, RawSighting, below_marks};
-use crate::domain::{Attendance, Sighting};
+use crate::domain::{Attendance, CheckInSource, Sighting};
 use crate::store::{AttendanceRecord, BatchRecord, CommitError, GroupWrite, StoreError, SurrealStore};
 
 /// Most sightings one commit folds together.
@@ -331,7 +331,7 @@ async fn known_repeats(
             for (id, rules) in &events {
                 if wanted.contains(&(*id, raw.user, ms))
                     && raw.belongs_to(rules)
-                    && raw.identity_counts(rules, scanner.is_some())
+                    && raw.source_counts(rules, CheckInSource::of(scanner_id))
                 {
                     known.insert((*id, raw.user, scanner_id, ms));
                 }

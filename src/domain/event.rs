@@ -5,6 +5,7 @@ use std::str::FromStr;
 use chrono::{DateTime, Duration, Utc};
 
 use super::DomainError;
+use super::presence::VenueBeacon;
 
 /// Where an event is in its life cycle.
 ///
@@ -140,6 +141,10 @@ pub struct AttendancePolicy {
     pub require_registration: bool,
     /// Which kinds of identifier count (docs/identity.md).
     pub identity: IdentityPolicy,
+    /// Whether presence reported by attendees' phones (`reportPresence`) counts.
+    pub accept_phone_reports: bool,
+    /// The iBeacon the venue advertises, which phone reports must name.
+    pub venue_beacon: Option<VenueBeacon>,
 }
 
 /// Which kinds of identifier an event counts.
@@ -191,6 +196,8 @@ impl Default for AttendancePolicy {
             grace: Duration::minutes(15),
             require_registration: true,
             identity: IdentityPolicy::Both,
+            accept_phone_reports: false,
+            venue_beacon: None,
         }
     }
 }
@@ -206,6 +213,9 @@ impl AttendancePolicy {
         }
         if self.grace < Duration::zero() || self.grace > Duration::hours(24) {
             return Err(DomainError::invalid("grace must be between 0 and 24 hours"));
+        }
+        if self.accept_phone_reports && self.venue_beacon.is_none() {
+            return Err(DomainError::invalid("acceptPhoneReports needs the venue's beacon: set venueBeacon"));
         }
         Ok(self)
     }
@@ -260,5 +270,7 @@ mod tests {
         assert!(p.validate().is_err());
         let p = AttendancePolicy { grace: Duration::seconds(-1), ..Default::default() };
         assert!(p.validate().is_err());
+        let p = AttendancePolicy { accept_phone_reports: true, ..Default::default() };
+        assert!(p.validate().is_err(), "phone reports without a venue beacon");
     }
 }

@@ -29,7 +29,7 @@ use super::batch::{canonical_identifier, check_sighting, fallback_identifier, lo
 mod outcome;
 mod raw;
 
-use super::{Attendance, AttendancePolicy, EventState, EventWindow, Sighting, Verdict, classify};
+use super::{Attendance, AttendancePolicy, CheckInSource, EventState, EventWindow, Sighting, Verdict, classify};
 pub use outcome::{BatchOutcome, CheckIn, Rejection, SightingStatus};
 pub use raw::{Assignment, RawSighting};
 
@@ -68,7 +68,8 @@ impl EventRules {
 /// What [`plan`] reads: the batch, and what the store said about it.
 pub struct PlanInputs<'a> {
     pub sightings: &'a [SightingIn],
-    /// The reporting scanner (nil for manual check-ins).
+    /// The reporter: a scanner's key id, or the reserved id of another
+    /// source (`CheckInSource::reporter`).
     pub scanner: Uuid,
     /// Canonical identifier → user, for the identifiers that belong to someone.
     pub users: &'a HashMap<String, Uuid>,
@@ -139,6 +140,7 @@ pub fn plan(inputs: &PlanInputs<'_>, now: DateTime<Utc>) -> Plan {
     let mut raw = Vec::new();
     let mut counted: Counted = BTreeMap::new();
     let mut walk_ins = HashSet::new();
+    let source = CheckInSource::of(inputs.scanner);
     for (index, s) in sightings.iter().enumerate() {
         if inputs.rotating.get(&index) == Some(&None) && check_sighting(&s.identifier, s.seen_at, s.rssi, now).is_ok() {
             // A rotating identifier copied from another slot: nobody's now.
@@ -169,8 +171,8 @@ pub fn plan(inputs: &PlanInputs<'_>, now: DateTime<Utc>) -> Plan {
         }
         for event in &offered {
             let registered = inputs.registered.contains(&(user, event.id));
-            // Manual check-ins (no scanner) count whatever the identity policy.
-            if !inputs.scanner.is_nil() && !event.policy.identity.accepts(rotating) {
+            // The identity policy judges scanners; phone reports count where accepted.
+            if !event.policy.counts(source, rotating) {
                 out.identity_not_accepted += 1;
                 best = best.max(SightingStatus::IdentityNotAccepted);
                 continue;

@@ -5,13 +5,18 @@
 
 mod attendance;
 pub mod batch;
+pub mod door;
 mod event;
 pub mod identity;
 pub mod ingest;
+pub mod presence;
+mod source;
 mod values;
 
 pub use attendance::{Attendance, Mark, Sighting, Stay, Verdict, classify};
 pub use event::{AttendancePolicy, EventState, EventWindow, IdentityPolicy};
+pub use presence::VenueBeacon;
+pub use source::CheckInSource;
 pub use values::{BleUuid, DeviceIdentifier, Email, Password, PersonName, Role, Text};
 
 /// A value or a transition that the domain rules refuse. Every variant is a

@@ -6,14 +6,15 @@ use async_graphql::{Context, ID, InputObject, Object, Result, SimpleObject};
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use uuid::Uuid;
 
+use super::door::CheckInSourceGql;
 use super::error::ApiError;
 use super::events::managed_event;
 use super::types::{Event, User};
 use super::{Page, ScannerIdentity, parse_id, principal, require_user, state};
-use crate::app::{IngestError, Source};
+use crate::app::{IngestError, Source, single_check_in};
 use crate::auth::Principal;
 use crate::domain::ingest::{BatchOutcome, SightingIn};
-use crate::domain::{AttendancePolicy, Role};
+use crate::domain::{AttendancePolicy, CheckInSource, Role};
 use crate::store::{self, AttendanceRecord as Record};
 
 /// One sighting as a scanner heard it.
@@ -143,13 +144,19 @@ impl AttendanceRecord {
         Ok(state(ctx)?.store.events().get(self.record.event_id).await?.map(Event))
     }
 
-    /// The check-in: the earliest counted sighting.
     /// Whether the check-in was recorded by an organiser (`recordAttendance`)
     /// rather than heard by a scanner; `undoManualCheckIn` can take it back.
+    /// (`source: MANUAL`.)
     async fn manual(&self) -> bool {
-        self.record.attendance.first_scanner.is_nil()
+        CheckInSource::of(self.record.attendance.first_scanner) == CheckInSource::Manual
     }
 
+    /// Where the check-in (the earliest counted sighting) came from.
+    async fn source(&self) -> CheckInSourceGql {
+        CheckInSource::of(self.record.attendance.first_scanner).into()
+    }
+
+    /// The check-in: the earliest counted sighting.
     async fn checked_in_at(&self) -> DateTime<Utc> {
         self.record.attendance.first_seen
     }
@@ -339,20 +346,10 @@ impl AttendanceMutation {
             rssi: None,
             event_id: Some(event.id),
         };
-        let outcome = st.ingest.submit(&Source::Manual { by: me.id }, Uuid::now_v7(), None, vec![sighting]).await?;
+        let outcome = st.ingest.submit(&Source::manual(me.id), Uuid::now_v7(), None, vec![sighting]).await?;
         record_metrics(&outcome);
-        if let Some(r) = outcome.rejected.first() {
-            return Err(ApiError::Validation(r.reason.clone()).into());
-        }
-        if outcome.outside_event > 0 {
-            return Err(ApiError::Validation("that time is outside the event's window (with grace)".into()).into());
-        }
-        if outcome.unregistered > 0 {
-            return Err(ApiError::Validation(
-                "the user is not registered, and this event requires registration".into(),
-            )
-            .into());
-        }
+        single_check_in(&outcome)
+            .map_err(|reason| ApiError::Validation(format!("the user was not checked in: {reason}")))?;
         let record =
             st.store.attendance().get(event.id, user_id).await?.ok_or_else(|| ApiError::not_found("attendance"))?;
         Ok(AttendanceRecord { record, departure_gap: Some(event.policy.departure_gap) })

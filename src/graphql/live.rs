@@ -7,11 +7,13 @@ use chrono::{DateTime, Utc};
 use futures_util::{Stream, StreamExt};
 use uuid::Uuid;
 
+use super::door::CheckInSourceGql;
 use super::error::ApiError;
 use super::events::managed_event;
 use super::types::User;
 use super::{parse_id, principal, require_user, state};
 use crate::auth::Principal;
+use crate::domain::CheckInSource;
 use crate::live::{self, CursorProbe};
 
 #[derive(Default)]
@@ -156,9 +158,22 @@ impl CheckIn {
         self.0.checked_in_at
     }
 
-    /// The name of the scanner's API key; `null` for a manual check-in.
+    /// The name of the scanner's API key; `null` for a check-in from any
+    /// other source.
     async fn scanner(&self) -> Option<&str> {
         self.0.scanner.as_deref()
+    }
+
+    /// Where the check-in came from (as its attendance row says now).
+    async fn source(&self, ctx: &Context<'_>) -> Result<CheckInSourceGql> {
+        let row = state(ctx)?.store.attendance().get(self.0.event, self.0.user.id).await?;
+        Ok(match row {
+            Some(r) => CheckInSource::of(r.attendance.first_scanner),
+            // Gone since (erased, or no longer counted): as it was sent.
+            None if self.0.scanner.is_some() => CheckInSource::Scanner,
+            None => CheckInSource::Manual,
+        }
+        .into())
     }
 }
 

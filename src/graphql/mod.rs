@@ -6,6 +6,7 @@ mod accounts;
 mod api_keys;
 pub mod attendance;
 mod beacon;
+mod door;
 pub mod error;
 mod events;
 mod extensions;
@@ -32,6 +33,7 @@ pub struct Query(
     accounts::AccountsQuery,
     events::EventsQuery,
     attendance::AttendanceQuery,
+    door::DoorQuery,
     api_keys::ApiKeysQuery,
     scanners::ScannersQuery,
 );
@@ -42,6 +44,7 @@ pub struct Mutation(
     events::EventsMutation,
     registrations::RegistrationsMutation,
     attendance::AttendanceMutation,
+    door::DoorMutation,
     beacon::BeaconMutation,
     api_keys::ApiKeysMutation,
     imports::ImportsMutation,

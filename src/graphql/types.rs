@@ -216,7 +216,7 @@ impl Device {
 }
 
 /// How sightings become attendance for an event.
-#[derive(SimpleObject, Clone, Copy)]
+#[derive(SimpleObject, Clone)]
 pub struct AttendancePolicy {
     /// Weakest signal that counts, in dBm.
     pub min_rssi: i32,
@@ -228,6 +228,12 @@ pub struct AttendancePolicy {
     pub require_registration: bool,
     /// Which kinds of identifier count (docs/identity.md).
     pub identity: IdentityPolicyGql,
+    /// Whether presence reported by attendees' phones (`reportPresence`)
+    /// counts. Off by default.
+    pub accept_phone_reports: bool,
+    /// The iBeacon the venue advertises, `<uuid>[:<major>[:<minor>]]`: phone
+    /// reports must name it.
+    pub venue_beacon: Option<String>,
 }
 
 /// Which kinds of identifier an event counts.
@@ -270,6 +276,8 @@ impl From<domain::AttendancePolicy> for AttendancePolicy {
             grace_seconds: p.grace.num_seconds(),
             require_registration: p.require_registration,
             identity: p.identity.into(),
+            accept_phone_reports: p.accept_phone_reports,
+            venue_beacon: p.venue_beacon.map(|b| b.to_string()),
         }
     }
 }
@@ -283,6 +291,10 @@ pub struct AttendancePolicyInput {
     pub grace_seconds: Option<i64>,
     pub require_registration: Option<bool>,
     pub identity: Option<IdentityPolicyGql>,
+    /// Needs `venueBeacon`.
+    pub accept_phone_reports: Option<bool>,
+    /// `<uuid>`, `<uuid>:<major>` or `<uuid>:<major>:<minor>`; `""` clears it.
+    pub venue_beacon: Option<String>,
 }
 
 impl AttendancePolicyInput {
@@ -301,6 +313,12 @@ impl AttendancePolicyInput {
             grace: seconds("graceSeconds", self.grace_seconds, base.grace)?,
             require_registration: self.require_registration.unwrap_or(base.require_registration),
             identity: self.identity.map_or(base.identity, Into::into),
+            accept_phone_reports: self.accept_phone_reports.unwrap_or(base.accept_phone_reports),
+            venue_beacon: match self.venue_beacon.as_deref().map(str::trim) {
+                None => base.venue_beacon,
+                Some("") => None,
+                Some(b) => Some(b.parse()?),
+            },
         }
         .validate()
     }

@@ -1,7 +1,8 @@
 //! The pages built for people, embedded in the binary (no CDN, no build
 //! step) so they work at a venue with no internet:
 //! - `/dashboard`, the live door screen: it follows `checkIns` and
-//!   `eventStats` over the `/graphql` WebSocket;
+//!   `eventStats` over the `/graphql` WebSocket, and in door mode shows the
+//!   event's check-in QR code (`doorCode`, rendered as SVG by the server);
 //! - `/console`, where an organiser runs events, attendees, imports,
 //!   reports, scanners' keys and (admins) users.
 //!
@@ -72,6 +73,7 @@ const ASSETS: &[Asset] = &[
     file!(SVG, "shared/icon.svg"),
     file!(JS, "dashboard/main.js"),
     file!(JS, "dashboard/event-live.js"),
+    file!(JS, "dashboard/door-code.js"),
     file!(CSS, "dashboard/dashboard.css"),
     file!(JS, "dashboard/fleet.js"),
     file!(CSS, "dashboard/fleet.css"),

@@ -72,6 +72,8 @@ fn row_of(
         grace_secs: e.policy.grace.num_seconds(),
         require_registration: e.policy.require_registration,
         identity: Some(e.policy.identity.as_str().to_owned()),
+        accept_phone_reports: Some(e.policy.accept_phone_reports),
+        venue_beacon: e.policy.venue_beacon.map(|b| b.to_string()),
         created_at: created,
         updated_at: now,
         opens_at,

@@ -73,6 +73,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (10, "sessions", include_str!("migrations/0010_sessions.surql")),
     (11, "beacon secrets", include_str!("migrations/0011_beacon.surql")),
     (12, "scanner identity", include_str!("migrations/0012_scanner_identity.surql")),
+    (13, "door codes and phone reports", include_str!("migrations/0013_door.surql")),
 ];
 
 /// Errors from the storage layer.

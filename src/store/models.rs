@@ -115,6 +115,10 @@ pub(crate) struct EventRow {
     pub require_registration: bool,
     /// `STATIC`, `ROTATING` or `BOTH`; absent (BOTH) on older events.
     pub identity: Option<String>,
+    /// Whether phone reports count; absent (no) on older events.
+    pub accept_phone_reports: Option<bool>,
+    /// The venue's iBeacon, `<uuid>[:<major>[:<minor>]]`.
+    pub venue_beacon: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// When its sightings start to count (`starts_at − grace`), kept so that
@@ -142,6 +146,8 @@ impl TryFrom<EventRow> for Event {
                 grace: Duration::seconds(r.grace_secs),
                 require_registration: r.require_registration,
                 identity: crate::domain::IdentityPolicy::parse(r.identity.as_deref()),
+                accept_phone_reports: r.accept_phone_reports.unwrap_or(false),
+                venue_beacon: r.venue_beacon.as_deref().map(str::parse).transpose().map_err(corrupt)?,
             },
             created_at: r.created_at,
             updated_at: r.updated_at,

@@ -8,7 +8,9 @@
 //! A second test cuts the network between page and server while a check-in
 //! is made, and checks the page resumes from its last cursor by itself. A
 //! third checks the event's scanner fleet on the page: heartbeats show, a
-//! scanner never heard from is marked, and a new one appears by itself.
+//! scanner never heard from is marked, and a new one appears by itself. A
+//! fourth opens door mode, reads the QR code's text off the page, and checks
+//! an attendee in with it over HTTP.
 //!
 //! The browser is driven through `cdp.rs`.
 
@@ -181,6 +183,47 @@ async fn heartbeat(app: &TestApp, secret: &str, adverts: i64, outbox: i64) {
 fn fleet_row(id: &str) -> String {
     format!("document.querySelector('#fleet-list li[data-key=\"{id}\"]')")
 }
+
+/// Door mode shows the event's check-in code as a server-rendered SVG QR
+/// code, refreshed every period; the code it shows checks an attendee in
+/// over HTTP (`checkInWithCode`), and the check-in shows on the page.
+#[tokio::test]
+async fn door_mode_shows_a_qr_code_that_checks_an_attendee_in() {
+    let Some(binary) = chromium_or_skip() else { return };
+    let app = spawn_app().await;
+    let venue = Venue::create(&app).await;
+    let chromium = Chromium::launch(&binary).await;
+    let mut page = Page::open(&chromium, "door").await;
+    open_dashboard(&mut page, &app.url("/dashboard?door"), &venue).await;
+
+    let shown = "document.querySelector('#door-qr svg path') !== null && \
+                 (document.getElementById('door-qr').dataset.code ?? '').startsWith('rc1.')";
+    page.wait_for("the QR code in door mode", shown, STEP_TIMEOUT).await;
+    let code = page.eval("document.getElementById('door-qr').dataset.code").await;
+    let code = code.as_str().unwrap().to_owned();
+    // The image on the page is the QR code of that very text (encoded here
+    // independently, with the same error correction and one unit per module).
+    let drawn = page.eval("document.querySelector('#door-qr svg path').getAttribute('d')").await;
+    let qr = qrcode::QrCode::with_error_correction_level(code.as_bytes(), qrcode::EcLevel::M).unwrap();
+    let expected = qr.render::<qrcode::render::svg::Color<'_>>().module_dimensions(1, 1).quiet_zone(true).build();
+    assert!(expected.contains(&format!("d=\"{}\"", drawn.as_str().unwrap())), "the page draws the QR code of {code}");
+    page.screenshot("dashboard-door-code.png").await;
+
+    // The newcomer's app scans it.
+    let ada = app.ok(&Auth::None, LOG_IN, json!({ "e": "ada@example.org", "p": PASSWORD })).await;
+    let ada = Auth::Bearer(ada["logIn"]["token"].as_str().unwrap().to_owned());
+    let q = "mutation($c: String!, $e: ID) { checkInWithCode(code: $c, eventId: $e) { source } }";
+    let data = app.ok(&ada, q, json!({ "c": code, "e": venue.event })).await;
+    assert_eq!(data["checkInWithCode"]["source"], "DOOR_CODE");
+    page.wait_for("the door-code check-in on the page", &name_listed(&venue.newcomer_name), STEP_TIMEOUT).await;
+
+    // The next period brings the next code, without a reload.
+    let changed = format!("document.getElementById('door-qr').dataset.code !== {}", json!(code));
+    page.wait_for("the next code", &changed, Duration::from_secs(40)).await;
+    assert!(page.errors().is_empty(), "the page reported errors: {:#?}", page.errors());
+}
+
+const LOG_IN: &str = "mutation($e: String!, $p: String!) { logIn(email: $e, password: $p) { token } }";
 
 /// Opens the dashboard at `url`, logs in as the venue's organiser, picks its
 /// event and waits until it is live with the earlier check-in listed.

@@ -12,6 +12,7 @@ mod cdp;
 mod cli;
 mod compat;
 mod console;
+mod door;
 mod events;
 mod fuzz;
 mod hardening;

@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::EventRules;
+use crate::domain::CheckInSource;
 
 /// How a sighting in the raw log is assigned to events.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,10 +46,10 @@ impl RawSighting {
         }
     }
 
-    /// Whether a scanner's sighting of this kind of identifier counts at
-    /// `event` (its `identity` policy). Manual check-ins (no scanner) always do.
-    pub fn identity_counts(&self, event: &EventRules, by_scanner: bool) -> bool {
-        !by_scanner || event.policy.identity.accepts(self.rotating)
+    /// Whether this sighting, from `source`, counts at `event` by its
+    /// policy (`AttendancePolicy::counts`).
+    pub fn source_counts(&self, event: &EventRules, source: CheckInSource) -> bool {
+        event.policy.counts(source, self.rotating)
     }
 
     /// Whether it belongs to `event`, given the event's counting window and

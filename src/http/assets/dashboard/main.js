@@ -11,12 +11,15 @@
 //   drop or a LAGGED error (`/assets/shared/check-ins.js`), drawn by
 //   `event-live.js`;
 // - the event's scanners, `scanners(eventId)` over HTTP every few seconds,
-//   drawn by `fleet.js`.
+//   drawn by `fleet.js`;
+// - in door mode (button, key D, or `?door`), `doorCode(eventId)` every 30
+//   seconds, drawn by `door-code.js`.
 
 import { ApiError, forgetSession, gql, readSession, socketUrl } from "/assets/shared/api.js";
 import { bindLogInForm, showError } from "/assets/shared/login.js";
 import { el, eventMeta, shortTimeFmt, STATE_NAMES } from "/assets/shared/format.js";
 import { LiveSocket } from "/assets/shared/live-socket.js";
+import { DoorCode } from "./door-code.js";
 import { EventLive } from "./event-live.js";
 import { FleetPanel } from "./fleet.js";
 
@@ -39,6 +42,7 @@ class Dashboard {
   #socket = null;
   #live = null;
   #fleet = null;
+  #door = null;
   #expiryTimer = null;
 
   boot() {
@@ -49,12 +53,15 @@ class Dashboard {
     $("logout").addEventListener("click", () => this.#logOut());
     $("event-select").addEventListener("change", (e) => this.#pick(e.target.value));
     $("screen-mode").addEventListener("click", () => this.#toggleScreen());
+    $("door-mode").addEventListener("click", () => this.#toggleDoor());
     document.addEventListener("keydown", (e) => {
       if (e.target instanceof HTMLInputElement || e.target instanceof HTMLSelectElement) return;
       if (e.key === "f" && document.body.dataset.view === "dashboard") this.#toggleScreen();
+      if (e.key === "d" && document.body.dataset.view === "dashboard") this.#toggleDoor();
       if (e.key === "Escape") document.body.classList.remove("screen");
     });
     if (new URLSearchParams(location.search).has("screen")) document.body.classList.add("screen");
+    if (new URLSearchParams(location.search).has("door")) document.body.classList.add("door");
     new ResizeObserver(() => this.#live?.redraw()).observe($("chart"));
     const tick = () => {
       $("clock").textContent = shortTimeFmt.format(new Date());
@@ -160,6 +167,25 @@ class Dashboard {
       onAuthFailure: () => this.#logOut("Your session has expired. Please log in again."),
     });
     this.#fleet.start();
+    this.#showDoorCode();
+  }
+
+  /** Door mode: the event's check-in QR code, for attendees' apps. */
+  #toggleDoor() {
+    document.body.classList.toggle("door");
+    this.#showDoorCode();
+  }
+
+  #showDoorCode() {
+    this.#door?.stop();
+    this.#door = null;
+    const id = document.body.dataset.eventId;
+    if (!document.body.classList.contains("door") || !id || !this.#session) return;
+    this.#door = new DoorCode(id, this.#session.token, (code, message) => {
+      if (code === "UNAUTHENTICATED") this.#logOut("Your session has expired. Please log in again.");
+      else showBanner(`The check-in code is not available: ${message}`);
+    });
+    this.#door.start();
   }
 
   #liveFailed(code, message) {
@@ -183,6 +209,8 @@ class Dashboard {
     this.#live = null;
     this.#fleet?.stop();
     this.#fleet = null;
+    this.#door?.stop();
+    this.#door = null;
     this.#socket?.stop();
     this.#socket = null;
     this.#session = null;
