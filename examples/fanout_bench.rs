@@ -86,6 +86,13 @@ struct Args {
     /// in turn, so every delivery crosses instances.
     #[arg(long, default_value_t = 1)]
     instances: usize,
+    /// Each server reads the change feed on its poll alone, never on a
+    /// hint, as for check-ins written through another SurrealDB node.
+    #[arg(long)]
+    no_hints: bool,
+    /// Each server's change-feed poll interval (`ROLLCALL_LIVE_POLL_MS`).
+    #[arg(long)]
+    live_poll_ms: Option<u64>,
     /// Internal: run as an extra server child, seeding nothing.
     #[arg(long, hide = true)]
     join: bool,
@@ -104,13 +111,14 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match args.serve_people {
-        Some(people) => rt.block_on(serve(people, args.db, args.join)),
+        Some(people) => rt.block_on(serve(people, &args)),
         None => rt.block_on(bench(args)),
     }
 }
 
 /// Server mode: seed, print `READY <port> <token> <event> <key>`, serve until stdin closes.
-async fn serve(people: usize, mut db: DbArgs, join: bool) -> anyhow::Result<()> {
+async fn serve(people: usize, args: &Args) -> anyhow::Result<()> {
+    let (mut db, join) = (args.db.clone(), args.join);
     rollcall::telemetry::init_logging(rollcall::config::LogFormat::Text, "warn");
     let dir = tempfile::tempdir()?;
     if db.url == rollcall::store::DEFAULT_DB_URL {
@@ -119,6 +127,10 @@ async fn serve(people: usize, mut db: DbArgs, join: bool) -> anyhow::Result<()> 
     let mut serve = ServeArgs::for_tests(db);
     // Thousands of sockets as one organiser from one address.
     serve.live = serve.live.uncapped();
+    serve.live.no_hints = args.no_hints;
+    if let Some(ms) = args.live_poll_ms {
+        serve.live.poll_ms = ms;
+    }
     let app = Application::build(serve).await?;
     if join {
         println!("READY {} - - -", app.port());
@@ -156,8 +168,13 @@ struct Server {
 }
 
 impl Server {
-    fn start(people: usize, db: &DbArgs, join: bool) -> anyhow::Result<Server> {
+    fn start(people: usize, args: &Args, join: bool) -> anyhow::Result<Server> {
+        let db = &args.db;
         let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.args(args.no_hints.then_some("--no-hints"));
+        if let Some(ms) = args.live_poll_ms {
+            cmd.args(["--live-poll-ms", &ms.to_string()]);
+        }
         cmd.args(["--serve-people", &people.to_string(), "--db", &db.url]).args(join.then_some("--join")).args([
             "--db-namespace",
             &db.db_namespace,
@@ -321,8 +338,8 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     let batches = BATCHES_PER_SECOND * args.seconds as usize;
     let warmup = 1;
     let people = warmup + per_batch * batches;
-    let server = Server::start(people, &args.db, false)?;
-    let others = (1..args.instances).map(|_| Server::start(0, &args.db, true)).collect::<anyhow::Result<Vec<_>>>()?;
+    let server = Server::start(people, &args, false)?;
+    let others = (1..args.instances).map(|_| Server::start(0, &args, true)).collect::<anyhow::Result<Vec<_>>>()?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_before = server.rss_kb()?;
     let origin = Instant::now();

@@ -169,8 +169,10 @@ async fn instances_starting_together_on_an_empty_database_agree_on_schema_and_se
     root.use_ns("rollcall").use_db("fresh").await.unwrap();
     let mut res = root.query("SELECT VALUE record::id(id) FROM migration ORDER BY id").await.unwrap();
     let versions: Vec<i64> = res.take(0).unwrap();
-    assert_eq!(versions, (1..=versions.len() as i64).collect::<Vec<_>>());
-    assert!(versions.len() >= 9, "{versions:?}");
+    // (Numbers are handed out per branch, so the list may have holes until
+    // every branch is merged.)
+    assert!(versions.windows(2).all(|w| w[0] < w[1]), "{versions:?}");
+    assert!((1..=11).all(|v| versions.contains(&v)) && versions.contains(&14), "{versions:?}");
     let mut res = root.query("SELECT VALUE id FROM secret").await.unwrap();
     let secrets: Vec<surrealdb::types::RecordId> = res.take(0).unwrap();
     assert_eq!(secrets.len(), 1, "one JWT secret: {secrets:?}");
