@@ -257,6 +257,7 @@ async fn subscriber(
     event: String,
     origin: Instant,
     sent: Arc<Vec<AtomicU64>>,
+    answered_at: Arc<Vec<AtomicU64>>,
     ready: Arc<AtomicU64>,
     warmed: Arc<AtomicU64>,
     plan: Plan,
@@ -280,8 +281,10 @@ async fn subscriber(
         ws.send(Message::text(sub.to_string())).await?;
     }
     ready.fetch_add(1, Ordering::Relaxed);
-    // Latencies in microseconds, one per check-in received.
+    // Latencies in microseconds, one per check-in received: from the send,
+    // and from the batch's answer (0 if it came first).
     let mut latencies = Vec::new();
+    let mut after_answer = Vec::new();
     while let Some(msg) = ws.next().await {
         // The server going away at the end is how the run ends.
         let Ok(msg) = msg else { break };
@@ -296,6 +299,8 @@ async fn subscriber(
                     let at = sent.get(p).map_or(0, |s| s.load(Ordering::Relaxed));
                     if at > 0 {
                         latencies.push(((now.saturating_sub(at)) / 1000) as u32);
+                        let done = answered_at.get(p).map_or(0, |s| s.load(Ordering::Relaxed));
+                        after_answer.push(if done > 0 { (now.saturating_sub(done) / 1000) as u32 } else { 0 });
                     }
                 } else if text.contains("\"ping\"") {
                     ws.send(Message::text(r#"{"type":"pong"}"#)).await?;
@@ -307,7 +312,7 @@ async fn subscriber(
             _ => {}
         }
     }
-    Ok(latencies)
+    Ok((latencies, after_answer))
 }
 
 /// Submits one batch; how long the server took to answer, in microseconds.
@@ -344,6 +349,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     let rss_before = server.rss_kb()?;
     let origin = Instant::now();
     let sent: Arc<Vec<AtomicU64>> = Arc::new((0..people).map(|_| AtomicU64::new(0)).collect());
+    let answered_at: Arc<Vec<AtomicU64>> = Arc::new((0..people).map(|_| AtomicU64::new(0)).collect());
     let ready = Arc::new(AtomicU64::new(0));
     let warmed = Arc::new(AtomicU64::new(0));
 
@@ -355,6 +361,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
             server.event.clone(),
             origin,
             sent.clone(),
+            answered_at.clone(),
             ready.clone(),
             warmed.clone(),
             Plan { subscribe: !args.no_subscribe, distinct: args.distinct.then_some(i) },
@@ -411,8 +418,15 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         for p in range.clone() {
             sent[p].store(at, Ordering::Relaxed);
         }
-        let (http, url, key) = (http.clone(), url.clone(), server.key.clone());
-        submits.push(tokio::spawn(async move { submit(&http, &url, &key, range).await }));
+        let (http, url, key, answered_at) = (http.clone(), url.clone(), server.key.clone(), answered_at.clone());
+        submits.push(tokio::spawn(async move {
+            let took = submit(&http, &url, &key, range.clone()).await?;
+            let now = since(origin);
+            for p in range {
+                answered_at[p].store(now, Ordering::Relaxed);
+            }
+            Ok::<_, anyhow::Error>(took)
+        }));
     }
     let mut answered = Vec::with_capacity(submits.len());
     for s in submits {
@@ -426,9 +440,13 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     drop((server, others));
 
     let mut latencies = Vec::new();
+    let mut after_answer = Vec::new();
     for s in subs {
         match tokio::time::timeout(Duration::from_secs(10), s).await {
-            Ok(Ok(Ok(l))) => latencies.extend(l),
+            Ok(Ok(Ok((l, a)))) => {
+                latencies.extend(l);
+                after_answer.extend(a);
+            }
             Ok(Ok(Err(e))) => println!("a subscriber failed: {e}"),
             Ok(Err(e)) => println!("a subscriber panicked: {e}"),
             Err(_) => println!("a subscriber did not finish"),
@@ -436,6 +454,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     }
     let expected = args.subscribers * (people - warmup);
     latencies.sort_unstable();
+    after_answer.sort_unstable();
     println!(
         "{} check-ins in {:.1?} ({:.0}/s) to {} subscribers: {} deliveries, {:.0} deliveries/s",
         people - warmup,
@@ -456,6 +475,12 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         percentile(&answered, 0.50),
         percentile(&answered, 0.99),
         percentile(&answered, 1.0)
+    );
+    println!(
+        "after the batch's answer (the change stream's share): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        percentile(&after_answer, 0.50),
+        percentile(&after_answer, 0.99),
+        percentile(&after_answer, 1.0)
     );
     let per_sub_kb = rss_idle.saturating_sub(rss_before) as f64 / args.subscribers.max(1) as f64;
     println!(
