@@ -261,7 +261,7 @@ async fn subscriber(
     ready: Arc<AtomicU64>,
     warmed: Arc<AtomicU64>,
     plan: Plan,
-) -> anyhow::Result<Vec<u32>> {
+) -> anyhow::Result<(Vec<u32>, Vec<u32>)> {
     let mut req = format!("ws://127.0.0.1:{port}/graphql").into_client_request()?;
     req.headers_mut().insert("sec-websocket-protocol", "graphql-transport-ws".parse()?);
     // Small buffers: ten thousand clients at the defaults take gigabytes.
