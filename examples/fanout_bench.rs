@@ -87,6 +87,13 @@ struct Args {
     /// in turn, so every delivery crosses instances.
     #[arg(long, default_value_t = 1)]
     instances: usize,
+    /// Each server reads the change feed on its poll alone, never on a
+    /// hint, as for check-ins written through another SurrealDB node.
+    #[arg(long)]
+    no_hints: bool,
+    /// Each server's change-feed poll interval (`ROLLCALL_LIVE_POLL_MS`).
+    #[arg(long)]
+    live_poll_ms: Option<u64>,
     /// Internal: run as an extra server child, seeding nothing.
     #[arg(long, hide = true)]
     join: bool,
@@ -105,13 +112,14 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match args.serve_people {
-        Some(people) => rt.block_on(serve(people, args.db, args.join)),
+        Some(people) => rt.block_on(serve(people, &args)),
         None => rt.block_on(bench(args)),
     }
 }
 
 /// Server mode: seed, print `READY <port> <token> <event> <key>`, serve until stdin closes.
-async fn serve(people: usize, mut db: DbArgs, join: bool) -> anyhow::Result<()> {
+async fn serve(people: usize, args: &Args) -> anyhow::Result<()> {
+    let (mut db, join) = (args.db.clone(), args.join);
     rollcall::telemetry::init_logging(rollcall::config::LogFormat::Text, "warn");
     let dir = tempfile::tempdir()?;
     if db.url == rollcall::store::DEFAULT_DB_URL {
@@ -120,6 +128,10 @@ async fn serve(people: usize, mut db: DbArgs, join: bool) -> anyhow::Result<()> 
     let mut serve = ServeArgs::for_tests(db);
     // Thousands of sockets as one organiser from one address.
     serve.live = serve.live.uncapped();
+    serve.live.no_hints = args.no_hints;
+    if let Some(ms) = args.live_poll_ms {
+        serve.live.poll_ms = ms;
+    }
     let app = Application::build(serve).await?;
     if join {
         println!("READY {} - - -", app.port());
@@ -157,8 +169,13 @@ struct Server {
 }
 
 impl Server {
-    fn start(people: usize, db: &DbArgs, join: bool) -> anyhow::Result<Server> {
+    fn start(people: usize, args: &Args, join: bool) -> anyhow::Result<Server> {
+        let db = &args.db;
         let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.args(args.no_hints.then_some("--no-hints"));
+        if let Some(ms) = args.live_poll_ms {
+            cmd.args(["--live-poll-ms", &ms.to_string()]);
+        }
         cmd.args(["--serve-people", &people.to_string(), "--db", &db.url]).args(join.then_some("--join")).args([
             "--db-namespace",
             &db.db_namespace,
@@ -241,10 +258,11 @@ async fn subscriber(
     event: String,
     origin: Instant,
     sent: Arc<Vec<AtomicU64>>,
+    answered_at: Arc<Vec<AtomicU64>>,
     ready: Arc<AtomicU64>,
     warmed: Arc<AtomicU64>,
     plan: Plan,
-) -> anyhow::Result<Vec<u32>> {
+) -> anyhow::Result<(Vec<u32>, Vec<u32>)> {
     let mut req = format!("ws://127.0.0.1:{port}/graphql").into_client_request()?;
     req.headers_mut().insert("sec-websocket-protocol", "graphql-transport-ws".parse()?);
     // Small buffers: ten thousand clients at the defaults take gigabytes.
@@ -264,8 +282,10 @@ async fn subscriber(
         ws.send(Message::text(sub.to_string())).await?;
     }
     ready.fetch_add(1, Ordering::Relaxed);
-    // Latencies in microseconds, one per check-in received.
+    // Latencies in microseconds, one per check-in received: from the send,
+    // and from the batch's answer (0 if it came first).
     let mut latencies = Vec::new();
+    let mut after_answer = Vec::new();
     while let Some(msg) = ws.next().await {
         // The server going away at the end is how the run ends.
         let Ok(msg) = msg else { break };
@@ -280,6 +300,8 @@ async fn subscriber(
                     let at = sent.get(p).map_or(0, |s| s.load(Ordering::Relaxed));
                     if at > 0 {
                         latencies.push(((now.saturating_sub(at)) / 1000) as u32);
+                        let done = answered_at.get(p).map_or(0, |s| s.load(Ordering::Relaxed));
+                        after_answer.push(if done > 0 { (now.saturating_sub(done) / 1000) as u32 } else { 0 });
                     }
                 } else if text.contains("\"ping\"") {
                     ws.send(Message::text(r#"{"type":"pong"}"#)).await?;
@@ -291,7 +313,7 @@ async fn subscriber(
             _ => {}
         }
     }
-    Ok(latencies)
+    Ok((latencies, after_answer))
 }
 
 /// Submits one batch; how long the server took to answer, in microseconds.
@@ -322,12 +344,13 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     let batches = BATCHES_PER_SECOND * args.seconds as usize;
     let warmup = 1;
     let people = warmup + per_batch * batches;
-    let server = Server::start(people, &args.db, false)?;
-    let others = (1..args.instances).map(|_| Server::start(0, &args.db, true)).collect::<anyhow::Result<Vec<_>>>()?;
+    let server = Server::start(people, &args, false)?;
+    let others = (1..args.instances).map(|_| Server::start(0, &args, true)).collect::<anyhow::Result<Vec<_>>>()?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_before = server.rss_kb()?;
     let origin = Instant::now();
     let sent: Arc<Vec<AtomicU64>> = Arc::new((0..people).map(|_| AtomicU64::new(0)).collect());
+    let answered_at: Arc<Vec<AtomicU64>> = Arc::new((0..people).map(|_| AtomicU64::new(0)).collect());
     let ready = Arc::new(AtomicU64::new(0));
     let warmed = Arc::new(AtomicU64::new(0));
 
@@ -339,6 +362,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
             server.event.clone(),
             origin,
             sent.clone(),
+            answered_at.clone(),
             ready.clone(),
             warmed.clone(),
             Plan { subscribe: !args.no_subscribe, distinct: args.distinct.then_some(i) },
@@ -395,8 +419,15 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         for p in range.clone() {
             sent[p].store(at, Ordering::Relaxed);
         }
-        let (http, url, key) = (http.clone(), url.clone(), server.key.clone());
-        submits.push(tokio::spawn(async move { submit(&http, &url, &key, range).await }));
+        let (http, url, key, answered_at) = (http.clone(), url.clone(), server.key.clone(), answered_at.clone());
+        submits.push(tokio::spawn(async move {
+            let took = submit(&http, &url, &key, range.clone()).await?;
+            let now = since(origin);
+            for p in range {
+                answered_at[p].store(now, Ordering::Relaxed);
+            }
+            Ok::<_, anyhow::Error>(took)
+        }));
     }
     let mut answered = Vec::with_capacity(submits.len());
     for s in submits {
@@ -410,9 +441,13 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     drop((server, others));
 
     let mut latencies = Vec::new();
+    let mut after_answer = Vec::new();
     for s in subs {
         match tokio::time::timeout(Duration::from_secs(10), s).await {
-            Ok(Ok(Ok(l))) => latencies.extend(l),
+            Ok(Ok(Ok((l, a)))) => {
+                latencies.extend(l);
+                after_answer.extend(a);
+            }
             Ok(Ok(Err(e))) => println!("a subscriber failed: {e}"),
             Ok(Err(e)) => println!("a subscriber panicked: {e}"),
             Err(_) => println!("a subscriber did not finish"),
@@ -420,6 +455,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     }
     let expected = args.subscribers * (people - warmup);
     latencies.sort_unstable();
+    after_answer.sort_unstable();
     println!(
         "{} check-ins in {:.1?} ({:.0}/s) to {} subscribers: {} deliveries, {:.0} deliveries/s",
         people - warmup,
@@ -440,6 +476,12 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         percentile(&answered, 0.50),
         percentile(&answered, 0.99),
         percentile(&answered, 1.0)
+    );
+    println!(
+        "after the batch's answer (the change stream's share): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        percentile(&after_answer, 0.50),
+        percentile(&after_answer, 0.99),
+        percentile(&after_answer, 1.0)
     );
     let per_sub_kb = rss_idle.saturating_sub(rss_before) as f64 / args.subscribers.max(1) as f64;
     println!(

@@ -75,6 +75,15 @@ struct Args {
     /// is resolved through the server's rotating-identifier table.
     #[arg(long)]
     rotating: bool,
+    /// The database: by default a fresh SurrealKV store in a temporary
+    /// directory; `--db ws://HOST:PORT` (with `--db-user`, `--db-password`
+    /// and a fresh `--db-database`) puts the server on a SurrealDB server.
+    #[command(flatten)]
+    db: DbArgs,
+    /// Rollcall instances over the database (more than one needs a `ws://`
+    /// `--db`), in this process; the clients are split between them.
+    #[arg(long, default_value_t = 1)]
+    instances: usize,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -292,11 +301,22 @@ async fn main() -> anyhow::Result<()> {
     let args = Arc::new(Args::parse());
     rollcall::telemetry::init_logging(rollcall::config::LogFormat::Text, "warn");
     let dir = tempfile::tempdir()?;
-    let db_url = format!("surrealkv://{}", dir.path().join("server").display());
-    let mut serve = ServeArgs::for_tests(DbArgs { url: db_url.clone(), ..DbArgs::memory() });
-    serve.limits.max_body_bytes = 8 * 1024 * 1024;
-    let app = Application::build(serve).await?;
+    let mut db = args.db.clone();
+    if db.url == rollcall::store::DEFAULT_DB_URL {
+        db.url = format!("surrealkv://{}", dir.path().join("server").display());
+    }
+    let serve = || {
+        let mut serve = ServeArgs::for_tests(db.clone());
+        serve.limits.max_body_bytes = 8 * 1024 * 1024;
+        Application::build(serve)
+    };
+    let app = serve().await?;
     let addr = app.local_addr();
+    let mut others = Vec::new();
+    for _ in 1..args.instances {
+        others.push(serve().await?);
+    }
+    let addrs: Vec<_> = std::iter::once(addr).chain(others.iter().map(Application::local_addr)).collect();
     let store = app.state().store.clone();
     let ingest = app.state().ingest.clone();
 
@@ -338,9 +358,11 @@ async fn main() -> anyhow::Result<()> {
     };
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until(async move {
+    let stop = futures_util::FutureExt::shared(async move {
         let _ = stop_rx.await;
-    }));
+    });
+    let server = tokio::spawn(app.run_until(stop.clone()));
+    let others: Vec<_> = others.into_iter().map(|app| tokio::spawn(app.run_until(stop.clone()))).collect();
 
     // Prepare every request body up front, so only the server is timed.
     let query = "mutation($b: SightingBatchInput!) { submitSightings(batch: $b) { accepted checkIns duplicates rejected { reason } } }";
@@ -361,8 +383,8 @@ async fn main() -> anyhow::Result<()> {
     let total = args.clients * args.batches * args.batch_size;
     let began = Instant::now();
     let mut tasks = Vec::new();
-    for (mine, secret) in bodies.into_iter().zip(&secrets) {
-        let url = format!("http://{addr}/graphql");
+    for (c, (mine, secret)) in bodies.into_iter().zip(&secrets).enumerate() {
+        let url = format!("http://{}/graphql", addrs[c % addrs.len()]);
         let key = secret.expose().to_owned();
         tasks.push(tokio::spawn(async move {
             let http = reqwest::Client::new();
@@ -431,6 +453,9 @@ async fn main() -> anyhow::Result<()> {
     drop(store);
     let _ = stop_tx.send(());
     server.await.context("server task")??;
+    for other in others {
+        other.await.context("server task")??;
+    }
 
     // The ceiling: the same sightings, one record per batch, straight into SurrealKV.
     let raw = surrealdb::engine::any::connect(format!("surrealkv://{}", dir.path().join("ceiling").display())).await?;

@@ -323,6 +323,17 @@ pub struct LiveLimits {
     /// Check-ins a live subscriber may fall behind before it is told to resume.
     #[arg(long = "live-buffer", env = "ROLLCALL_LIVE_BUFFER", default_value_t = crate::live::DEFAULT_BUFFER)]
     pub buffer: usize,
+    /// Milliseconds to wait for a hint before reading the database's change
+    /// feed anyway: on a cluster of several SurrealDB nodes, how late a
+    /// check-in written through another node may reach this one's subscribers.
+    #[arg(long = "live-poll-ms", env = "ROLLCALL_LIVE_POLL_MS", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub poll_ms: u64,
+    /// Read the change feed on the poll alone, never on a live query's hint:
+    /// every check-in then arrives as one written through another SurrealDB
+    /// node of a cluster would. For tests and measurements.
+    #[arg(long = "live-no-hints", hide = true)]
+    pub no_hints: bool,
     /// Acknowledge a `connection_init` without a token or API key. Off by
     /// default: nothing live is public, so such a socket only holds memory.
     #[arg(long = "ws-allow-anonymous", env = "ROLLCALL_WS_ALLOW_ANONYMOUS")]
@@ -367,6 +378,8 @@ impl Default for LiveLimits {
             keepalive_secs: 15,
             send_timeout_secs: 10,
             buffer: crate::live::DEFAULT_BUFFER,
+            poll_ms: crate::live::DEFAULT_POLL.as_millis() as u64,
+            no_hints: false,
             allow_anonymous: false,
             max_sockets: 20_000,
             max_sockets_per_address: 1_000,

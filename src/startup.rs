@@ -49,9 +49,13 @@ impl Application {
             jwt = jwt.also_accepting(previous.as_bytes()).context("ROLLCALL_JWT_PREVIOUS_SECRET is unusable")?;
         }
         let listener = TcpListener::bind(args.bind).await.with_context(|| format!("binding {}", args.bind))?;
-        let live = crate::live::Live::start(store.clone(), args.live.buffer)
-            .await
-            .context("opening the database's live change stream")?;
+        let feed = crate::live::FeedOptions {
+            buffer: args.live.buffer,
+            poll: Duration::from_millis(args.live.poll_ms),
+            hints: !args.live.no_hints,
+        };
+        let live =
+            crate::live::Live::start(store.clone(), feed).await.context("opening the database's live change stream")?;
         let ingest = crate::app::Ingest::start(store.clone(), args.beacon_slot_secs);
         let users = crate::graphql::loaders::Users::loader(store.clone());
         let door = Arc::new(crate::app::DoorCodes::new(secret.as_bytes(), ingest.clone(), store.clone()));

@@ -8,23 +8,33 @@
 //! (or skipped, if those rows are gone). Subscribers therefore see check-ins
 //! in cursor order, which is what makes "resume after my last cursor" exact.
 //!
-//! [`Live`] holds one SurrealDB live query on `attendance` and one on
-//! `registration` for the whole process, whoever is listening. Each event
-//! with listeners has a [`Feed`]: a bounded broadcast ring of resolved
+//! [`Live`] reads one change stream for the whole process, whoever is
+//! listening: the check-in change feed (`store::change_feed`, a SurrealDB
+//! `CHANGEFEED` every node of a cluster can read), from the last
+//! versionstamp seen ([`feed_reader`]). A read happens on a hint (a `LIVE
+//! SELECT` on the check-in counters, which on a multi-node cluster hears
+//! only its own node's writes) or after [`FeedOptions::poll`] without one,
+//! so a missed hint costs at most that long. Each entry names an event and
+//! its new cursors; the rows are read only for events someone follows here.
+//! A live query on `registration` nudges the counters (which are also
+//! recomputed every second anyway).
+//!
+//! Each event with listeners has a [`Feed`]: a bounded broadcast ring of resolved
 //! check-ins (the user and scanner looked up once per check-in, not once per
 //! subscriber) and a `watch` cell of the event's counters, recomputed at most
 //! a few times a second however fast check-ins arrive.
 //!
 //! A subscriber that falls a whole ring behind is told so once, with the
 //! cursor of the last check-in it was given, and its stream ends; the others
-//! are never slowed, and memory per event stays at one ring. Two instances
-//! over one SurrealDB server each hold their own live queries, so a check-in
-//! ingested through either reaches the subscribers of both.
+//! are never slowed, and memory per event stays at one ring. Every instance
+//! reads the same feed, so a check-in ingested through any of them reaches
+//! the subscribers of all.
 //!
 //! On top of the feeds: [`shared`] renders each result once for a group of
 //! identical subscriptions, [`personal`] routes each check-in to its own
 //! person's subscriptions, and [`keepalive`] ticks once for every socket.
 
+mod feed_reader;
 mod keepalive;
 mod personal;
 mod revocations;
@@ -37,12 +47,14 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures_util::{Stream, StreamExt};
+use futures_util::stream::BoxStream;
+use futures_util::{FutureExt, Stream, StreamExt};
 use tokio::sync::{Notify, broadcast, watch};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::store::{AttendanceChange, ChangeKind, CheckInRow, StoreError, SurrealStore, User, cursor_of};
+use crate::store::{CheckInRow, CheckInStep, StoreError, SurrealStore, User, cursor_of};
+use feed_reader::{FeedReader, Read};
 
 /// How many check-ins a subscriber may fall behind before it is cut off.
 /// Above the largest batch (5,000 sightings, so at most 5,000 new check-ins
@@ -61,6 +73,20 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 const GAP_WAIT: Duration = Duration::from_millis(100);
 /// Check-ins read per page when replaying.
 const REPLAY_PAGE: usize = 500;
+/// The default of [`FeedOptions::poll`].
+pub const DEFAULT_POLL: Duration = Duration::from_millis(100);
+
+/// How the hub follows the database.
+#[derive(Debug, Clone, Copy)]
+pub struct FeedOptions {
+    /// Check-ins a subscriber may fall behind before it is cut off.
+    pub buffer: usize,
+    /// How long the hub waits for a hint before reading the change feed anyway.
+    pub poll: Duration,
+    /// Whether to take hints from a live query; without them every check-in
+    /// waits for the poll, as one written through another SurrealDB node does.
+    pub hints: bool,
+}
 
 /// One check-in as subscribers receive it.
 #[derive(Debug, Clone)]
@@ -155,10 +181,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Live {
-    /// Opens the change streams and starts fanning them out.
-    pub async fn start(store: SurrealStore, buffer: usize) -> Result<Live, StoreError> {
-        let attendance = store.attendance_changes().await?;
-        let registrations = store.registration_changes().await?;
+    /// Starts following the change feed from now and fanning it out.
+    pub async fn start(store: SurrealStore, opts: FeedOptions) -> Result<Live, StoreError> {
+        let buffer = opts.buffer;
+        let start = store.attendance().feed_stamp_before(feed_reader::SETTLE).await?;
+        let reader = FeedReader::new(start, tokio::time::Instant::now());
         let (revoked, _) = broadcast::channel(64);
         let (stopping, _) = watch::channel(false);
         let (sockets, _) = watch::channel(0);
@@ -176,7 +203,7 @@ impl Live {
             personal: Arc::default(),
             ticker: Arc::default(),
         });
-        let pump = tokio::spawn(pump(Arc::downgrade(&inner), attendance.boxed(), registrations.boxed()));
+        let pump = tokio::spawn(pump(Arc::downgrade(&inner), reader, opts));
         *lock(&inner.pump) = Some(pump);
         let relay = tokio::spawn(revocations::relay(inner.store.clone(), inner.revoked.clone()));
         *lock(&inner.relay) = Some(relay);
@@ -461,34 +488,60 @@ impl Inner {
         lock(&self.feeds).get(&event).cloned()
     }
 
-    /// Publishes new check-ins to their events' subscribers.
-    async fn publish(&self, changes: Vec<AttendanceChange>) {
-        let mut created = Vec::new();
-        for change in changes {
-            let feed = self.feed(change.row.event);
+    /// Publishes the check-ins that the feed's steps name to their events'
+    /// subscribers and their people's, reading the rows only for events
+    /// someone here follows.
+    async fn publish(&self, steps: Vec<CheckInStep>) {
+        // One read per event, however many commits stepped it.
+        let mut ranges: BTreeMap<Uuid, (u64, u64)> = BTreeMap::new();
+        for step in steps {
+            let range = ranges.entry(step.event).or_insert((step.after, step.upto));
+            *range = (range.0.min(step.after), range.1.max(step.upto));
+        }
+        let personal = !self.personal.is_empty();
+        for (event, (after, upto)) in ranges {
+            let feed = self.feed(event);
             if let Some(feed) = &feed {
                 feed.changed.notify_one();
             }
-            // One lookup by person, however many people follow their own.
-            if change.kind == ChangeKind::Created && (feed.is_some() || self.personal.follows(change.row.user)) {
-                created.push(change.row);
+            // People who follow their own check-ins need the whole range; a
+            // feed only what it has not published yet.
+            let from = match &feed {
+                _ if personal => after,
+                Some(feed) => after.max(feed.last()),
+                None => continue,
+            };
+            if let Err(e) = self.publish_range(event, from, upto, feed.as_deref()).await {
+                // The feed's gap filling reads them again.
+                tracing::error!(error = %e, "could not read new check-ins for live subscribers");
             }
         }
-        if created.is_empty() {
-            return;
-        }
-        match self.resolve(created).await {
-            Ok(check_ins) => {
-                for c in check_ins {
-                    self.personal.deliver(&c);
-                    if let Some(feed) = self.feed(c.event) {
-                        feed.offer([c]);
-                    }
+    }
+
+    /// Reads an event's check-ins with cursors in `(from, upto]` and hands
+    /// them to its feed and to their people's subscriptions.
+    async fn publish_range(
+        &self,
+        event: Uuid,
+        mut from: u64,
+        upto: u64,
+        feed: Option<&Feed>,
+    ) -> Result<(), StoreError> {
+        while from < upto {
+            let limit = ((upto - from) as usize).min(REPLAY_PAGE);
+            metrics::counter!("rollcall_live_feed_row_reads_total").increment(1);
+            let rows = self.store.attendance().check_ins(event, Some(&cursor_of(from)), limit).await?;
+            let Some(last) = rows.last().map(CheckInRow::seq) else { return Ok(()) };
+            let rows: Vec<CheckInRow> = rows.into_iter().filter(|r| r.seq() <= upto).collect();
+            for c in self.resolve(rows).await? {
+                self.personal.deliver(&c);
+                if let Some(feed) = feed {
+                    feed.offer([c]);
                 }
             }
-            // The feeds' gap filling reads them again.
-            Err(e) => tracing::error!(error = %e, "could not resolve new check-ins for live subscribers"),
+            from = last;
         }
+        Ok(())
     }
 
     /// Reads from the database the check-ins that feeds have waited for too
@@ -546,6 +599,11 @@ impl Feed {
         self.drain(&mut order);
     }
 
+    /// The last check-in number published.
+    fn last(&self) -> u64 {
+        lock(&self.order).last
+    }
+
     /// Gives up on the check-ins before `seq` that never came.
     fn skip_to(&self, seq: u64) {
         let mut order = lock(&self.order);
@@ -585,74 +643,126 @@ impl Feed {
     }
 }
 
-/// Reads both change streams until the server stops, fanning them out;
-/// reopens them (and catches up) if the database drops them.
-async fn pump(
-    inner: Weak<Inner>,
-    mut attendance: futures_util::stream::BoxStream<'static, AttendanceChange>,
-    mut registrations: futures_util::stream::BoxStream<'static, Uuid>,
-) {
+/// Follows the change feed until the server stops, fanning it out: reads it
+/// on every hint and after `opts.poll` without one, and keeps the live
+/// queries (hints, registrations) open, reopening them with backoff.
+async fn pump(inner: Weak<Inner>, mut reader: FeedReader, opts: FeedOptions) {
+    let mut hints: Option<BoxStream<'static, ()>> = None;
+    let mut registrations: Option<BoxStream<'static, Uuid>> = None;
+    let mut reopen_at = tokio::time::Instant::now();
+    let mut reopen_delay = Duration::from_millis(200);
+    let mut failing = false;
     let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
     let mut gaps = tokio::time::interval(GAP_WAIT / 2);
+    let mut poll = tokio::time::interval(opts.poll);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        {
-            let mut chunks = (&mut attendance).ready_chunks(256);
-            loop {
-                tokio::select! {
-                    changes = chunks.next() => match changes {
-                        Some(changes) => {
-                            let Some(inner) = inner.upgrade() else { return };
-                            inner.publish(changes).await;
-                        }
-                        None => break,
-                    },
-                    event = registrations.next() => match event {
-                        Some(event) => {
-                            let Some(inner) = inner.upgrade() else { return };
-                            if let Some(feed) = inner.feed(event) {
-                                feed.changed.notify_one();
-                            }
-                        }
-                        None => break,
-                    },
-                    _ = sweep.tick() => {
-                        let Some(inner) = inner.upgrade() else { return };
-                        inner.sweep();
-                    }
-                    _ = gaps.tick() => {
-                        let Some(inner) = inner.upgrade() else { return };
-                        inner.fill_gaps(false).await;
-                    }
-                }
-            }
-        }
-        tracing::warn!("the database ended the live change stream; reopening it");
-        // Reopen with backoff while the hub lives.
-        let mut delay = Duration::from_millis(200);
-        loop {
-            tokio::time::sleep(delay).await;
+        let closed = (opts.hints && hints.is_none()) || registrations.is_none();
+        if closed && tokio::time::Instant::now() >= reopen_at {
             let Some(hub) = inner.upgrade() else { return };
-            let reopened = async {
-                Ok::<_, StoreError>((
-                    hub.store.attendance_changes().await?.boxed(),
-                    hub.store.registration_changes().await?.boxed(),
-                ))
-            }
-            .await;
-            match reopened {
-                Ok((a, r)) => {
-                    attendance = a;
-                    registrations = r;
-                    hub.fill_gaps(true).await;
-                    tracing::info!("live change stream reopened");
-                    break;
-                }
+            match open_live_queries(&hub.store, opts.hints, &mut hints, &mut registrations).await {
+                Ok(()) => reopen_delay = Duration::from_millis(200),
                 Err(e) => {
-                    tracing::error!(error = %e, retry_in = ?delay, "could not reopen the live change stream");
-                    delay = (delay * 2).min(Duration::from_secs(10));
+                    tracing::warn!(error = %e, retry_in = ?reopen_delay, "could not open the live queries; polling the change feed meanwhile");
+                    reopen_at = tokio::time::Instant::now() + reopen_delay;
+                    reopen_delay = (reopen_delay * 2).min(Duration::from_secs(10));
+                }
+            }
+            continue;
+        }
+        let read = tokio::select! {
+            hint = next_or_pending(&mut hints) => {
+                if hint.is_none() {
+                    tracing::warn!("the database ended the change feed's hints; reopening them");
+                    hints = None;
+                    reopen_at = tokio::time::Instant::now() + reopen_delay;
+                }
+                hint.is_some()
+            }
+            event = next_or_pending(&mut registrations) => {
+                match event {
+                    Some(event) => {
+                        let Some(inner) = inner.upgrade() else { return };
+                        if let Some(feed) = inner.feed(event) {
+                            feed.changed.notify_one();
+                        }
+                    }
+                    None => {
+                        registrations = None;
+                        reopen_at = tokio::time::Instant::now() + reopen_delay;
+                    }
+                }
+                false
+            }
+            _ = poll.tick() => true,
+            _ = tokio::time::sleep_until(reopen_at), if closed => false,
+            _ = sweep.tick() => {
+                let Some(inner) = inner.upgrade() else { return };
+                inner.sweep();
+                false
+            }
+            _ = gaps.tick() => {
+                let Some(inner) = inner.upgrade() else { return };
+                inner.fill_gaps(false).await;
+                false
+            }
+        };
+        if !read {
+            continue;
+        }
+        // This read covers every hint that came before it.
+        if let Some(h) = &mut hints {
+            while let Some(Some(())) = h.next().now_or_never() {}
+        }
+        poll.reset();
+        let Some(hub) = inner.upgrade() else { return };
+        match reader.read(hub.store.attendance()).await {
+            Ok(Read::Steps(steps)) => {
+                if std::mem::take(&mut failing) {
+                    tracing::info!("reading the change feed again");
+                }
+                hub.publish(steps).await;
+            }
+            Ok(Read::Behind) => {
+                tracing::warn!("the change feed was not read for too long; reading live check-ins from the rows");
+                match hub.store.attendance().feed_stamp_before(feed_reader::SETTLE).await {
+                    Ok(start) => {
+                        reader = FeedReader::new(start, tokio::time::Instant::now());
+                        hub.fill_gaps(true).await;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "could not restart the change feed"),
+                }
+            }
+            Err(e) => {
+                if !std::mem::replace(&mut failing, true) {
+                    tracing::warn!(error = %e, "could not read the change feed; retrying");
                 }
             }
         }
+    }
+}
+
+/// Opens whichever of the live queries is not open.
+async fn open_live_queries(
+    store: &SurrealStore,
+    with_hints: bool,
+    hints: &mut Option<BoxStream<'static, ()>>,
+    registrations: &mut Option<BoxStream<'static, Uuid>>,
+) -> Result<(), StoreError> {
+    if with_hints && hints.is_none() {
+        *hints = Some(store.check_in_hints().await?.boxed());
+    }
+    if registrations.is_none() {
+        *registrations = Some(store.registration_changes().await?.boxed());
+    }
+    Ok(())
+}
+
+/// The stream's next item, or never if there is no stream.
+async fn next_or_pending<T>(stream: &mut Option<BoxStream<'static, T>>) -> Option<T> {
+    match stream {
+        Some(s) => s.next().await,
+        None => std::future::pending().await,
     }
 }
 

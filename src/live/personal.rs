@@ -43,9 +43,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl PersonalRoutes {
-    /// Whether anybody follows `user`'s check-ins.
-    pub(crate) fn follows(&self, user: Uuid) -> bool {
-        lock(&self.routes).contains_key(&user)
+    /// Whether no subscription is routed.
+    pub(crate) fn is_empty(&self) -> bool {
+        lock(&self.routes).is_empty()
     }
 
     /// How many subscriptions are routed.

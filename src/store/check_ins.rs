@@ -1,12 +1,11 @@
-//! Each event's check-in stream: cursors handed out in commit order, the
-//! check-ins after a cursor, and the change stream the live hub fans out.
+//! Each event's check-in stream: cursors handed out in commit order and the
+//! check-ins after a cursor. (Which events got new ones, commit by commit,
+//! is `change_feed`.)
 //!
 //! A new check-in takes the next number of its event's counter
 //! (`checkin_seq:<event>`), bumped in the transaction that creates it, so
 //! cursors follow commit order; a commit that read a counter another commit
 //! moved fails and is folded again.
-
-use futures_util::StreamExt;
 
 use chrono::{DateTime, Utc};
 use surrealdb::types::{RecordId, SurrealValue};
@@ -54,10 +53,12 @@ pub(super) struct SeqStep {
 }
 
 /// Checks that no other transaction moved the counters since they were
-/// read, and moves them: the commit fails (and is retried) otherwise.
+/// read, and moves them: the commit fails (and is retried) otherwise. The
+/// counter keeps where it came from (`prev`), so its change-feed entry says
+/// which cursors this commit created (see `change_feed`).
 pub(super) const SEQ_STEPS: &str = "FOR $s IN $seqs {
     IF ((SELECT VALUE n FROM $s.id)[0] ?? 0) != $s.expected { THROW 'attendance changed concurrently'; };
-    UPSERT $s.id SET n = $s.next;
+    UPSERT $s.id SET n = $s.next, prev = $s.expected;
 };";
 
 /// A check-in as a live stream shows it: who, when, where first, and when
@@ -93,24 +94,6 @@ impl TryFrom<CheckInFields> for CheckInRow {
             cursor: f.cursor.unwrap_or_default(),
         })
     }
-}
-
-/// What happened to an attendance row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChangeKind {
-    /// A new check-in.
-    Created,
-    /// Seen again, or re-derived.
-    Updated,
-    /// Removed (a re-derivation no longer counts it, or its user or event went).
-    Deleted,
-}
-
-/// One committed change to an attendance row.
-#[derive(Debug, Clone)]
-pub struct AttendanceChange {
-    pub kind: ChangeKind,
-    pub row: CheckInRow,
 }
 
 impl AttendanceLog<'_> {
@@ -164,39 +147,5 @@ impl AttendanceLog<'_> {
             .await?;
         let rows: Vec<CheckInFields> = res.take(0)?;
         rows.into_iter().map(CheckInRow::try_from).collect()
-    }
-
-    /// Every change to any attendance row, as it commits: one live query for
-    /// the whole table, which the caller fans out.
-    pub async fn changes(&self) -> Result<impl futures_util::Stream<Item = AttendanceChange> + use<>, StoreError> {
-        // Registering a live query writes to the database: instances starting
-        // together conflict, and the loser tries again.
-        let stream = super::retry_on_conflict(|| async {
-            let mut res = self.db.query(format!("LIVE SELECT {CHECK_IN_FIELDS} FROM attendance")).await?;
-            Ok(res.stream::<surrealdb::Notification<CheckInFields>>(0)?)
-        })
-        .await?;
-        Ok(stream.filter_map(|n| async move {
-            let n = match n {
-                Ok(n) => n,
-                Err(e) => {
-                    tracing::warn!(error = %e, "attendance change could not be read");
-                    return None;
-                }
-            };
-            let kind = match n.action {
-                surrealdb::types::Action::Create => ChangeKind::Created,
-                surrealdb::types::Action::Update => ChangeKind::Updated,
-                surrealdb::types::Action::Delete => ChangeKind::Deleted,
-                _ => return None,
-            };
-            match CheckInRow::try_from(n.data) {
-                Ok(row) => Some(AttendanceChange { kind, row }),
-                Err(e) => {
-                    tracing::warn!(error = %e, "attendance change could not be read");
-                    None
-                }
-            }
-        }))
     }
 }

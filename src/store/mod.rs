@@ -25,6 +25,7 @@ mod api_keys;
 mod attendance;
 mod batches;
 mod beacons;
+mod change_feed;
 mod check_ins;
 mod events;
 mod models;
@@ -46,7 +47,8 @@ pub use api_keys::ApiKeys;
 pub use attendance::{AttendanceLog, AttendanceRecord, CommitError, GroupWrite};
 pub use batches::{BatchRecord, Batches, StoredBatch};
 pub use beacons::{BeaconSecret, Beacons};
-pub use check_ins::{AttendanceChange, ChangeKind, CheckInRow, cursor_of, seq_of};
+pub use change_feed::{CheckInStep, FEED_PAGE, FEED_RETENTION, FeedEntry};
+pub use check_ins::{CheckInRow, cursor_of, seq_of};
 pub use events::{EventChanges, EventFilter, Events, NewEvent};
 pub use models::{ApiKey, Device, Event, Heartbeat, Registration, RegistrationStatus, ScannerHealth, User};
 pub use rederive::{Rederivation, Rederivations};
@@ -74,6 +76,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (11, "beacon secrets", include_str!("migrations/0011_beacon.surql")),
     (12, "scanner identity", include_str!("migrations/0012_scanner_identity.surql")),
     (13, "door codes and phone reports", include_str!("migrations/0013_door.surql")),
+    (14, "change feed", include_str!("migrations/0014_change_feed.surql")),
 ];
 
 /// Errors from the storage layer.
@@ -374,11 +377,10 @@ impl SurrealStore {
         AttendanceLog::new(&self.db)
     }
 
-    /// Every change to any attendance row, on the live connection.
-    pub async fn attendance_changes(
-        &self,
-    ) -> Result<impl futures_util::Stream<Item = AttendanceChange> + use<>, StoreError> {
-        AttendanceLog::new(&self.live_db).changes().await
+    /// A hint each time check-ins are created (see `AttendanceLog::feed_hints`),
+    /// on the live connection.
+    pub async fn check_in_hints(&self) -> Result<impl futures_util::Stream<Item = ()> + use<>, StoreError> {
+        AttendanceLog::new(&self.live_db).feed_hints().await
     }
 
     /// The events whose registrations change, on the live connection.
