@@ -73,6 +73,7 @@ pub fn router(app: AppState) -> Router {
             graphql::error_response(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "internal error")
         }))
         .layer(middleware::from_fn_with_state(web.clone(), security_headers))
+        .layer(middleware::from_fn(close_after_unread_body))
         .layer(middleware::from_fn_with_state(web.clone(), client::resolve))
         .layer(cors(&web))
         .layer(TraceLayer::new_for_http())
@@ -91,6 +92,18 @@ async fn security_headers(State(web): State<Arc<WebArgs>>, req: Request, next: N
     h.entry(header::CONTENT_SECURITY_POLICY).or_insert(HeaderValue::from_static("frame-ancestors 'none'"));
     if web.production() {
         h.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000"));
+    }
+    resp
+}
+
+/// A 413 leaves the request's body unread, so the connection cannot carry
+/// another request: say `Connection: close`, or a client keeps it and sends
+/// its next request into a connection the server has closed (which the fuzz
+/// saw as an answer that never came, under load).
+async fn close_after_unread_body(req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    if resp.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     resp
 }

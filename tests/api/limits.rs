@@ -18,8 +18,13 @@ async fn an_oversized_body_gets_413() {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 413);
+    // The unread body makes the connection unusable: the server closes it,
+    // and says so, or a client would send its next request down a closed
+    // connection.
+    assert_eq!(resp.headers().get("connection").map(|v| v.as_bytes()), Some(&b"close"[..]));
     let body: Value = resp.json().await.unwrap();
     assert_eq!(code(&body).as_deref(), Some("VALIDATION"));
+    app.ok(&Auth::None, "{ __typename }", json!({})).await;
 }
 
 #[tokio::test]
