@@ -433,15 +433,24 @@ impl Subscriber {
 }
 
 impl Inner {
-    /// Turns rows into check-ins: users in one fetch, key names cached.
-    /// Rows whose user no longer exists are left out.
+    /// Turns rows into check-ins: users in one fetch (password hashes
+    /// dropped), key names cached. Rows whose user no longer exists are left
+    /// out.
     async fn resolve(&self, rows: Vec<CheckInRow>) -> Result<Vec<CheckIn>, StoreError> {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
         let ids: Vec<Uuid> = rows.iter().map(|r| r.user).collect::<HashSet<_>>().into_iter().collect();
-        let users: HashMap<Uuid, User> =
-            self.store.users().get_many(&ids).await?.into_iter().map(|u| (u.id, u)).collect();
+        // Without the password hash: nothing live reads it, and a ring keeps
+        // thousands of check-ins per event in memory.
+        let users: HashMap<Uuid, User> = self
+            .store
+            .users()
+            .get_many(&ids)
+            .await?
+            .into_iter()
+            .map(|u| (u.id, User { password_hash: None, ..u }))
+            .collect();
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             let Some(user) = users.get(&row.user) else { continue };

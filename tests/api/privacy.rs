@@ -202,3 +202,26 @@ async fn logging_out_or_changing_the_password_ends_older_tokens() {
     assert_eq!(code(&body).as_deref(), Some("UNAUTHENTICATED"), "the old password no longer works: {body}");
     app.ok(&Auth::None, LOG_IN, json!({ "e": "ada@example.org", "p": "a brand new secret" })).await;
 }
+
+/// A check-in waiting in an event's live ring (8,192 of them per event)
+/// carries the person's name and identifiers, never their password hash,
+/// which nothing on the live path reads.
+#[tokio::test]
+async fn the_live_stream_holds_no_password_hashes() {
+    use futures_util::StreamExt;
+
+    let app = spawn_app().await;
+    let v = crate::ingest::venue(&app, json!({})).await;
+    let now = chrono::Utc::now();
+    crate::ingest::submit(&app, &v, &crate::ingest::batch(vec![crate::ingest::sighting(&v.ada_ble, now, -60)])).await;
+    let event = v.event.parse().unwrap();
+    let (_, stream) = app.state.live.check_ins(event, Some(String::new())).await.unwrap();
+    let mut stream = Box::pin(stream);
+    let first = tokio::time::timeout(std::time::Duration::from_secs(10), stream.next())
+        .await
+        .expect("the check-in is replayed")
+        .expect("a check-in")
+        .expect("not interrupted");
+    assert_eq!(first.user.email, "ada@example.org");
+    assert!(first.user.password_hash.is_none(), "the live ring keeps a password hash");
+}
