@@ -37,6 +37,7 @@
 mod feed_reader;
 mod keepalive;
 mod personal;
+mod pump;
 mod revocations;
 pub mod shared;
 
@@ -203,7 +204,7 @@ impl Live {
             personal: Arc::default(),
             ticker: Arc::default(),
         });
-        let pump = tokio::spawn(pump(Arc::downgrade(&inner), reader, opts));
+        let pump = tokio::spawn(pump::pump(Arc::downgrade(&inner), reader, opts));
         *lock(&inner.pump) = Some(pump);
         let relay = tokio::spawn(revocations::relay(inner.store.clone(), inner.revoked.clone()));
         *lock(&inner.relay) = Some(relay);
@@ -358,7 +359,7 @@ impl Live {
             order: Mutex::new(Order { last, pending: BTreeMap::new(), gap_since: None }),
         });
         feeds.insert(event, feed.clone());
-        tokio::spawn(keep_stats(Arc::downgrade(&self.inner), Arc::downgrade(&feed), feed.changed.clone()));
+        tokio::spawn(pump::keep_stats(Arc::downgrade(&self.inner), Arc::downgrade(&feed), feed.changed.clone()));
         Ok(feed)
     }
 }
@@ -649,160 +650,5 @@ impl Feed {
         let since = order.gap_since?;
         let first = *order.pending.keys().next()?;
         (since.elapsed() >= GAP_WAIT).then_some((order.last, Some(first)))
-    }
-}
-
-/// Follows the change feed until the server stops, fanning it out: reads it
-/// on every hint and after `opts.poll` without one, and keeps the live
-/// queries (hints, registrations) open, reopening them with backoff.
-async fn pump(inner: Weak<Inner>, mut reader: FeedReader, opts: FeedOptions) {
-    let mut hints: Option<BoxStream<'static, ()>> = None;
-    let mut registrations: Option<BoxStream<'static, Uuid>> = None;
-    let mut reopen_at = tokio::time::Instant::now();
-    let mut reopen_delay = Duration::from_millis(200);
-    let mut failing = false;
-    let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
-    let mut gaps = tokio::time::interval(GAP_WAIT / 2);
-    let mut poll = tokio::time::interval(opts.poll);
-    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let closed = (opts.hints && hints.is_none()) || registrations.is_none();
-        if closed && tokio::time::Instant::now() >= reopen_at {
-            let Some(hub) = inner.upgrade() else { return };
-            match open_live_queries(&hub.store, opts.hints, &mut hints, &mut registrations).await {
-                Ok(()) => reopen_delay = Duration::from_millis(200),
-                Err(e) => {
-                    tracing::warn!(error = %e, retry_in = ?reopen_delay, "could not open the live queries; polling the change feed meanwhile");
-                    reopen_at = tokio::time::Instant::now() + reopen_delay;
-                    reopen_delay = (reopen_delay * 2).min(Duration::from_secs(10));
-                }
-            }
-            continue;
-        }
-        let read = tokio::select! {
-            hint = next_or_pending(&mut hints) => {
-                if hint.is_none() {
-                    tracing::warn!("the database ended the change feed's hints; reopening them");
-                    hints = None;
-                    reopen_at = tokio::time::Instant::now() + reopen_delay;
-                }
-                hint.is_some()
-            }
-            event = next_or_pending(&mut registrations) => {
-                match event {
-                    Some(event) => {
-                        let Some(inner) = inner.upgrade() else { return };
-                        if let Some(feed) = inner.feed(event) {
-                            feed.changed.notify_one();
-                        }
-                    }
-                    None => {
-                        registrations = None;
-                        reopen_at = tokio::time::Instant::now() + reopen_delay;
-                    }
-                }
-                false
-            }
-            _ = poll.tick() => true,
-            _ = tokio::time::sleep_until(reopen_at), if closed => false,
-            _ = sweep.tick() => {
-                let Some(inner) = inner.upgrade() else { return };
-                inner.sweep();
-                false
-            }
-            _ = gaps.tick() => {
-                let Some(inner) = inner.upgrade() else { return };
-                inner.fill_gaps(false).await;
-                false
-            }
-        };
-        if !read {
-            continue;
-        }
-        // This read covers every hint that came before it.
-        if let Some(h) = &mut hints {
-            while let Some(Some(())) = h.next().now_or_never() {}
-        }
-        poll.reset();
-        let Some(hub) = inner.upgrade() else { return };
-        match reader.read(hub.store.attendance()).await {
-            Ok(Read::Steps(steps)) => {
-                if std::mem::take(&mut failing) {
-                    tracing::info!("reading the change feed again");
-                }
-                hub.publish(steps).await;
-            }
-            Ok(Read::Behind) => {
-                tracing::warn!("the change feed was not read for too long; reading live check-ins from the rows");
-                match hub.store.attendance().feed_stamp_before(feed_reader::SETTLE).await {
-                    Ok(start) => {
-                        reader = FeedReader::new(start, tokio::time::Instant::now());
-                        hub.fill_gaps(true).await;
-                    }
-                    Err(e) => tracing::warn!(error = %e, "could not restart the change feed"),
-                }
-            }
-            Err(e) => {
-                if !std::mem::replace(&mut failing, true) {
-                    tracing::warn!(error = %e, "could not read the change feed; retrying");
-                }
-            }
-        }
-    }
-}
-
-/// Opens whichever of the live queries is not open.
-async fn open_live_queries(
-    store: &SurrealStore,
-    with_hints: bool,
-    hints: &mut Option<BoxStream<'static, ()>>,
-    registrations: &mut Option<BoxStream<'static, Uuid>>,
-) -> Result<(), StoreError> {
-    if with_hints && hints.is_none() {
-        *hints = Some(store.check_in_hints().await?.boxed());
-    }
-    if registrations.is_none() {
-        *registrations = Some(store.registration_changes().await?.boxed());
-    }
-    Ok(())
-}
-
-/// The stream's next item, or never if there is no stream.
-async fn next_or_pending<T>(stream: &mut Option<BoxStream<'static, T>>) -> Option<T> {
-    match stream {
-        Some(s) => s.next().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Keeps one event's counters current while anybody watches them: on a
-/// change (at most every [`STATS_MIN_INTERVAL`]) and every
-/// [`STATS_MAX_INTERVAL`], as presence decays with time.
-async fn keep_stats(inner: Weak<Inner>, feed: Weak<Feed>, changed: Arc<Notify>) {
-    loop {
-        {
-            let (Some(inner), Some(feed)) = (inner.upgrade(), feed.upgrade()) else { return };
-            if feed.stats.receiver_count() == 0 {
-                // Nobody watches: forget the counts, so the next watcher
-                // waits for fresh ones rather than getting old ones.
-                feed.stats.send_if_modified(|cur| cur.take().is_some());
-            } else {
-                match inner.compute_stats(feed.event).await {
-                    Ok(Some(stats)) => {
-                        feed.stats.send_if_modified(|cur| {
-                            if cur.as_ref().is_some_and(|c| c.same_counts(&stats)) {
-                                return false;
-                            }
-                            *cur = Some(stats);
-                            true
-                        });
-                    }
-                    Ok(None) => {}
-                    Err(e) => tracing::warn!(error = %e, event = %feed.event, "could not compute live event stats"),
-                }
-            }
-        }
-        tokio::time::sleep(STATS_MIN_INTERVAL).await;
-        let _ = tokio::time::timeout(STATS_MAX_INTERVAL - STATS_MIN_INTERVAL, changed.notified()).await;
     }
 }
