@@ -29,6 +29,8 @@
 //! The last line is `fanout: subscribers <S>, delivered <D>/<E>, p50 <ms> ms,
 //! p99 <ms> ms, max <ms> ms, rss per subscriber <KB> KB`.
 
+#[path = "support/child.rs"]
+mod child;
 #[path = "support/seed.rs"]
 mod seed;
 
@@ -135,7 +137,7 @@ async fn serve(people: usize, args: &Args) -> anyhow::Result<()> {
     let app = Application::build(serve).await?;
     if join {
         println!("READY {} - - -", app.port());
-        return app.run_until(stdin_closed()).await.map_err(Into::into);
+        return app.run_until(child::stdin_closed()).await.map_err(Into::into);
     }
     let state = app.state().clone();
     let store = state.store.clone();
@@ -147,17 +149,8 @@ async fn serve(people: usize, args: &Args) -> anyhow::Result<()> {
     println!("READY {port} {token} {} {}", event.id, secret.expose());
     // Only the server may hold the store now, or it cannot close it.
     drop((state, store));
-    app.run_until(stdin_closed()).await?;
+    app.run_until(child::stdin_closed()).await?;
     Ok(())
-}
-
-/// Resolves when the parent closes the child's stdin.
-async fn stdin_closed() {
-    let _ = tokio::task::spawn_blocking(|| {
-        let mut line = String::new();
-        while std::io::stdin().read_line(&mut line).map(|n| n > 0).unwrap_or(false) {}
-    })
-    .await;
 }
 
 struct Server {
@@ -208,12 +201,7 @@ impl Server {
 
     /// The child's resident memory, in KB, from `/proc`.
     fn rss_kb(&self) -> anyhow::Result<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .context("VmRSS in /proc")
+        Some(child::Rss::of(self.child.id()).total).filter(|kb| *kb > 0).context("VmRSS in /proc")
     }
 }
 

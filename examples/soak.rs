@@ -22,11 +22,13 @@
 //! and which the kernel takes back under pressure.
 //! The start is taken once every subscriber is connected.
 
+#[path = "support/child.rs"]
+mod child;
 #[path = "support/seed.rs"]
 mod seed;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -40,6 +42,8 @@ use rollcall::domain::Role;
 use rollcall::startup::Application;
 use serde_json::json;
 use tokio::sync::watch;
+
+use child::Rss;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -103,43 +107,8 @@ async fn serve(people: usize, live_buffer: usize) -> anyhow::Result<()> {
     let (token, _) = state.jwt.issue(org.id, Role::Organizer, org.token_version)?;
     println!("READY {} {token} {} {}", app.port(), event.id, secret.expose());
     drop((state, store));
-    let stdin_closed = async {
-        let _ = tokio::task::spawn_blocking(|| {
-            let mut line = String::new();
-            while std::io::stdin().read_line(&mut line).map(|n| n > 0).unwrap_or(false) {}
-        })
-        .await;
-    };
-    app.run_until(stdin_closed).await?;
+    app.run_until(child::stdin_closed()).await?;
     Ok(())
-}
-
-/// The server's resident memory from `/proc`, in KB: all of it, and the
-/// part that is anonymous (heap, stacks) versus file-backed (the store's
-/// mapped files, the binary), which the kernel can drop and read again.
-#[derive(Debug, Clone, Copy, Default)]
-struct Rss {
-    total: u64,
-    anon: u64,
-    file: u64,
-}
-
-fn rss(child: &Child) -> Rss {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
-    let field = |name: &str| -> u64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
-    };
-    Rss { total: field("VmRSS:"), anon: field("RssAnon:"), file: field("RssFile:") + field("RssShmem:") }
-}
-
-impl std::fmt::Display for Rss {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} KB (anonymous {} KB, file-backed {} KB)", self.total, self.anon, self.file)
-    }
 }
 
 async fn sockets_gauge(http: &reqwest::Client, port: u16) -> f64 {
@@ -224,7 +193,7 @@ async fn soak(args: Args) -> anyhow::Result<()> {
     while sockets_gauge(&http, port).await < args.subscribers as f64 && connected.elapsed() < Duration::from_secs(60) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let rss_start = rss(&child);
+    let rss_start = Rss::of(child.id());
     let mut rss_peak = rss_start.total;
     println!("connected {} subscribers; rss {rss_start}", args.subscribers);
 
@@ -250,7 +219,7 @@ async fn soak(args: Args) -> anyhow::Result<()> {
             {
                 check_ins += v["data"]["submitSightings"]["checkIns"].as_u64().unwrap_or(0);
             }
-            rss_peak = rss_peak.max(rss(&child).total);
+            rss_peak = rss_peak.max(Rss::of(child.id()).total);
             tokio::time::sleep(Duration::from_secs(1).saturating_sub(second.elapsed())).await;
         }
         // Churn: the oldest tenth leave, new ones arrive.
@@ -263,13 +232,13 @@ async fn soak(args: Args) -> anyhow::Result<()> {
         }
         println!(
             "minute {minute}: rss {}, sockets {}, check-ins {check_ins}, delivered {} ({:.0?} in)",
-            rss(&child),
+            Rss::of(child.id()),
             sockets_gauge(&http, port).await,
             delivered.load(Ordering::Relaxed),
             begin.elapsed()
         );
     }
-    let rss_end = rss(&child);
+    let rss_end = Rss::of(child.id());
     for (tx, task) in slots {
         let _ = tx.send(true);
         let _ = task.await;

@@ -1,0 +1,45 @@
+//! The server child that `fanout_bench` and `soak` run (this same binary,
+//! in its serving mode): how much memory it holds, and how it learns that
+//! the parent is done with it. Included with `#[path = "support/child.rs"]
+//! mod child;`.
+
+/// A process's resident memory from `/proc`, in KB: all of it, and the part
+/// that is anonymous (heap, stacks) versus file-backed (the binary, the
+/// store's mapped files), which the kernel can drop and read again. Zeros
+/// when `/proc` cannot be read.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Rss {
+    pub total: u64,
+    pub anon: u64,
+    pub file: u64,
+}
+
+impl Rss {
+    pub fn of(pid: u32) -> Rss {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let field = |name: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or(0)
+        };
+        Rss { total: field("VmRSS:"), anon: field("RssAnon:"), file: field("RssFile:") + field("RssShmem:") }
+    }
+}
+
+impl std::fmt::Display for Rss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} KB (anonymous {} KB, file-backed {} KB)", self.total, self.anon, self.file)
+    }
+}
+
+/// Resolves when the parent closes the child's stdin: the child's signal to
+/// stop serving.
+pub async fn stdin_closed() {
+    let _ = tokio::task::spawn_blocking(|| {
+        let mut line = String::new();
+        while std::io::stdin().read_line(&mut line).map(|n| n > 0).unwrap_or(false) {}
+    })
+    .await;
+}
