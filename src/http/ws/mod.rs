@@ -32,6 +32,8 @@
 //! the process's one ticker), and nothing of a database call held between
 //! messages.
 
+mod protocol;
+
 use std::collections::HashSet;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -43,19 +45,19 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use futures_util::{FutureExt, SinkExt, Stream, StreamExt};
-use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_stream::StreamMap;
 use uuid::Uuid;
 
+use self::protocol::{ClientMessage, Close, LEGACY_WS, Outgoing, Protocol, TRANSPORT_WS, render, spliced};
 use super::HttpState;
 use super::admission::{Allowance, Refusal, Ticket};
 use super::graphql::{error_response, operation_type, timed_out};
 use crate::auth::{AuthError, Credential, Principal};
 use crate::graphql::ClientAddr;
 use crate::graphql::shared::SharedSubscription;
-use crate::live::{Frame, MemberItem, Rendered};
+use crate::live::{Frame, MemberItem};
 use crate::state::AppState;
 
 /// How often a live socket's credential is checked again (for revocations
@@ -63,20 +65,6 @@ use crate::state::AppState;
 const RECHECK_INTERVAL: Duration = Duration::from_secs(30);
 /// Most results queued before one write to the socket.
 const MAX_WRITE_BATCH: usize = 64;
-/// Close reasons stay under the 123 bytes the WebSocket protocol allows.
-const MAX_REASON: usize = 120;
-
-const TRANSPORT_WS: &str = "graphql-transport-ws";
-const LEGACY_WS: &str = "graphql-ws";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Protocol {
-    /// `graphql-transport-ws` (the graphql-ws library).
-    TransportWs,
-    /// `graphql-ws` (the older subscriptions-transport-ws).
-    Legacy,
-}
-
 /// Upgrades `GET /graphql` to a GraphQL WebSocket.
 pub async fn upgrade(state: HttpState, parts: &mut axum::http::request::Parts) -> Response {
     let upgrade = match WebSocketUpgrade::from_request_parts(parts, &state).await {
@@ -134,52 +122,6 @@ pub async fn upgrade(state: HttpState, parts: &mut axum::http::request::Parts) -
         Connection::new(state, socket, protocol, ticket).run().await;
         drop(guard);
     })
-}
-
-/// A message from the client, of either protocol.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum ClientMessage {
-    ConnectionInit {
-        #[serde(default)]
-        payload: Option<Value>,
-    },
-    Ping {
-        #[serde(default)]
-        payload: Option<Value>,
-    },
-    Pong {},
-    #[serde(alias = "start")]
-    Subscribe {
-        id: String,
-        payload: Value,
-    },
-    #[serde(alias = "stop")]
-    Complete {
-        id: String,
-    },
-    ConnectionTerminate {},
-}
-
-/// Why a socket ends.
-struct Close {
-    code: u16,
-    reason: String,
-}
-
-impl Close {
-    fn new(code: u16, reason: impl Into<String>) -> Self {
-        let mut reason = reason.into();
-        if reason.len() > MAX_REASON {
-            let mut cut = MAX_REASON - 3;
-            while !reason.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            reason.truncate(cut);
-            reason.push_str("...");
-        }
-        Close { code, reason }
-    }
 }
 
 /// The signed-in side of a socket: who, until when, with what.
@@ -604,47 +546,12 @@ async fn authenticate(app: AppState, payload: Value) -> Result<Session, Close> {
     Ok(Session { principal, credential, expires, key })
 }
 
-/// Renders a group's result once: the `next` payload, and for a refusal
-/// (errors and no data) the `error` payload.
-fn render(response: async_graphql::Response) -> Rendered {
-    const INTERNAL: &str = r#"{"data":null,"errors":[{"message":"internal error"}]}"#;
-    let refusal = (response.is_err() && response.data == async_graphql::Value::Null)
-        .then(|| serde_json::to_string(&response.errors).unwrap_or_else(|_| "[]".to_owned()).into_boxed_str());
-    let payload = serde_json::to_string(&response).unwrap_or_else(|_| INTERNAL.to_owned());
-    Rendered { payload: payload.into_boxed_str(), refusal }
-}
-
-/// A server message around an already serialised payload: the shared bytes
-/// with this subscription's id spliced in. The same text as [`Outgoing`].
-fn spliced(kind: &str, id: &str, payload: &str) -> String {
-    let id = serde_json::to_string(id).unwrap_or_else(|_| "\"\"".to_owned());
-    let mut text = String::with_capacity(payload.len() + id.len() + kind.len() + 32);
-    text.push_str(r#"{"type":""#);
-    text.push_str(kind);
-    text.push_str(r#"","id":"#);
-    text.push_str(&id);
-    text.push_str(r#","payload":"#);
-    text.push_str(payload);
-    text.push('}');
-    text
-}
-
 /// Waits for the deadline, if there is one; forever otherwise.
 async fn until(deadline: &mut Option<Pin<Box<Sleep>>>) {
     match deadline {
         Some(d) => d.await,
         None => std::future::pending().await,
     }
-}
-
-/// A server message, serialised straight from the response (no
-/// intermediate JSON value).
-#[derive(serde::Serialize)]
-struct Outgoing<'a, T: serde::Serialize> {
-    #[serde(rename = "type")]
-    kind: &'a str,
-    id: &'a str,
-    payload: T,
 }
 
 /// Whether two checks of one credential grant the same: the same role, or
@@ -679,13 +586,5 @@ mod tests {
         let connection = std::mem::size_of::<Connection>();
         println!("Connection {connection} bytes, its run future {run} bytes");
         assert!(run < 3 * 1024, "the socket task's future grew to {run} bytes");
-    }
-
-    #[test]
-    fn spliced_messages_read_like_serialised_ones() {
-        let payload = r#"{"data":{"x":1}}"#;
-        let value: serde_json::Value = serde_json::from_str(payload).unwrap_or_default();
-        let whole = serde_json::to_string(&Outgoing { kind: "next", id: "a\"b", payload: &value }).unwrap_or_default();
-        assert_eq!(spliced("next", "a\"b", payload), whole);
     }
 }
