@@ -13,7 +13,6 @@ use super::events::managed_event;
 use super::types::User;
 use super::{parse_id, principal, require_user, state};
 use crate::auth::Principal;
-use crate::domain::CheckInSource;
 use crate::live::{self, CursorProbe};
 
 #[derive(Default)]
@@ -164,16 +163,10 @@ impl CheckIn {
         self.0.scanner.as_deref()
     }
 
-    /// Where the check-in came from (as its attendance row says now).
-    async fn source(&self, ctx: &Context<'_>) -> Result<CheckInSourceGql> {
-        let row = state(ctx)?.store.attendance().get(self.0.event, self.0.user.id).await?;
-        Ok(match row {
-            Some(r) => CheckInSource::of(r.attendance.first_scanner),
-            // Gone since (erased, or no longer counted): as it was sent.
-            None if self.0.scanner.is_some() => CheckInSource::Scanner,
-            None => CheckInSource::Manual,
-        }
-        .into())
+    /// Where the check-in came from, as its attendance row said when the
+    /// check-in was published.
+    async fn source(&self) -> CheckInSourceGql {
+        self.0.source.into()
     }
 }
 

@@ -54,6 +54,7 @@ use tokio::sync::{Notify, broadcast, watch};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+use crate::domain::CheckInSource;
 use crate::store::{CheckInRow, CheckInStep, StoreError, SurrealStore, User, cursor_of};
 use feed_reader::{FeedReader, Read};
 
@@ -99,8 +100,11 @@ pub struct CheckIn {
     pub event: Uuid,
     pub user: User,
     pub checked_in_at: DateTime<Utc>,
-    /// The name of the API key whose scanner saw it; `None` for a manual check-in.
+    /// The name of the API key whose scanner saw it; `None` for a check-in
+    /// from any other source.
     pub scanner: Option<String>,
+    /// Where it came from, as its row said when it was published.
+    pub source: CheckInSource,
 }
 
 /// An event's counters at one moment.
@@ -462,6 +466,7 @@ impl Inner {
                 user: user.clone(),
                 checked_in_at: row.checked_in_at,
                 scanner: self.key_name(row.scanner).await?,
+                source: CheckInSource::of(row.scanner),
             });
         }
         Ok(out)
