@@ -121,6 +121,8 @@ fn main() -> anyhow::Result<()> {
 
 /// Server mode: seed, print `READY <port> <token> <event> <key>`, serve until stdin closes.
 async fn serve(people: usize, args: &Args) -> anyhow::Result<()> {
+    // The allocator setting `rollcall serve` makes (src/allocator.rs).
+    rollcall::allocator::tune();
     let (mut db, join) = (args.db.clone(), args.join);
     rollcall::telemetry::init_logging(rollcall::config::LogFormat::Text, "warn");
     let dir = tempfile::tempdir()?;
@@ -197,6 +199,11 @@ impl Server {
             key: key.to_string(),
             child,
         })
+    }
+
+    /// The child's CPU time so far, in seconds.
+    fn cpu_seconds(&self) -> f64 {
+        child::cpu_seconds(self.child.id())
     }
 
     /// The child's resident memory, in KB, from `/proc`.
@@ -398,6 +405,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     );
 
     let began = Instant::now();
+    let cpu_before = server.cpu_seconds();
     let mut tick = tokio::time::interval(Duration::from_secs(1) / BATCHES_PER_SECOND as u32);
     let mut submits = Vec::new();
     for b in 0..batches {
@@ -425,6 +433,8 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     let submitting = began.elapsed();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let rss_after = server.rss_kb()?;
+    let cpu = server.cpu_seconds() - cpu_before;
+    let cpu_window = began.elapsed().as_secs_f64();
     println!("server metrics after the load: {}", live_metrics(&http, server.port).await?);
     drop((server, others));
 
@@ -458,6 +468,11 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         rss_before as f64 / 1024.0,
         rss_idle as f64 / 1024.0,
         rss_after as f64 / 1024.0
+    );
+    println!(
+        "server cpu while loaded: {cpu:.1} s in {cpu_window:.1} s ({:.0} % of one core){}",
+        100.0 * cpu / cpu_window,
+        if args.instances > 1 { ", the first instance's" } else { "" }
     );
     println!(
         "submitSightings answered in p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (part of every delivery's time)",

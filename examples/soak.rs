@@ -91,6 +91,8 @@ fn main() -> anyhow::Result<()> {
 
 /// Server mode: seed, print `READY <port> <token> <event> <key>`, serve until stdin closes.
 async fn serve(people: usize, live_buffer: usize) -> anyhow::Result<()> {
+    // The allocator setting `rollcall serve` makes (src/allocator.rs).
+    rollcall::allocator::tune();
     rollcall::telemetry::init_logging(rollcall::config::LogFormat::Text, "warn");
     let dir = tempfile::tempdir()?;
     let db_url = format!("surrealkv://{}", dir.path().join("server").display());
@@ -239,6 +241,7 @@ async fn soak(args: Args) -> anyhow::Result<()> {
         );
     }
     let rss_end = Rss::of(child.id());
+    let cpu = child::cpu_seconds(child.id());
     for (tx, task) in slots {
         let _ = tx.send(true);
         let _ = task.await;
@@ -252,7 +255,7 @@ async fn soak(args: Args) -> anyhow::Result<()> {
     drop(child.stdin.take());
     let _ = child.wait();
     println!(
-        "soak: minutes {}, subscribers {}, check-ins {check_ins}, delivered {}, rss start {} KB, peak {rss_peak} KB, end {} KB, sockets at end {sockets}; anonymous start {} KB, end {} KB; file-backed start {} KB, end {} KB",
+        "soak: minutes {}, subscribers {}, check-ins {check_ins}, delivered {}, rss start {} KB, peak {rss_peak} KB, end {} KB, sockets at end {sockets}; anonymous start {} KB, end {} KB; file-backed start {} KB, end {} KB; server cpu {cpu:.1} s",
         args.minutes,
         args.subscribers,
         delivered.load(Ordering::Relaxed),

@@ -34,6 +34,20 @@ impl std::fmt::Display for Rss {
     }
 }
 
+/// A process's CPU time so far, user and system, of all its threads (those
+/// that have ended too), in seconds, from `/proc/<pid>/stat`; 0 when it
+/// cannot be read.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name, which may hold spaces, start after
+    // its last ')': the state, then ppid...; utime and stime are the 12th and
+    // 13th, in clock ticks of USER_HZ (100 on Linux).
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    (ticks(11) + ticks(12)) as f64 / 100.0
+}
+
 /// Resolves when the parent closes the child's stdin: the child's signal to
 /// stop serving.
 pub async fn stdin_closed() {
