@@ -8,14 +8,16 @@
 //!    order, collecting each user's sightings, and records its progress
 //!    after every page (that also renews its lease); other events' ingest
 //!    goes on meanwhile;
-//! 2. it hands what it gathered to the process's writer, which reads the
-//!    batches committed since the job started (they may have landed behind
-//!    the page cursor), folds everything with the event's policy and replaces
-//!    the event's rows, guarded by their versions, and marks the job done,
-//!    all in one transaction, between two ingest commits. No batch committed
-//!    meanwhile is lost: in this process the writer is the only committer,
-//!    and another instance's commit to the same rows fails the guard, and the
-//!    step is folded again.
+//! 2. it hands what it gathered to the process's writer, which starts the
+//!    final step between two of its commits: read the batches committed
+//!    since the job started (they may have landed behind the page cursor),
+//!    fold everything with the event's policy, replace the event's rows,
+//!    guarded by their versions, and mark the job done, all in one
+//!    transaction. Batches for other events commit meanwhile. No batch
+//!    committed meanwhile is lost: in this process the writer holds back
+//!    batches that touch the event until the step is done, and another
+//!    instance's commit to the same rows fails the guard, and the step is
+//!    folded again.
 //!
 //! A worker that dies leaves its lease to run out; the job is then claimed
 //! again and starts over (it is a function of the raw log). Memory is one
@@ -160,8 +162,9 @@ fn gather(g: &mut Gathered, rules: &EventRules, id: RecordId, scanner: Option<Uu
     }
 }
 
-/// The final step, run by the writer between two ingest commits: folds in
-/// what committed since the job started, and replaces the event's rows.
+/// The final step, started by the writer, which holds back the event's
+/// batches meanwhile: folds in what committed since the job started, and
+/// replaces the event's rows.
 pub(super) async fn finish(store: &SurrealStore, mut g: Gathered) -> Result<usize, WriteError> {
     let event = g.event.clone();
     let window = window_of(&event)?;

@@ -24,13 +24,21 @@
 //!   committed meanwhile is answered from its stored result.
 //! - **No lock on the ingest path**: requests plan concurrently and only
 //!   queue for the commit.
+//! - **Re-derivation's final step** (`super::rederive::finish`) replaces one
+//!   event's rows in a transaction of its own, which for a large event takes
+//!   seconds. It runs beside the writer, not in it: while it runs, batches
+//!   whose commit would touch that event's rows wait (they are committed
+//!   once it is done, so the step sees every batch committed before it
+//!   started and none after), and every other batch commits as usual.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use surrealdb::types::RecordId;
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use super::rederive::Gathered;
@@ -97,15 +105,22 @@ pub enum WriteError {
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::Sender<Job>,
-    task: std::sync::Arc<tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    task: Arc<tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    /// Re-derivations' final steps under way (see the module doc).
+    finishing: Finishes,
 }
+
+/// The final steps the writer started; they hold the store too, so `stop`
+/// waits for them.
+type Finishes = Arc<Mutex<JoinSet<()>>>;
 
 impl Writer {
     /// Starts the writer task over `store`.
     pub fn start(store: SurrealStore) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let task = tokio::spawn(run(store, rx));
-        Self { tx, task: std::sync::Arc::new(tokio::sync::Mutex::new(Some(task))) }
+        let finishing = Finishes::default();
+        let task = tokio::spawn(run(store, rx, finishing.clone()));
+        Self { tx, task: Arc::new(tokio::sync::Mutex::new(Some(task))), finishing }
     }
 
     /// Queues a planned batch and waits for its commit.
@@ -115,8 +130,8 @@ impl Writer {
         answer.await.map_err(|_| WriteError::Stopped)?
     }
 
-    /// Runs a re-derivation's final step between two commits; returns how
-    /// many rows the event now has.
+    /// Runs a re-derivation's final step beside the commits of other events'
+    /// batches; returns how many rows the event now has.
     pub async fn rederive(&self, gathered: Gathered) -> Result<usize, WriteError> {
         let (reply, answer) = oneshot::channel();
         self.tx.send(Job::Rederive(Box::new(gathered), reply)).await.map_err(|_| WriteError::Stopped)?;
@@ -134,32 +149,55 @@ impl Writer {
             task.abort();
             let _ = task.await;
         }
+        let mut finishing = std::mem::take(&mut *self.finishing.lock().unwrap_or_else(PoisonError::into_inner));
+        finishing.abort_all();
+        while finishing.join_next().await.is_some() {}
     }
 }
 
-async fn run(store: SurrealStore, mut rx: mpsc::Receiver<Job>) {
+async fn run(store: SurrealStore, mut rx: mpsc::Receiver<Job>, finishes: Finishes) {
+    // Each final step says which event it is done with.
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    // Events whose final step runs, and the batches that wait for them.
+    let mut finishing: HashSet<Uuid> = HashSet::new();
+    let mut waiting: Vec<(PlannedBatch, Reply)> = Vec::new();
     let mut next = None;
     loop {
         let job = match next.take() {
             Some(job) => job,
-            None => match rx.recv().await {
-                Some(job) => job,
-                None => return,
+            None => tokio::select! {
+                job = rx.recv() => match job {
+                    Some(job) => job,
+                    None => return,
+                },
+                Some(event) = done_rx.recv() => {
+                    finishing.remove(&event);
+                    let (ready, still): (Vec<_>, Vec<_>) =
+                        waiting.drain(..).partition(|(b, _)| !touches(b, &finishing));
+                    waiting = still;
+                    for group in groups_of(ready) {
+                        commit_group(&store, group).await;
+                    }
+                    continue;
+                }
             },
         };
         match job {
             Job::Rederive(gathered, reply) => {
-                let _ = reply.send(super::rederive::finish(&store, *gathered).await);
+                let event = gathered.event.id;
+                finishing.insert(event);
+                let (store, done) = (store.clone(), done_tx.clone());
+                finishes.lock().unwrap_or_else(PoisonError::into_inner).spawn(async move {
+                    let _ = reply.send(super::rederive::finish(&store, *gathered).await);
+                    let _ = done.send(event);
+                });
             }
             Job::Batch(batch, reply) => {
-                let mut size = batch.raw.len();
-                let mut group = vec![(*batch, reply)];
+                let mut group = Vec::new();
+                let mut size = place(*batch, reply, &finishing, &mut waiting, &mut group);
                 while size < MAX_GROUP {
                     match rx.try_recv() {
-                        Ok(Job::Batch(b, r)) => {
-                            size += b.raw.len();
-                            group.push((*b, r));
-                        }
+                        Ok(Job::Batch(b, r)) => size += place(*b, r, &finishing, &mut waiting, &mut group),
                         Ok(other) => {
                             next = Some(other);
                             break;
@@ -167,11 +205,55 @@ async fn run(store: SurrealStore, mut rx: mpsc::Receiver<Job>) {
                         Err(_) => break,
                     }
                 }
+                if group.is_empty() {
+                    continue;
+                }
                 metrics::histogram!("rollcall_ingest_group_batches").record(group.len() as f64);
                 commit_group(&store, group).await;
             }
         }
     }
+}
+
+/// Whether committing `batch` would write the rows of one of `events`: a
+/// sighting of it belongs to that event by the rules it was planned with.
+fn touches(batch: &PlannedBatch, events: &HashSet<Uuid>) -> bool {
+    events.iter().any(|e| batch.events.get(e).is_some_and(|rules| batch.raw.iter().any(|s| s.belongs_to(rules))))
+}
+
+/// Adds a batch to the group, or to the batches waiting for a final step if
+/// it touches one's event; returns the sightings it added to the group.
+fn place(
+    batch: PlannedBatch,
+    reply: Reply,
+    finishing: &HashSet<Uuid>,
+    waiting: &mut Vec<(PlannedBatch, Reply)>,
+    group: &mut Vec<(PlannedBatch, Reply)>,
+) -> usize {
+    if touches(&batch, finishing) {
+        waiting.push((batch, reply));
+        return 0;
+    }
+    let n = batch.raw.len();
+    group.push((batch, reply));
+    n
+}
+
+/// Batches cut into groups of about [`MAX_GROUP`] sightings at most.
+fn groups_of(batches: Vec<(PlannedBatch, Reply)>) -> Vec<Vec<(PlannedBatch, Reply)>> {
+    let (mut groups, mut group, mut size) = (Vec::new(), Vec::new(), 0);
+    for (b, r) in batches {
+        size += b.raw.len();
+        group.push((b, r));
+        if size >= MAX_GROUP {
+            groups.push(std::mem::take(&mut group));
+            size = 0;
+        }
+    }
+    if !group.is_empty() {
+        groups.push(group);
+    }
+    groups
 }
 
 /// Commits one group, retrying lost races; answers every batch in it.
@@ -339,4 +421,77 @@ async fn known_repeats(
         }
     }
     Ok(known)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ingest::Assignment;
+    use crate::domain::{AttendancePolicy, EventState, EventWindow};
+
+    fn rules(id: Uuid, in_scope: bool) -> EventRules {
+        let start = Utc::now();
+        EventRules {
+            id,
+            state: EventState::Active,
+            window: EventWindow::new(start, start + chrono::Duration::hours(1)).expect("a window"),
+            policy: AttendancePolicy::default(),
+            in_scope,
+        }
+    }
+
+    fn planned(events: Vec<EventRules>, assignments: Vec<Assignment>) -> (PlannedBatch, Reply) {
+        let raw = assignments
+            .into_iter()
+            .map(|assignment| RawSighting {
+                identifier: "ble".into(),
+                user: Uuid::new_v4(),
+                seen_at: Utc::now() + chrono::Duration::minutes(5),
+                rssi: Some(-60),
+                assignment,
+                rotating: false,
+            })
+            .collect();
+        let batch = PlannedBatch {
+            id: RecordId::new("batch", Uuid::new_v4().to_string()),
+            scanner: None,
+            recorded_by: None,
+            received_at: Utc::now(),
+            sent_at: None,
+            digest: String::new(),
+            raw,
+            counted: Default::default(),
+            walk_ins: Vec::new(),
+            outcome: BatchOutcome::default(),
+            events: events.into_iter().map(|r| (r.id, r)).collect(),
+        };
+        (batch, oneshot::channel().0)
+    }
+
+    /// Only a batch that would write the finishing event's rows waits: one
+    /// that names another event, or whose key does not cover it, goes on.
+    #[test]
+    fn a_batch_waits_only_if_it_would_write_the_finishing_events_rows() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let finishing = HashSet::from([a]);
+        let named_a = planned(vec![rules(a, true), rules(b, true)], vec![Assignment::Explicit(a)]).0;
+        let named_b = planned(vec![rules(a, true), rules(b, true)], vec![Assignment::Explicit(b)]).0;
+        let implicit_in_scope = planned(vec![rules(a, true)], vec![Assignment::Implicit]).0;
+        let implicit_out_of_scope = planned(vec![rules(a, false)], vec![Assignment::Implicit]).0;
+        assert!(touches(&named_a, &finishing));
+        assert!(!touches(&named_b, &finishing));
+        assert!(touches(&implicit_in_scope, &finishing));
+        assert!(!touches(&implicit_out_of_scope, &finishing));
+        assert!(!touches(&named_a, &HashSet::new()));
+    }
+
+    #[test]
+    fn waiting_batches_commit_in_groups_of_bounded_size() {
+        let e = Uuid::new_v4();
+        let batch = |n: usize| planned(vec![rules(e, true)], vec![Assignment::Explicit(e); n]);
+        let groups = groups_of(vec![batch(MAX_GROUP - 1), batch(1), batch(5), batch(MAX_GROUP), batch(2)]);
+        let sizes: Vec<Vec<usize>> = groups.iter().map(|g| g.iter().map(|(b, _)| b.raw.len()).collect()).collect();
+        assert_eq!(sizes, vec![vec![MAX_GROUP - 1, 1], vec![5, MAX_GROUP], vec![2]]);
+        assert!(groups_of(Vec::new()).is_empty());
+    }
 }
