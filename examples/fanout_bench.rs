@@ -121,8 +121,6 @@ fn main() -> anyhow::Result<()> {
 
 /// Server mode: seed, print `READY <port> <token> <event> <key>`, serve until stdin closes.
 async fn serve(people: usize, args: &Args) -> anyhow::Result<()> {
-    // The allocator setting `rollcall serve` makes (src/allocator.rs).
-    rollcall::allocator::tune();
     let (mut db, join) = (args.db.clone(), args.join);
     rollcall::telemetry::init_logging(rollcall::config::LogFormat::Text, "warn");
     let dir = tempfile::tempdir()?;

@@ -91,8 +91,6 @@ fn main() -> anyhow::Result<()> {
 
 /// Server mode: seed, print `READY <port> <token> <event> <key>`, serve until stdin closes.
 async fn serve(people: usize, live_buffer: usize) -> anyhow::Result<()> {
-    // The allocator setting `rollcall serve` makes (src/allocator.rs).
-    rollcall::allocator::tune();
     rollcall::telemetry::init_logging(rollcall::config::LogFormat::Text, "warn");
     let dir = tempfile::tempdir()?;
     let db_url = format!("surrealkv://{}", dir.path().join("server").display());

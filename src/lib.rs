@@ -12,8 +12,6 @@
 //! - [`startup`]: building and running the server; `main.rs` is a thin CLI.
 
 pub mod accounts;
-#[allow(unsafe_code)] // two FFI calls into mimalloc; see the module
-pub mod allocator;
 pub mod app;
 pub mod auth;
 pub mod cli;

@@ -12,13 +12,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let purge_delay_ms = rollcall::allocator::tune();
     let args = Cli::parse();
     // The server logs its life; the one-shot commands speak through their output.
     let level = if matches!(args.command, Command::Serve(_)) { "info" } else { "warn" };
     telemetry::init_logging(args.log_format, level);
     let result = match args.command {
-        Command::Serve(serve) => run_server(*serve, purge_delay_ms).await,
+        Command::Serve(serve) => run_server(*serve).await,
         Command::Schema => {
             print!("{}", rollcall::graphql::sdl());
             Ok(())
@@ -36,10 +35,10 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run_server(args: rollcall::config::ServeArgs, purge_delay_ms: i64) -> anyhow::Result<()> {
+async fn run_server(args: rollcall::config::ServeArgs) -> anyhow::Result<()> {
     let db = rollcall::store::redact_url(&args.db.url);
     let app = Application::build(args).await?;
-    tracing::info!(address = %app.local_addr(), %db, purge_delay_ms, "rollcall is listening; playground at http://{}/", app.local_addr());
+    tracing::info!(address = %app.local_addr(), %db, "rollcall is listening; playground at http://{}/", app.local_addr());
     app.run_until(shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
