@@ -181,13 +181,15 @@ async fn rederive(
     store.events().update(event, changes, true, Utc::now()).await?;
     ingest.rederivation_requested();
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Sightings acknowledged for the other event so far.
+    let side = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut uploaders = Vec::new();
     for (c, secret) in secrets.iter().take(2).enumerate() {
-        let (done, key, url) = (done.clone(), secret.expose().to_owned(), format!("http://{addr}/graphql"));
+        let (done, side, key, url) =
+            (done.clone(), side.clone(), secret.expose().to_owned(), format!("http://{addr}/graphql"));
         let (bles, other) = (bles.to_vec(), other.id);
         uploaders.push(tokio::spawn(async move {
             let http = reqwest::Client::new();
-            let mut sent = 0usize;
             let mut b = 0i64;
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
                 let sightings: Vec<Value> = (0..500)
@@ -201,16 +203,21 @@ async fn rederive(
                 let v: Value =
                     http.post(&url).header("x-api-key", &key).json(&body).send().await?.json().await?;
                 if v.get("errors").is_none() {
-                    sent += 500;
+                    side.fetch_add(500, std::sync::atomic::Ordering::Relaxed);
                 }
                 b += 1;
             }
-            Ok::<_, anyhow::Error>(sent)
+            Ok::<_, anyhow::Error>(())
         }));
     }
+    // When the paged read was done, and how much the other event had by then.
+    let mut read_done: Option<(Instant, usize)> = None;
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let r = store.rederivations().get(event.id).await?.context("rederivation")?;
+        if read_done.is_none() && r.batches_total > 0 && r.batches_done >= r.batches_total {
+            read_done = Some((Instant::now(), side.load(std::sync::atomic::Ordering::Relaxed)));
+        }
         println!(
             "rederive: {:.1}s, {}/{} batches read{}",
             began.elapsed().as_secs_f64(),
@@ -219,17 +226,24 @@ async fn rederive(
             if r.running { ", running" } else { "" }
         );
         if !r.pending() {
+            let (ended, side_total) = (Instant::now(), side.load(std::sync::atomic::Ordering::Relaxed));
             done.store(true, std::sync::atomic::Ordering::Relaxed);
-            let mut side = 0;
             for u in uploaders {
-                side += u.await??;
+                u.await??;
             }
-            let secs = began.elapsed().as_secs_f64();
+            let secs = (ended - began).as_secs_f64();
             println!(
                 "rederive: {logged} raw sightings derived again in {secs:.1}s ({} rows); meanwhile {:.0} sightings/s ingested for another event",
                 r.rows.unwrap_or(0),
-                side as f64 / secs
+                side_total as f64 / secs
             );
+            if let Some((at, before)) = read_done {
+                let last = (ended - at).as_secs_f64();
+                println!(
+                    "rederive: its last step took about {last:.1}s; during it {:.0} sightings/s ingested for another event",
+                    side_total.saturating_sub(before) as f64 / last.max(0.001)
+                );
+            }
             return Ok(());
         }
     }
