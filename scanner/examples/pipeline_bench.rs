@@ -67,7 +67,7 @@ fn main() -> anyhow::Result<()> {
                 }
             }
         });
-        let mut pipeline = Pipeline::new(Filter { min_rssi: Some(-90) }, 10_000, None);
+        let mut pipeline = Pipeline::new(Filter { min_rssi: Some(-90), ..Filter::default() }, 10_000, None);
         let mut next_commit = start_ms + commit_every_ms;
         let (mut committed, mut batches) = (0u64, 0u64);
         let mut drain = |outbox: &mut Outbox, out: Vec<Sighting>| -> anyhow::Result<()> {

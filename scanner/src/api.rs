@@ -39,6 +39,15 @@ pub struct SubmitSightings;
 )]
 pub struct ActiveEvents;
 
+/// The identifiers that may count for an event, paged and versioned.
+#[derive(GraphQLQuery)]
+#[graphql(
+    schema_path = "../schema.graphql",
+    query_path = "graphql/registered_devices.graphql",
+    response_derives = "Debug, Clone"
+)]
+pub struct RegisteredDevices;
+
 /// Version, outbox depth, last upload and clock.
 #[derive(GraphQLQuery)]
 #[graphql(
@@ -180,6 +189,33 @@ impl ServerClient {
     /// `activeEvents`.
     pub async fn active_events(&self) -> Result<Vec<ActiveEvent>, ApiError> {
         Ok(self.post::<ActiveEvents>(active_events::Variables).await?.active_events)
+    }
+
+    /// `registeredDevices` for one event, every page: `None` when the set is
+    /// still `known_version`, else its version and identifiers.
+    pub async fn registered_devices(
+        &self,
+        event_id: &str,
+        known_version: Option<&str>,
+    ) -> Result<Option<(String, Vec<String>)>, ApiError> {
+        let mut identifiers = Vec::new();
+        let mut after = None;
+        loop {
+            let vars = registered_devices::Variables {
+                event_id: event_id.to_owned(),
+                after: after.take(),
+                known_version: known_version.map(str::to_owned),
+            };
+            let page = self.post::<RegisteredDevices>(vars).await?.registered_devices;
+            if !page.changed {
+                return Ok(None);
+            }
+            identifiers.extend(page.identifiers);
+            match page.next_cursor {
+                Some(next) => after = Some(next),
+                None => return Ok(Some((page.version, identifiers))),
+            }
+        }
     }
 
     /// `scannerHeartbeat`; returns the server's time of receipt (Unix ms) and the

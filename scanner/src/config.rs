@@ -38,6 +38,16 @@ pub struct Cli {
 }
 
 /// How logs are written.
+/// Which identifiers the scanner records (`--record`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Record {
+    /// Those that may count for the active events.
+    Registered,
+    /// Every identifier heard.
+    All,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     /// One line of text per record.
@@ -215,6 +225,12 @@ pub struct RunArgs {
     /// Keep running (uploading, heartbeating) after a replay or simulation ends.
     #[arg(long, env = "ROLLCALL_SCANNER_KEEP_RUNNING")]
     pub keep_running: bool,
+    /// Which identifiers to record: `registered`, those that may count for the
+    /// active events (`registeredDevices`; everything while that is not
+    /// known), or `all`, so the server counts the rest as unknown devices
+    /// [default: registered]. Given twice, the last one holds.
+    #[arg(long, env = "ROLLCALL_SCANNER_RECORD", value_enum, overrides_with = "record")]
+    pub record: Option<Record>,
     /// While the outbox refuses writes (disk full), hold at most this many
     /// sightings in memory; past it, coalesce them into wider windows, then drop
     /// the weakest [default: 100000].
@@ -244,6 +260,7 @@ pub struct FileConfig {
     pub source: Option<String>,
     pub event: Option<String>,
     pub min_rssi: Option<i16>,
+    pub record: Option<Record>,
     pub window_secs: Option<f64>,
     pub min_hearings: Option<u32>,
     pub commit_interval_ms: Option<u64>,
@@ -458,6 +475,8 @@ pub struct RunSettings {
     pub backoff_max: Duration,
     /// Keep running after a finite source ends.
     pub keep_running: bool,
+    /// Record identifiers that may not count for any active event too.
+    pub record_unregistered: bool,
     /// Sightings held in memory at most while the outbox refuses writes.
     pub max_held: usize,
     /// Failed sends of one batch before it may be parked as poison.
@@ -527,6 +546,7 @@ impl RunSettings {
             ),
             backoff_max,
             keep_running: args.keep_running || file.keep_running.unwrap_or(false),
+            record_unregistered: args.record.or(file.record) == Some(Record::All),
             max_held: args.max_held.or(file.max_held).unwrap_or(100_000).max(1),
             park_after_attempts: args.park_after_attempts.or(file.park_after_attempts).unwrap_or(10).max(1),
             park_after: secs(args.park_after_secs.or(file.park_after_secs).unwrap_or(21_600.0), "park_after_secs")?,

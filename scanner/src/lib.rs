@@ -10,7 +10,8 @@
 //!
 //! - [`source`]: where advertisements come from, behind the [`source::Source`] trait.
 //! - [`advert`]: pure parsing of BLE advertisement payloads into identifiers.
-//! - [`pipeline`]: the filter (`minRssi`) and the per-window coalescer.
+//! - [`pipeline`]: the filter (`minRssi`, registered identifiers) and the per-window coalescer.
+//! - [`registered`]: which identifiers may count for the active events.
 //! - [`backlog`]: what the pipeline holds in memory while the outbox refuses writes.
 //! - [`outbox`]: the durable queue (SQLite in WAL mode) with sealed batches.
 //! - [`api`]: the GraphQL operations, checked at compile time against `schema.graphql`.
@@ -36,6 +37,7 @@ pub mod identity;
 pub mod listen;
 pub mod outbox;
 pub mod pipeline;
+pub mod registered;
 pub mod rotating;
 pub mod scanner;
 pub mod service;

@@ -48,8 +48,10 @@
 use std::collections::BTreeMap;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::registered::Allowed;
 use crate::sighting::Sighting;
 
 /// Drops what the scanner should not report.
@@ -57,16 +59,25 @@ use crate::sighting::Sighting;
 pub struct Filter {
     /// Weakest RSSI kept, in dBm; `None` keeps everything.
     pub min_rssi: Option<i16>,
+    /// The identifiers that may count for the active events
+    /// ([`crate::registered`]); `None` keeps every identifier.
+    pub allowed: Option<Arc<Allowed>>,
 }
 
 impl Filter {
-    /// Whether `s` passes.
+    /// Whether `s` is strong enough.
     #[inline]
     pub fn keep(&self, s: &Sighting) -> bool {
         match (self.min_rssi, s.rssi) {
             (Some(min), Some(rssi)) => rssi >= min,
             _ => true,
         }
+    }
+
+    /// Whether `s`'s identifier may count for an active event.
+    #[inline]
+    pub fn admits(&self, s: &Sighting) -> bool {
+        self.allowed.as_ref().is_none_or(|a| a.admits(&s.identifier))
     }
 }
 
@@ -247,14 +258,16 @@ pub struct Pipeline {
     pub pinned_event: Option<String>,
     /// Advertisements taken in.
     pub seen: u64,
-    /// Advertisements the filter dropped.
+    /// Advertisements the filter dropped as too weak.
     pub dropped: u64,
+    /// Advertisements of identifiers that may count for no active event.
+    pub unregistered: u64,
 }
 
 impl Pipeline {
     /// A pipeline with `filter`, windows of `window_ms`, and an optional pinned event.
     pub fn new(filter: Filter, window_ms: i64, pinned_event: Option<String>) -> Self {
-        Self { filter, coalescer: Coalescer::new(window_ms), pinned_event, seen: 0, dropped: 0 }
+        Self { filter, coalescer: Coalescer::new(window_ms), pinned_event, seen: 0, dropped: 0, unregistered: 0 }
     }
 
     /// Takes one advertisement's sighting in.
@@ -266,6 +279,10 @@ impl Pipeline {
         }
         if !self.filter.keep(&s) {
             self.dropped += 1;
+            return;
+        }
+        if !self.filter.admits(&s) {
+            self.unregistered += 1;
             return;
         }
         if let Some(event) = &self.pinned_event
@@ -287,7 +304,7 @@ mod tests {
 
     #[test]
     fn filter_drops_weak_and_keeps_unknown_rssi() {
-        let f = Filter { min_rssi: Some(-80) };
+        let f = Filter { min_rssi: Some(-80), ..Filter::default() };
         assert!(f.keep(&s("a", 0, Some(-80))));
         assert!(!f.keep(&s("a", 0, Some(-81))));
         assert!(f.keep(&s("a", 0, None)));
@@ -333,7 +350,7 @@ mod tests {
 
     #[test]
     fn rssi_127_means_not_available() {
-        let mut p = Pipeline::new(Filter { min_rssi: Some(-80) }, 10_000, None);
+        let mut p = Pipeline::new(Filter { min_rssi: Some(-80), ..Filter::default() }, 10_000, None);
         p.push(s("a", 1_000, Some(127)));
         p.push(s("b", 1_000, Some(-60)));
         assert_eq!(p.dropped, 0);
@@ -343,7 +360,7 @@ mod tests {
 
     #[test]
     fn pinned_event_keeps_events_apart_and_overrides() {
-        let mut p = Pipeline::new(Filter { min_rssi: Some(-90) }, 10_000, Some("ev1".into()));
+        let mut p = Pipeline::new(Filter { min_rssi: Some(-90), ..Filter::default() }, 10_000, Some("ev1".into()));
         let mut x = s("a", 1, Some(-50));
         x.event_id = Some("old".into());
         p.push(x);

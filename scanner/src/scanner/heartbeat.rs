@@ -60,6 +60,7 @@ impl Heartbeat {
             tracing::info!(
                 heard = get(&counters.seen),
                 below_min_rssi = get(&counters.dropped),
+                unregistered = get(&counters.unregistered),
                 recorded = get(&counters.committed),
                 adverts_per_minute = get(&counters.adverts_per_minute),
                 devices_per_minute = get(&counters.devices_per_minute),

@@ -65,6 +65,8 @@ pub struct PipelineCounters {
     pub seen: AtomicU64,
     /// Dropped by the RSSI filter.
     pub dropped: AtomicU64,
+    /// Dropped as identifiers that may count for no active event.
+    pub unregistered: AtomicU64,
     /// (identifier, window) pairs heard fewer than `min_hearings` times, not recorded.
     pub unconfirmed: AtomicU64,
     /// Coalesced sightings committed to the outbox.
@@ -140,6 +142,7 @@ pub async fn run(settings: RunSettings, shutdown: impl Future<Output = ()>) -> a
     let (stop_tx, stop_rx) = watch::channel(false);
     let (drain_tx, drain_rx) = watch::channel(false);
     let (events_tx, events_rx) = watch::channel::<Option<Vec<ActiveEvent>>>(None);
+    let (allowed_tx, allowed_rx) = watch::channel(None);
     let wake = Arc::new(Notify::new());
     let counters = Arc::new(PipelineCounters::default());
     let (tx, rx) = mpsc::channel::<Sighting>(8192);
@@ -152,6 +155,7 @@ pub async fn run(settings: RunSettings, shutdown: impl Future<Output = ()>) -> a
             live_clock: settings.live_clock().then(|| clock.clone()),
             settings: settings.clone(),
             events: events_rx,
+            allowed: allowed_rx,
             wake: wake.clone(),
             counters: counters.clone(),
         },
@@ -159,7 +163,7 @@ pub async fn run(settings: RunSettings, shutdown: impl Future<Output = ()>) -> a
         stop_rx.clone(),
     ));
     let events_task =
-        tokio::spawn(events::refresh_events(client.clone(), settings.clone(), events_tx, stop_rx.clone()));
+        tokio::spawn(events::refresh_events(client.clone(), settings.clone(), events_tx, allowed_tx, stop_rx.clone()));
     let heartbeat_task = tokio::spawn(
         heartbeat::Heartbeat {
             client: client.clone(),
@@ -350,11 +354,13 @@ mod tests {
         let (stop_tx, stop) = watch::channel(false);
         stop_tx.send(true).unwrap();
         let (_events_tx, events) = watch::channel(None);
+        let (_allowed_tx, allowed) = watch::channel(None);
         let counters = Arc::new(PipelineCounters::default());
         let task = PipelineTask {
             outbox: Outbox::open(&settings.data_dir).unwrap(),
             settings: settings.clone(),
             events,
+            allowed,
             wake: Arc::new(Notify::new()),
             counters: counters.clone(),
             live_clock: None,

@@ -18,6 +18,7 @@ use crate::config::RunSettings;
 use crate::health::RateMeter;
 use crate::outbox::{Outbox, Stamp};
 use crate::pipeline::{Coalescer, DEFAULT_GRACE, Filter, Pipeline};
+use crate::registered::Allowed;
 use crate::sighting::Sighting;
 use crate::source::SourceSpec;
 
@@ -29,6 +30,8 @@ pub(super) struct PipelineTask {
     pub settings: RunSettings,
     /// The active events, for the filter's `minRssi`.
     pub events: watch::Receiver<Option<Vec<ActiveEvent>>>,
+    /// The identifiers that may count for them, for the filter.
+    pub allowed: watch::Receiver<Option<Arc<Allowed>>>,
     /// Woken after each commit: the uploader.
     pub wake: Arc<Notify>,
     /// Figures for the status line and the heartbeat.
@@ -45,7 +48,7 @@ pub(super) async fn pipeline_loop(
     mut rx: mpsc::Receiver<Sighting>,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let PipelineTask { mut outbox, settings, events, wake, counters, live_clock } = task;
+    let PipelineTask { mut outbox, settings, events, mut allowed, wake, counters, live_clock } = task;
     // A live sighting gets the clock's correction.
     let correct = |mut s: Sighting| {
         if let Some(clock) = &live_clock {
@@ -54,7 +57,8 @@ pub(super) async fn pipeline_loop(
         s
     };
     let window_ms = i64::try_from(settings.window.as_millis()).unwrap_or(i64::MAX);
-    let mut pipeline = Pipeline::new(Filter { min_rssi: settings.min_rssi }, window_ms, settings.event.clone());
+    let mut pipeline =
+        Pipeline::new(Filter { min_rssi: settings.min_rssi, allowed: None }, window_ms, settings.event.clone());
     pipeline.coalescer =
         Coalescer::with_max_age(window_ms, max_window_age(&settings)).with_min_hearings(settings.min_hearings);
     let mut rewinds = 0;
@@ -77,6 +81,7 @@ pub(super) async fn pipeline_loop(
      -> anyhow::Result<()> {
         counters.seen.store(pipeline.seen, Ordering::Relaxed);
         counters.dropped.store(pipeline.dropped, Ordering::Relaxed);
+        counters.unregistered.store(pipeline.unregistered, Ordering::Relaxed);
         counters.unconfirmed.store(pipeline.coalescer.unconfirmed, Ordering::Relaxed);
         if out.is_empty() && backlog.is_empty() {
             return Ok(());
@@ -141,6 +146,20 @@ pub(super) async fn pipeline_loop(
                     return commit(&mut outbox, &mut pipeline, out, true, 0);
                 }
             },
+            Ok(()) = allowed.changed() => {
+                let now = allowed.borrow_and_update().clone();
+                match &now {
+                    Some(a) => tracing::info!(
+                        identifiers = a.identifiers.len(),
+                        events = a.events,
+                        rotating = a.rotating,
+                        "recording only identifiers that may count for the active events{}",
+                        if a.rotating { " (and any that may be a rotating identifier)" } else { "" }
+                    ),
+                    None => tracing::info!("recording every identifier heard (which may count is not known)"),
+                }
+                pipeline.filter.allowed = now;
+            }
             _ = tick.tick() => {
                 counters.alive.touch();
                 // The heartbeat found the clock wrong: commit what is in memory

@@ -304,6 +304,9 @@ impl ScannerHome {
         args.extend(
             ["--heartbeat-secs", "1", "--events-refresh-secs", "1", "--backoff-max-secs", "1"].map(String::from),
         );
+        // Every identifier, so what a test uploads does not depend on when the
+        // registered list arrives; `registered.rs` passes `--record registered`.
+        args.extend(["--record", "all"].map(String::from));
         args.extend(extra.iter().map(|s| s.to_string()));
         args
     }

@@ -18,6 +18,7 @@ mod ops;
 mod outage;
 mod poison;
 mod proxy;
+mod registered;
 mod replay;
 mod rotating;
 mod simulate;
