@@ -2,6 +2,12 @@
 //!
 //! One batch is in flight at a time, in sealing order. For each:
 //!
+//! - **Never sent yet**: it waits until the clock is known to be right (the
+//!   server's time seen by this process, see [`crate::clock`]), asking the
+//!   heartbeat for it, so that a batch stamped by a wrong clock is rebased before
+//!   it goes out, not after. Then [`Outbox::begin_send`] records, durably, that
+//!   it is being sent and reads it afresh; from then on it never changes. A batch
+//!   already sent (by an earlier process) goes out again at once, as it is.
 //! - **Answered** (fresh or `replayed`): the batch is acked, i.e. deleted from the
 //!   outbox. Sightings the server rejected with a reason (`rejected[]`) are logged
 //!   and counted; the rest of the batch was applied, so it is acked all the same.
@@ -39,7 +45,7 @@ use rand::Rng as _;
 use tokio::sync::{Notify, watch};
 
 use crate::api::{ApiError, ServerClient, submit_sightings};
-use crate::clock::Clock;
+use crate::clock::{Clock, rebase_outbox};
 use crate::outbox::{Batch, Outbox, OutboxError};
 use crate::sighting::{now_ms, rfc3339_ms};
 
@@ -89,8 +95,22 @@ pub struct Uploader {
     /// Sightings per newly sealed batch: the configured size, halved by every
     /// split of a batch refused as too large.
     batch_size: usize,
-    /// The scanner's clock: no new batch is sealed while it is known to be wrong.
+    /// The scanner's clock: no new batch is sealed while it is known to be wrong,
+    /// and none is sent for the first time before it is known to be right.
     clock: Option<Arc<Clock>>,
+    /// Waiting for the server's time, if it is.
+    clock_wait: ClockWait,
+}
+
+/// How long the uploader has waited for the server's time, and when it asks next.
+#[derive(Debug, Default)]
+struct ClockWait {
+    /// Since when (`None`: not waiting).
+    since: Option<tokio::time::Instant>,
+    /// How often it asked.
+    asks: u32,
+    /// When to ask again.
+    next_ask: Option<tokio::time::Instant>,
 }
 
 /// How waiting for a usable key ended.
@@ -107,10 +127,11 @@ impl Uploader {
     /// An uploader over `outbox` sending to `client`.
     pub fn new(outbox: Outbox, client: ServerClient, cfg: UploaderConfig, wake: Arc<Notify>) -> Self {
         let batch_size = cfg.batch_size;
-        Self { outbox, client, cfg, wake, batch_size, clock: None }
+        Self { outbox, client, cfg, wake, batch_size, clock: None, clock_wait: ClockWait::default() }
     }
 
-    /// The same uploader, sealing no new batch while `clock` is known to be wrong.
+    /// The same uploader, sealing no new batch while `clock` is known to be
+    /// wrong, and sending none for the first time before it is known to be right.
     pub fn with_clock(mut self, clock: Arc<Clock>) -> Self {
         self.clock = Some(clock);
         self
@@ -162,6 +183,36 @@ impl Uploader {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
                 continue;
+            };
+            let batch = if batch.sent {
+                batch
+            } else {
+                let drained = *drain.borrow();
+                if self.held_for_clock(&mut stop, drained).await {
+                    continue;
+                }
+                match tokio::task::block_in_place(|| self.outbox.begin_send(batch.batch_id)) {
+                    Ok(Some(batch)) => batch,
+                    // Acked or parked by another process (`flush`) meanwhile.
+                    Ok(None) => continue,
+                    Err(e) => {
+                        failures = failures.saturating_add(1);
+                        if self.cfg.give_up_after.is_some_and(|max| failures >= max) {
+                            return Err(e.into());
+                        }
+                        let delay = backoff(&self.cfg, failures);
+                        tracing::warn!(
+                            batch = %batch.batch_id,
+                            "cannot record the batch as sent in the outbox, retrying in {:.1} s: {e}",
+                            delay.as_secs_f64()
+                        );
+                        tokio::select! {
+                            _ = tokio::time::sleep(delay) => {}
+                            _ = stop.changed() => {}
+                        }
+                        continue;
+                    }
+                }
             };
             match self.send(&batch).await {
                 Ok(()) => {
@@ -271,6 +322,60 @@ impl Uploader {
             && failing_for >= i64::try_from(over.as_millis()).unwrap_or(i64::MAX)
             && answered_since)
             .then(|| format!("failed {attempts} times over {} s; last: {why}", failing_for / 1000))
+    }
+
+    /// Whether a batch never sent must wait for the server's time (see
+    /// [`crate::clock`]). If so, asks the heartbeat for it (at a backoff, while
+    /// the server is out of reach; a new key in the key file is taken then too),
+    /// says so once, and waits a moment. Once the
+    /// pipeline is done (`drained`), nobody else applies a correction the
+    /// heartbeat found: then the uploader rebases the outbox itself.
+    async fn held_for_clock(&mut self, stop: &mut watch::Receiver<bool>, drained: bool) -> bool {
+        let Some(clock) = self.clock.clone() else { return false };
+        let now = tokio::time::Instant::now();
+        if clock.may_send() {
+            if let Some(since) = self.clock_wait.since.take() {
+                tracing::info!(
+                    "the clock is checked against the server's ({}): uploading (held for {:.1} s)",
+                    clock.state().as_str(),
+                    now.duration_since(since).as_secs_f64()
+                );
+            }
+            return false;
+        }
+        if drained && let Some(r) = clock.take_pending() {
+            if rebase_outbox(&mut self.outbox, &r, true) {
+                clock.corrected(&r);
+            }
+            return true;
+        }
+        if self.clock_wait.since.is_none() {
+            self.clock_wait = ClockWait { since: Some(now), ..ClockWait::default() };
+            tracing::info!(
+                "holding the first upload until the server's time is known (clock {}), so that no batch goes out \
+                 stamped by a wrong clock",
+                clock.state().as_str()
+            );
+        }
+        if self.clock_wait.next_ask.is_none_or(|at| now >= at) {
+            self.clock_wait.asks = self.clock_wait.asks.saturating_add(1);
+            self.clock_wait.next_ask = Some(now + backoff(&self.cfg, self.clock_wait.asks));
+            clock.want_server_time();
+            // The heartbeat may be refused for a bad key: take a new one from
+            // the file meanwhile, as after a refused upload.
+            if let Some(path) = &self.cfg.api_key_file
+                && let Ok(key) = read_key(path)
+                && key != self.client.api_key()
+            {
+                tracing::info!("the API key file holds a new key; using it");
+                self.client.set_api_key(key);
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = stop.changed() => {}
+        }
+        true
     }
 
     /// Parks `batch` as dead; if even that cannot be written, it stays sealed and

@@ -12,11 +12,17 @@
 //!    transaction is committed. The pipeline calls it once per commit interval with
 //!    everything coalesced since the last call (a group commit): one fsync per
 //!    interval, not one per advertisement.
-//! 2. **A batch is fixed at sealing.** [`Outbox::next_batch`] returns the oldest
+//! 2. **A batch is fixed once sent.** [`Outbox::next_batch`] returns the oldest
 //!    sealed batch if there is one; otherwise, in one transaction, it takes up to N
-//!    pending sightings, gives them a fresh `batchId`, and records both. A batch's id
-//!    and members never change afterwards, so a retry, even after a restart, sends
-//!    exactly the same batch under the same id, and the server applies it once.
+//!    pending sightings, gives them a fresh `batchId`, and records both. Before a
+//!    batch first goes to the network, [`Outbox::begin_send`] records that it was
+//!    sent (durably, in the transaction that reads what is sent). From then on its
+//!    id and members never change, so a retry, even after a restart, sends exactly
+//!    the same batch under the same id, and the server applies it once (the server
+//!    refuses a batch id reused with other contents). The one change a batch may
+//!    see is before it was ever sent, which no server can have seen:
+//!    [`Outbox::rebase`] mends the times of the sightings heard under a wrong clock
+//!    in batches never sent, with the pending ones.
 //! 3. **Removed only after an answer.** [`Outbox::ack`] deletes a batch and its
 //!    sightings in one transaction, and only the uploader calls it, after the
 //!    server's result (fresh or `replayed`) arrived. A crash before the ack means
@@ -81,6 +87,26 @@ pub struct Batch {
     pub sightings: Vec<Sighting>,
     /// How many times it has been sent without an answer (for the logs).
     pub attempts: u32,
+    /// Whether it was ever handed to the network ([`Outbox::begin_send`]): from
+    /// then on it never changes.
+    pub sent: bool,
+}
+
+/// What [`Outbox::rebase`] changed, and what it could not.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rebased {
+    /// Pending sightings whose time was mended.
+    pub pending: u64,
+    /// Sightings in sealed batches never sent whose time was mended.
+    pub sealed: u64,
+    /// How many such batches.
+    pub batches: u64,
+    /// Sightings of this boot in batches already sent, which keep their times
+    /// (the server may have applied them).
+    pub kept_sent: u64,
+    /// Sightings of other boots waiting, which keep their times (their monotonic
+    /// times mean nothing now).
+    pub other_boots: u64,
 }
 
 /// Counters kept with the outbox, so they survive restarts.
@@ -157,7 +183,7 @@ CREATE TABLE IF NOT EXISTS note (
 ";
 
 /// The schema's version (`PRAGMA user_version`) this code writes.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// Creates the tables if needed and brings an outbox made by an older scanner up
 /// to [`SCHEMA_VERSION`], in one write transaction: `status` or `flush` may open
@@ -181,13 +207,21 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     };
     // Version 2: when a batch first failed (for parking poison batches), and the
     // boot and monotonic clock a sighting was heard at (for rebasing a wrong clock).
-    for (table, column, ty) in
-        [("batch", "first_failed_ms", "INTEGER"), ("sighting", "boot_id", "TEXT"), ("sighting", "mono_ms", "INTEGER")]
-    {
+    // Version 3: when a batch was first handed to the network (NULL: never, so it
+    // may still be rebased).
+    for (table, column, ty) in [
+        ("batch", "first_failed_ms", "INTEGER"),
+        ("sighting", "boot_id", "TEXT"),
+        ("sighting", "mono_ms", "INTEGER"),
+        ("batch", "sent_at_ms", "INTEGER"),
+    ] {
         if !has(table, column)? {
             conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {ty}"))?;
         }
     }
+    // An older scanner did not record sending: any batch it sealed may have been
+    // sent, so none of them is ever rebased.
+    conn.execute("UPDATE batch SET sent_at_ms = coalesce(first_failed_ms, sealed_at_ms) WHERE sent_at_ms IS NULL", [])?;
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()
 }
@@ -262,32 +296,74 @@ impl Outbox {
         Ok(())
     }
 
-    /// Mends the wall time of the pending sightings heard in boot `boot_id`: their
-    /// `seen_at` becomes `server_ms + (mono − mono_ref)`, where it differs from that
-    /// by more than `tolerance_ms`. Sealed batches are not touched (a batch is
-    /// fixed at sealing). Returns how many were changed, and how many pending
-    /// sightings of other boots could not be (their monotonic time means nothing now).
+    /// Mends the wall time of the sightings heard in boot `boot_id` that no server
+    /// can have seen: the pending ones, and those in sealed batches never sent
+    /// (see [`Self::begin_send`]). Their `seen_at` becomes
+    /// `server_ms + (mono − mono_ref)`, where it differs from that by more than
+    /// `tolerance_ms`. All in one transaction; a batch already sent is never
+    /// touched (the server may have applied it, and would refuse its id with
+    /// other contents).
     pub fn rebase(
         &mut self,
         boot_id: &str,
         server_ms: i64,
         mono_ref: i64,
         tolerance_ms: i64,
-    ) -> Result<(u64, u64), OutboxError> {
+    ) -> Result<Rebased, OutboxError> {
         let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let off = "boot_id = ?1 AND mono_ms IS NOT NULL AND abs(?2 + (mono_ms - ?3) - seen_at_ms) > ?4";
+        let unsent = "SELECT seq FROM batch WHERE sent_at_ms IS NULL";
+        let (batches, sealed): (i64, i64) = tx.query_row(
+            &format!("SELECT COUNT(DISTINCT batch), COUNT(*) FROM sighting WHERE {off} AND batch IN ({unsent})"),
+            params![boot_id, server_ms, mono_ref, tolerance_ms],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
         let changed = tx.execute(
-            "UPDATE sighting SET seen_at_ms = ?2 + (mono_ms - ?3)
-             WHERE batch IS NULL AND boot_id = ?1 AND mono_ms IS NOT NULL
-               AND abs(?2 + (mono_ms - ?3) - seen_at_ms) > ?4",
+            &format!(
+                "UPDATE sighting SET seen_at_ms = ?2 + (mono_ms - ?3) WHERE {off} AND (batch IS NULL OR batch IN ({unsent}))"
+            ),
             params![boot_id, server_ms, mono_ref, tolerance_ms],
         )?;
+        let kept_sent: i64 = tx.query_row(
+            &format!("SELECT COUNT(*) FROM sighting WHERE {off} AND batch IN (SELECT seq FROM batch WHERE sent_at_ms IS NOT NULL)"),
+            params![boot_id, server_ms, mono_ref, tolerance_ms],
+            |r| r.get(0),
+        )?;
         let other_boots: i64 = tx.query_row(
-            "SELECT COUNT(*) FROM sighting WHERE batch IS NULL AND boot_id IS NOT NULL AND boot_id != ?1",
+            "SELECT COUNT(*) FROM sighting WHERE boot_id IS NOT NULL AND boot_id != ?1
+               AND (batch IS NULL OR batch IN (SELECT seq FROM batch WHERE dead_reason IS NULL))",
             [boot_id],
             |r| r.get(0),
         )?;
         tx.commit()?;
-        Ok((changed as u64, other_boots.max(0) as u64))
+        let n = |v: i64| v.max(0) as u64;
+        Ok(Rebased {
+            pending: (changed as u64).saturating_sub(n(sealed)),
+            sealed: n(sealed),
+            batches: n(batches),
+            kept_sent: n(kept_sent),
+            other_boots: n(other_boots),
+        })
+    }
+
+    /// Records, durably, that `batch_id` is being handed to the network, and
+    /// returns it as it is now (a rebase may have mended it since it was read):
+    /// from this transaction on it never changes. `None` if it is gone (acked or
+    /// parked by another process meanwhile).
+    pub fn begin_send(&mut self, batch_id: Uuid) -> Result<Option<Batch>, OutboxError> {
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let row: Option<(i64, u32)> = tx
+            .query_row(
+                "UPDATE batch SET sent_at_ms = coalesce(sent_at_ms, ?2) WHERE batch_id = ?1 AND dead_reason IS NULL
+                 RETURNING seq, attempts",
+                params![batch_id.to_string(), crate::sighting::now_ms()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((seq, attempts)) = row else { return Ok(None) };
+        let sightings = batch_sightings(&tx, seq)?;
+        tx.commit()?;
+        Ok(Some(Batch { batch_id, sightings, attempts, sent: true }))
     }
 
     /// The oldest sealed batch, or a newly sealed one of at most `max` pending
@@ -300,14 +376,15 @@ impl Outbox {
     /// clock is known to be wrong: see [`crate::clock`]).
     pub fn next_batch_sealing(&mut self, max: usize, seal: bool) -> Result<Option<Batch>, OutboxError> {
         let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let existing: Option<(i64, String, u32)> = tx
+        let existing: Option<(i64, String, u32, bool)> = tx
             .query_row(
-                "SELECT seq, batch_id, attempts FROM batch WHERE dead_reason IS NULL ORDER BY seq LIMIT 1",
+                "SELECT seq, batch_id, attempts, sent_at_ms IS NOT NULL FROM batch WHERE dead_reason IS NULL
+                 ORDER BY seq LIMIT 1",
                 [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .optional()?;
-        let (seq, batch_id, attempts) = match existing {
+        let (seq, batch_id, attempts, sent) = match existing {
             Some(found) => found,
             None if !seal => return Ok(None),
             None => {
@@ -328,21 +405,13 @@ impl Outbox {
                        (SELECT id FROM sighting WHERE batch IS NULL ORDER BY id LIMIT ?2)",
                     params![seq, limit],
                 )?;
-                (seq, batch_id, 0)
+                (seq, batch_id, 0, false)
             }
         };
-        let sightings = {
-            let mut stmt = tx.prepare_cached(
-                "SELECT identifier, seen_at_ms, rssi, event_id FROM sighting WHERE batch = ?1 ORDER BY id",
-            )?;
-            let rows = stmt.query_map([seq], |r| {
-                Ok(Sighting { identifier: r.get(0)?, seen_at_ms: r.get(1)?, rssi: r.get(2)?, event_id: r.get(3)? })
-            })?;
-            rows.collect::<Result<Vec<_>, _>>()?
-        };
+        let sightings = batch_sightings(&tx, seq)?;
         tx.commit()?;
         let batch_id = Uuid::parse_str(&batch_id).unwrap_or_else(|_| Uuid::nil());
-        Ok(Some(Batch { batch_id, sightings, attempts }))
+        Ok(Some(Batch { batch_id, sightings, attempts, sent }))
     }
 
     /// Counts one more send of `batch_id` that failed; returns how many there have
@@ -363,7 +432,8 @@ impl Outbox {
 
     /// Splits a sealed batch the server never accepted (refused as too large) in
     /// two, each under a fresh id: the first half keeps its place in the sending
-    /// order, the second is sealed after the batches already waiting. Returns the
+    /// order, the second is sealed after the batches already waiting. Neither half
+    /// has been sent (the server applied nothing of the whole). Returns the
     /// new ids, or `None` for a batch of one sighting, which cannot be split.
     pub fn split(&mut self, batch_id: Uuid) -> Result<Option<(Uuid, Uuid)>, OutboxError> {
         let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -377,7 +447,7 @@ impl Outbox {
         }
         let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
         tx.execute(
-            "UPDATE batch SET batch_id = ?2, attempts = 0, first_failed_ms = NULL WHERE seq = ?1",
+            "UPDATE batch SET batch_id = ?2, attempts = 0, first_failed_ms = NULL, sent_at_ms = NULL WHERE seq = ?1",
             params![seq, first.to_string()],
         )?;
         tx.execute(
@@ -501,6 +571,16 @@ impl Outbox {
             last_recovery: note("last_recovery")?.and_then(|v| serde_json::from_str(&v).ok()),
         })
     }
+}
+
+/// The sightings of the batch `seq`, in append order.
+fn batch_sightings(conn: &Connection, seq: i64) -> rusqlite::Result<Vec<Sighting>> {
+    let mut stmt = conn
+        .prepare_cached("SELECT identifier, seen_at_ms, rssi, event_id FROM sighting WHERE batch = ?1 ORDER BY id")?;
+    let rows = stmt.query_map([seq], |r| {
+        Ok(Sighting { identifier: r.get(0)?, seen_at_ms: r.get(1)?, rssi: r.get(2)?, event_id: r.get(3)? })
+    })?;
+    rows.collect()
 }
 
 #[cfg(test)]

@@ -4,7 +4,9 @@
 //! the server counts the sightings at the right time. The wrong clock is
 //! libfaketime's (preloaded; Debian package `faketime`) in the real binary, which
 //! hears phones through the fake BlueZ; the monotonic clock is left alone. A
-//! second test steps the clock back an hour while the scanner runs.
+//! second test runs it half an hour fast (past the build-time floor, so nothing
+//! says it is wrong until the server's time is known), with a batch sealed
+//! before then; a third steps the clock back an hour while the scanner runs.
 
 use std::process::Command;
 use std::time::Duration;
@@ -77,6 +79,78 @@ async fn a_clock_stuck_in_2020_is_rebased_on_the_servers_time() {
     .await;
     let last_seen = ms(later[ada]["lastSeen"].as_str().unwrap());
     assert!((rollcall_scanner::sighting::now_ms() - last_seen).abs() < 15_000, "{}", iso(last_seen));
+    assert!(Command::new("kill").args(["-TERM", &run.pid().to_string()]).status().unwrap().success());
+    assert!(run.wait_for_exit(Duration::from_secs(20)).success(), "{}", home.log_text("run.log"));
+}
+
+#[tokio::test]
+async fn a_batch_sealed_before_the_servers_time_was_known_is_rebased_before_it_is_sent() {
+    let mut server = Server::start().await;
+    let now = rollcall_scanner::sighting::now_ms();
+    let event = server.active_event("Fast clock", &iso(now - 3_600_000), &iso(now + 2 * 3_600_000)).await;
+    let ada = "fa57c10c-0000-4000-8000-000000000001";
+    server.attendee("fast@example.org", ada, &event).await;
+    let home = ScannerHome::new(&server.api_key(&event).await);
+    std::fs::write(
+        home.path("phones.json"),
+        json!([{ "address": "5C:F3:70:11:22:09", "rssi": [-60, -62], "uuids": [ada] }]).to_string(),
+    )
+    .unwrap();
+    let bus = DbusDaemon::start();
+    let _fake = start_fake_bluez(&home, &bus, 3_000).await;
+    // Out of reach at first, so nothing tells the scanner the time.
+    server.down();
+
+    // Half an hour fast: after the build-time floor, so nothing says it is wrong
+    // until the server's time is known.
+    let heard_from = rollcall_scanner::sighting::now_ms();
+    let lib = libfaketime();
+    let mut run = home.spawn_run_piped(
+        &[],
+        &[
+            ("LD_PRELOAD", lib.as_str()),
+            ("FAKETIME", "+30m"),
+            ("DONT_FAKE_MONOTONIC", "1"),
+            ("DBUS_SYSTEM_BUS_ADDRESS", bus.address.as_str()),
+        ],
+        &server.base,
+        "ble",
+        &["--window-secs", "1", "--watchdog-secs", "10", "--batch-size", "2"],
+        "run.log",
+    );
+    // A batch is sealed (with the fast time) while the server's time is unknown,
+    // and more sightings wait behind it.
+    eventually(Duration::from_secs(30), "a sealed batch and pending sightings", || {
+        let st = home.status();
+        (st["stats"]["sealedBatches"].as_u64().unwrap_or(0) >= 1 && st["stats"]["pending"].as_u64().unwrap_or(0) >= 1)
+            .then_some(())
+    })
+    .await;
+    assert!(run.running());
+
+    server.up().await;
+    let up_at = rollcall_scanner::sighting::now_ms();
+    let attendance = attendance_until(&server, &event, Duration::from_secs(30), |a| {
+        a.get(ada).is_some_and(|r| ms(r["lastSeen"].as_str().unwrap()) >= up_at)
+    })
+    .await;
+    let log = home.log_text("run.log");
+    let row = attendance.get(ada).unwrap_or_else(|| panic!("{log}"));
+    let (first, last) = (ms(row["firstSeen"].as_str().unwrap()), ms(row["lastSeen"].as_str().unwrap()));
+    // What was sealed before the server's time was known was heard first: it is
+    // counted at the real time, not half an hour ahead.
+    assert!(first >= heard_from - 2_000 && first < up_at, "first seen {} (started {})", iso(first), iso(heard_from));
+    assert!(last <= rollcall_scanner::sighting::now_ms() + 2_000, "nothing half an hour ahead: {row}\n{log}");
+    assert_eq!(stays(&row["stays"]).len(), 1, "one stay: {row}");
+    assert!(log.contains("ahead of the server's"), "{log}");
+    let rebased_sealed = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find_map(|l| l["fields"]["rebased_sealed"].as_u64());
+    assert!(rebased_sealed >= Some(1), "the sealed batch's rebase is logged: {log}");
+    assert!(log.contains("holding the first upload until the server's time is known"), "{log}");
+    let uploads = home.uploads("run.log");
+    assert_eq!(sum(&uploads, "rejected"), 0, "{log}");
     assert!(Command::new("kill").args(["-TERM", &run.pid().to_string()]).status().unwrap().success());
     assert!(run.wait_for_exit(Duration::from_secs(20)).success(), "{}", home.log_text("run.log"));
 }
