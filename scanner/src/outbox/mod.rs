@@ -49,7 +49,10 @@ use uuid::Uuid;
 
 use crate::sighting::Sighting;
 
+mod poison;
+mod rebase;
 mod salvage;
+pub use rebase::{Rebased, Stamp};
 pub use salvage::Recovery;
 
 /// File name of the outbox inside the data directory.
@@ -66,18 +69,6 @@ pub enum OutboxError {
     Sql(#[from] rusqlite::Error),
 }
 
-/// When and in which boot a group of live sightings was committed (see
-/// [`Outbox::append_stamped`] and [`crate::clock`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Stamp {
-    /// This boot's id.
-    pub boot_id: String,
-    /// The monotonic time since boot at the commit, ms.
-    pub mono_ms: i64,
-    /// The wall time the sightings were stamped with at the same instant, Unix ms.
-    pub wall_ms: i64,
-}
-
 /// A sealed batch, ready to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Batch {
@@ -90,23 +81,6 @@ pub struct Batch {
     /// Whether it was ever handed to the network ([`Outbox::begin_send`]): from
     /// then on it never changes.
     pub sent: bool,
-}
-
-/// What [`Outbox::rebase`] changed, and what it could not.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Rebased {
-    /// Pending sightings whose time was mended.
-    pub pending: u64,
-    /// Sightings in sealed batches never sent whose time was mended.
-    pub sealed: u64,
-    /// How many such batches.
-    pub batches: u64,
-    /// Sightings of this boot in batches already sent, which keep their times
-    /// (the server may have applied them).
-    pub kept_sent: u64,
-    /// Sightings of other boots waiting, which keep their times (their monotonic
-    /// times mean nothing now).
-    pub other_boots: u64,
 }
 
 /// Counters kept with the outbox, so they survive restarts.
@@ -269,103 +243,6 @@ impl Outbox {
         self.append_stamped(sightings, None)
     }
 
-    /// [`Self::append`] for sightings heard live, stamped by this machine's clock:
-    /// each is also given this boot's id and its time on the monotonic clock
-    /// (`stamp.mono_ms − (stamp.wall_ms − seen_at_ms)`: exact unless the wall
-    /// clock stepped within the last coalescing window), so that
-    /// [`Self::rebase`] can mend its wall time if the clock proves wrong.
-    pub fn append_stamped(&mut self, sightings: &[Sighting], stamp: Option<&Stamp>) -> Result<(), OutboxError> {
-        if sightings.is_empty() {
-            return Ok(());
-        }
-        let tx = self.conn.transaction()?;
-        {
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO sighting (identifier, seen_at_ms, rssi, event_id, boot_id, mono_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
-            for s in sightings {
-                let (boot, mono) = match stamp {
-                    Some(st) => (Some(st.boot_id.as_str()), Some(st.mono_ms - (st.wall_ms - s.seen_at_ms))),
-                    None => (None, None),
-                };
-                insert.execute(params![s.identifier, s.seen_at_ms, s.rssi, s.event_id, boot, mono])?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// Mends the wall time of the sightings heard in boot `boot_id` that no server
-    /// can have seen: the pending ones, and those in sealed batches never sent
-    /// (see [`Self::begin_send`]). Their `seen_at` becomes
-    /// `server_ms + (mono − mono_ref)`, where it differs from that by more than
-    /// `tolerance_ms`. All in one transaction; a batch already sent is never
-    /// touched (the server may have applied it, and would refuse its id with
-    /// other contents).
-    pub fn rebase(
-        &mut self,
-        boot_id: &str,
-        server_ms: i64,
-        mono_ref: i64,
-        tolerance_ms: i64,
-    ) -> Result<Rebased, OutboxError> {
-        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let off = "boot_id = ?1 AND mono_ms IS NOT NULL AND abs(?2 + (mono_ms - ?3) - seen_at_ms) > ?4";
-        let unsent = "SELECT seq FROM batch WHERE sent_at_ms IS NULL";
-        let (batches, sealed): (i64, i64) = tx.query_row(
-            &format!("SELECT COUNT(DISTINCT batch), COUNT(*) FROM sighting WHERE {off} AND batch IN ({unsent})"),
-            params![boot_id, server_ms, mono_ref, tolerance_ms],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
-        let changed = tx.execute(
-            &format!(
-                "UPDATE sighting SET seen_at_ms = ?2 + (mono_ms - ?3) WHERE {off} AND (batch IS NULL OR batch IN ({unsent}))"
-            ),
-            params![boot_id, server_ms, mono_ref, tolerance_ms],
-        )?;
-        let kept_sent: i64 = tx.query_row(
-            &format!("SELECT COUNT(*) FROM sighting WHERE {off} AND batch IN (SELECT seq FROM batch WHERE sent_at_ms IS NOT NULL)"),
-            params![boot_id, server_ms, mono_ref, tolerance_ms],
-            |r| r.get(0),
-        )?;
-        let other_boots: i64 = tx.query_row(
-            "SELECT COUNT(*) FROM sighting WHERE boot_id IS NOT NULL AND boot_id != ?1
-               AND (batch IS NULL OR batch IN (SELECT seq FROM batch WHERE dead_reason IS NULL))",
-            [boot_id],
-            |r| r.get(0),
-        )?;
-        tx.commit()?;
-        let n = |v: i64| v.max(0) as u64;
-        Ok(Rebased {
-            pending: (changed as u64).saturating_sub(n(sealed)),
-            sealed: n(sealed),
-            batches: n(batches),
-            kept_sent: n(kept_sent),
-            other_boots: n(other_boots),
-        })
-    }
-
-    /// Records, durably, that `batch_id` is being handed to the network, and
-    /// returns it as it is now (a rebase may have mended it since it was read):
-    /// from this transaction on it never changes. `None` if it is gone (acked or
-    /// parked by another process meanwhile).
-    pub fn begin_send(&mut self, batch_id: Uuid) -> Result<Option<Batch>, OutboxError> {
-        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let row: Option<(i64, u32)> = tx
-            .query_row(
-                "UPDATE batch SET sent_at_ms = coalesce(sent_at_ms, ?2) WHERE batch_id = ?1 AND dead_reason IS NULL
-                 RETURNING seq, attempts",
-                params![batch_id.to_string(), crate::sighting::now_ms()],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        let Some((seq, attempts)) = row else { return Ok(None) };
-        let sightings = batch_sightings(&tx, seq)?;
-        tx.commit()?;
-        Ok(Some(Batch { batch_id, sightings, attempts, sent: true }))
-    }
-
     /// The oldest sealed batch, or a newly sealed one of at most `max` pending
     /// sightings; `None` when nothing is waiting.
     pub fn next_batch(&mut self, max: usize) -> Result<Option<Batch>, OutboxError> {
@@ -414,56 +291,6 @@ impl Outbox {
         Ok(Some(Batch { batch_id, sightings, attempts, sent }))
     }
 
-    /// Counts one more send of `batch_id` that failed; returns how many there have
-    /// been and when the first was (Unix ms), for deciding to park it.
-    pub fn note_attempt(&mut self, batch_id: Uuid) -> Result<(u32, i64), OutboxError> {
-        let now = crate::sighting::now_ms();
-        let row = self
-            .conn
-            .query_row(
-                "UPDATE batch SET attempts = attempts + 1, first_failed_ms = coalesce(first_failed_ms, ?2)
-                 WHERE batch_id = ?1 RETURNING attempts, first_failed_ms",
-                params![batch_id.to_string(), now],
-                |r| Ok((r.get::<_, u32>(0)?, r.get::<_, i64>(1)?)),
-            )
-            .optional()?;
-        Ok(row.unwrap_or((0, now)))
-    }
-
-    /// Splits a sealed batch the server never accepted (refused as too large) in
-    /// two, each under a fresh id: the first half keeps its place in the sending
-    /// order, the second is sealed after the batches already waiting. Neither half
-    /// has been sent (the server applied nothing of the whole). Returns the
-    /// new ids, or `None` for a batch of one sighting, which cannot be split.
-    pub fn split(&mut self, batch_id: Uuid) -> Result<Option<(Uuid, Uuid)>, OutboxError> {
-        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let seq: Option<i64> = tx
-            .query_row("SELECT seq FROM batch WHERE batch_id = ?1", [batch_id.to_string()], |r| r.get(0))
-            .optional()?;
-        let Some(seq) = seq else { return Ok(None) };
-        let n: i64 = tx.query_row("SELECT COUNT(*) FROM sighting WHERE batch = ?1", [seq], |r| r.get(0))?;
-        if n < 2 {
-            return Ok(None);
-        }
-        let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
-        tx.execute(
-            "UPDATE batch SET batch_id = ?2, attempts = 0, first_failed_ms = NULL, sent_at_ms = NULL WHERE seq = ?1",
-            params![seq, first.to_string()],
-        )?;
-        tx.execute(
-            "INSERT INTO batch (batch_id, sealed_at_ms) VALUES (?1, ?2)",
-            params![second.to_string(), crate::sighting::now_ms()],
-        )?;
-        let second_seq = tx.last_insert_rowid();
-        tx.execute(
-            "UPDATE sighting SET batch = ?2 WHERE id IN
-               (SELECT id FROM sighting WHERE batch = ?1 ORDER BY id LIMIT -1 OFFSET ?3)",
-            params![seq, second_seq, n / 2],
-        )?;
-        tx.commit()?;
-        Ok(Some((first, second)))
-    }
-
     /// The server answered for `batch_id`: remove it with its sightings and update
     /// the counters, in one transaction. Acking an unknown batch (another process
     /// acked it already) changes nothing.
@@ -497,22 +324,6 @@ impl Outbox {
         }
         tx.commit()?;
         Ok(true)
-    }
-
-    /// The server refused `batch_id` as a whole for good: keep it, never send it again.
-    pub fn park(&mut self, batch_id: Uuid, reason: &str) -> Result<(), OutboxError> {
-        self.conn
-            .execute("UPDATE batch SET dead_reason = ?2 WHERE batch_id = ?1", params![batch_id.to_string(), reason])?;
-        Ok(())
-    }
-
-    /// Gives every dead batch another go: they become sealed batches again, with
-    /// their ids and members unchanged, sent before anything sealed after them.
-    /// Returns how many there were.
-    pub fn unpark_all(&mut self) -> Result<u64, OutboxError> {
-        let n =
-            self.conn.execute("UPDATE batch SET dead_reason = NULL, attempts = 0 WHERE dead_reason IS NOT NULL", [])?;
-        Ok(n as u64)
     }
 
     /// Sightings waiting to be delivered (pending and sealed, dead excluded).

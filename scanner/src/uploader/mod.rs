@@ -45,9 +45,13 @@ use rand::Rng as _;
 use tokio::sync::{Notify, watch};
 
 use crate::api::{ApiError, ServerClient, submit_sightings};
-use crate::clock::{Clock, rebase_outbox};
+use crate::clock::Clock;
 use crate::outbox::{Batch, Outbox, OutboxError};
 use crate::sighting::{now_ms, rfc3339_ms};
+pub use waits::read_key;
+use waits::{ClockWait, KeyWait};
+
+mod waits;
 
 /// How the uploader behaves.
 #[derive(Clone, Debug)]
@@ -102,27 +106,6 @@ pub struct Uploader {
     clock_wait: ClockWait,
 }
 
-/// How long the uploader has waited for the server's time, and when it asks next.
-#[derive(Debug, Default)]
-struct ClockWait {
-    /// Since when (`None`: not waiting).
-    since: Option<tokio::time::Instant>,
-    /// How often it asked.
-    asks: u32,
-    /// When to ask again.
-    next_ask: Option<tokio::time::Instant>,
-}
-
-/// How waiting for a usable key ended.
-enum KeyWait {
-    /// Told to stop.
-    Stopped,
-    /// The key file (or a SIGHUP) brought another key.
-    NewKey,
-    /// The long backoff is over: try the refused key again (a proxy's 401 may pass).
-    RetrySame,
-}
-
 impl Uploader {
     /// An uploader over `outbox` sending to `client`.
     pub fn new(outbox: Outbox, client: ServerClient, cfg: UploaderConfig, wake: Arc<Notify>) -> Self {
@@ -155,22 +138,19 @@ impl Uploader {
             let seal = self.clock.as_ref().is_none_or(|c| c.may_seal());
             let batch = match tokio::task::block_in_place(|| self.outbox.next_batch_sealing(self.batch_size, seal)) {
                 Ok(batch) => batch,
-                // Sealing writes to the outbox; on a full disk that fails until
-                // room is made. Running, wait and try again; `flush` reports it.
-                Err(e) if !*drain.borrow() => {
-                    failures = failures.saturating_add(1);
-                    let delay = backoff(&self.cfg, failures);
-                    tracing::warn!(
-                        "cannot take the next batch from the outbox, retrying in {:.1} s: {e}",
-                        delay.as_secs_f64()
-                    );
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = stop.changed() => {}
-                    }
+                Err(e) => {
+                    let draining = *drain.borrow();
+                    outbox_failed(
+                        &self.cfg,
+                        e,
+                        "take the next batch from the outbox",
+                        &mut failures,
+                        draining,
+                        &mut stop,
+                    )
+                    .await?;
                     continue;
                 }
-                Err(e) => return Err(e.into()),
             };
             let Some(batch) = batch else {
                 if *drain.borrow() {
@@ -196,20 +176,8 @@ impl Uploader {
                     // Acked or parked by another process (`flush`) meanwhile.
                     Ok(None) => continue,
                     Err(e) => {
-                        failures = failures.saturating_add(1);
-                        if self.cfg.give_up_after.is_some_and(|max| failures >= max) {
-                            return Err(e.into());
-                        }
-                        let delay = backoff(&self.cfg, failures);
-                        tracing::warn!(
-                            batch = %batch.batch_id,
-                            "cannot record the batch as sent in the outbox, retrying in {:.1} s: {e}",
-                            delay.as_secs_f64()
-                        );
-                        tokio::select! {
-                            _ = tokio::time::sleep(delay) => {}
-                            _ = stop.changed() => {}
-                        }
+                        let what = format!("record batch {} as sent in the outbox", batch.batch_id);
+                        outbox_failed(&self.cfg, e, &what, &mut failures, drained, &mut stop).await?;
                         continue;
                     }
                 }
@@ -324,60 +292,6 @@ impl Uploader {
             .then(|| format!("failed {attempts} times over {} s; last: {why}", failing_for / 1000))
     }
 
-    /// Whether a batch never sent must wait for the server's time (see
-    /// [`crate::clock`]). If so, asks the heartbeat for it (at a backoff, while
-    /// the server is out of reach; a new key in the key file is taken then too),
-    /// says so once, and waits a moment. Once the
-    /// pipeline is done (`drained`), nobody else applies a correction the
-    /// heartbeat found: then the uploader rebases the outbox itself.
-    async fn held_for_clock(&mut self, stop: &mut watch::Receiver<bool>, drained: bool) -> bool {
-        let Some(clock) = self.clock.clone() else { return false };
-        let now = tokio::time::Instant::now();
-        if clock.may_send() {
-            if let Some(since) = self.clock_wait.since.take() {
-                tracing::info!(
-                    "the clock is checked against the server's ({}): uploading (held for {:.1} s)",
-                    clock.state().as_str(),
-                    now.duration_since(since).as_secs_f64()
-                );
-            }
-            return false;
-        }
-        if drained && let Some(r) = clock.take_pending() {
-            if rebase_outbox(&mut self.outbox, &r, true) {
-                clock.corrected(&r);
-            }
-            return true;
-        }
-        if self.clock_wait.since.is_none() {
-            self.clock_wait = ClockWait { since: Some(now), ..ClockWait::default() };
-            tracing::info!(
-                "holding the first upload until the server's time is known (clock {}), so that no batch goes out \
-                 stamped by a wrong clock",
-                clock.state().as_str()
-            );
-        }
-        if self.clock_wait.next_ask.is_none_or(|at| now >= at) {
-            self.clock_wait.asks = self.clock_wait.asks.saturating_add(1);
-            self.clock_wait.next_ask = Some(now + backoff(&self.cfg, self.clock_wait.asks));
-            clock.want_server_time();
-            // The heartbeat may be refused for a bad key: take a new one from
-            // the file meanwhile, as after a refused upload.
-            if let Some(path) = &self.cfg.api_key_file
-                && let Ok(key) = read_key(path)
-                && key != self.client.api_key()
-            {
-                tracing::info!("the API key file holds a new key; using it");
-                self.client.set_api_key(key);
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-            _ = stop.changed() => {}
-        }
-        true
-    }
-
     /// Parks `batch` as dead; if even that cannot be written, it stays sealed and
     /// is retried (logged).
     async fn park(&mut self, batch: &Batch, reason: &str) {
@@ -434,50 +348,30 @@ impl Uploader {
         );
         Ok(())
     }
-
-    /// Waits until the key file holds a key other than the one the server just
-    /// refused, or a SIGHUP put another key in the client, or `retry` has passed.
-    /// The file may have been fixed while the refused request was in flight, so it
-    /// is read at once, then every few seconds.
-    async fn wait_for_new_key(&mut self, stop: &mut watch::Receiver<bool>, retry: Duration) -> KeyWait {
-        let path = self.cfg.api_key_file.clone();
-        let refused = self.client.api_key();
-        let deadline = tokio::time::Instant::now().checked_add(retry);
-        let mut tick = 0u32;
-        loop {
-            if self.client.api_key() != refused {
-                tracing::info!("the API key was re-read; resuming uploads");
-                return KeyWait::NewKey;
-            }
-            if tick.is_multiple_of(5)
-                && let Some(path) = &path
-                && let Ok(key) = read_key(path)
-                && key != refused
-            {
-                tracing::info!("the API key file holds a new key; resuming uploads");
-                self.client.set_api_key(key);
-                return KeyWait::NewKey;
-            }
-            if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
-                tracing::info!("trying the refused API key again");
-                return KeyWait::RetrySame;
-            }
-            tick = tick.wrapping_add(1);
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = stop.changed() => return KeyWait::Stopped,
-            }
-        }
-    }
 }
 
-/// Reads an API key from a file (surrounding whitespace ignored).
-pub fn read_key(path: &std::path::Path) -> std::io::Result<String> {
-    let key = std::fs::read_to_string(path)?.trim().to_owned();
-    if key.is_empty() {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{} is empty", path.display())));
+/// The outbox refused a write: sealing and recording a batch as sent write
+/// to it, and on a full disk that fails until room is made. Running, this
+/// waits (`Ok`) and the caller tries again; draining (`flush`), it gives up.
+async fn outbox_failed(
+    cfg: &UploaderConfig,
+    e: OutboxError,
+    what: &str,
+    failures: &mut u32,
+    draining: bool,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), UploadError> {
+    if draining {
+        return Err(e.into());
     }
-    Ok(key)
+    *failures = failures.saturating_add(1);
+    let delay = backoff(cfg, *failures);
+    tracing::warn!("cannot {what}, retrying in {:.1} s: {e}", delay.as_secs_f64());
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => {}
+        _ = stop.changed() => {}
+    }
+    Ok(())
 }
 
 /// Exponential backoff with full jitter: uniform in [initial/2, min(max, initial·2^(n-1))].
@@ -489,98 +383,4 @@ pub fn backoff(cfg: &UploaderConfig, failures: u32) -> Duration {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn uploader(dir: &std::path::Path, client_key: &str) -> Uploader {
-        let client = ServerClient::new("http://127.0.0.1:9", client_key.to_owned(), Duration::from_secs(1)).unwrap();
-        Uploader::new(
-            Outbox::open(&dir.join("data")).unwrap(),
-            client,
-            UploaderConfig {
-                batch_size: 10,
-                backoff_initial: Duration::from_millis(100),
-                backoff_max: Duration::from_secs(1),
-                api_key_file: Some(dir.join("api-key")),
-                give_up_after: None,
-                park_after_attempts: None,
-                park_after: Duration::ZERO,
-                bad_key_retry: Duration::from_secs(3600),
-            },
-            Arc::new(Notify::new()),
-        )
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_key_fixed_before_the_refusal_arrived_is_taken_at_once() {
-        let dir = tempfile::tempdir().unwrap();
-        // The request went out with `old`; the operator replaced the file meanwhile.
-        let mut up = uploader(dir.path(), "old");
-        std::fs::write(dir.path().join("api-key"), "new\n").unwrap();
-        let (_stop_tx, mut stop) = watch::channel(false);
-        let resumed =
-            tokio::time::timeout(Duration::from_secs(600), up.wait_for_new_key(&mut stop, Duration::MAX)).await;
-        assert!(matches!(resumed, Ok(KeyWait::NewKey)), "the new key in the file is used");
-        assert_eq!(up.client.api_key(), "new");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_refused_key_is_tried_again_after_the_long_backoff() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut up = uploader(dir.path(), "same");
-        std::fs::write(dir.path().join("api-key"), "same\n").unwrap();
-        let (_stop_tx, mut stop) = watch::channel(false);
-        let started = tokio::time::Instant::now();
-        let waited = up.wait_for_new_key(&mut stop, Duration::from_secs(300)).await;
-        assert!(matches!(waited, KeyWait::RetrySame));
-        assert!(started.elapsed() >= Duration::from_secs(300));
-        // A key put in the client (SIGHUP) ends the wait too.
-        let client = up.client.clone();
-        let task =
-            tokio::spawn(async move { matches!(up.wait_for_new_key(&mut stop, Duration::MAX).await, KeyWait::NewKey) });
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        client.set_api_key("reloaded".into());
-        assert!(tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn the_refused_key_is_not_taken_for_a_new_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut up = uploader(dir.path(), "old");
-        std::fs::write(dir.path().join("api-key"), "old\n").unwrap();
-        let (stop_tx, mut stop) = watch::channel(false);
-        let waiting =
-            tokio::time::timeout(Duration::from_secs(60), up.wait_for_new_key(&mut stop, Duration::MAX)).await;
-        assert!(waiting.is_err(), "still waiting: the file holds the refused key");
-        let task = tokio::spawn(async move {
-            let resumed = up.wait_for_new_key(&mut stop, Duration::MAX).await;
-            (matches!(resumed, KeyWait::NewKey), up.client.api_key())
-        });
-        tokio::time::sleep(Duration::from_secs(30)).await;
-        std::fs::write(dir.path().join("api-key"), "rotated\n").unwrap();
-        let (resumed, key) = tokio::time::timeout(Duration::from_secs(600), task).await.unwrap().unwrap();
-        assert_eq!((resumed, key.as_str()), (true, "rotated"));
-        drop(stop_tx);
-    }
-
-    #[test]
-    fn backoff_grows_to_the_cap_with_jitter() {
-        let cfg = UploaderConfig {
-            batch_size: 10,
-            backoff_initial: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(2),
-            api_key_file: None,
-            give_up_after: None,
-            park_after_attempts: None,
-            park_after: Duration::ZERO,
-            bad_key_retry: Duration::from_secs(3600),
-        };
-        for n in 1..30 {
-            let d = backoff(&cfg, n);
-            let cap = Duration::from_millis(100 * (1u64 << (n - 1).min(16))).min(Duration::from_secs(2));
-            assert!(d >= Duration::from_millis(50) && d <= cap, "attempt {n}: {d:?}");
-        }
-        let many: std::collections::HashSet<_> = (0..20).map(|_| backoff(&cfg, 8)).collect();
-        assert!(many.len() > 1, "jittered");
-    }
-}
+mod tests;
