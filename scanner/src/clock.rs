@@ -18,18 +18,32 @@
 //!   it by more than the tolerance.
 //!
 //! While it is wrong and nothing better is known ([`ClockState::Wrong`]), the
-//! uploader seals no new batches, so no wrong time reaches the server and no batch
-//! is fixed with one. Once the server's time is known, the pending sightings of
-//! this boot are **rebased** in one transaction: `seen_at = server time at the
-//! reference + (their monotonic time − the reference's)`, and new sightings are
-//! stamped with the corrected time from then on ([`ClockState::Corrected`]). Both
-//! are logged. Sightings from an earlier boot cannot be rebased (monotonic times of
-//! two boots have nothing in common) and keep their wall time.
+//! uploader seals no new batches. And until the clock is **known to be right**
+//! (the server's time was seen by this process: [`Clock::may_send`]), it sends
+//! no batch that was never sent before: it asks the heartbeat for the server's
+//! time first ([`Clock::want_server_time`]). So no wrong time reaches the server
+//! in a new batch, even when the clock looks plausible (past the floor, but an
+//! hour fast).
+//!
+//! Once the server's time is known, the sightings of this boot that no server
+//! can have seen are **rebased** in one transaction ([`rebase_outbox`]): the
+//! pending ones, and those sealed into batches never sent (an earlier process
+//! of this boot, or this one while it waited for the server's time). Each gets
+//! `seen_at = server time at the reference + (its monotonic time − the
+//! reference's)`, and new sightings are stamped with the corrected time from
+//! then on ([`ClockState::Corrected`]). Both are logged. A batch already sent is
+//! never changed: the server may have applied it, and refuses a batch id sent
+//! again with other contents. Sightings from an earlier boot cannot be rebased
+//! (monotonic times of two boots have nothing in common) and keep their wall
+//! time.
 
 use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
+use tokio::sync::Notify;
+
+use crate::outbox::Outbox;
 use crate::sighting::now_ms;
 
 /// The build time floor, Unix ms: a right clock never reads earlier.
@@ -129,6 +143,9 @@ pub struct Clock {
     /// A correction found by the heartbeat, for the pipeline to apply (it owns the
     /// sightings in memory and commits before rebasing; see [`Clock::take_pending`]).
     pending: Mutex<Option<Reference>>,
+    /// Rung by the uploader when it waits for the server's time: the heartbeat
+    /// asks at once instead of at its next beat.
+    wanted: Notify,
 }
 
 impl Clock {
@@ -150,6 +167,7 @@ impl Clock {
             state: AtomicU8::new(state as u8),
             base_ms: AtomicI64::new(now_ms() - mono_ms()),
             pending: Mutex::new(None),
+            wanted: Notify::new(),
         }
     }
 
@@ -215,6 +233,23 @@ impl Clock {
         self.state() != ClockState::Wrong
     }
 
+    /// Whether a batch never sent may be sent: only once the server's time has
+    /// been seen and any correction applied (the sightings it holds were
+    /// rebased by then).
+    pub fn may_send(&self) -> bool {
+        matches!(self.state(), ClockState::Synced | ClockState::Corrected)
+    }
+
+    /// Asks for the server's time now (the heartbeat answers).
+    pub fn want_server_time(&self) {
+        self.wanted.notify_one();
+    }
+
+    /// Resolves when [`Self::want_server_time`] was called.
+    pub async fn server_time_wanted(&self) {
+        self.wanted.notified().await;
+    }
+
     /// Compares with the server's time `server_ms`, taken at this boot's monotonic
     /// time `mono_ref`. When the clock is wrong, the reference to rebase on is kept
     /// for the pipeline ([`Self::take_pending`]), which rebases and then calls
@@ -256,6 +291,57 @@ impl Clock {
     pub fn corrected(&self, r: &Reference) {
         self.offset_ms.store(r.offset_ms, Ordering::Relaxed);
         self.state.store(ClockState::Corrected as u8, Ordering::Relaxed);
+    }
+}
+
+/// Rebases the sightings of this boot that no server has seen on `r` (the
+/// server's time, or the wall clock just set) and says so. Returns false if the
+/// outbox could not be written (the heartbeat's next answer tries again).
+pub fn rebase_outbox(outbox: &mut Outbox, r: &Reference, from_server: bool) -> bool {
+    let Some(boot) = boot_id() else {
+        tracing::warn!("the clock is wrong, and without a boot id the sightings cannot be rebased: check NTP");
+        return true;
+    };
+    match tokio::task::block_in_place(|| outbox.rebase(boot, r.server_ms, r.mono_ms, DEFAULT_TOLERANCE_MS)) {
+        Ok(done) => {
+            let total = done.pending + done.sealed;
+            let mut kept = String::new();
+            if done.kept_sent > 0 {
+                kept += &format!(
+                    "; {} sightings in batches already sent keep their times (the server may have them)",
+                    done.kept_sent
+                );
+            }
+            if done.other_boots > 0 {
+                kept += &format!("; {} sightings from an earlier boot keep their times", done.other_boots);
+            }
+            let what = format!(
+                "rebased {total} sightings waiting in the outbox ({} pending, {} in {} sealed batches never sent)",
+                done.pending, done.sealed, done.batches
+            );
+            if from_server {
+                let off = r.offset_ms as f64 / 1000.0;
+                tracing::warn!(
+                    rebased = total,
+                    rebased_pending = done.pending,
+                    rebased_sealed = done.sealed,
+                    rebased_batches = done.batches,
+                    kept_sent = done.kept_sent,
+                    offset_ms = r.offset_ms,
+                    "this scanner's clock is {:.1} s {} the server's (no NTP?): {what} on the server's time, and \
+                     stamping new ones with the corrected time{kept}",
+                    off.abs(),
+                    if off > 0.0 { "behind" } else { "ahead of" }
+                );
+            } else if total > 0 {
+                tracing::warn!(rebased = total, rebased_sealed = done.sealed, "{what} on the clock just set{kept}");
+            }
+            true
+        }
+        Err(e) => {
+            tracing::error!("cannot rebase the outbox on the right time (trying again at the next heartbeat): {e}");
+            false
+        }
     }
 }
 

@@ -109,8 +109,8 @@ pub enum IngestError {
     /// The scanner's identity is bound to another owner's keys.
     #[error(
         "this scanner's identity {0} (the x-rollcall-scanner-id header) belongs to another owner's API keys: \
-         use a key of the owner it was first used with, or give the scanner a new identity \
-         (delete the scanner-id file in its data directory)"
+         use a key of the owner it was first used with, or have that owner (or an admin) release it \
+         (releaseScannerIdentity)"
     )]
     ForeignIdentity(Uuid),
     #[error(transparent)]

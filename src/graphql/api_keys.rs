@@ -167,4 +167,28 @@ impl ApiKeysMutation {
         state(ctx)?.live.key_revoked(id);
         Ok(ApiKey(key))
     }
+
+    /// Releases a scanner identity (a scanner's `scannerId`) from the owner
+    /// it was bound to by its first batch, for a box handed to another
+    /// organiser: the next batch sent with it, from any key, binds it anew.
+    /// Its batch ids are kept, so a batch sent before is still answered as a
+    /// replay. The owner, or an admin.
+    async fn release_scanner_identity(&self, ctx: &Context<'_>, id: Uuid) -> Result<bool> {
+        let me = require_role(ctx, &[Role::Admin, Role::Organizer])?;
+        let identities = state(ctx)?.store.scanner_identities();
+        let not_bound = || {
+            ApiError::NotFound(format!(
+                "scanner identity {id} is not bound: no batch was uploaded with it, or it was released"
+            ))
+        };
+        let owner = identities.owner(id).await?.ok_or_else(not_bound)?;
+        if me.role != Role::Admin && owner != Some(me.id) {
+            return Err(ApiError::forbidden().into());
+        }
+        if !identities.release(id, owner).await? {
+            return Err(not_bound().into());
+        }
+        tracing::info!(identity = %id, by = %me.id, "released a scanner identity");
+        Ok(true)
+    }
 }

@@ -1,6 +1,7 @@
 //! A scanner's own identity (`x-rollcall-scanner-id`) over real HTTP: a batch
-//! resent under a rotated key is recognised as the one already applied, and
-//! another owner's key cannot use the identity to pre-empt its batches.
+//! resent under a rotated key is recognised as the one already applied,
+//! another owner's key cannot use the identity to pre-empt its batches, and
+//! its owner (or an admin) can release it for a box handed to someone else.
 
 use serde_json::{Value, json};
 
@@ -9,11 +10,16 @@ use crate::ingest::{SUBMIT, at, attendance, batch, sighting, venue};
 
 /// Submits `vars` with the API key `secret`, naming the scanner `identity`.
 async fn submit_as(app: &TestApp, secret: &str, identity: Option<&str>, vars: &Value) -> (u16, Value) {
+    post_with_key(app, secret, identity, SUBMIT, vars.clone()).await
+}
+
+/// Posts `query` with the API key `secret`, naming the scanner `identity`.
+async fn post_with_key(app: &TestApp, secret: &str, identity: Option<&str>, query: &str, vars: Value) -> (u16, Value) {
     let mut req = app
         .http
         .post(app.url("/graphql"))
         .header("authorization", format!("ApiKey {secret}"))
-        .json(&json!({ "query": SUBMIT, "variables": vars }));
+        .json(&json!({ "query": query, "variables": vars }));
     if let Some(id) = identity {
         req = req.header("x-rollcall-scanner-id", id);
     }
@@ -88,4 +94,71 @@ async fn another_owners_key_cannot_use_a_scanners_identity() {
     let (status, bad) = submit_as(&app, &door, Some("door-1"), &coming).await;
     assert_eq!((status, code(&bad).as_deref()), (400, Some("VALIDATION")), "{bad}");
     assert!(bad["errors"][0]["message"].as_str().unwrap().contains("x-rollcall-scanner-id"));
+}
+
+const RELEASE: &str = "mutation($id: UUID!) { releaseScannerIdentity(id: $id) }";
+
+#[tokio::test]
+async fn a_released_identity_is_bound_anew_and_keeps_its_batch_ids() {
+    let app = spawn_app().await;
+    let v = venue(&app, json!({})).await;
+    let scanner = uuid::Uuid::new_v4().to_string();
+    let (_, door) = app.api_key(&v.org, "door", Some(vec![&v.event])).await;
+    let sent = batch(vec![sighting(&v.ada_ble, at(&v, 10), -60)]);
+    let (_, r) = submit_as(&app, &door, Some(&scanner), &sent).await;
+    assert_eq!(r["data"]["submitSightings"]["accepted"], 1, "{r}");
+
+    // The box is handed to another organiser, with its outbox and its identity.
+    let bea = app.organizer("bea@example.org").await;
+    let theirs = app.create_event(&bea, "Next door").await;
+    app.activate(&bea, &theirs).await;
+    let (_, beas) = app.api_key(&bea, "their door", Some(vec![&theirs])).await;
+    let next = batch(vec![sighting(&v.ada_ble, at(&v, 20), -60)]);
+    let (_, refused) = submit_as(&app, &beas, Some(&scanner), &next).await;
+    assert_eq!(code(&refused).as_deref(), Some("FORBIDDEN"), "still the first owner's: {refused}");
+    let message = refused["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains("releaseScannerIdentity"), "the refusal says how to move it: {message}");
+
+    // Only its owner (or an admin) may release it.
+    let (_, body) = app.post_gql(&bea.auth(), RELEASE, json!({ "id": scanner })).await;
+    assert_eq!(code(&body).as_deref(), Some("FORBIDDEN"), "{body}");
+    let released = app.ok(&v.org.auth(), RELEASE, json!({ "id": scanner })).await;
+    assert_eq!(released["releaseScannerIdentity"], true);
+
+    // The next batch binds it to the new owner's key.
+    let (status, r) = submit_as(&app, &beas, Some(&scanner), &next).await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["data"]["submitSightings"]["replayed"], false, "{r}");
+    // Its batch ids still protect against replays: the batch sent under the
+    // first owner, resent from the outbox, is not applied a second time.
+    let (_, again) = submit_as(&app, &beas, Some(&scanner), &sent).await;
+    assert_eq!(again["data"]["submitSightings"]["replayed"], true, "{again}");
+    assert_eq!(attendance(&app, &v).await[0]["sightings"], 1, "counted once");
+    // Now the first owner's key is the foreign one.
+    let (_, r) = submit_as(&app, &door, Some(&scanner), &batch(vec![sighting(&v.ada_ble, at(&v, 30), -60)])).await;
+    assert_eq!(code(&r).as_deref(), Some("FORBIDDEN"), "{r}");
+    assert_eq!(app.err(&v.org.auth(), RELEASE, json!({ "id": scanner })).await, "FORBIDDEN");
+
+    // An admin may release anyone's.
+    let admin = app.admin().await;
+    assert_eq!(app.ok(&admin.auth(), RELEASE, json!({ "id": scanner })).await["releaseScannerIdentity"], true);
+}
+
+#[tokio::test]
+async fn releasing_an_unknown_identity_is_not_found() {
+    let app = spawn_app().await;
+    let org = app.organizer("org@example.org").await;
+    let unknown = uuid::Uuid::new_v4().to_string();
+    let (_, body) = app.post_gql(&org.auth(), RELEASE, json!({ "id": unknown })).await;
+    assert_eq!(code(&body).as_deref(), Some("NOT_FOUND"), "{body}");
+    let message = body["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains(&unknown) && message.contains("not bound"), "{message}");
+    // Not a UUID: refused before anything is looked up.
+    let (_, body) = app.post_gql(&org.auth(), RELEASE, json!({ "id": "door-1" })).await;
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("UUID"), "{body}");
+    // A scanner's key may not release identities.
+    let event = app.create_event(&org, "E").await;
+    let (_, key) = app.api_key(&org, "k", Some(vec![&event])).await;
+    let (_, body) = post_with_key(&app, &key, None, RELEASE, json!({ "id": unknown })).await;
+    assert!(matches!(code(&body).as_deref(), Some("FORBIDDEN" | "UNAUTHENTICATED")), "{body}");
 }

@@ -12,11 +12,17 @@
 //!    transaction is committed. The pipeline calls it once per commit interval with
 //!    everything coalesced since the last call (a group commit): one fsync per
 //!    interval, not one per advertisement.
-//! 2. **A batch is fixed at sealing.** [`Outbox::next_batch`] returns the oldest
+//! 2. **A batch is fixed once sent.** [`Outbox::next_batch`] returns the oldest
 //!    sealed batch if there is one; otherwise, in one transaction, it takes up to N
-//!    pending sightings, gives them a fresh `batchId`, and records both. A batch's id
-//!    and members never change afterwards, so a retry, even after a restart, sends
-//!    exactly the same batch under the same id, and the server applies it once.
+//!    pending sightings, gives them a fresh `batchId`, and records both. Before a
+//!    batch first goes to the network, [`Outbox::begin_send`] records that it was
+//!    sent (durably, in the transaction that reads what is sent). From then on its
+//!    id and members never change, so a retry, even after a restart, sends exactly
+//!    the same batch under the same id, and the server applies it once (the server
+//!    refuses a batch id reused with other contents). The one change a batch may
+//!    see is before it was ever sent, which no server can have seen:
+//!    [`Outbox::rebase`] mends the times of the sightings heard under a wrong clock
+//!    in batches never sent, with the pending ones.
 //! 3. **Removed only after an answer.** [`Outbox::ack`] deletes a batch and its
 //!    sightings in one transaction, and only the uploader calls it, after the
 //!    server's result (fresh or `replayed`) arrived. A crash before the ack means
@@ -43,7 +49,10 @@ use uuid::Uuid;
 
 use crate::sighting::Sighting;
 
+mod poison;
+mod rebase;
 mod salvage;
+pub use rebase::{Rebased, Stamp};
 pub use salvage::Recovery;
 
 /// File name of the outbox inside the data directory.
@@ -60,18 +69,6 @@ pub enum OutboxError {
     Sql(#[from] rusqlite::Error),
 }
 
-/// When and in which boot a group of live sightings was committed (see
-/// [`Outbox::append_stamped`] and [`crate::clock`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Stamp {
-    /// This boot's id.
-    pub boot_id: String,
-    /// The monotonic time since boot at the commit, ms.
-    pub mono_ms: i64,
-    /// The wall time the sightings were stamped with at the same instant, Unix ms.
-    pub wall_ms: i64,
-}
-
 /// A sealed batch, ready to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Batch {
@@ -81,6 +78,9 @@ pub struct Batch {
     pub sightings: Vec<Sighting>,
     /// How many times it has been sent without an answer (for the logs).
     pub attempts: u32,
+    /// Whether it was ever handed to the network ([`Outbox::begin_send`]): from
+    /// then on it never changes.
+    pub sent: bool,
 }
 
 /// Counters kept with the outbox, so they survive restarts.
@@ -157,7 +157,7 @@ CREATE TABLE IF NOT EXISTS note (
 ";
 
 /// The schema's version (`PRAGMA user_version`) this code writes.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// Creates the tables if needed and brings an outbox made by an older scanner up
 /// to [`SCHEMA_VERSION`], in one write transaction: `status` or `flush` may open
@@ -181,13 +181,21 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     };
     // Version 2: when a batch first failed (for parking poison batches), and the
     // boot and monotonic clock a sighting was heard at (for rebasing a wrong clock).
-    for (table, column, ty) in
-        [("batch", "first_failed_ms", "INTEGER"), ("sighting", "boot_id", "TEXT"), ("sighting", "mono_ms", "INTEGER")]
-    {
+    // Version 3: when a batch was first handed to the network (NULL: never, so it
+    // may still be rebased).
+    for (table, column, ty) in [
+        ("batch", "first_failed_ms", "INTEGER"),
+        ("sighting", "boot_id", "TEXT"),
+        ("sighting", "mono_ms", "INTEGER"),
+        ("batch", "sent_at_ms", "INTEGER"),
+    ] {
         if !has(table, column)? {
             conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {ty}"))?;
         }
     }
+    // An older scanner did not record sending: any batch it sealed may have been
+    // sent, so none of them is ever rebased.
+    conn.execute("UPDATE batch SET sent_at_ms = coalesce(first_failed_ms, sealed_at_ms) WHERE sent_at_ms IS NULL", [])?;
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()
 }
@@ -235,61 +243,6 @@ impl Outbox {
         self.append_stamped(sightings, None)
     }
 
-    /// [`Self::append`] for sightings heard live, stamped by this machine's clock:
-    /// each is also given this boot's id and its time on the monotonic clock
-    /// (`stamp.mono_ms − (stamp.wall_ms − seen_at_ms)`: exact unless the wall
-    /// clock stepped within the last coalescing window), so that
-    /// [`Self::rebase`] can mend its wall time if the clock proves wrong.
-    pub fn append_stamped(&mut self, sightings: &[Sighting], stamp: Option<&Stamp>) -> Result<(), OutboxError> {
-        if sightings.is_empty() {
-            return Ok(());
-        }
-        let tx = self.conn.transaction()?;
-        {
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO sighting (identifier, seen_at_ms, rssi, event_id, boot_id, mono_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
-            for s in sightings {
-                let (boot, mono) = match stamp {
-                    Some(st) => (Some(st.boot_id.as_str()), Some(st.mono_ms - (st.wall_ms - s.seen_at_ms))),
-                    None => (None, None),
-                };
-                insert.execute(params![s.identifier, s.seen_at_ms, s.rssi, s.event_id, boot, mono])?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// Mends the wall time of the pending sightings heard in boot `boot_id`: their
-    /// `seen_at` becomes `server_ms + (mono − mono_ref)`, where it differs from that
-    /// by more than `tolerance_ms`. Sealed batches are not touched (a batch is
-    /// fixed at sealing). Returns how many were changed, and how many pending
-    /// sightings of other boots could not be (their monotonic time means nothing now).
-    pub fn rebase(
-        &mut self,
-        boot_id: &str,
-        server_ms: i64,
-        mono_ref: i64,
-        tolerance_ms: i64,
-    ) -> Result<(u64, u64), OutboxError> {
-        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let changed = tx.execute(
-            "UPDATE sighting SET seen_at_ms = ?2 + (mono_ms - ?3)
-             WHERE batch IS NULL AND boot_id = ?1 AND mono_ms IS NOT NULL
-               AND abs(?2 + (mono_ms - ?3) - seen_at_ms) > ?4",
-            params![boot_id, server_ms, mono_ref, tolerance_ms],
-        )?;
-        let other_boots: i64 = tx.query_row(
-            "SELECT COUNT(*) FROM sighting WHERE batch IS NULL AND boot_id IS NOT NULL AND boot_id != ?1",
-            [boot_id],
-            |r| r.get(0),
-        )?;
-        tx.commit()?;
-        Ok((changed as u64, other_boots.max(0) as u64))
-    }
-
     /// The oldest sealed batch, or a newly sealed one of at most `max` pending
     /// sightings; `None` when nothing is waiting.
     pub fn next_batch(&mut self, max: usize) -> Result<Option<Batch>, OutboxError> {
@@ -300,14 +253,15 @@ impl Outbox {
     /// clock is known to be wrong: see [`crate::clock`]).
     pub fn next_batch_sealing(&mut self, max: usize, seal: bool) -> Result<Option<Batch>, OutboxError> {
         let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let existing: Option<(i64, String, u32)> = tx
+        let existing: Option<(i64, String, u32, bool)> = tx
             .query_row(
-                "SELECT seq, batch_id, attempts FROM batch WHERE dead_reason IS NULL ORDER BY seq LIMIT 1",
+                "SELECT seq, batch_id, attempts, sent_at_ms IS NOT NULL FROM batch WHERE dead_reason IS NULL
+                 ORDER BY seq LIMIT 1",
                 [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .optional()?;
-        let (seq, batch_id, attempts) = match existing {
+        let (seq, batch_id, attempts, sent) = match existing {
             Some(found) => found,
             None if !seal => return Ok(None),
             None => {
@@ -328,70 +282,13 @@ impl Outbox {
                        (SELECT id FROM sighting WHERE batch IS NULL ORDER BY id LIMIT ?2)",
                     params![seq, limit],
                 )?;
-                (seq, batch_id, 0)
+                (seq, batch_id, 0, false)
             }
         };
-        let sightings = {
-            let mut stmt = tx.prepare_cached(
-                "SELECT identifier, seen_at_ms, rssi, event_id FROM sighting WHERE batch = ?1 ORDER BY id",
-            )?;
-            let rows = stmt.query_map([seq], |r| {
-                Ok(Sighting { identifier: r.get(0)?, seen_at_ms: r.get(1)?, rssi: r.get(2)?, event_id: r.get(3)? })
-            })?;
-            rows.collect::<Result<Vec<_>, _>>()?
-        };
+        let sightings = batch_sightings(&tx, seq)?;
         tx.commit()?;
         let batch_id = Uuid::parse_str(&batch_id).unwrap_or_else(|_| Uuid::nil());
-        Ok(Some(Batch { batch_id, sightings, attempts }))
-    }
-
-    /// Counts one more send of `batch_id` that failed; returns how many there have
-    /// been and when the first was (Unix ms), for deciding to park it.
-    pub fn note_attempt(&mut self, batch_id: Uuid) -> Result<(u32, i64), OutboxError> {
-        let now = crate::sighting::now_ms();
-        let row = self
-            .conn
-            .query_row(
-                "UPDATE batch SET attempts = attempts + 1, first_failed_ms = coalesce(first_failed_ms, ?2)
-                 WHERE batch_id = ?1 RETURNING attempts, first_failed_ms",
-                params![batch_id.to_string(), now],
-                |r| Ok((r.get::<_, u32>(0)?, r.get::<_, i64>(1)?)),
-            )
-            .optional()?;
-        Ok(row.unwrap_or((0, now)))
-    }
-
-    /// Splits a sealed batch the server never accepted (refused as too large) in
-    /// two, each under a fresh id: the first half keeps its place in the sending
-    /// order, the second is sealed after the batches already waiting. Returns the
-    /// new ids, or `None` for a batch of one sighting, which cannot be split.
-    pub fn split(&mut self, batch_id: Uuid) -> Result<Option<(Uuid, Uuid)>, OutboxError> {
-        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let seq: Option<i64> = tx
-            .query_row("SELECT seq FROM batch WHERE batch_id = ?1", [batch_id.to_string()], |r| r.get(0))
-            .optional()?;
-        let Some(seq) = seq else { return Ok(None) };
-        let n: i64 = tx.query_row("SELECT COUNT(*) FROM sighting WHERE batch = ?1", [seq], |r| r.get(0))?;
-        if n < 2 {
-            return Ok(None);
-        }
-        let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
-        tx.execute(
-            "UPDATE batch SET batch_id = ?2, attempts = 0, first_failed_ms = NULL WHERE seq = ?1",
-            params![seq, first.to_string()],
-        )?;
-        tx.execute(
-            "INSERT INTO batch (batch_id, sealed_at_ms) VALUES (?1, ?2)",
-            params![second.to_string(), crate::sighting::now_ms()],
-        )?;
-        let second_seq = tx.last_insert_rowid();
-        tx.execute(
-            "UPDATE sighting SET batch = ?2 WHERE id IN
-               (SELECT id FROM sighting WHERE batch = ?1 ORDER BY id LIMIT -1 OFFSET ?3)",
-            params![seq, second_seq, n / 2],
-        )?;
-        tx.commit()?;
-        Ok(Some((first, second)))
+        Ok(Some(Batch { batch_id, sightings, attempts, sent }))
     }
 
     /// The server answered for `batch_id`: remove it with its sightings and update
@@ -427,22 +324,6 @@ impl Outbox {
         }
         tx.commit()?;
         Ok(true)
-    }
-
-    /// The server refused `batch_id` as a whole for good: keep it, never send it again.
-    pub fn park(&mut self, batch_id: Uuid, reason: &str) -> Result<(), OutboxError> {
-        self.conn
-            .execute("UPDATE batch SET dead_reason = ?2 WHERE batch_id = ?1", params![batch_id.to_string(), reason])?;
-        Ok(())
-    }
-
-    /// Gives every dead batch another go: they become sealed batches again, with
-    /// their ids and members unchanged, sent before anything sealed after them.
-    /// Returns how many there were.
-    pub fn unpark_all(&mut self) -> Result<u64, OutboxError> {
-        let n =
-            self.conn.execute("UPDATE batch SET dead_reason = NULL, attempts = 0 WHERE dead_reason IS NOT NULL", [])?;
-        Ok(n as u64)
     }
 
     /// Sightings waiting to be delivered (pending and sealed, dead excluded).
@@ -501,6 +382,16 @@ impl Outbox {
             last_recovery: note("last_recovery")?.and_then(|v| serde_json::from_str(&v).ok()),
         })
     }
+}
+
+/// The sightings of the batch `seq`, in append order.
+fn batch_sightings(conn: &Connection, seq: i64) -> rusqlite::Result<Vec<Sighting>> {
+    let mut stmt = conn
+        .prepare_cached("SELECT identifier, seen_at_ms, rssi, event_id FROM sighting WHERE batch = ?1 ORDER BY id")?;
+    let rows = stmt.query_map([seq], |r| {
+        Ok(Sighting { identifier: r.get(0)?, seen_at_ms: r.get(1)?, rssi: r.get(2)?, event_id: r.get(3)? })
+    })?;
+    rows.collect()
 }
 
 #[cfg(test)]

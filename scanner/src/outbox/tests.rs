@@ -68,6 +68,25 @@ fn an_older_outbox_is_migrated_in_place() {
     let b = ob.next_batch(10).unwrap().unwrap();
     assert_eq!(b.sightings[0].identifier, "old");
     assert_eq!(ob.note_attempt(b.batch_id).unwrap().0, 1);
+    drop(ob);
+
+    // A batch an older scanner sealed may have been sent: it is never rebased.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut conn = Connection::open(dir.path().join(OUTBOX_FILE)).unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        conn.execute_batch(
+            "ALTER TABLE batch ADD COLUMN first_failed_ms INTEGER; ALTER TABLE sighting ADD COLUMN boot_id TEXT;
+             ALTER TABLE sighting ADD COLUMN mono_ms INTEGER; PRAGMA user_version = 2;
+             INSERT INTO batch (batch_id, sealed_at_ms) VALUES ('00000000-0000-4000-8000-000000000001', 5);
+             INSERT INTO sighting (identifier, seen_at_ms, batch, boot_id, mono_ms) VALUES ('v2', 1, 1, 'b1', 1);",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+    }
+    let mut ob = Outbox::open(dir.path()).unwrap();
+    assert!(ob.next_batch(10).unwrap().unwrap().sent);
+    assert_eq!(ob.rebase("b1", 1_000_000, 1, 10).unwrap().kept_sent, 1);
 }
 
 #[test]
@@ -107,11 +126,92 @@ fn rebase_mends_pending_sightings_of_this_boot_only() {
     ob.append(&[s(7)]).unwrap();
     // The server says that at monotonic 20 s it was 2030-01-01.
     let truth = 1_893_456_000_000;
-    assert_eq!(ob.rebase("b1", truth, 20_000, 1_000).unwrap(), (2, 1));
-    assert_eq!(ob.rebase("b1", truth, 20_000, 1_000).unwrap(), (0, 1), "once is enough");
+    let done = ob.rebase("b1", truth, 20_000, 1_000).unwrap();
+    assert_eq!((done.pending, done.sealed, done.other_boots), (2, 0, 1));
+    let again = ob.rebase("b1", truth, 20_000, 1_000).unwrap();
+    assert_eq!((again.pending, again.other_boots), (0, 1), "once is enough");
     let b = ob.next_batch(10).unwrap().unwrap();
     let times: Vec<i64> = b.sightings.iter().map(|s| s.seen_at_ms).collect();
     assert_eq!(times, vec![truth - 10_000, truth - 10_000, 5, 7]);
+}
+
+/// Sightings heard an hour fast in boot `b1`, at monotonic `mono` ms.
+fn fast(mono: i64) -> (Sighting, Stamp) {
+    let wall = TRUTH + 3_600_000 + mono;
+    let heard = Sighting { identifier: format!("m{mono}"), seen_at_ms: wall, rssi: None, event_id: None };
+    (heard, Stamp { boot_id: "b1".into(), mono_ms: mono, wall_ms: wall })
+}
+
+/// The server's time at monotonic 0 in `fast`'s boot.
+const TRUTH: i64 = 1_893_456_000_000;
+
+fn times(b: &Batch) -> Vec<i64> {
+    b.sightings.iter().map(|s| s.seen_at_ms - TRUTH).collect()
+}
+
+#[test]
+fn batches_never_sent_are_rebased_and_batches_sent_are_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ob = Outbox::open(dir.path()).unwrap();
+    for mono in [10_000, 11_000, 12_000, 13_000] {
+        let (heard, stamp) = fast(mono);
+        ob.append_stamped(&[heard], Some(&stamp)).unwrap();
+    }
+    // The first batch went to the network and was refused (parked); the second
+    // was sealed and never sent; the rest is pending.
+    let sent = ob.next_batch(1).unwrap().unwrap();
+    assert!(!sent.sent);
+    let sent = ob.begin_send(sent.batch_id).unwrap().unwrap();
+    assert!(sent.sent);
+    ob.park(sent.batch_id, "VALIDATION: no").unwrap();
+    let unsent = ob.next_batch(1).unwrap().unwrap();
+    assert!(!unsent.sent);
+    assert_eq!(times(&unsent), vec![3_600_000 + 11_000]);
+
+    // The server's time is known: at monotonic 20 s it was TRUTH + 20 s.
+    let done = ob.rebase("b1", TRUTH + 20_000, 20_000, 1_000).unwrap();
+    let got = (done.pending, done.sealed, done.batches, done.kept_sent, done.other_boots);
+    assert_eq!(got, (2, 1, 1, 1, 0));
+    assert_eq!(ob.rebase("b1", TRUTH + 20_000, 20_000, 1_000).unwrap(), Rebased { kept_sent: 1, ..Rebased::default() });
+
+    // The batch sent is as it was sent, under its id.
+    ob.unpark_all().unwrap();
+    let again = ob.next_batch(10).unwrap().unwrap();
+    assert_eq!((again.batch_id, &again.sightings, again.sent), (sent.batch_id, &sent.sightings, true));
+    ob.ack(sent.batch_id, 0, false).unwrap();
+    // The one never sent goes out under its id, with the right time: what was
+    // read before the rebase is read afresh when it is sent.
+    let fixed = ob.begin_send(unsent.batch_id).unwrap().unwrap();
+    assert_eq!((fixed.batch_id, times(&fixed)), (unsent.batch_id, vec![11_000]));
+    ob.ack(fixed.batch_id, 0, false).unwrap();
+    assert_eq!(times(&ob.next_batch(10).unwrap().unwrap()), vec![12_000, 13_000]);
+}
+
+#[test]
+fn a_batch_sent_is_never_rebased() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ob = Outbox::open(dir.path()).unwrap();
+    for mono in [1_000, 2_000] {
+        let (heard, stamp) = fast(mono);
+        ob.append_stamped(&[heard], Some(&stamp)).unwrap();
+    }
+    let attempted = ob.next_batch(1).unwrap().unwrap();
+    let attempted = ob.begin_send(attempted.batch_id).unwrap().unwrap();
+    // The send failed without an answer: the server may have applied it.
+    ob.note_attempt(attempted.batch_id).unwrap();
+    let done = ob.rebase("b1", TRUTH + 5_000, 5_000, 1_000).unwrap();
+    assert_eq!((done.pending, done.sealed, done.kept_sent), (1, 0, 1));
+    let again = ob.next_batch(10).unwrap().unwrap();
+    assert_eq!((again.batch_id, &again.sightings, again.sent), (attempted.batch_id, &attempted.sightings, true));
+    assert_eq!(times(&again), vec![3_600_000 + 1_000], "untouched");
+    // Split after a refusal as too large, the halves were never sent.
+    ob.append_stamped(&[fast(3_000).0], Some(&fast(3_000).1)).unwrap();
+    ob.ack(attempted.batch_id, 0, false).unwrap();
+    let two = ob.next_batch(10).unwrap().unwrap();
+    let two = ob.begin_send(two.batch_id).unwrap().unwrap();
+    let (first, _) = ob.split(two.batch_id).unwrap().unwrap();
+    let half = ob.next_batch(10).unwrap().unwrap();
+    assert_eq!((half.batch_id, half.sent), (first, false));
 }
 
 #[test]

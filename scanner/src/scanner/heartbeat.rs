@@ -1,6 +1,7 @@
 //! The heartbeat task: every `heartbeat_secs` it logs a `status` line, sends
 //! `scannerHeartbeat`, and takes the server's time from the answer to check the
 //! scanner's clock (see [`crate::clock`]); the pipeline applies a correction.
+//! It beats at once, too, when the uploader waits for the server's time.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -135,6 +136,8 @@ impl Heartbeat {
             tokio::select! {
                 _ = tokio::time::sleep(self.every.max(Duration::from_millis(100))) => {}
                 _ = stop.changed() => {}
+                // The uploader waits for the server's time before its first upload.
+                _ = self.clock.server_time_wanted() => {}
             }
         }
     }

@@ -13,7 +13,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use super::PipelineCounters;
 use crate::api::ActiveEvent;
 use crate::backlog::Backlog;
-use crate::clock::{Clock, DEFAULT_TOLERANCE_MS, boot_id, mono_ms};
+use crate::clock::{Clock, boot_id, mono_ms, rebase_outbox};
 use crate::config::RunSettings;
 use crate::health::RateMeter;
 use crate::outbox::{Outbox, Stamp};
@@ -202,46 +202,6 @@ pub(super) async fn pipeline_loop(
                 let out = pipeline.coalescer.drain_all();
                 return commit(&mut outbox, &mut pipeline, out, true, 0);
             }
-        }
-    }
-}
-
-/// Rebases the pending sightings of this boot on `r` (the server's time, or the
-/// wall clock just set) and says so. Returns false if the outbox could not be
-/// written (the heartbeat's next answer tries again).
-fn rebase_outbox(outbox: &mut Outbox, r: &crate::clock::Reference, from_server: bool) -> bool {
-    let Some(boot) = boot_id() else {
-        tracing::warn!("the clock is wrong, and without a boot id the sightings cannot be rebased: check NTP");
-        return true;
-    };
-    match tokio::task::block_in_place(|| outbox.rebase(boot, r.server_ms, r.mono_ms, DEFAULT_TOLERANCE_MS)) {
-        Ok((rebased, other_boots)) => {
-            let earlier = if other_boots > 0 {
-                format!("; {other_boots} sightings from an earlier boot keep their times")
-            } else {
-                String::new()
-            };
-            if from_server {
-                let off = r.offset_ms as f64 / 1000.0;
-                tracing::warn!(
-                    rebased,
-                    offset_ms = r.offset_ms,
-                    "this scanner's clock is {:.1} s {} the server's (no NTP?): rebased {rebased} sightings waiting \
-                     in the outbox on the server's time, and stamping new ones with the corrected time{earlier}",
-                    off.abs(),
-                    if off > 0.0 { "behind" } else { "ahead of" }
-                );
-            } else if rebased > 0 {
-                tracing::warn!(
-                    rebased,
-                    "rebased {rebased} sightings waiting in the outbox on the clock just set{earlier}"
-                );
-            }
-            true
-        }
-        Err(e) => {
-            tracing::error!("cannot rebase the outbox on the right time (trying again at the next heartbeat): {e}");
-            false
         }
     }
 }

@@ -4,7 +4,9 @@
 //! the server counts the sightings at the right time. The wrong clock is
 //! libfaketime's (preloaded; Debian package `faketime`) in the real binary, which
 //! hears phones through the fake BlueZ; the monotonic clock is left alone. A
-//! second test steps the clock back an hour while the scanner runs.
+//! second test runs it half an hour fast (past the build-time floor, so nothing
+//! says it is wrong until the server's time is known), with a batch sealed
+//! before then; a third steps the clock back an hour while the scanner runs.
 
 use std::process::Command;
 use std::time::Duration;
@@ -16,37 +18,13 @@ use crate::helpers::*;
 
 #[tokio::test]
 async fn a_clock_stuck_in_2020_is_rebased_on_the_servers_time() {
-    let mut server = Server::start().await;
-    let now = rollcall_scanner::sighting::now_ms();
-    let event = server.active_event("No NTP", &iso(now - 3_600_000), &iso(now + 3_600_000)).await;
     let ada = "7e1e0000-0000-4000-8000-000000000001";
-    server.attendee("ntp@example.org", ada, &event).await;
-    let home = ScannerHome::new(&server.api_key(&event).await);
-    std::fs::write(
-        home.path("phones.json"),
-        json!([{ "address": "5C:F3:70:11:22:07", "rssi": [-60, -62], "uuids": [ada] }]).to_string(),
-    )
-    .unwrap();
-    let bus = DbusDaemon::start();
-    let _fake = start_fake_bluez(&home, &bus, 3_000).await;
+    let Door { mut server, event, home, bus, _fake } = door("No NTP", ada, "5C:F3:70:11:22:07", 1).await;
     // The server is out of reach at first: nothing tells the scanner the time.
     server.down();
 
     let heard_from = rollcall_scanner::sighting::now_ms();
-    let lib = libfaketime();
-    let mut run = home.spawn_run_piped(
-        &[],
-        &[
-            ("LD_PRELOAD", lib.as_str()),
-            ("FAKETIME", "@2020-01-01 00:00:00"),
-            ("DONT_FAKE_MONOTONIC", "1"),
-            ("DBUS_SYSTEM_BUS_ADDRESS", bus.address.as_str()),
-        ],
-        &server.base,
-        "ble",
-        &["--window-secs", "1", "--watchdog-secs", "10"],
-        "run.log",
-    );
+    let mut run = run_ble(&home, &bus, &server, &[("FAKETIME", "@2020-01-01 00:00:00")], &[]);
     let st = eventually(Duration::from_secs(30), "sightings in the outbox", || {
         let st = home.status();
         (st["stats"]["depth"].as_u64().unwrap_or(0) >= 3).then_some(st)
@@ -81,6 +59,100 @@ async fn a_clock_stuck_in_2020_is_rebased_on_the_servers_time() {
     assert!(run.wait_for_exit(Duration::from_secs(20)).success(), "{}", home.log_text("run.log"));
 }
 
+#[tokio::test]
+async fn a_batch_sealed_before_the_servers_time_was_known_is_rebased_before_it_is_sent() {
+    let ada = "fa57c10c-0000-4000-8000-000000000001";
+    let Door { mut server, event, home, bus, _fake } = door("Fast clock", ada, "5C:F3:70:11:22:09", 2).await;
+    // Out of reach at first, so nothing tells the scanner the time.
+    server.down();
+
+    // Half an hour fast: after the build-time floor, so nothing says it is wrong
+    // until the server's time is known.
+    let heard_from = rollcall_scanner::sighting::now_ms();
+    let mut run = run_ble(&home, &bus, &server, &[("FAKETIME", "+30m")], &["--batch-size", "2"]);
+    // A batch is sealed (with the fast time) while the server's time is unknown,
+    // and more sightings wait behind it.
+    eventually(Duration::from_secs(30), "a sealed batch and pending sightings", || {
+        let st = home.status();
+        (st["stats"]["sealedBatches"].as_u64().unwrap_or(0) >= 1 && st["stats"]["pending"].as_u64().unwrap_or(0) >= 1)
+            .then_some(())
+    })
+    .await;
+    assert!(run.running());
+
+    server.up().await;
+    let up_at = rollcall_scanner::sighting::now_ms();
+    let attendance = attendance_until(&server, &event, Duration::from_secs(30), |a| {
+        a.get(ada).is_some_and(|r| ms(r["lastSeen"].as_str().unwrap()) >= up_at)
+    })
+    .await;
+    let log = home.log_text("run.log");
+    let row = attendance.get(ada).unwrap_or_else(|| panic!("{log}"));
+    let (first, last) = (ms(row["firstSeen"].as_str().unwrap()), ms(row["lastSeen"].as_str().unwrap()));
+    // What was sealed before the server's time was known was heard first: it is
+    // counted at the real time, not half an hour ahead.
+    assert!(first >= heard_from - 2_000 && first < up_at, "first seen {} (started {})", iso(first), iso(heard_from));
+    assert!(last <= rollcall_scanner::sighting::now_ms() + 2_000, "nothing half an hour ahead: {row}\n{log}");
+    assert_eq!(stays(&row["stays"]).len(), 1, "one stay: {row}");
+    assert!(log.contains("ahead of the server's"), "{log}");
+    let rebased_sealed = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find_map(|l| l["fields"]["rebased_sealed"].as_u64());
+    assert!(rebased_sealed >= Some(1), "the sealed batch's rebase is logged: {log}");
+    assert!(log.contains("holding the first upload until the server's time is known"), "{log}");
+    let uploads = home.uploads("run.log");
+    assert_eq!(sum(&uploads, "rejected"), 0, "{log}");
+    assert!(Command::new("kill").args(["-TERM", &run.pid().to_string()]).status().unwrap().success());
+    assert!(run.wait_for_exit(Duration::from_secs(20)).success(), "{}", home.log_text("run.log"));
+}
+
+/// A door with one phone (Ada's, at `address`) heard through a fake BlueZ, and
+/// an event from three hours ago to `hours_ahead` from now.
+struct Door {
+    server: Server,
+    event: String,
+    home: ScannerHome,
+    bus: DbusDaemon,
+    _fake: ChildGuard,
+}
+
+async fn door(name: &str, ada: &str, address: &str, hours_ahead: i64) -> Door {
+    let server = Server::start().await;
+    let now = rollcall_scanner::sighting::now_ms();
+    let event = server.active_event(name, &iso(now - 3 * 3_600_000), &iso(now + hours_ahead * 3_600_000)).await;
+    server.attendee(&format!("{}@example.org", name.replace(' ', "-")), ada, &event).await;
+    let home = ScannerHome::new(&server.api_key(&event).await);
+    std::fs::write(
+        home.path("phones.json"),
+        json!([{ "address": address, "rssi": [-60, -62], "uuids": [ada] }]).to_string(),
+    )
+    .unwrap();
+    let bus = DbusDaemon::start();
+    let _fake = start_fake_bluez(&home, &bus, 3_000).await;
+    Door { server, event, home, bus, _fake }
+}
+
+/// `run --source ble` with 1 s windows, its wall clock set by libfaketime's
+/// `clock` variables (the monotonic clock left alone), logging to `run.log`.
+fn run_ble(
+    home: &ScannerHome,
+    bus: &DbusDaemon,
+    server: &Server,
+    clock: &[(&str, &str)],
+    extra: &[&str],
+) -> ChildGuard {
+    let lib = libfaketime();
+    let mut env = vec![
+        ("LD_PRELOAD", lib.as_str()),
+        ("DONT_FAKE_MONOTONIC", "1"),
+        ("DBUS_SYSTEM_BUS_ADDRESS", bus.address.as_str()),
+    ];
+    env.extend_from_slice(clock);
+    let args = [&["--window-secs", "1", "--watchdog-secs", "10"][..], extra].concat();
+    home.spawn_run_piped(&[], &env, &server.base, "ble", &args, "run.log")
+}
+
 /// libfaketime's library (multi-threaded variant), for a clock a test can step.
 fn libfaketime() -> String {
     let found = std::fs::read_dir("/usr/lib")
@@ -93,38 +165,14 @@ fn libfaketime() -> String {
 
 #[tokio::test]
 async fn the_clock_stepping_back_while_running_neither_moves_nor_loses_sightings() {
-    let server = Server::start().await;
-    let now = rollcall_scanner::sighting::now_ms();
-    let event = server.active_event("Step back", &iso(now - 3 * 3_600_000), &iso(now + 3_600_000)).await;
     let ada = "57e9bac0-0000-4000-8000-000000000001";
-    server.attendee("step@example.org", ada, &event).await;
-    let home = ScannerHome::new(&server.api_key(&event).await);
-    std::fs::write(
-        home.path("phones.json"),
-        json!([{ "address": "5C:F3:70:11:22:08", "rssi": [-60], "uuids": [ada] }]).to_string(),
-    )
-    .unwrap();
-    let bus = DbusDaemon::start();
-    let _fake = start_fake_bluez(&home, &bus, 3_000).await;
+    let Door { server, event, home, bus, _fake } = door("Step back", ada, "5C:F3:70:11:22:08", 1).await;
     // The scanner's wall clock comes from this file (an offset), read at most once a second.
     let offset_file = home.path("faketime");
     std::fs::write(&offset_file, "+0\n").unwrap();
-    let lib = libfaketime();
     let started = rollcall_scanner::sighting::now_ms();
-    let mut run = home.spawn_run_piped(
-        &[],
-        &[
-            ("LD_PRELOAD", lib.as_str()),
-            ("FAKETIME_TIMESTAMP_FILE", offset_file.to_str().unwrap()),
-            ("FAKETIME_CACHE_DURATION", "1"),
-            ("DONT_FAKE_MONOTONIC", "1"),
-            ("DBUS_SYSTEM_BUS_ADDRESS", bus.address.as_str()),
-        ],
-        &server.base,
-        "ble",
-        &["--window-secs", "1", "--watchdog-secs", "10"],
-        "run.log",
-    );
+    let clock = [("FAKETIME_TIMESTAMP_FILE", offset_file.to_str().unwrap()), ("FAKETIME_CACHE_DURATION", "1")];
+    let mut run = run_ble(&home, &bus, &server, &clock, &[]);
     // Running, heard, and the clock checked against the server's.
     eventually(Duration::from_secs(30), "a heartbeat that finds the clock right", || {
         home.log_text("run.log").contains("\"clock\":\"SYNCED\"").then_some(())

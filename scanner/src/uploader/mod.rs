@@ -2,6 +2,12 @@
 //!
 //! One batch is in flight at a time, in sealing order. For each:
 //!
+//! - **Never sent yet**: it waits until the clock is known to be right (the
+//!   server's time seen by this process, see [`crate::clock`]), asking the
+//!   heartbeat for it, so that a batch stamped by a wrong clock is rebased before
+//!   it goes out, not after. Then [`Outbox::begin_send`] records, durably, that
+//!   it is being sent and reads it afresh; from then on it never changes. A batch
+//!   already sent (by an earlier process) goes out again at once, as it is.
 //! - **Answered** (fresh or `replayed`): the batch is acked, i.e. deleted from the
 //!   outbox. Sightings the server rejected with a reason (`rejected[]`) are logged
 //!   and counted; the rest of the batch was applied, so it is acked all the same.
@@ -42,6 +48,10 @@ use crate::api::{ApiError, ServerClient, submit_sightings};
 use crate::clock::Clock;
 use crate::outbox::{Batch, Outbox, OutboxError};
 use crate::sighting::{now_ms, rfc3339_ms};
+pub use waits::read_key;
+use waits::{ClockWait, KeyWait};
+
+mod waits;
 
 /// How the uploader behaves.
 #[derive(Clone, Debug)]
@@ -89,28 +99,22 @@ pub struct Uploader {
     /// Sightings per newly sealed batch: the configured size, halved by every
     /// split of a batch refused as too large.
     batch_size: usize,
-    /// The scanner's clock: no new batch is sealed while it is known to be wrong.
+    /// The scanner's clock: no new batch is sealed while it is known to be wrong,
+    /// and none is sent for the first time before it is known to be right.
     clock: Option<Arc<Clock>>,
-}
-
-/// How waiting for a usable key ended.
-enum KeyWait {
-    /// Told to stop.
-    Stopped,
-    /// The key file (or a SIGHUP) brought another key.
-    NewKey,
-    /// The long backoff is over: try the refused key again (a proxy's 401 may pass).
-    RetrySame,
+    /// Waiting for the server's time, if it is.
+    clock_wait: ClockWait,
 }
 
 impl Uploader {
     /// An uploader over `outbox` sending to `client`.
     pub fn new(outbox: Outbox, client: ServerClient, cfg: UploaderConfig, wake: Arc<Notify>) -> Self {
         let batch_size = cfg.batch_size;
-        Self { outbox, client, cfg, wake, batch_size, clock: None }
+        Self { outbox, client, cfg, wake, batch_size, clock: None, clock_wait: ClockWait::default() }
     }
 
-    /// The same uploader, sealing no new batch while `clock` is known to be wrong.
+    /// The same uploader, sealing no new batch while `clock` is known to be
+    /// wrong, and sending none for the first time before it is known to be right.
     pub fn with_clock(mut self, clock: Arc<Clock>) -> Self {
         self.clock = Some(clock);
         self
@@ -134,22 +138,19 @@ impl Uploader {
             let seal = self.clock.as_ref().is_none_or(|c| c.may_seal());
             let batch = match tokio::task::block_in_place(|| self.outbox.next_batch_sealing(self.batch_size, seal)) {
                 Ok(batch) => batch,
-                // Sealing writes to the outbox; on a full disk that fails until
-                // room is made. Running, wait and try again; `flush` reports it.
-                Err(e) if !*drain.borrow() => {
-                    failures = failures.saturating_add(1);
-                    let delay = backoff(&self.cfg, failures);
-                    tracing::warn!(
-                        "cannot take the next batch from the outbox, retrying in {:.1} s: {e}",
-                        delay.as_secs_f64()
-                    );
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = stop.changed() => {}
-                    }
+                Err(e) => {
+                    let draining = *drain.borrow();
+                    outbox_failed(
+                        &self.cfg,
+                        e,
+                        "take the next batch from the outbox",
+                        &mut failures,
+                        draining,
+                        &mut stop,
+                    )
+                    .await?;
                     continue;
                 }
-                Err(e) => return Err(e.into()),
             };
             let Some(batch) = batch else {
                 if *drain.borrow() {
@@ -162,6 +163,24 @@ impl Uploader {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
                 continue;
+            };
+            let batch = if batch.sent {
+                batch
+            } else {
+                let drained = *drain.borrow();
+                if self.held_for_clock(&mut stop, drained).await {
+                    continue;
+                }
+                match tokio::task::block_in_place(|| self.outbox.begin_send(batch.batch_id)) {
+                    Ok(Some(batch)) => batch,
+                    // Acked or parked by another process (`flush`) meanwhile.
+                    Ok(None) => continue,
+                    Err(e) => {
+                        let what = format!("record batch {} as sent in the outbox", batch.batch_id);
+                        outbox_failed(&self.cfg, e, &what, &mut failures, drained, &mut stop).await?;
+                        continue;
+                    }
+                }
             };
             match self.send(&batch).await {
                 Ok(()) => {
@@ -329,50 +348,30 @@ impl Uploader {
         );
         Ok(())
     }
-
-    /// Waits until the key file holds a key other than the one the server just
-    /// refused, or a SIGHUP put another key in the client, or `retry` has passed.
-    /// The file may have been fixed while the refused request was in flight, so it
-    /// is read at once, then every few seconds.
-    async fn wait_for_new_key(&mut self, stop: &mut watch::Receiver<bool>, retry: Duration) -> KeyWait {
-        let path = self.cfg.api_key_file.clone();
-        let refused = self.client.api_key();
-        let deadline = tokio::time::Instant::now().checked_add(retry);
-        let mut tick = 0u32;
-        loop {
-            if self.client.api_key() != refused {
-                tracing::info!("the API key was re-read; resuming uploads");
-                return KeyWait::NewKey;
-            }
-            if tick.is_multiple_of(5)
-                && let Some(path) = &path
-                && let Ok(key) = read_key(path)
-                && key != refused
-            {
-                tracing::info!("the API key file holds a new key; resuming uploads");
-                self.client.set_api_key(key);
-                return KeyWait::NewKey;
-            }
-            if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
-                tracing::info!("trying the refused API key again");
-                return KeyWait::RetrySame;
-            }
-            tick = tick.wrapping_add(1);
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = stop.changed() => return KeyWait::Stopped,
-            }
-        }
-    }
 }
 
-/// Reads an API key from a file (surrounding whitespace ignored).
-pub fn read_key(path: &std::path::Path) -> std::io::Result<String> {
-    let key = std::fs::read_to_string(path)?.trim().to_owned();
-    if key.is_empty() {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{} is empty", path.display())));
+/// The outbox refused a write: sealing and recording a batch as sent write
+/// to it, and on a full disk that fails until room is made. Running, this
+/// waits (`Ok`) and the caller tries again; draining (`flush`), it gives up.
+async fn outbox_failed(
+    cfg: &UploaderConfig,
+    e: OutboxError,
+    what: &str,
+    failures: &mut u32,
+    draining: bool,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), UploadError> {
+    if draining {
+        return Err(e.into());
     }
-    Ok(key)
+    *failures = failures.saturating_add(1);
+    let delay = backoff(cfg, *failures);
+    tracing::warn!("cannot {what}, retrying in {:.1} s: {e}", delay.as_secs_f64());
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => {}
+        _ = stop.changed() => {}
+    }
+    Ok(())
 }
 
 /// Exponential backoff with full jitter: uniform in [initial/2, min(max, initial·2^(n-1))].
@@ -384,98 +383,4 @@ pub fn backoff(cfg: &UploaderConfig, failures: u32) -> Duration {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn uploader(dir: &std::path::Path, client_key: &str) -> Uploader {
-        let client = ServerClient::new("http://127.0.0.1:9", client_key.to_owned(), Duration::from_secs(1)).unwrap();
-        Uploader::new(
-            Outbox::open(&dir.join("data")).unwrap(),
-            client,
-            UploaderConfig {
-                batch_size: 10,
-                backoff_initial: Duration::from_millis(100),
-                backoff_max: Duration::from_secs(1),
-                api_key_file: Some(dir.join("api-key")),
-                give_up_after: None,
-                park_after_attempts: None,
-                park_after: Duration::ZERO,
-                bad_key_retry: Duration::from_secs(3600),
-            },
-            Arc::new(Notify::new()),
-        )
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_key_fixed_before_the_refusal_arrived_is_taken_at_once() {
-        let dir = tempfile::tempdir().unwrap();
-        // The request went out with `old`; the operator replaced the file meanwhile.
-        let mut up = uploader(dir.path(), "old");
-        std::fs::write(dir.path().join("api-key"), "new\n").unwrap();
-        let (_stop_tx, mut stop) = watch::channel(false);
-        let resumed =
-            tokio::time::timeout(Duration::from_secs(600), up.wait_for_new_key(&mut stop, Duration::MAX)).await;
-        assert!(matches!(resumed, Ok(KeyWait::NewKey)), "the new key in the file is used");
-        assert_eq!(up.client.api_key(), "new");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_refused_key_is_tried_again_after_the_long_backoff() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut up = uploader(dir.path(), "same");
-        std::fs::write(dir.path().join("api-key"), "same\n").unwrap();
-        let (_stop_tx, mut stop) = watch::channel(false);
-        let started = tokio::time::Instant::now();
-        let waited = up.wait_for_new_key(&mut stop, Duration::from_secs(300)).await;
-        assert!(matches!(waited, KeyWait::RetrySame));
-        assert!(started.elapsed() >= Duration::from_secs(300));
-        // A key put in the client (SIGHUP) ends the wait too.
-        let client = up.client.clone();
-        let task =
-            tokio::spawn(async move { matches!(up.wait_for_new_key(&mut stop, Duration::MAX).await, KeyWait::NewKey) });
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        client.set_api_key("reloaded".into());
-        assert!(tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn the_refused_key_is_not_taken_for_a_new_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut up = uploader(dir.path(), "old");
-        std::fs::write(dir.path().join("api-key"), "old\n").unwrap();
-        let (stop_tx, mut stop) = watch::channel(false);
-        let waiting =
-            tokio::time::timeout(Duration::from_secs(60), up.wait_for_new_key(&mut stop, Duration::MAX)).await;
-        assert!(waiting.is_err(), "still waiting: the file holds the refused key");
-        let task = tokio::spawn(async move {
-            let resumed = up.wait_for_new_key(&mut stop, Duration::MAX).await;
-            (matches!(resumed, KeyWait::NewKey), up.client.api_key())
-        });
-        tokio::time::sleep(Duration::from_secs(30)).await;
-        std::fs::write(dir.path().join("api-key"), "rotated\n").unwrap();
-        let (resumed, key) = tokio::time::timeout(Duration::from_secs(600), task).await.unwrap().unwrap();
-        assert_eq!((resumed, key.as_str()), (true, "rotated"));
-        drop(stop_tx);
-    }
-
-    #[test]
-    fn backoff_grows_to_the_cap_with_jitter() {
-        let cfg = UploaderConfig {
-            batch_size: 10,
-            backoff_initial: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(2),
-            api_key_file: None,
-            give_up_after: None,
-            park_after_attempts: None,
-            park_after: Duration::ZERO,
-            bad_key_retry: Duration::from_secs(3600),
-        };
-        for n in 1..30 {
-            let d = backoff(&cfg, n);
-            let cap = Duration::from_millis(100 * (1u64 << (n - 1).min(16))).min(Duration::from_secs(2));
-            assert!(d >= Duration::from_millis(50) && d <= cap, "attempt {n}: {d:?}");
-        }
-        let many: std::collections::HashSet<_> = (0..20).map(|_| backoff(&cfg, 8)).collect();
-        assert!(many.len() > 1, "jittered");
-    }
-}
+mod tests;
