@@ -8,13 +8,15 @@
 //! - [`rederive`]: deriving an event's attendance again, in the background;
 //! - [`identity`]: resolving rotating beacon identifiers;
 //! - [`door`]: door codes, and check-ins with them;
-//! - [`presence`]: presence reported by attendees' phones.
+//! - [`presence`]: presence reported by attendees' phones;
+//! - [`reports`]: the event report and the attendance CSV.
 
 pub mod door;
 pub mod identity;
 pub mod ingest;
 pub mod presence;
 pub mod rederive;
+pub mod reports;
 pub mod writer;
 
 pub use door::{DoorCodes, DoorError};

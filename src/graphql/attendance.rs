@@ -3,7 +3,7 @@
 
 use async_graphql::connection::Connection;
 use async_graphql::{Context, ID, InputObject, Object, Result, SimpleObject};
-use chrono::{DateTime, Duration, DurationRound, Utc};
+use chrono::{DateTime, Duration, Utc};
 use uuid::Uuid;
 
 use super::door::CheckInSourceGql;
@@ -11,11 +11,11 @@ use super::error::ApiError;
 use super::events::managed_event;
 use super::types::{Event, User};
 use super::{Page, ScannerIdentity, parse_id, principal, require_user, state};
-use crate::app::{IngestError, Source, single_check_in};
+use crate::app::{IngestError, Source, reports, single_check_in};
 use crate::auth::Principal;
 use crate::domain::ingest::{BatchOutcome, SightingIn};
 use crate::domain::{AttendancePolicy, CheckInSource, Role};
-use crate::store::{self, AttendanceRecord as Record};
+use crate::store::AttendanceRecord as Record;
 
 /// One sighting as a scanner heard it.
 #[derive(InputObject)]
@@ -252,41 +252,22 @@ impl AttendanceQuery {
     /// The event's organiser or an admin.
     async fn event_report(&self, ctx: &Context<'_>, event_id: ID) -> Result<EventReport> {
         let event = managed_event(ctx, &event_id).await?;
-        let st = state(ctx)?;
-        let regs = st.store.registrations().for_event(event.id, None, usize::MAX / 2).await?;
-        let rows = st.store.attendance().for_event(event.id, None, usize::MAX / 2).await?;
-        Ok(report(&regs, &rows))
+        Ok(reports::event_report(&state(ctx)?.store, event.id).await?.into())
     }
 }
 
-/// Computes the report from an event's registrations and attendance rows.
-pub fn report(regs: &[store::Registration], rows: &[Record]) -> EventReport {
-    let standing: std::collections::HashSet<Uuid> =
-        regs.iter().filter(|r| r.status == store::RegistrationStatus::Registered).map(|r| r.user_id).collect();
-    let walk_ins = regs.iter().filter(|r| r.status == store::RegistrationStatus::Registered && r.walk_in).count();
-    let attended_registered = rows.iter().filter(|r| standing.contains(&r.user_id)).count();
-    let mut dwell: Vec<i64> = rows.iter().map(|r| r.attendance.dwell().num_seconds()).collect();
-    dwell.sort_unstable();
-    let median = match dwell.len() {
-        0 => 0,
-        n if n % 2 == 1 => dwell[n / 2],
-        n => (dwell[n / 2 - 1] + dwell[n / 2]) / 2,
-    };
-    let mean = if dwell.is_empty() { 0 } else { dwell.iter().sum::<i64>() / dwell.len() as i64 };
-    let mut buckets: std::collections::BTreeMap<DateTime<Utc>, i64> = std::collections::BTreeMap::new();
-    for r in rows {
-        let start = r.attendance.first_seen.duration_trunc(Duration::minutes(5)).unwrap_or(r.attendance.first_seen);
-        *buckets.entry(start).or_default() += 1;
-    }
-    EventReport {
-        registered: standing.len() as i64,
-        checked_in: rows.len() as i64,
-        no_shows: (standing.len() - attended_registered) as i64,
-        walk_ins: walk_ins as i64,
-        attendance_rate: if standing.is_empty() { 0.0 } else { attended_registered as f64 / standing.len() as f64 },
-        median_dwell_seconds: median,
-        mean_dwell_seconds: mean,
-        arrivals: buckets.into_iter().map(|(start, count)| ArrivalBucket { start, count }).collect(),
+impl From<reports::Report> for EventReport {
+    fn from(r: reports::Report) -> Self {
+        EventReport {
+            registered: r.registered,
+            checked_in: r.checked_in,
+            no_shows: r.no_shows,
+            walk_ins: r.walk_ins,
+            attendance_rate: r.attendance_rate,
+            median_dwell_seconds: r.median_dwell_seconds,
+            mean_dwell_seconds: r.mean_dwell_seconds,
+            arrivals: r.arrivals.into_iter().map(|(start, count)| ArrivalBucket { start, count }).collect(),
+        }
     }
 }
 
