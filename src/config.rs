@@ -330,8 +330,9 @@ pub struct LiveLimits {
           value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub poll_ms: u64,
     /// Read the change feed on the poll alone, never on a live query's hint:
-    /// every check-in then arrives as one written through another SurrealDB
-    /// node of a cluster would. For tests and measurements.
+    /// every check-in, registration change and key revocation then arrives
+    /// as one written through another SurrealDB node of a cluster would.
+    /// For tests and measurements.
     #[arg(long = "live-no-hints", hide = true)]
     pub no_hints: bool,
     /// Acknowledge a `connection_init` without a token or API key. Off by

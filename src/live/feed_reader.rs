@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::store::{AttendanceLog, CheckInStep, FEED_PAGE, FEED_RETENTION, FeedEntry, StoreError};
+use crate::store::{AttendanceLog, FEED_RETENTION, FeedChanges, FeedEntry, FeedPage, StoreError};
 
 /// How long a commit may take from its versionstamp to being visible and
 /// still be found by a look-back.
@@ -33,8 +33,8 @@ const LOOK_BACK: Duration = Duration::from_secs(3);
 /// What one read found.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Read {
-    /// The steps of the entries not returned before, in versionstamp order.
-    Steps(Vec<CheckInStep>),
+    /// The changes of the entries not returned before, in versionstamp order.
+    Changes(FeedChanges),
     /// The reader has not read for so long that the database may have
     /// forgotten entries it needs: start a new one and read rows instead.
     Behind,
@@ -71,20 +71,23 @@ impl FeedReader {
             return Ok(Read::Behind);
         }
         let mut since = self.since(now);
-        let mut steps = Vec::new();
+        let mut changes = FeedChanges::default();
         loop {
             metrics::counter!("rollcall_live_feed_reads_total").increment(1);
-            let entries = log.feed_since(since).await?;
-            let more = entries.len() >= FEED_PAGE;
-            let last = entries.last().map(|e| e.stamp);
-            steps.extend(self.take(entries));
-            match last {
-                Some(last) if more => since = last + 1,
-                _ => break,
+            let FeedPage { mut entries, full } = log.feed_since(since).await?;
+            let more = full && entries.len() > 1;
+            if more {
+                // The read stopped at its limit, perhaps inside the last
+                // commit: the next page reads that one again, whole.
+                since = entries.pop().map_or(since, |last| last.stamp);
+            }
+            changes.append(self.take(entries));
+            if !more {
+                break;
             }
         }
         self.last_ok = now;
-        Ok(Read::Steps(steps))
+        Ok(Read::Changes(changes))
     }
 
     fn behind(&self, now: Instant) -> bool {
@@ -108,26 +111,28 @@ impl FeedReader {
         from
     }
 
-    /// The steps of the entries not taken before.
-    fn take(&mut self, entries: Vec<FeedEntry>) -> Vec<CheckInStep> {
-        let mut steps = Vec::new();
+    /// The changes of the entries not taken before.
+    fn take(&mut self, entries: Vec<FeedEntry>) -> FeedChanges {
+        let mut changes = FeedChanges::default();
         for entry in entries {
             self.next = self.next.max(entry.stamp + 1);
             if self.seen.insert(entry.stamp) {
-                steps.extend(entry.steps);
+                changes.append(entry.changes);
             }
         }
-        steps
+        changes
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::CheckInStep;
     use uuid::Uuid;
 
     fn entry(stamp: u64, event: Uuid, upto: u64) -> FeedEntry {
-        FeedEntry { stamp, steps: vec![CheckInStep { event, after: upto - 1, upto }] }
+        let steps = vec![CheckInStep { event, after: upto - 1, upto }];
+        FeedEntry { stamp, changes: FeedChanges { steps, ..FeedChanges::default() }, tables: 1 }
     }
 
     #[test]
@@ -136,7 +141,7 @@ mod tests {
         let e = Uuid::new_v4();
         let mut r = FeedReader::new(100, t0);
         assert_eq!(r.since(t0), 100);
-        assert_eq!(r.take(vec![entry(100, e, 1), entry(105, e, 2)]).len(), 2);
+        assert_eq!(r.take(vec![entry(100, e, 1), entry(105, e, 2)]).steps.len(), 2);
         assert_eq!(r.since(t0 + Duration::from_millis(10)), 106);
         // The same entries again (a read racing another): nothing new.
         assert!(r.take(vec![entry(105, e, 2)]).is_empty());
@@ -149,7 +154,7 @@ mod tests {
         let mut r = FeedReader::new(100, t0);
         assert_eq!(r.since(t0), 100);
         // Stamp 110 (event b) is read while 107 (event a) is not visible yet.
-        assert_eq!(r.take(vec![entry(110, b, 1)]).len(), 1);
+        assert_eq!(r.take(vec![entry(110, b, 1)]).steps.len(), 1);
         let t1 = t0 + Duration::from_millis(100);
         assert_eq!(r.since(t1), 111, "forward reads start past what was seen");
         assert!(r.take(Vec::new()).is_empty());
@@ -159,7 +164,7 @@ mod tests {
         let from = r.since(t2);
         assert!(from <= 107, "look-back from {from}");
         let got = r.take(vec![entry(107, a, 1), entry(110, b, 1)]);
-        assert_eq!(got, vec![CheckInStep { event: a, after: 0, upto: 1 }]);
+        assert_eq!(got.steps, vec![CheckInStep { event: a, after: 0, upto: 1 }]);
         assert_eq!(r.since(t2 + Duration::from_millis(10)), 111);
     }
 
@@ -189,5 +194,44 @@ mod tests {
         let r = FeedReader::new(0, t0);
         assert!(!r.behind(t0 + FEED_RETENTION / 4));
         assert!(r.behind(t0 + FEED_RETENTION / 2 + Duration::from_secs(1)));
+    }
+
+    /// A read stops at SurrealDB's limit of 1000 (commit, table) entries,
+    /// which can fall inside a commit that wrote two tables with a feed.
+    #[tokio::test]
+    async fn a_commit_cut_by_the_read_limit_is_read_whole() {
+        use crate::store::{FEED_PAGE, SurrealStore, rid};
+        let store = SurrealStore::memory().await.unwrap();
+        let log = store.attendance();
+        let start = log.feed_stamp_before(Duration::from_secs(1)).await.unwrap();
+        let (event, user) = (Uuid::new_v4(), Uuid::new_v4());
+        let seq = rid("checkin_seq", event);
+        for n in 1..FEED_PAGE as i64 {
+            let q = store.raw().query("UPSERT $id SET n = $n, prev = $n - 1").bind(("id", seq.clone())).bind(("n", n));
+            q.await.unwrap().check().unwrap();
+        }
+        // Entry 1000 is this commit's counter, 1001 its registration.
+        store
+            .raw()
+            .query(
+                "BEGIN; UPSERT $id SET n = $n, prev = $n - 1;
+                 UPSERT $reg SET user = $user, event = $event, status = 'REGISTERED', walk_in = true,
+                    registered_at = time::now();
+                 COMMIT;",
+            )
+            .bind(("id", seq))
+            .bind(("n", FEED_PAGE as i64))
+            .bind(("reg", crate::store::registration_id(event, user)))
+            .bind(("user", rid("user", user)))
+            .bind(("event", rid("event", event)))
+            .await
+            .unwrap()
+            .check()
+            .unwrap();
+        let mut r = FeedReader::new(start, Instant::now());
+        let Read::Changes(changes) = r.read(log).await.unwrap() else { panic!("behind") };
+        assert_eq!(changes.steps.len(), FEED_PAGE);
+        assert_eq!(changes.steps.last().unwrap().upto, FEED_PAGE as u64);
+        assert_eq!(changes.registrations, vec![event]);
     }
 }

@@ -9,15 +9,16 @@
 //! in cursor order, which is what makes "resume after my last cursor" exact.
 //!
 //! [`Live`] reads one change stream for the whole process, whoever is
-//! listening: the check-in change feed (`store::change_feed`, a SurrealDB
-//! `CHANGEFEED` every node of a cluster can read), from the last
-//! versionstamp seen ([`feed_reader`]). A read happens on a hint (a `LIVE
-//! SELECT` on the check-in counters, which on a multi-node cluster hears
-//! only its own node's writes) or after [`FeedOptions::poll`] without one,
-//! so a missed hint costs at most that long. Each entry names an event and
-//! its new cursors; the rows are read only for events someone follows here.
-//! A live query on `registration` nudges the counters (which are also
-//! recomputed every second anyway).
+//! listening: the change feed (`store::change_feed`, SurrealDB
+//! `CHANGEFEED`s every node of a cluster can read), from the last
+//! versionstamp seen ([`feed_reader`]). A read happens on a hint (`LIVE
+//! SELECT`s on the tables with a feed, which on a multi-node cluster hear
+//! only their own node's writes) or after [`FeedOptions::poll`] without one,
+//! so a missed hint costs at most that long. An entry names an event and
+//! its new cursors (the rows are read only for events someone follows
+//! here), an event whose registrations changed (its counters are nudged;
+//! they are also recomputed every second anyway), or a revoked API key
+//! (its sockets here close).
 //!
 //! Each event with listeners has a [`Feed`]: a bounded broadcast ring of resolved
 //! check-ins (the user and scanner looked up once per check-in, not once per
@@ -38,7 +39,6 @@ mod feed_reader;
 mod keepalive;
 mod personal;
 mod pump;
-mod revocations;
 pub mod shared;
 
 pub use shared::{CursorProbe, Frame, GroupKind, Groups, MemberItem, Rendered};
@@ -85,7 +85,7 @@ pub struct FeedOptions {
     pub buffer: usize,
     /// How long the hub waits for a hint before reading the change feed anyway.
     pub poll: Duration,
-    /// Whether to take hints from a live query; without them every check-in
+    /// Whether to take hints from live queries; without them every change
     /// waits for the poll, as one written through another SurrealDB node does.
     pub hints: bool,
 }
@@ -143,7 +143,8 @@ struct Inner {
     store: SurrealStore,
     feeds: Mutex<HashMap<Uuid, Arc<Feed>>>,
     buffer: usize,
-    /// API keys revoked in this process, for the sockets that used them.
+    /// API keys revoked, here or anywhere (from the change feed), for the
+    /// sockets that use them.
     revoked: broadcast::Sender<Uuid>,
     /// API key names by id, for check-ins' `scanner`.
     key_names: Mutex<HashMap<Uuid, Option<String>>>,
@@ -152,8 +153,6 @@ struct Inner {
     /// How many WebSocket tasks are running (they hold the store).
     sockets: watch::Sender<usize>,
     pump: Mutex<Option<JoinHandle<()>>>,
-    /// Relays key revocations made anywhere (see `revocations`).
-    relay: Mutex<Option<JoinHandle<()>>>,
     /// Groups of identical subscriptions, each rendered once.
     groups: Groups,
     /// `myCheckIns` subscriptions, by person.
@@ -203,25 +202,22 @@ impl Live {
             key_names: Mutex::new(HashMap::new()),
             stopping,
             pump: Mutex::new(None),
-            relay: Mutex::new(None),
             groups: Groups::new(buffer),
             personal: Arc::default(),
             ticker: Arc::default(),
         });
         let pump = tokio::spawn(pump::pump(Arc::downgrade(&inner), reader, opts));
         *lock(&inner.pump) = Some(pump);
-        let relay = tokio::spawn(revocations::relay(inner.store.clone(), inner.revoked.clone()));
-        *lock(&inner.relay) = Some(relay);
         Ok(Live { inner })
     }
 
-    /// Stops the pump and the revocation relay and tells every live socket
-    /// to close; returns once neither holds the store.
+    /// Stops the pump and tells every live socket to close; returns once
+    /// the pump no longer holds the store.
     pub async fn stop(&self) {
         self.inner.stopping.send_replace(true);
         self.inner.ticker.stop();
-        let tasks = [lock(&self.inner.pump).take(), lock(&self.inner.relay).take()];
-        for task in tasks.into_iter().flatten() {
+        let pump = lock(&self.inner.pump).take();
+        if let Some(task) = pump {
             task.abort();
             let _ = task.await;
         }
@@ -281,7 +277,7 @@ impl Live {
 
     /// Tells this process's live sockets that `key` was revoked.
     pub fn key_revoked(&self, key: Uuid) {
-        let _ = self.inner.revoked.send(key);
+        self.inner.key_revoked(key);
     }
 
     /// Keys revoked from now on.
@@ -501,6 +497,11 @@ impl Inner {
 
     fn feed(&self, event: Uuid) -> Option<Arc<Feed>> {
         lock(&self.feeds).get(&event).cloned()
+    }
+
+    /// Tells this process's live sockets that `key` was revoked.
+    fn key_revoked(&self, key: Uuid) {
+        let _ = self.revoked.send(key);
     }
 
     /// Publishes the check-ins that the feed's steps name to their events'

@@ -1,16 +1,15 @@
 //! The tasks that keep the feeds current: the pump, which follows the
-//! change feed (on each hint, and after a poll interval without one) and the
-//! live queries that give hints and registration changes, reopening them with
-//! backoff; and one task per followed event that keeps its counters fresh.
+//! change feed (on each hint, and after a poll interval without one) and
+//! keeps the live queries that give hints open, reopening them with backoff;
+//! and one task per followed event that keeps its counters fresh.
 
 use super::*;
 
 /// Follows the change feed until the server stops, fanning it out: reads it
-/// on every hint and after `opts.poll` without one, and keeps the live
-/// queries (hints, registrations) open, reopening them with backoff.
+/// on every hint and after `opts.poll` without one, and keeps the hints'
+/// live queries open, reopening them with backoff.
 pub(super) async fn pump(inner: Weak<Inner>, mut reader: FeedReader, opts: FeedOptions) {
     let mut hints: Option<BoxStream<'static, ()>> = None;
-    let mut registrations: Option<BoxStream<'static, Uuid>> = None;
     let mut reopen_at = tokio::time::Instant::now();
     let mut reopen_delay = Duration::from_millis(200);
     let mut failing = false;
@@ -19,11 +18,14 @@ pub(super) async fn pump(inner: Weak<Inner>, mut reader: FeedReader, opts: FeedO
     let mut poll = tokio::time::interval(opts.poll);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let closed = (opts.hints && hints.is_none()) || registrations.is_none();
+        let closed = opts.hints && hints.is_none();
         if closed && tokio::time::Instant::now() >= reopen_at {
             let Some(hub) = inner.upgrade() else { return };
-            match open_live_queries(&hub.store, opts.hints, &mut hints, &mut registrations).await {
-                Ok(()) => reopen_delay = Duration::from_millis(200),
+            match hub.store.feed_hints().await {
+                Ok(stream) => {
+                    hints = Some(stream.boxed());
+                    reopen_delay = Duration::from_millis(200);
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in = ?reopen_delay, "could not open the live queries; polling the change feed meanwhile");
                     reopen_at = tokio::time::Instant::now() + reopen_delay;
@@ -40,21 +42,6 @@ pub(super) async fn pump(inner: Weak<Inner>, mut reader: FeedReader, opts: FeedO
                     reopen_at = tokio::time::Instant::now() + reopen_delay;
                 }
                 hint.is_some()
-            }
-            event = next_or_pending(&mut registrations) => {
-                match event {
-                    Some(event) => {
-                        let Some(inner) = inner.upgrade() else { return };
-                        if let Some(feed) = inner.feed(event) {
-                            feed.changed.notify_one();
-                        }
-                    }
-                    None => {
-                        registrations = None;
-                        reopen_at = tokio::time::Instant::now() + reopen_delay;
-                    }
-                }
-                false
             }
             _ = poll.tick() => true,
             _ = tokio::time::sleep_until(reopen_at), if closed => false,
@@ -79,11 +66,19 @@ pub(super) async fn pump(inner: Weak<Inner>, mut reader: FeedReader, opts: FeedO
         poll.reset();
         let Some(hub) = inner.upgrade() else { return };
         match reader.read(hub.store.attendance()).await {
-            Ok(Read::Steps(steps)) => {
+            Ok(Read::Changes(changes)) => {
                 if std::mem::take(&mut failing) {
                     tracing::info!("reading the change feed again");
                 }
-                hub.publish(steps).await;
+                for key in changes.revoked {
+                    hub.key_revoked(key);
+                }
+                for event in changes.registrations {
+                    if let Some(feed) = hub.feed(event) {
+                        feed.changed.notify_one();
+                    }
+                }
+                hub.publish(changes.steps).await;
             }
             Ok(Read::Behind) => {
                 tracing::warn!("the change feed was not read for too long; reading live check-ins from the rows");
@@ -102,22 +97,6 @@ pub(super) async fn pump(inner: Weak<Inner>, mut reader: FeedReader, opts: FeedO
             }
         }
     }
-}
-
-/// Opens whichever of the live queries is not open.
-async fn open_live_queries(
-    store: &SurrealStore,
-    with_hints: bool,
-    hints: &mut Option<BoxStream<'static, ()>>,
-    registrations: &mut Option<BoxStream<'static, Uuid>>,
-) -> Result<(), StoreError> {
-    if with_hints && hints.is_none() {
-        *hints = Some(store.check_in_hints().await?.boxed());
-    }
-    if registrations.is_none() {
-        *registrations = Some(store.registration_changes().await?.boxed());
-    }
-    Ok(())
 }
 
 /// The stream's next item, or never if there is no stream.

@@ -6,8 +6,7 @@ use surrealdb::engine::any::Any;
 use uuid::Uuid;
 
 use super::models::{ApiKeyRow, convert_all};
-use super::{ApiKey, StoreError, key_of, new_id, rid};
-use surrealdb::types::{RecordId, SurrealValue};
+use super::{ApiKey, StoreError, new_id, rid};
 
 /// Repository for `api_key` records.
 pub struct ApiKeys<'a> {
@@ -99,31 +98,23 @@ impl<'a> ApiKeys<'a> {
         ids.iter().map(super::key_of).collect()
     }
 
-    /// Marks a key revoked (once; later calls keep the first time).
+    /// Marks a key revoked (once; later calls keep the first time), and
+    /// records the revocation in the change feed in the same transaction,
+    /// for every instance's sockets (`store::change_feed`).
     pub async fn revoke(&self, id: Uuid, now: DateTime<Utc>) -> Result<Option<ApiKey>, StoreError> {
-        let mut res = self
-            .db
-            .query("UPDATE ONLY $id SET revoked_at = revoked_at ?? $now RETURN AFTER")
+        self.db
+            .query(
+                "BEGIN;
+                 LET $revoked = UPDATE $id SET revoked_at = revoked_at ?? $now RETURN VALUE id;
+                 IF array::len($revoked) > 0 { UPSERT $notice SET at = $now };
+                 COMMIT;",
+            )
             .bind(("id", rid("api_key", id)))
+            .bind(("notice", rid("key_revocation", id)))
             .bind(("now", now))
             .await?
             .check()?;
-        let row: Option<ApiKeyRow> = res.take(0)?;
-        row.map(ApiKey::try_from).transpose()
-    }
-
-    /// The id of every key revoked from now on, by any process (this one,
-    /// another instance, the CLI): one live query on the table. Updates of a
-    /// key revoked earlier (a heartbeat) come through too; revocation is
-    /// idempotent, so that is harmless.
-    pub async fn revocations(&self) -> Result<impl futures_util::Stream<Item = Uuid> + use<>, StoreError> {
-        #[derive(Debug, SurrealValue)]
-        struct Revoked {
-            id: RecordId,
-        }
-        let mut res = self.db.query("LIVE SELECT id FROM api_key WHERE revoked_at != NONE").await?;
-        let stream = res.stream::<surrealdb::Notification<Revoked>>(0)?;
-        Ok(futures_util::StreamExt::filter_map(stream, |n| async move { n.ok().and_then(|n| key_of(&n.data.id).ok()) }))
+        self.get(id).await
     }
 
     /// Stores a scanner's heartbeat.

@@ -47,7 +47,7 @@ pub use api_keys::ApiKeys;
 pub use attendance::{AttendanceLog, AttendanceRecord, CommitError, GroupWrite};
 pub use batches::{BatchRecord, Batches, StoredBatch};
 pub use beacons::{BeaconSecret, Beacons};
-pub use change_feed::{CheckInStep, FEED_PAGE, FEED_RETENTION, FeedEntry};
+pub use change_feed::{CheckInStep, FEED_PAGE, FEED_RETENTION, FeedChanges, FeedEntry, FeedPage};
 pub use check_ins::{CheckInRow, cursor_of, seq_of};
 pub use events::{EventChanges, EventFilter, Events, NewEvent};
 pub use models::{ApiKey, Device, Event, Heartbeat, Registration, RegistrationStatus, ScannerHealth, User};
@@ -77,6 +77,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (12, "scanner identity", include_str!("migrations/0012_scanner_identity.surql")),
     (13, "door codes and phone reports", include_str!("migrations/0013_door.surql")),
     (14, "change feed", include_str!("migrations/0014_change_feed.surql")),
+    (15, "feed notices", include_str!("migrations/0015_feed_notices.surql")),
 ];
 
 /// Errors from the storage layer.
@@ -377,20 +378,16 @@ impl SurrealStore {
         AttendanceLog::new(&self.db)
     }
 
-    /// A hint each time check-ins are created (see `AttendanceLog::feed_hints`),
-    /// on the live connection.
-    pub async fn check_in_hints(&self) -> Result<impl futures_util::Stream<Item = ()> + use<>, StoreError> {
+    /// The connection itself, for tests that write what no repository does.
+    #[cfg(test)]
+    pub(crate) fn raw(&self) -> &Surreal<Any> {
+        &self.db
+    }
+
+    /// A hint each time a table with a change feed is written (see
+    /// `AttendanceLog::feed_hints`), on the live connection.
+    pub async fn feed_hints(&self) -> Result<impl futures_util::Stream<Item = ()> + use<>, StoreError> {
         AttendanceLog::new(&self.live_db).feed_hints().await
-    }
-
-    /// The events whose registrations change, on the live connection.
-    pub async fn registration_changes(&self) -> Result<impl futures_util::Stream<Item = Uuid> + use<>, StoreError> {
-        Registrations::new(&self.live_db).changes().await
-    }
-
-    /// The ids of keys revoked from now on, by any process, on the live connection.
-    pub async fn key_revocations(&self) -> Result<impl futures_util::Stream<Item = Uuid> + use<>, StoreError> {
-        ApiKeys::new(&self.live_db).revocations().await
     }
 }
 

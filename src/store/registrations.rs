@@ -5,10 +5,10 @@ use surrealdb::Surreal;
 use surrealdb::engine::any::Any;
 use uuid::Uuid;
 
-use surrealdb::types::{Array, RecordId, SurrealValue};
+use surrealdb::types::{Array, RecordId};
 
 use super::models::{RegistrationRow, convert_all};
-use super::{Registration, StoreError, key_of, rid};
+use super::{Registration, StoreError, rid};
 
 /// The record id of (event, user)'s registration, so that a batch can check
 /// many registrations by id rather than through an index scan.
@@ -147,25 +147,6 @@ impl<'a> Registrations<'a> {
         let mut res = self.db.query("SELECT * FROM $ids WHERE status = 'REGISTERED'").bind(("ids", ids)).await?;
         let rows: Vec<RegistrationRow> = res.take(0)?;
         convert_all::<_, Registration>(rows).map(|rs| rs.into_iter().map(|r| (r.user_id, r.event_id)).collect())
-    }
-
-    /// The event of every registration change, as it commits: one live
-    /// query for the whole table.
-    pub async fn changes(&self) -> Result<impl futures_util::Stream<Item = Uuid> + use<>, StoreError> {
-        #[derive(Debug, SurrealValue)]
-        struct Changed {
-            event: RecordId,
-        }
-        // As for attendance: instances starting together may conflict.
-        let stream = super::retry_on_conflict(|| async {
-            let mut res = self.db.query("LIVE SELECT event FROM registration").await?;
-            Ok(res.stream::<surrealdb::Notification<Changed>>(0)?)
-        })
-        .await?;
-        Ok(futures_util::StreamExt::filter_map(
-            stream,
-            |n| async move { n.ok().and_then(|n| key_of(&n.data.event).ok()) },
-        ))
     }
 
     /// How many standing registrations an event has.

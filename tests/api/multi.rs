@@ -55,6 +55,28 @@ async fn instances_that_hear_no_hint_read_every_check_in_from_the_change_feed() 
     every_instance_gets_each_check_in_once(&apps).await;
 }
 
+/// A key revoked through one instance closes its sockets on an instance
+/// that hears no live query (as one connected to another SurrealDB node),
+/// from the change feed, long before the 30 s recheck.
+#[tokio::test]
+async fn a_key_revoked_through_another_instance_closes_its_sockets_on_one_that_hears_no_hint() {
+    let server = SurrealServer::memory().await;
+    let db = server.database("multi").await;
+    let mut deaf = ServeArgs::for_tests(db.clone());
+    deaf.live.no_hints = true;
+    let (a, b) = tokio::join!(spawn_with(ServeArgs::for_tests(db)), spawn_with(deaf));
+    let org = a.organizer("org@example.org").await;
+    let (key_id, secret) = a.api_key(&org, "door", None).await;
+    let (_, other) = a.api_key(&org, "side door", None).await;
+    let mut door = WsClient::signed_in(&b, "graphql-transport-ws", json!({ "apiKey": secret })).await;
+    let mut kept = WsClient::signed_in(&b, "graphql-transport-ws", json!({ "apiKey": other })).await;
+    a.ok(&org.auth(), "mutation($id: ID!) { revokeApiKey(id: $id) { id } }", json!({ "id": key_id })).await;
+    let (code, reason) = tokio::time::timeout(Duration::from_secs(5), door.closed()).await.expect("closed within 5 s");
+    assert_eq!((code, reason.as_str()), (4403, "Forbidden: API key revoked"));
+    kept.subscribe("q", "{ activeEvents { id } }", json!({})).await;
+    assert_eq!(kept.recv().await["type"], "next");
+}
+
 /// Ten batches of three through the first instance; a subscriber on each
 /// gets all thirty, in cursor order, once.
 async fn every_instance_gets_each_check_in_once(apps: &[TestApp]) {
