@@ -9,7 +9,10 @@
 //! The server runs as a child process (this program in `--serve` mode) on
 //! embedded SurrealKV. `--subscribers` sockets subscribe to one event's
 //! `checkIns`; a batch a second makes `--rate` new check-ins; every minute
-//! `--churn` percent of the sockets close and new ones take their place.
+//! `--churn` percent of the sockets close and new ones take their place,
+//! each resuming after the last cursor of the one it replaces, so every
+//! subscriber slot gets every check-in once: `delivered` is check-ins times
+//! subscribers when nothing is lost.
 //! Every minute a line gives the server's RSS (from `/proc`) and its socket
 //! gauge. After the last minute every client closes, and the socket gauge is
 //! read until it is 0 (or 30 s pass).
@@ -17,7 +20,7 @@
 //! The last line is `soak: minutes <m>, subscribers <n>, check-ins <c>,
 //! delivered <d>, rss start <kb> KB, peak <kb> KB, end <kb> KB, sockets at end
 //! <s>; anonymous start <kb> KB, end <kb> KB; file-backed start <kb> KB, end
-//! <kb> KB`. Anonymous memory is the heap and stacks; file-backed is mostly
+//! <kb> KB; server cpu <s> s`. Anonymous memory is the heap and stacks; file-backed is mostly
 //! the embedded store's files mapped into memory, which grows with the data
 //! and which the kernel takes back under pressure.
 //! The start is taken once every subscriber is connected.
@@ -119,24 +122,30 @@ async fn sockets_gauge(http: &reqwest::Client, port: u16) -> f64 {
     text.lines().find_map(|l| l.strip_prefix("rollcall_ws_sockets ")).and_then(|v| v.trim().parse().ok()).unwrap_or(0.0)
 }
 
-/// One subscriber: subscribes, counts what it receives, leaves when told.
+/// One subscriber: subscribes after `after` (the cursor its predecessor got
+/// to), counts what it receives, leaves when told; returns the cursor it got
+/// to, for its successor. So a replacement resumes where the one it replaces
+/// left off, and every check-in is delivered once to every slot however late
+/// a newcomer's subscription starts.
 async fn subscriber(
     port: u16,
     token: String,
     event: String,
     delivered: Arc<AtomicU64>,
+    after: String,
     mut leave: watch::Receiver<bool>,
-) {
+) -> String {
+    let mut last = after;
     let mut req = format!("ws://127.0.0.1:{port}/graphql").into_client_request().expect("request");
     req.headers_mut().insert("sec-websocket-protocol", "graphql-transport-ws".parse().expect("header"));
-    let Ok((mut ws, _)) = tokio_tungstenite::connect_async(req).await else { return };
+    let Ok((mut ws, _)) = tokio_tungstenite::connect_async(req).await else { return last };
     let init = json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {token}") } });
     let sub = json!({ "type": "subscribe", "id": "s", "payload": {
-        "query": "subscription($e: ID!) { checkIns(eventId: $e) { cursor user { name } } }",
-        "variables": { "e": event } } });
+        "query": "subscription($e: ID!, $a: String) { checkIns(eventId: $e, after: $a) { cursor user { name } } }",
+        "variables": { "e": event, "a": last } } });
     if ws.send(Message::text(init.to_string())).await.is_err() || ws.send(Message::text(sub.to_string())).await.is_err()
     {
-        return;
+        return last;
     }
     loop {
         tokio::select! {
@@ -144,16 +153,20 @@ async fn subscriber(
                 Some(Ok(Message::Text(t))) => {
                     if t.contains("\"next\"") {
                         delivered.fetch_add(1, Ordering::Relaxed);
+                        let v: serde_json::Value = serde_json::from_str(&t).unwrap_or_default();
+                        if let Some(c) = v["payload"]["data"]["checkIns"]["cursor"].as_str() {
+                            last = c.to_owned();
+                        }
                     } else if t.contains("\"ping\"") {
                         let _ = ws.send(Message::text(r#"{"type":"pong"}"#)).await;
                     }
                 }
                 Some(Ok(_)) => {}
-                _ => return,
+                _ => return last,
             },
             _ = leave.changed() => {
                 let _ = ws.close(None).await;
-                return;
+                return last;
             }
         }
     }
@@ -180,14 +193,16 @@ async fn soak(args: Args) -> anyhow::Result<()> {
     let delivered = Arc::new(AtomicU64::new(0));
 
     // Each subscriber has its own "leave" switch, so that a tenth can be replaced.
-    let mut slots: Vec<(watch::Sender<bool>, tokio::task::JoinHandle<()>)> = Vec::new();
-    let spawn = |delivered: &Arc<AtomicU64>| {
+    let mut slots: Vec<(watch::Sender<bool>, tokio::task::JoinHandle<String>)> = Vec::new();
+    let spawn = |delivered: &Arc<AtomicU64>, after: String| {
         let (tx, rx) = watch::channel(false);
-        let task = tokio::spawn(subscriber(port, token.clone(), event.clone(), delivered.clone(), rx));
+        let task = tokio::spawn(subscriber(port, token.clone(), event.clone(), delivered.clone(), after, rx));
         (tx, task)
     };
+    // From before the first check-in, so a subscription that starts late misses nothing.
+    let start = rollcall::store::cursor_of(0);
     for _ in 0..args.subscribers {
-        slots.push(spawn(&delivered));
+        slots.push(spawn(&delivered, start.clone()));
     }
     let connected = Instant::now();
     while sockets_gauge(&http, port).await < args.subscribers as f64 && connected.elapsed() < Duration::from_secs(60) {
@@ -227,8 +242,8 @@ async fn soak(args: Args) -> anyhow::Result<()> {
         for _ in 0..replace {
             let (tx, task) = slots.remove(0);
             let _ = tx.send(true);
-            let _ = task.await;
-            slots.push(spawn(&delivered));
+            let last = task.await.unwrap_or_else(|_| start.clone());
+            slots.push(spawn(&delivered, last));
         }
         println!(
             "minute {minute}: rss {}, sockets {}, check-ins {check_ins}, delivered {} ({:.0?} in)",
