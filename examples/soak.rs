@@ -9,10 +9,12 @@
 //! The server runs as a child process (this program in `--serve` mode) on
 //! embedded SurrealKV. `--subscribers` sockets subscribe to one event's
 //! `checkIns`; a batch a second makes `--rate` new check-ins; every minute
-//! `--churn` percent of the sockets close and new ones take their place,
-//! each resuming after the last cursor of the one it replaces, so every
-//! subscriber slot gets every check-in once: `delivered` is check-ins times
-//! subscribers when nothing is lost.
+//! `--churn` percent of the sockets close and new ones take their place.
+//! Each newcomer pings the server after subscribing and counts as present
+//! once the pong comes back (the server handles a socket's messages in
+//! order, so its subscription is in place by then), and the load waits for
+//! every newcomer: so `delivered` is exactly check-ins times subscribers when
+//! nothing is lost.
 //! Every minute a line gives the server's RSS (from `/proc`) and its socket
 //! gauge. After the last minute every client closes, and the socket gauge is
 //! read until it is 0 (or 30 s pass).
@@ -44,7 +46,7 @@ use rollcall::config::{DbArgs, ServeArgs};
 use rollcall::domain::Role;
 use rollcall::startup::Application;
 use serde_json::json;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use child::Rss;
 use tokio_tungstenite::tungstenite::Message;
@@ -122,30 +124,29 @@ async fn sockets_gauge(http: &reqwest::Client, port: u16) -> f64 {
     text.lines().find_map(|l| l.strip_prefix("rollcall_ws_sockets ")).and_then(|v| v.trim().parse().ok()).unwrap_or(0.0)
 }
 
-/// One subscriber: subscribes after `after` (the cursor its predecessor got
-/// to), counts what it receives, leaves when told; returns the cursor it got
-/// to, for its successor. So a replacement resumes where the one it replaces
-/// left off, and every check-in is delivered once to every slot however late
-/// a newcomer's subscription starts.
+/// One subscriber: subscribes, says so on `subscribed` once the server has
+/// answered the ping sent after the subscription, counts what it receives,
+/// leaves when told.
 async fn subscriber(
     port: u16,
     token: String,
     event: String,
     delivered: Arc<AtomicU64>,
-    after: String,
+    subscribed: oneshot::Sender<()>,
     mut leave: watch::Receiver<bool>,
-) -> String {
-    let mut last = after;
+) {
+    let mut subscribed = Some(subscribed);
     let mut req = format!("ws://127.0.0.1:{port}/graphql").into_client_request().expect("request");
     req.headers_mut().insert("sec-websocket-protocol", "graphql-transport-ws".parse().expect("header"));
-    let Ok((mut ws, _)) = tokio_tungstenite::connect_async(req).await else { return last };
+    let Ok((mut ws, _)) = tokio_tungstenite::connect_async(req).await else { return };
     let init = json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {token}") } });
     let sub = json!({ "type": "subscribe", "id": "s", "payload": {
-        "query": "subscription($e: ID!, $a: String) { checkIns(eventId: $e, after: $a) { cursor user { name } } }",
-        "variables": { "e": event, "a": last } } });
-    if ws.send(Message::text(init.to_string())).await.is_err() || ws.send(Message::text(sub.to_string())).await.is_err()
-    {
-        return last;
+        "query": "subscription($e: ID!) { checkIns(eventId: $e) { cursor user { name } } }",
+        "variables": { "e": event } } });
+    for msg in [init.to_string(), sub.to_string(), r#"{"type":"ping"}"#.to_owned()] {
+        if ws.send(Message::text(msg)).await.is_err() {
+            return;
+        }
     }
     loop {
         tokio::select! {
@@ -153,23 +154,28 @@ async fn subscriber(
                 Some(Ok(Message::Text(t))) => {
                     if t.contains("\"next\"") {
                         delivered.fetch_add(1, Ordering::Relaxed);
-                        let v: serde_json::Value = serde_json::from_str(&t).unwrap_or_default();
-                        if let Some(c) = v["payload"]["data"]["checkIns"]["cursor"].as_str() {
-                            last = c.to_owned();
+                    } else if t.contains("\"pong\"") {
+                        if let Some(s) = subscribed.take() {
+                            let _ = s.send(());
                         }
                     } else if t.contains("\"ping\"") {
                         let _ = ws.send(Message::text(r#"{"type":"pong"}"#)).await;
                     }
                 }
                 Some(Ok(_)) => {}
-                _ => return last,
+                _ => return,
             },
             _ = leave.changed() => {
                 let _ = ws.close(None).await;
-                return last;
+                return;
             }
         }
     }
+}
+
+/// Waits until each newcomer has subscribed (at most a minute in all).
+async fn all_subscribed(newcomers: Vec<oneshot::Receiver<()>>) {
+    let _ = tokio::time::timeout(Duration::from_secs(60), futures_util::future::join_all(newcomers)).await;
 }
 
 async fn soak(args: Args) -> anyhow::Result<()> {
@@ -193,17 +199,19 @@ async fn soak(args: Args) -> anyhow::Result<()> {
     let delivered = Arc::new(AtomicU64::new(0));
 
     // Each subscriber has its own "leave" switch, so that a tenth can be replaced.
-    let mut slots: Vec<(watch::Sender<bool>, tokio::task::JoinHandle<String>)> = Vec::new();
-    let spawn = |delivered: &Arc<AtomicU64>, after: String| {
+    let mut slots: Vec<(watch::Sender<bool>, tokio::task::JoinHandle<()>)> = Vec::new();
+    let spawn = |delivered: &Arc<AtomicU64>, newcomers: &mut Vec<oneshot::Receiver<()>>| {
         let (tx, rx) = watch::channel(false);
-        let task = tokio::spawn(subscriber(port, token.clone(), event.clone(), delivered.clone(), after, rx));
+        let (subscribed, is_subscribed) = oneshot::channel();
+        newcomers.push(is_subscribed);
+        let task = tokio::spawn(subscriber(port, token.clone(), event.clone(), delivered.clone(), subscribed, rx));
         (tx, task)
     };
-    // From before the first check-in, so a subscription that starts late misses nothing.
-    let start = rollcall::store::cursor_of(0);
+    let mut newcomers = Vec::new();
     for _ in 0..args.subscribers {
-        slots.push(spawn(&delivered, start.clone()));
+        slots.push(spawn(&delivered, &mut newcomers));
     }
+    all_subscribed(newcomers).await;
     let connected = Instant::now();
     while sockets_gauge(&http, port).await < args.subscribers as f64 && connected.elapsed() < Duration::from_secs(60) {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -239,12 +247,14 @@ async fn soak(args: Args) -> anyhow::Result<()> {
         }
         // Churn: the oldest tenth leave, new ones arrive.
         let replace = args.subscribers * args.churn / 100;
+        let mut newcomers = Vec::new();
         for _ in 0..replace {
             let (tx, task) = slots.remove(0);
             let _ = tx.send(true);
-            let last = task.await.unwrap_or_else(|_| start.clone());
-            slots.push(spawn(&delivered, last));
+            let _ = task.await;
+            slots.push(spawn(&delivered, &mut newcomers));
         }
+        all_subscribed(newcomers).await;
         println!(
             "minute {minute}: rss {}, sockets {}, check-ins {check_ins}, delivered {} ({:.0?} in)",
             Rss::of(child.id()),
