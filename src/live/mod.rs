@@ -31,15 +31,23 @@
 //! reads the same feed, so a check-in ingested through any of them reaches
 //! the subscribers of all.
 //!
+//! `feed.rs` holds one event's ordered ring and `subscriber.rs` one
+//! subscriber's stream (replay from its cursor, then the ring).
+//!
 //! On top of the feeds: [`shared`] renders each result once for a group of
 //! identical subscriptions, [`personal`] routes each check-in to its own
 //! person's subscriptions, and [`keepalive`] ticks once for every socket.
 
+mod feed;
 mod feed_reader;
 mod keepalive;
 mod personal;
 mod pump;
 pub mod shared;
+mod subscriber;
+
+use feed::Feed;
+use subscriber::Subscriber;
 
 pub use shared::{CursorProbe, Frame, GroupKind, Groups, MemberItem, Rendered};
 
@@ -159,25 +167,6 @@ struct Inner {
     personal: Arc<personal::PersonalRoutes>,
     /// The sockets' one keepalive ticker.
     ticker: Arc<keepalive::Ticker>,
-}
-
-struct Feed {
-    event: Uuid,
-    check_ins: broadcast::Sender<Arc<CheckIn>>,
-    stats: watch::Sender<Option<EventStats>>,
-    changed: Arc<Notify>,
-    order: Mutex<Order>,
-}
-
-/// A feed's publishing position.
-struct Order {
-    /// The last check-in number published (or the event's count when the
-    /// feed began).
-    last: u64,
-    /// Check-ins that came before the ones in front of them.
-    pending: BTreeMap<u64, CheckIn>,
-    /// Since when `pending` has waited for a missing check-in.
-    gap_since: Option<tokio::time::Instant>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -306,7 +295,7 @@ impl Live {
     ) -> Result<(String, impl Stream<Item = Result<Arc<CheckIn>, Interrupted>> + Send + use<>), StoreError> {
         let feed = self.feed(event).await?;
         let rx = feed.check_ins.subscribe();
-        let start = cursor_of(lock(&feed.order).last);
+        let start = cursor_of(feed.last());
         let replaying = after.is_some();
         let state = Subscriber {
             live: self.clone(),
@@ -349,15 +338,7 @@ impl Live {
         if let Some(feed) = feeds.get(&event) {
             return Ok(feed.clone()); // another subscriber made it meanwhile
         }
-        let (check_ins, _) = broadcast::channel(self.inner.buffer);
-        let (stats, _) = watch::channel(None);
-        let feed = Arc::new(Feed {
-            event,
-            check_ins,
-            stats,
-            changed: Arc::new(Notify::new()),
-            order: Mutex::new(Order { last, pending: BTreeMap::new(), gap_since: None }),
-        });
+        let feed = Arc::new(Feed::new(event, self.inner.buffer, last));
         feeds.insert(event, feed.clone());
         tokio::spawn(pump::keep_stats(Arc::downgrade(&self.inner), Arc::downgrade(&feed), feed.changed.clone()));
         Ok(feed)
@@ -373,63 +354,6 @@ impl Drop for SocketGuard {
     fn drop(&mut self) {
         self.sockets.send_modify(|n| *n = n.saturating_sub(1));
         metrics::gauge!("rollcall_ws_sockets").decrement(1.0);
-    }
-}
-
-/// One subscriber's position: the replay page in hand, how far the replay
-/// went (live items up to there are skipped), and the last cursor given.
-struct Subscriber {
-    live: Live,
-    event: Uuid,
-    replay: VecDeque<Arc<CheckIn>>,
-    replaying: bool,
-    replayed_upto: u64,
-    rx: broadcast::Receiver<Arc<CheckIn>>,
-    last: String,
-    done: bool,
-    /// Keeps the event's feed alive while this subscriber is.
-    _feed: Arc<Feed>,
-}
-
-impl Subscriber {
-    async fn next(mut self) -> Option<(Result<Arc<CheckIn>, Interrupted>, Self)> {
-        if self.done {
-            return None;
-        }
-        while self.replay.is_empty() && self.replaying {
-            // Boxed: a live subscriber waits on its receiver for hours and
-            // should not carry the space of a database read meanwhile.
-            match Box::pin(self.live.inner.replay_page(self.event, &self.last)).await {
-                Ok(page) if page.is_empty() => self.replaying = false,
-                Ok(page) => self.replay.extend(page.into_iter().map(Arc::new)),
-                Err(e) => {
-                    tracing::error!(error = %e, "could not replay check-ins");
-                    self.done = true;
-                    let last_cursor = self.last.clone();
-                    return Some((Err(Interrupted::Unavailable { last_cursor }), self));
-                }
-            }
-        }
-        if let Some(c) = self.replay.pop_front() {
-            self.last = c.cursor.clone();
-            self.replayed_upto = self.replayed_upto.max(c.seq);
-            return Some((Ok(c), self));
-        }
-        loop {
-            match self.rx.recv().await {
-                Ok(c) if c.seq <= self.replayed_upto => continue,
-                Ok(c) => {
-                    self.last = c.cursor.clone();
-                    return Some((Ok(c), self));
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    self.done = true;
-                    let last_cursor = self.last.clone();
-                    return Some((Err(Interrupted::Lagged { last_cursor }), self));
-                }
-                Err(broadcast::error::RecvError::Closed) => return None,
-            }
-        }
     }
 }
 
@@ -600,61 +524,5 @@ impl Inner {
         let (checked_in, present_now) =
             self.store.attendance().counts(event, now - ev.policy.departure_gap, now).await?;
         Ok(Some(EventStats { event, registered, checked_in, present_now, at: now }))
-    }
-}
-
-impl Feed {
-    /// Takes check-ins in any order and publishes them in cursor order.
-    fn offer(&self, items: impl IntoIterator<Item = CheckIn>) {
-        let mut order = lock(&self.order);
-        for c in items {
-            if c.seq > order.last {
-                order.pending.insert(c.seq, c);
-            }
-        }
-        self.drain(&mut order);
-    }
-
-    /// The last check-in number published.
-    fn last(&self) -> u64 {
-        lock(&self.order).last
-    }
-
-    /// Gives up on the check-ins before `seq` that never came.
-    fn skip_to(&self, seq: u64) {
-        let mut order = lock(&self.order);
-        if seq > order.last + 1 {
-            order.last = seq - 1;
-        }
-        self.drain(&mut order);
-    }
-
-    fn drain(&self, order: &mut Order) {
-        while let Some(entry) = order.pending.first_entry() {
-            if *entry.key() != order.last + 1 {
-                break;
-            }
-            let c = entry.remove();
-            order.last = c.seq;
-            // No receivers is fine: nobody is listening right now.
-            let _ = self.check_ins.send(Arc::new(c));
-        }
-        order.gap_since = match (order.pending.is_empty(), order.gap_since) {
-            (true, _) => None,
-            (false, None) => Some(tokio::time::Instant::now()),
-            (false, since) => since,
-        };
-    }
-
-    /// `(last published, first waiting)` if a gap has waited too long; with
-    /// `all`, `(last published, None)`, to read everything after it.
-    fn gap(&self, all: bool) -> Option<(u64, Option<u64>)> {
-        let order = lock(&self.order);
-        if all {
-            return Some((order.last, None));
-        }
-        let since = order.gap_since?;
-        let first = *order.pending.keys().next()?;
-        (since.elapsed() >= GAP_WAIT).then_some((order.last, Some(first)))
     }
 }
