@@ -173,9 +173,19 @@ async fn subscriber(
     }
 }
 
-/// Waits until each newcomer has subscribed (at most a minute in all).
+/// Waits until each newcomer has subscribed (at most a minute in all); says
+/// how many did not, since the delivered count then falls short by design.
 async fn all_subscribed(newcomers: Vec<oneshot::Receiver<()>>) {
-    let _ = tokio::time::timeout(Duration::from_secs(60), futures_util::future::join_all(newcomers)).await;
+    let n = newcomers.len();
+    match tokio::time::timeout(Duration::from_secs(60), futures_util::future::join_all(newcomers)).await {
+        Ok(answers) => {
+            let failed = answers.iter().filter(|a| a.is_err()).count();
+            if failed > 0 {
+                println!("{failed} of {n} newcomers could not subscribe");
+            }
+        }
+        Err(_) => println!("not all of {n} newcomers subscribed within a minute"),
+    }
 }
 
 async fn soak(args: Args) -> anyhow::Result<()> {
