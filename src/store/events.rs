@@ -150,20 +150,24 @@ impl<'a> Events<'a> {
         row.map(Event::try_from).transpose()
     }
 
-    /// Deletes an event with its registrations and attendance, atomically.
+    /// Deletes an event with its registrations and attendance, atomically;
+    /// retried when it conflicts with a concurrent write of its rows.
     pub async fn delete(&self, id: Uuid) -> Result<(), StoreError> {
-        self.db
-            .query(
-                "BEGIN;
-                 DELETE registration WHERE event = $id;
-                 DELETE attendance WHERE event = $id;
-                 DELETE $id;
-                 COMMIT;",
-            )
-            .bind(("id", rid("event", id)))
-            .await?
-            .check()?;
-        Ok(())
+        super::retry_on_conflict(|| async {
+            let res = self
+                .db
+                .query(
+                    "BEGIN;
+                     DELETE registration WHERE event = $id;
+                     DELETE attendance WHERE event = $id;
+                     DELETE $id;
+                     COMMIT;",
+                )
+                .bind(("id", rid("event", id)))
+                .await?;
+            super::transaction_result(res)
+        })
+        .await
     }
 
     /// Events matching `filter`, in creation order after `after`, at most `limit`.

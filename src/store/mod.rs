@@ -400,6 +400,13 @@ fn transaction_failure(mut res: surrealdb::IndexedResults) -> Option<surrealdb::
     errors.iter().find(|(_, e)| !e.message().contains("failed transaction")).or(errors.first()).map(|(_, e)| e.clone())
 }
 
+/// A transaction's response as a result: its cause when it failed (what
+/// [`retry_on_conflict`] looks at), not the first statement's "not
+/// executed".
+fn transaction_result(res: surrealdb::IndexedResults) -> Result<(), StoreError> {
+    transaction_failure(res).map_or(Ok(()), |e| Err(StoreError::from(e)))
+}
+
 /// Whether `err` says a concurrent transaction got there first: a record
 /// that already exists, a unique index, or the engine's write conflict
 /// ("... can be retried").
@@ -412,8 +419,9 @@ fn is_conflict(err: &StoreError) -> bool {
 }
 
 /// Runs `op` again, after a short pause, while it fails on a conflict with a
-/// concurrent transaction (up to 20 times); for start-up work that several
-/// instances may do at once.
+/// concurrent transaction (up to 20 times); for idempotent work that may
+/// meet another transaction (start-up work of several instances, deletions
+/// racing ingest).
 pub(crate) async fn retry_on_conflict<T, F, Fut>(mut op: F) -> Result<T, StoreError>
 where
     F: FnMut() -> Fut,

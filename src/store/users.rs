@@ -235,25 +235,31 @@ impl<'a> Users<'a> {
         self.get(id).await
     }
 
-    /// Deletes a user with their devices, registrations and attendance, atomically.
+    /// Deletes a user with their devices, registrations and attendance,
+    /// atomically; retried when it conflicts with a concurrent write of
+    /// their rows (a batch, a flush of held-back rows).
     pub async fn delete(&self, id: Uuid) -> Result<bool, StoreError> {
         if self.get(id).await?.is_none() {
             return Ok(false);
         }
-        self.db
-            .query(
-                "BEGIN;
-                 DELETE device WHERE user = $id;
-                 DELETE identifier WHERE user = $id;
-                 DELETE registration WHERE user = $id;
-                 DELETE attendance WHERE user = $id;
-                 DELETE type::record('beacon', record::id($id));
-                 DELETE $id;
-                 COMMIT;",
-            )
-            .bind(("id", rid("user", id)))
-            .await?
-            .check()?;
+        super::retry_on_conflict(|| async {
+            let res = self
+                .db
+                .query(
+                    "BEGIN;
+                     DELETE device WHERE user = $id;
+                     DELETE identifier WHERE user = $id;
+                     DELETE registration WHERE user = $id;
+                     DELETE attendance WHERE user = $id;
+                     DELETE type::record('beacon', record::id($id));
+                     DELETE $id;
+                     COMMIT;",
+                )
+                .bind(("id", rid("user", id)))
+                .await?;
+            super::transaction_result(res)
+        })
+        .await?;
         Ok(true)
     }
 
