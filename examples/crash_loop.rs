@@ -15,7 +15,9 @@
 //!    dropped request, `UNAVAILABLE`) is retried with the same id.
 //! 3. `--cycles` times, after a random 0.3–1.5 s, the server is killed with
 //!    SIGKILL and started again on the same data.
-//! 4. After the last restart the scanners finish their batch in hand. Every
+//! 4. After the last restart the scanners finish their batch in hand, and
+//!    any re-derivation the restart asked for (rows the writer held back
+//!    when it was killed; see `app::writer`) is waited for. Every
 //!    acknowledged batch, sent again, must come back `replayed` (it is in the
 //!    raw log, once), and each person's stored sighting count must equal the
 //!    sightings acknowledged for them: more is `doubled`, fewer is `lost`.
@@ -230,6 +232,25 @@ async fn main() -> anyhow::Result<()> {
             *expected.entry(p).or_default() += 1;
         }
     }
+    // Rows the writer held back when it was killed are derived again from
+    // the raw log after the restart: wait for that, as the event shows it.
+    let waited = std::time::Instant::now();
+    loop {
+        let q = "query($e: ID!) { event(id: $e) { rederivation { pending } } }";
+        let body: Value = http
+            .post(format!("{}/graphql", server.base))
+            .bearer_auth(&token)
+            .json(&json!({ "query": q, "variables": { "e": event } }))
+            .send()
+            .await?
+            .json()
+            .await?;
+        if body["data"]["event"]["rederivation"]["pending"] != true || waited.elapsed() > Duration::from_secs(120) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!("re-derivation after the last restart: done within {:.1?}", waited.elapsed());
     // Each person's stored sightings against what was acknowledged.
     let mut stored: HashMap<String, u64> = HashMap::new();
     let mut after: Option<String> = None;

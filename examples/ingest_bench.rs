@@ -21,7 +21,11 @@
 //!    A refused batch is counted, not retried.
 //! 3. Consistency: every sighting the server acknowledged is folded in
 //!    memory with the event's policy (`Attendance::fold`), and the result is
-//!    compared with the attendance the server stored (`consistent: yes`).
+//!    compared with the attendance the server stored (`consistent: yes`),
+//!    once the rows the writer held back are written (`rows settled`, the
+//!    time that took). `--row-flush-ms` sets how long a changed row may wait
+//!    (the server's `ROLLCALL_ROW_FLUSH_MS`; `0` writes rows with each
+//!    commit, as before).
 //! 4. The ceiling: the same sightings written to a fresh SurrealKV store of
 //!    the same engine through the SDK, one record per batch, with no GraphQL,
 //!    auth or rules, by the same number of concurrent writers.
@@ -84,6 +88,9 @@ struct Args {
     /// `--db`), in this process; the clients are split between them.
     #[arg(long, default_value_t = 1)]
     instances: usize,
+    /// How long a changed attendance row may wait in memory (embedded store).
+    #[arg(long, default_value_t = 1000)]
+    row_flush_ms: u64,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -322,6 +329,7 @@ async fn main() -> anyhow::Result<()> {
     let serve = || {
         let mut serve = ServeArgs::for_tests(db.clone());
         serve.limits.max_body_bytes = 8 * 1024 * 1024;
+        serve.row_flush_ms = args.row_flush_ms;
         Application::build(serve)
     };
     let app = serve().await?;
@@ -459,6 +467,11 @@ async fn main() -> anyhow::Result<()> {
     if let Some(first) = refused.first() {
         println!("first refusal: {first}");
     }
+    // Rows held back by the writer (embedded store) are written first, as
+    // they are before any read through the API.
+    let settled = Instant::now();
+    ingest.settle(rollcall::app::Scope::Event(event.id)).await;
+    println!("rows settled for the check in {:.2?}", settled.elapsed());
     let consistent = consistent(&args, &store, &event, &bles, start, &secrets, &acked).await?;
     println!("consistent: {}", if consistent { "yes" } else { "no" });
     if args.rederive {

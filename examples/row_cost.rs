@@ -85,9 +85,14 @@ async fn main() -> anyhow::Result<()> {
         if rows.is_empty() {
             let now = Utc::now();
             rows = users.iter().map(|u| record(event, *u, now, &scanners)).collect();
-            let created =
-                GroupWrite { batches: Vec::new(), created: rows.clone(), updated: Vec::new(), walk_ins: Vec::new() };
-            log.commit(created, now).await.map_err(|e| anyhow::anyhow!("creating the rows: {e}"))?;
+            let mut created = GroupWrite {
+                batches: Vec::new(),
+                created: rows.clone(),
+                updated: Vec::new(),
+                walk_ins: Vec::new(),
+                deferred: Vec::new(),
+            };
+            log.commit(&mut created, now).await.map_err(|e| anyhow::anyhow!("creating the rows: {e}"))?;
             rows = log.for_event(event, None, usize::MAX / 2).await?;
         }
         let mut best = Duration::MAX;
@@ -104,10 +109,15 @@ async fn main() -> anyhow::Result<()> {
                     mark.at = now;
                 }
             }
-            let updated =
-                GroupWrite { batches: Vec::new(), created: Vec::new(), updated: rows.clone(), walk_ins: Vec::new() };
+            let mut updated = GroupWrite {
+                batches: Vec::new(),
+                created: Vec::new(),
+                updated: rows.clone(),
+                walk_ins: Vec::new(),
+                deferred: Vec::new(),
+            };
             let t = Instant::now();
-            log.commit(updated, now).await.map_err(|e| anyhow::anyhow!("updating the rows: {e}"))?;
+            log.commit(&mut updated, now).await.map_err(|e| anyhow::anyhow!("updating the rows: {e}"))?;
             best = best.min(t.elapsed());
         }
         let per_row = best.as_secs_f64() * 1e6 / rows.len() as f64;

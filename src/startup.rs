@@ -56,7 +56,7 @@ impl Application {
         };
         let live =
             crate::live::Live::start(store.clone(), feed).await.context("opening the database's live change stream")?;
-        let ingest = crate::app::Ingest::start(store.clone(), args.beacon_slot_secs);
+        let ingest = crate::app::Ingest::start(store.clone(), args.beacon_slot_secs, args.row_flush());
         let users = crate::graphql::loaders::Users::loader(store.clone());
         let door = Arc::new(crate::app::DoorCodes::new(secret.as_bytes(), ingest.clone(), store.clone()));
         let phone = Arc::new(crate::app::PhoneReports::new(ingest.clone(), store.clone()));

@@ -28,7 +28,7 @@ use uuid::Uuid;
 
 use super::identity::Resolver;
 use super::rederive::Rederiver;
-use super::writer::{Committed, PlannedBatch, WriteError, Writer};
+use super::writer::{Committed, PlannedBatch, Scope, WriteError, Writer};
 use crate::auth::ScannerScope;
 use crate::domain::batch::{MAX_BATCH_SIZE, canonical_identifier, fallback_identifier, lookup};
 use crate::domain::identity::Rotation;
@@ -140,9 +140,10 @@ pub struct Ingest {
 
 impl Ingest {
     /// Starts the writer over `store`; rotating identifiers change every
-    /// `slot_secs`.
-    pub fn start(store: SurrealStore, slot_secs: i64) -> Self {
-        let writer = Writer::start(store.clone());
+    /// `slot_secs`; on an embedded store, changed attendance rows are
+    /// written at most every `row_flush` (`None`: with each commit).
+    pub fn start(store: SurrealStore, slot_secs: i64, row_flush: Option<std::time::Duration>) -> Self {
+        let writer = Writer::start(store.clone(), row_flush);
         let rederiver = Rederiver::start(store.clone(), writer.clone());
         let rotating = Resolver::new(store.clone(), slot_secs);
         Self { store, writer, rederiver, rotating }
@@ -320,6 +321,7 @@ impl Ingest {
             return Ok(false);
         }
         erased += self.store.batches().erase_user(user).await?;
+        self.writer.forget(Scope::User(user)).await;
         tracing::info!(%user, erased, "erased a user's sightings from the raw log");
         Ok(true)
     }
@@ -359,6 +361,23 @@ impl Ingest {
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
+    }
+
+    /// The store it ingests into.
+    pub fn store(&self) -> &SurrealStore {
+        &self.store
+    }
+
+    /// Writes the attendance rows held back in `scope` (see
+    /// `app::writer`), so that a read of them that follows sees every batch
+    /// acknowledged so far.
+    pub async fn settle(&self, scope: Scope) {
+        self.writer.settle(scope).await;
+    }
+
+    /// Lets go of the rows held for an event whose stored rows were deleted.
+    pub async fn forget_event(&self, event: Uuid) {
+        self.writer.forget(Scope::Event(event)).await;
     }
 
     /// Tells the worker that a job was asked for.

@@ -22,3 +22,4 @@ pub mod writer;
 pub use door::{DoorCodes, DoorError};
 pub use ingest::{Ingest, IngestError, Source, single_check_in};
 pub use presence::PhoneReports;
+pub use writer::Scope;

@@ -8,7 +8,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use chrono::{DateTime, Duration, DurationRound, SecondsFormat, Utc};
 use uuid::Uuid;
 
-use crate::store::{AttendanceRecord, Registration, RegistrationStatus, StoreError, SurrealStore};
+use super::{Ingest, Scope};
+use crate::store::{AttendanceRecord, Registration, RegistrationStatus, StoreError};
 
 /// How an event went (`eventReport`).
 #[derive(Debug, Clone, PartialEq)]
@@ -30,16 +31,19 @@ pub struct Report {
     pub arrivals: Vec<(DateTime<Utc>, i64)>,
 }
 
-/// Every registration of the event, and its attendance rows.
-async fn load(store: &SurrealStore, event: Uuid) -> Result<(Vec<Registration>, Vec<AttendanceRecord>), StoreError> {
+/// Every registration of the event, and its attendance rows with every
+/// acknowledged batch in them.
+async fn load(ingest: &Ingest, event: Uuid) -> Result<(Vec<Registration>, Vec<AttendanceRecord>), StoreError> {
+    ingest.settle(Scope::Event(event)).await;
+    let store = ingest.store();
     let regs = store.registrations().for_event(event, None, usize::MAX / 2).await?;
     let rows = store.attendance().for_event(event, None, usize::MAX / 2).await?;
     Ok((regs, rows))
 }
 
 /// The event's report.
-pub async fn event_report(store: &SurrealStore, event: Uuid) -> Result<Report, StoreError> {
-    let (regs, rows) = load(store, event).await?;
+pub async fn event_report(ingest: &Ingest, event: Uuid) -> Result<Report, StoreError> {
+    let (regs, rows) = load(ingest, event).await?;
     Ok(report(&regs, &rows))
 }
 
@@ -103,8 +107,9 @@ pub enum CsvError {
 
 /// The event's attendance as CSV: one row per registration, RFC 4180
 /// quoting, people's text made inert for spreadsheets.
-pub async fn attendance_csv(store: &SurrealStore, event: Uuid) -> Result<Vec<u8>, CsvError> {
-    let (regs, rows) = load(store, event).await?;
+pub async fn attendance_csv(ingest: &Ingest, event: Uuid) -> Result<Vec<u8>, CsvError> {
+    let (regs, rows) = load(ingest, event).await?;
+    let store = ingest.store();
     let rows: HashMap<Uuid, &AttendanceRecord> = rows.iter().map(|r| (r.user_id, r)).collect();
     let user_ids: Vec<Uuid> = regs.iter().map(|r| r.user_id).collect();
     let users: HashMap<Uuid, _> = store.users().get_many(&user_ids).await?.into_iter().map(|u| (u.id, u)).collect();

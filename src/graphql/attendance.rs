@@ -11,7 +11,7 @@ use super::error::ApiError;
 use super::events::managed_event;
 use super::types::{Event, User};
 use super::{Page, ScannerIdentity, parse_id, principal, require_user, state};
-use crate::app::{IngestError, Source, reports, single_check_in};
+use crate::app::{IngestError, Scope, Source, reports, single_check_in};
 use crate::auth::Principal;
 use crate::domain::ingest::{BatchOutcome, SightingIn};
 use crate::domain::{AttendancePolicy, CheckInSource, Role};
@@ -243,7 +243,9 @@ impl AttendanceQuery {
     ) -> Result<Connection<String, AttendanceRecord>> {
         let event = managed_event(ctx, &event_id).await?;
         let page = Page::parse(first, after)?;
-        let rows = state(ctx)?.store.attendance().for_event(event.id, page.after, page.fetch()).await?;
+        let st = state(ctx)?;
+        st.ingest.settle(Scope::Event(event.id)).await;
+        let rows = st.store.attendance().for_event(event.id, page.after, page.fetch()).await?;
         let gap = Some(event.policy.departure_gap);
         Ok(page.connection(rows, |r| r.user_id, |record| AttendanceRecord { record, departure_gap: gap }))
     }
@@ -252,7 +254,7 @@ impl AttendanceQuery {
     /// The event's organiser or an admin.
     async fn event_report(&self, ctx: &Context<'_>, event_id: ID) -> Result<EventReport> {
         let event = managed_event(ctx, &event_id).await?;
-        Ok(reports::event_report(&state(ctx)?.store, event.id).await?.into())
+        Ok(reports::event_report(&state(ctx)?.ingest, event.id).await?.into())
     }
 }
 
@@ -331,6 +333,7 @@ impl AttendanceMutation {
         record_metrics(&outcome);
         single_check_in(&outcome)
             .map_err(|reason| ApiError::Validation(format!("the user was not checked in: {reason}")))?;
+        st.ingest.settle(Scope::Event(event.id)).await;
         let record =
             st.store.attendance().get(event.id, user_id).await?.ok_or_else(|| ApiError::not_found("attendance"))?;
         Ok(AttendanceRecord { record, departure_gap: Some(event.policy.departure_gap) })
@@ -377,6 +380,8 @@ pub async fn of_user(ctx: &Context<'_>, user: Uuid) -> Result<Vec<AttendanceReco
     if me.id != user && me.role != Role::Admin {
         return Err(ApiError::forbidden().into());
     }
-    let rows = state(ctx)?.store.attendance().for_user(user).await?;
+    let st = state(ctx)?;
+    st.ingest.settle(Scope::User(user)).await;
+    let rows = st.store.attendance().for_user(user).await?;
     Ok(rows.into_iter().map(|record| AttendanceRecord { record, departure_gap: None }).collect())
 }

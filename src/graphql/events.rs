@@ -176,7 +176,9 @@ impl EventsMutation {
     /// Deletes an event and its registrations. Its organiser or an ADMIN.
     async fn delete_event(&self, ctx: &Context<'_>, id: ID) -> Result<bool> {
         let event = managed_event(ctx, &id).await?;
-        state(ctx)?.store.events().delete(event.id).await?;
+        let st = state(ctx)?;
+        st.store.events().delete(event.id).await?;
+        st.ingest.forget_event(event.id).await;
         Ok(true)
     }
 

@@ -56,5 +56,5 @@ async fn build(state: &HttpState, principal: &Principal, event_id: Uuid) -> anyh
     if !principal.manages(&event) {
         return Ok(None);
     }
-    Ok(Some(reports::attendance_csv(store, event_id).await?))
+    Ok(Some(reports::attendance_csv(&state.app.ingest, event_id).await?))
 }

@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use super::batches::BatchRecord;
 use super::check_ins::SEQ_STEPS;
-use super::rederive::{FINISH, rederive_id};
+use super::rederive::{FINISH, REQUEST, rederive_id};
 use super::{StoreError, key_of, registration_id, rid};
 use crate::domain::{Attendance, Mark, Stay};
 
@@ -149,7 +149,18 @@ pub struct GroupWrite {
     pub updated: Vec<AttendanceRecord>,
     /// (user, event) pairs to register as walk-ins.
     pub walk_ins: Vec<(Uuid, Uuid)>,
+    /// Events of which this commit leaves rows unwritten for the first time
+    /// (see [`AttendanceLog::write_deferred`]): marked in `deferred_rows`.
+    pub deferred: Vec<Uuid>,
 }
+
+/// Updates the rows in `$updated`, each only from the version before its
+/// own; any other version fails the transaction.
+const UPDATE_ROWS: &str = "FOR $row IN $updated {
+    IF array::len(UPDATE $row.id CONTENT $row WHERE version = $row.version - 1 RETURN id) == 0 {
+        THROW 'attendance changed concurrently';
+    };
+};";
 
 #[derive(Debug, Clone, SurrealValue)]
 struct WalkIn {
@@ -207,14 +218,16 @@ impl<'a> AttendanceLog<'a> {
 
     /// Commits one group of the writer atomically; see the module doc for
     /// the checks. Cursors for the new check-ins are handed out here, from
-    /// the counters as they stand; the commit fails if another commit moved
-    /// them meanwhile.
-    pub async fn commit(&self, mut w: GroupWrite, now: DateTime<Utc>) -> Result<(), CommitError> {
+    /// the counters as they stand, and set on `w.created`; the commit fails
+    /// if another commit moved them meanwhile.
+    pub async fn commit(&self, w: &mut GroupWrite, now: DateTime<Utc>) -> Result<(), CommitError> {
         let seqs = self.assign_cursors(&mut w.created).await.map_err(CommitError::Store)?;
         let created: Vec<AttendanceRow> = w.created.iter().map(AttendanceRow::from).collect();
         let updated: Vec<AttendanceRow> = w.updated.iter().map(AttendanceRow::from).collect();
-        let batches = w.batches.into_iter().map(BatchRecord::into_row).collect::<Result<Vec<_>, _>>()?;
+        let batches =
+            std::mem::take(&mut w.batches).into_iter().map(BatchRecord::into_row).collect::<Result<Vec<_>, _>>()?;
         let walk_ins = walk_in_rows(&w.walk_ins, now);
+        let deferred: Vec<RecordId> = w.deferred.iter().map(|e| rid("deferred_rows", *e)).collect();
         let res = self
             .db
             .query(format!(
@@ -222,12 +235,9 @@ impl<'a> AttendanceLog<'a> {
                  IF array::len($batches) > 0 {{ INSERT INTO batch $batches }};
                  {SEQ_STEPS}
                  IF array::len($created) > 0 {{ INSERT INTO attendance $created }};
-                 FOR $row IN $updated {{
-                     IF array::len(UPDATE $row.id CONTENT $row WHERE version = $row.version - 1 RETURN id) == 0 {{
-                         THROW 'attendance changed concurrently';
-                     }};
-                 }};
+                 {UPDATE_ROWS}
                  {WALK_INS}
+                 FOR $d IN $deferred {{ UPSERT $d SET since = $now; }};
                  COMMIT;"
             ))
             .bind(("batches", batches))
@@ -235,9 +245,55 @@ impl<'a> AttendanceLog<'a> {
             .bind(("created", created))
             .bind(("updated", updated))
             .bind(("walk_ins", walk_ins))
+            .bind(("deferred", deferred))
+            .bind(("now", now))
             .await
             .map_err(StoreError::from)?;
         commit_result(res)
+    }
+
+    /// Writes rows the writer held back (each with its version already
+    /// incremented), atomically. A row whose stored version is not the one
+    /// before fails the whole write (`Conflict`).
+    pub async fn write_deferred(&self, rows: &[AttendanceRecord]) -> Result<(), CommitError> {
+        let updated: Vec<AttendanceRow> = rows.iter().map(AttendanceRow::from).collect();
+        let res = self
+            .db
+            .query(format!("BEGIN; {UPDATE_ROWS} COMMIT;"))
+            .bind(("updated", updated))
+            .await
+            .map_err(StoreError::from)?;
+        commit_result(res)
+    }
+
+    /// Deletes the `deferred_rows` markers of `events`, none of whose rows
+    /// waits any more.
+    pub async fn clear_deferred(&self, events: &[Uuid]) -> Result<(), StoreError> {
+        let ids: Vec<RecordId> = events.iter().map(|e| rid("deferred_rows", *e)).collect();
+        self.db.query("DELETE $ids").bind(("ids", ids)).await?.check()?;
+        Ok(())
+    }
+
+    /// Turns the `deferred_rows` markers a crash left (rows that lagged
+    /// behind the raw log when the process died) into re-derivation
+    /// requests; returns their events. Each marker goes in the statement
+    /// that requests its re-derivation, so a crash midway asks at most twice.
+    pub async fn request_deferred(&self, now: DateTime<Utc>) -> Result<Vec<Uuid>, StoreError> {
+        let mut res = self
+            .db
+            .query(format!(
+                "LET $found = SELECT VALUE id FROM deferred_rows;
+                 FOR $d IN $found {{
+                     LET $rederive = type::record('rederive', record::id($d));
+                     {REQUEST}
+                     DELETE $d;
+                 }};
+                 RETURN $found;"
+            ))
+            .bind(("now", now))
+            .await?;
+        let found: Vec<RecordId> = res.take(2)?;
+        found.iter().map(key_of).collect()
     }
 
     /// Records a scanner's last batch and adds to its unknown-device count.

@@ -78,6 +78,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (13, "door codes and phone reports", include_str!("migrations/0013_door.surql")),
     (14, "change feed", include_str!("migrations/0014_change_feed.surql")),
     (15, "feed notices", include_str!("migrations/0015_feed_notices.surql")),
+    (16, "deferred rows", include_str!("migrations/0016_deferred_rows.surql")),
 ];
 
 /// Errors from the storage layer.
@@ -185,6 +186,9 @@ pub struct SurrealStore {
     /// For an embedded on-disk store, its directory: [`SurrealStore::close`]
     /// watches the engine's lock there to know it has shut down.
     data_dir: Option<std::path::PathBuf>,
+    /// Whether other processes may write the same database: a SurrealDB
+    /// server or TiKV (several Rollcall instances), not an embedded engine.
+    shared: bool,
 }
 
 impl SurrealStore {
@@ -193,11 +197,12 @@ impl SurrealStore {
     pub async fn open(url: &str, opts: &StoreOptions) -> Result<Self, StoreError> {
         let db = std::sync::Arc::new(Self::connect(url, opts).await?);
         let remote = ["ws://", "wss://", "http://", "https://"].iter().any(|scheme| url.starts_with(scheme));
+        let shared = remote || url.starts_with("tikv://");
         let live_db = if remote { std::sync::Arc::new(Self::connect(url, opts).await?) } else { db.clone() };
         let data_dir = url
             .strip_prefix("surrealkv://")
             .map(|rest| std::path::PathBuf::from(rest.split('?').next().unwrap_or(rest)));
-        let store = Self { db, live_db, data_dir };
+        let store = Self { db, live_db, data_dir, shared };
         store.migrate().await?;
         Ok(store)
     }
@@ -225,7 +230,7 @@ impl SurrealStore {
     /// cancels the engine's tasks mid-shutdown. Other clones of this handle
     /// keep the database open; then this returns after `timeout`.
     pub async fn close(self, timeout: Duration) {
-        let Self { db, live_db, data_dir } = self;
+        let Self { db, live_db, data_dir, .. } = self;
         drop((db, live_db));
         let Some(dir) = data_dir else {
             // In-memory and remote engines have nothing to flush; let their tasks run once.
@@ -243,6 +248,12 @@ impl SurrealStore {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         tracing::warn!(?timeout, "the database did not finish closing in time");
+    }
+
+    /// Whether other processes may write this database too (a SurrealDB
+    /// server or TiKV). An embedded engine is opened by one process only.
+    pub fn shared(&self) -> bool {
+        self.shared
     }
 
     /// An in-memory store with the schema applied; for tests and demos.

@@ -242,6 +242,13 @@ impl ServerProcess {
         Self::start_with(&surreal::cli_args(db), std::process::Stdio::null()).await
     }
 
+    /// As [`ServerProcess::start_on`], with more `serve` flags.
+    pub async fn start_with_flags(db: &DbArgs, flags: &[&str]) -> Self {
+        let mut args = surreal::cli_args(db);
+        args.extend(flags.iter().map(|f| f.to_string()));
+        Self::start_with(&args, std::process::Stdio::null()).await
+    }
+
     /// As [`ServerProcess::start`], with the server's log (stderr) written to `log`.
     pub async fn start_logging(db: &str, log: &std::path::Path) -> Self {
         let log = std::fs::File::create(log).expect("log file");

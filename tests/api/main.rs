@@ -16,6 +16,7 @@ mod door;
 mod events;
 mod fuzz;
 mod hardening;
+mod held_rows;
 mod helpers;
 mod identity;
 mod imports;

@@ -1,0 +1,155 @@
+//! Attendance rows held back by the ingest writer on the embedded store
+//! (`--row-flush-ms`, `app::writer`): reads see every acknowledged batch at
+//! once, a crash loses nothing the raw log holds, and an erased person's
+//! held row does not come back.
+
+use chrono::{DateTime, Duration, Utc};
+use rollcall::config::{DbArgs, ServeArgs};
+use serde_json::{Value, json};
+
+use crate::helpers::{PASSWORD, ServerProcess, run_cli, spawn_with};
+use crate::ingest::{at, attendance, batch, sighting, submit, venue, venue_from};
+
+const SUBMIT: &str =
+    "mutation($b: SightingBatchInput!) { submitSightings(batch: $b) { accepted checkIns duplicates } }";
+const ATTENDANCE: &str =
+    "query($e: ID!) { attendance(eventId: $e) { edges { node { lastSeen sightings stays { from to } } } } }";
+
+fn time(v: &Value) -> DateTime<Utc> {
+    v.as_str().and_then(|s| DateTime::parse_from_rfc3339(s).ok()).map(|t| t.with_timezone(&Utc)).expect("a time")
+}
+
+/// Equal to the second (the wire format may drop sub-seconds).
+fn near(a: DateTime<Utc>, b: DateTime<Utc>) -> bool {
+    (a - b).num_milliseconds().abs() < 1000
+}
+
+/// A venue on a process of its own: an admin (made with the CLI), an
+/// active event around now, a registered attendee, and a scanner key.
+struct Venue {
+    admin: String,
+    event: String,
+    key: String,
+    ble: String,
+}
+
+async fn venue_on(server: &ServerProcess) -> Venue {
+    let login = "mutation($e: String!, $p: String!) { logIn(email: $e, password: $p) { token } }";
+    let token = server.ok(None, login, json!({ "e": "root@example.org", "p": PASSWORD })).await["logIn"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let admin = format!("Bearer {token}");
+    let start = Utc::now() - Duration::hours(1);
+    let create = "mutation($i: CreateEventInput!) { createEvent(input: $i) { id } }";
+    let input = json!({ "i": { "name": "Held", "startsAt": start, "endsAt": start + Duration::hours(3) } });
+    let event = server.ok(Some(&admin), create, input).await["createEvent"]["id"].as_str().unwrap().to_owned();
+    server.ok(Some(&admin), "mutation($id: ID!) { activateEvent(id: $id) { id } }", json!({ "id": event })).await;
+    let sign_up = "mutation { signUp(email: \"ada@example.org\", name: \"Ada\", password: \"correct horse battery\") { token user { bleUuid } } }";
+    let data = server.ok(None, sign_up, json!({})).await;
+    let ada = format!("Bearer {}", data["signUp"]["token"].as_str().unwrap());
+    let ble = data["signUp"]["user"]["bleUuid"].as_str().unwrap().to_owned();
+    server.ok(Some(&ada), "mutation($e: ID!) { registerForEvent(eventId: $e) { id } }", json!({ "e": event })).await;
+    let key = server.ok(Some(&admin), "mutation { createApiKey(name: \"door\") { secret } }", json!({})).await
+        ["createApiKey"]["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    Venue { admin, event, key: format!("ApiKey {key}"), ble }
+}
+
+/// Rows held for ten minutes at a time: the process is killed while one
+/// waits. At the next start its event is derived again from the raw log, so
+/// the row ends as if nothing had been held.
+#[tokio::test]
+async fn a_row_held_back_when_the_process_dies_is_derived_again_from_the_raw_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = DbArgs { url: format!("surrealkv://{}", dir.path().join("data").display()), ..DbArgs::memory() };
+    let mut args = vec!["admin", "create", "--email", "root@example.org", "--name", "Root", "--password-stdin"];
+    let db_args = crate::surreal::cli_args(&db);
+    args.extend(db_args.iter().map(String::as_str));
+    let (ok, _, err) = run_cli(&args, &format!("{PASSWORD}\n"));
+    assert!(ok, "{err}");
+    let flags = ["--row-flush-ms", "600000"];
+    let server = ServerProcess::start_with_flags(&db, &flags).await;
+    let v = venue_on(&server).await;
+    let now = Utc::now();
+    let send = |minutes_ago: i64| {
+        let b = batch(vec![sighting(&v.ble, now - Duration::minutes(minutes_ago), -60)]);
+        server.ok(Some(&v.key), SUBMIT, b)
+    };
+    assert_eq!(send(30).await["submitSightings"]["checkIns"], 1);
+    assert_eq!(send(20).await["submitSightings"]["accepted"], 1);
+    assert_eq!(server.metric("rollcall_ingest_rows_waiting").await, Some(1.0), "the changed row is held back");
+
+    // A read sees the held change: it is written first.
+    let rows = server.ok(Some(&v.admin), ATTENDANCE, json!({ "e": v.event })).await;
+    let row = &rows["attendance"]["edges"][0]["node"];
+    assert!(near(time(&row["lastSeen"]), now - Duration::minutes(20)), "{row}");
+    assert_eq!(row["sightings"], 2);
+
+    // Changed again, and held, when the process dies.
+    assert_eq!(send(10).await["submitSightings"]["accepted"], 1);
+    assert_eq!(server.metric("rollcall_ingest_rows_waiting").await, Some(1.0));
+    server.kill9();
+
+    let server = ServerProcess::start_with_flags(&db, &flags).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let row = loop {
+        let rows = server.ok(Some(&v.admin), ATTENDANCE, json!({ "e": v.event })).await;
+        let row = rows["attendance"]["edges"][0]["node"].clone();
+        if row["sightings"] == 3 || std::time::Instant::now() > deadline {
+            break row;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(row["sightings"], 3, "the sighting acknowledged before the crash counts: {row}");
+    assert!(near(time(&row["lastSeen"]), now - Duration::minutes(10)), "{row}");
+    // Re-sent after the restart (its answer was lost, say): a duplicate.
+    let again = server.ok(Some(&v.key), SUBMIT, batch(vec![sighting(&v.ble, now - Duration::minutes(10), -60)])).await;
+    assert_eq!(again["submitSightings"]["duplicates"], 1);
+    assert!(server.terminate().success());
+}
+
+/// A person erased while their row is held back: the flush that follows
+/// does not bring the row back.
+#[tokio::test]
+async fn an_erased_persons_held_row_is_not_written_back() {
+    let mut args = ServeArgs::for_tests(DbArgs::memory());
+    args.row_flush_ms = 50;
+    let app = spawn_with(args).await;
+    let v = venue(&app, json!({})).await;
+    assert_eq!(submit(&app, &v, &batch(vec![sighting(&v.ada_ble, at(&v, 10), -60)])).await["checkIns"], 1);
+    assert_eq!(submit(&app, &v, &batch(vec![sighting(&v.ada_ble, at(&v, 20), -60)])).await["accepted"], 1);
+    let admin = app.admin().await;
+    let ada_id = app.ok(&v.ada.auth(), "{ me { id } }", json!({})).await["me"]["id"].clone();
+    app.ok(&admin.auth(), "mutation($id: ID!) { deleteUser(id: $id) }", json!({ "id": ada_id })).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(attendance(&app, &v).await.is_empty(), "no row for an erased person");
+}
+
+/// Several batches for the same person, held back: one read shows them all,
+/// in the same row as writing each through would have made.
+#[tokio::test]
+async fn held_rows_read_the_same_as_rows_written_with_each_batch() {
+    let mut results = Vec::new();
+    let start = Utc::now() - Duration::hours(1);
+    for flush_ms in [0, 600_000] {
+        let mut args = ServeArgs::for_tests(DbArgs::memory());
+        args.row_flush_ms = flush_ms;
+        let app = spawn_with(args).await;
+        let v = venue_from(&app, json!({ "departureGapSeconds": 600 }), start).await;
+        for minutes in [10, 12, 40, 41, 11] {
+            submit(&app, &v, &batch(vec![sighting(&v.ada_ble, at(&v, minutes), -70 + minutes as i32)])).await;
+        }
+        let rows = attendance(&app, &v).await;
+        assert_eq!(rows.len(), 1);
+        let mut row = rows[0].clone();
+        row["user"] = Value::Null;
+        row["presentNow"] = Value::Null;
+        results.push(row);
+    }
+    assert_eq!(results[0]["sightings"], 5);
+    assert_eq!(results[0]["stays"].as_array().unwrap().len(), 2, "{}", results[0]);
+    assert_eq!(results[0], results[1]);
+}
