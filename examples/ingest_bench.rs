@@ -33,6 +33,8 @@
 //! 5. With `--rederive`: the event's policy changes, and its attendance is
 //!    derived again from the raw log in the background while two clients
 //!    upload batches for another event; progress is printed as it goes.
+//! 6. With `--erase`: one person is erased (`deleteUser`'s use case), and the
+//!    time it took is printed.
 //!
 //! The last line is `ingest: <N> sightings/s, ceiling <M> sightings/s, ratio <R>`.
 
@@ -50,6 +52,11 @@ use rollcall::domain::{Attendance, AttendancePolicy, EventState, EventWindow, Si
 use rollcall::startup::Application;
 use rollcall::store::NewEvent;
 use serde_json::{Value, json};
+
+/// The server runs in this binary: the same allocator as `rollcall`'s.
+#[cfg(not(feature = "system-allocator"))]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -88,6 +95,9 @@ struct Args {
     /// `--db`), in this process; the clients are split between them.
     #[arg(long, default_value_t = 1)]
     instances: usize,
+    /// At the end, erase one person (`deleteUser`) and print how long it took.
+    #[arg(long)]
+    erase: bool,
     /// How long a changed attendance row may wait in memory (embedded store).
     #[arg(long, default_value_t = 1000)]
     row_flush_ms: u64,
@@ -476,6 +486,13 @@ async fn main() -> anyhow::Result<()> {
     println!("consistent: {}", if consistent { "yes" } else { "no" });
     if args.rederive {
         rederive(&store, &ingest, &event, &org, addr, &secrets, &bles, start, total).await?;
+    }
+    if args.erase {
+        // The right to erasure: one person's sightings leave every batch.
+        let user = store.users().resolve(vec![bles[0].clone()]).await?[&bles[0]];
+        let t = Instant::now();
+        ingest.erase_user(user).await?;
+        println!("erase: one person's sightings erased from a raw log of {total} in {:.2?}", t.elapsed());
     }
     drop(store);
     let _ = stop_tx.send(());

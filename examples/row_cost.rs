@@ -27,6 +27,11 @@ use rollcall::domain::{Attendance, Mark, Stay};
 use rollcall::store::{AttendanceRecord, GroupWrite, StoreOptions, SurrealStore};
 use uuid::Uuid;
 
+/// The server runs in this binary: the same allocator as `rollcall`'s.
+#[cfg(not(feature = "system-allocator"))]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 struct Args {
     /// Attendance rows, all in one event, all written in each commit.
