@@ -79,6 +79,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (14, "change feed", include_str!("migrations/0014_change_feed.surql")),
     (15, "feed notices", include_str!("migrations/0015_feed_notices.surql")),
     (16, "deferred rows", include_str!("migrations/0016_deferred_rows.surql")),
+    (17, "batch users unindexed", include_str!("migrations/0017_batch_users_unindexed.surql")),
 ];
 
 /// Errors from the storage layer.
