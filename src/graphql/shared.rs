@@ -14,9 +14,12 @@
 //! Only subscriptions whose output does not depend on when they began are
 //! shared: `checkIns` without `after` (it starts live, so a member that
 //! joins a running group starts where the group is) and `eventStats` (a
-//! newcomer gets the group's latest counters first). A replay from a cursor,
-//! a document with fragments or directives at the root, or anything else
-//! runs on its own, as before.
+//! newcomer gets the group's latest counters first). A `checkIns` that
+//! resumes after a cursor given in a variable replays on its own, then
+//! hands over to the group of the same subscription with that variable
+//! `null` ([`SharedSubscription::resume`], `http::ws::handover`). A cursor
+//! written into the document, fragments or directives at the root, or
+//! anything else runs on its own, as before.
 
 use async_graphql::parser::types::{DocumentOperations, OperationType, Selection};
 use async_graphql::{PathSegment, Pos, Request, Response, Value};
@@ -38,6 +41,10 @@ pub struct SharedSubscription {
     pos: Pos,
     /// The root field's response key (its alias, or name).
     response_key: String,
+    /// For a `checkIns` that resumes after the cursor in this variable: it
+    /// replays on its own, then joins the group `key`, which is that of the
+    /// same subscription with the variable `null`.
+    pub resume: Option<String>,
 }
 
 impl SharedSubscription {
@@ -65,12 +72,12 @@ impl SharedSubscription {
         if !field.node.directives.is_empty() {
             return None;
         }
+        let (mut resume, mut live_var) = (None, None);
         let kind = match field.node.name.node.as_str() {
             "eventStats" => GroupKind::Latest,
             "checkIns" => {
                 // `after` replays from the subscriber's own cursor.
-                let after = field.node.arguments.iter().find(|(n, _)| n.node.as_str() == "after");
-                let replays = after.is_some_and(|(_, v)| {
+                if let Some((_, v)) = field.node.arguments.iter().find(|(n, _)| n.node.as_str() == "after") {
                     let value = v.node.clone().into_const_with(|var| {
                         let given = request.variables.get(&var).cloned();
                         let default = op
@@ -81,16 +88,29 @@ impl SharedSubscription {
                             .and_then(|d| d.node.default_value.as_ref().map(|v| v.node.clone()));
                         Ok::<_, ()>(given.or(default).unwrap_or(Value::Null))
                     });
-                    value != Ok(Value::Null)
-                });
-                if replays {
-                    return None;
+                    // A variable prints as `$name` (the parser's value type
+                    // is not exported).
+                    let printed = v.node.to_string();
+                    let var = printed
+                        .strip_prefix('$')
+                        .filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+                        .map(str::to_owned);
+                    if value != Ok(Value::Null) {
+                        // Shared once caught up, if the cursor is a variable.
+                        resume = Some(var.clone()?);
+                    }
+                    // Without a cursor, whether given as null or not at all.
+                    live_var = var;
                 }
                 GroupKind::Every
             }
             _ => return None,
         };
-        let variables = serde_json::to_string(&request.variables).ok()?;
+        let mut variables = serde_json::to_value(&request.variables).ok()?;
+        if let (Some(var), Some(vars)) = (&live_var, variables.as_object_mut()) {
+            vars.insert(var.clone(), serde_json::Value::Null);
+        }
+        let variables = serde_json::to_string(&variables).ok()?;
         let key = format!(
             "{}\n{}\n{}\n{}",
             visibility_class(principal),
@@ -98,7 +118,13 @@ impl SharedSubscription {
             normalise(&request.query),
             variables
         );
-        Some(SharedSubscription { key, kind, pos: field.pos, response_key: field.node.response_key().node.to_string() })
+        Some(SharedSubscription {
+            key,
+            kind,
+            pos: field.pos,
+            response_key: field.node.response_key().node.to_string(),
+            resume,
+        })
     }
 
     /// The response a member that fell behind gets: the same as an
@@ -231,16 +257,26 @@ mod tests {
     }
 
     #[test]
-    fn replays_and_other_operations_run_on_their_own() {
+    fn a_replay_from_a_cursor_in_a_variable_joins_the_live_group_once_caught_up() {
         let q = "subscription($e: ID!, $a: String) { checkIns(eventId: $e, after: $a) { cursor } }";
-        assert!(key(q, json!({"e": "x"})).is_some());
-        assert!(key(q, json!({"e": "x", "a": null})).is_some());
-        assert!(key(q, json!({"e": "x", "a": ""})).is_none());
-        assert!(key(r#"subscription { checkIns(eventId: "x", after: "5") { cursor } }"#, json!({})).is_none());
-        assert!(
-            key(r#"subscription($a: String = "") { checkIns(eventId: "x", after: $a) { cursor } }"#, json!({}))
-                .is_none()
+        let of = |vars| SharedSubscription::of(&request(q, vars), &Principal::Anonymous).unwrap();
+        let live = of(json!({"e": "x"}));
+        assert_eq!(live.resume, None);
+        assert_eq!(of(json!({"e": "x", "a": null})).key, live.key);
+        let resumed = of(json!({"e": "x", "a": "000000000005"}));
+        assert_eq!(resumed.resume.as_deref(), Some("a"));
+        assert_eq!(resumed.key, live.key, "the group it hands over to is the live one");
+        assert_eq!(of(json!({"e": "x", "a": ""})).resume.as_deref(), Some("a"));
+        let defaulted = r#"subscription($a: String = "") { checkIns(eventId: "x", after: $a) { cursor } }"#;
+        assert_eq!(
+            SharedSubscription::of(&request(defaulted, json!({})), &Principal::Anonymous).unwrap().resume.as_deref(),
+            Some("a")
         );
+    }
+
+    #[test]
+    fn replays_and_other_operations_run_on_their_own() {
+        assert!(key(r#"subscription { checkIns(eventId: "x", after: "5") { cursor } }"#, json!({})).is_none());
         assert!(key(r#"subscription { myCheckIns { cursor } }"#, json!({})).is_none());
         assert!(key(r#"{ me { name } }"#, json!({})).is_none());
         assert!(key(r#"subscription { checkIns(eventId: "x") @include(if: true) { cursor } }"#, json!({})).is_none());

@@ -97,11 +97,13 @@ impl CursorProbe {
         lock(&self.state).last = Some(cursor.into());
     }
 
-    fn last(&self) -> Option<Arc<str>> {
+    /// The cursor of the last check-in handed to the renderer.
+    pub fn last(&self) -> Option<Arc<str>> {
         lock(&self.state).last.clone()
     }
 
-    fn start(&self) -> Option<Arc<str>> {
+    /// Where the subscription started (the check-in before its first).
+    pub fn start(&self) -> Option<Arc<str>> {
         lock(&self.state).start.clone()
     }
 }

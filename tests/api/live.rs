@@ -404,6 +404,57 @@ async fn a_hundred_identical_subscriptions_cost_one_render_per_check_in() {
     }
 }
 
+/// Dashboards that resume from a cursor (a reconnect, an instance restart)
+/// each replay on their own, then hand over to the group of the live
+/// subscription: once they have caught up, a check-in costs one render for
+/// all of them, not one each.
+#[tokio::test]
+async fn subscriptions_resuming_from_a_cursor_share_one_render_once_caught_up() {
+    let app = spawn_app().await;
+    let v = venue(&app, 6).await;
+    for i in 0..4 {
+        check_in(&app, &v, [i]).await;
+    }
+    let auth = json!({ "authorization": format!("Bearer {}", v.org.token) });
+    let mut reader = WsClient::signed_in(&app, "graphql-transport-ws", auth.clone()).await;
+    reader.subscribe("r", CHECK_INS, json!({ "e": v.event, "after": "" })).await;
+    let cursors: Vec<String> =
+        take(&mut reader, "r", 4).await.iter().map(|c| c["cursor"].as_str().unwrap().to_owned()).collect();
+    drop(reader);
+    let mut clients = Vec::new();
+    for i in 0..20 {
+        let mut c = WsClient::signed_in(&app, "graphql-transport-ws", auth.clone()).await;
+        let after = if i % 2 == 0 { "" } else { cursors[1].as_str() };
+        c.subscribe(&format!("s{i}"), CHECK_INS, json!({ "e": v.event, "after": after })).await;
+        let replayed = names(&take(&mut c, &format!("s{i}"), if i % 2 == 0 { 4 } else { 2 }).await);
+        let all = ["Person 0000", "Person 0001", "Person 0002", "Person 0003"];
+        assert_eq!(replayed, all[if i % 2 == 0 { 0 } else { 2 }..], "the replay from its own cursor");
+        clients.push(c);
+    }
+    // Twenty replays and the one group behind them follow the event.
+    subscribers(&app, &v, 21).await;
+    let groups = app.state.live.groups();
+    assert_eq!(groups.len(), 1, "one group, for the live subscription");
+    // The next check-in reaches each once; the replays hand over meanwhile.
+    check_in(&app, &v, [4]).await;
+    for (i, c) in clients.iter_mut().enumerate() {
+        assert_eq!(names(&take(c, &format!("s{i}"), 1).await), ["Person 0004"]);
+    }
+    let (renders, deliveries) = (groups.renders(), groups.deliveries());
+    check_in(&app, &v, [5]).await;
+    for (i, c) in clients.iter_mut().enumerate() {
+        let got = take(c, &format!("s{i}"), 1).await;
+        assert_eq!(names(&got), ["Person 0005"]);
+        assert!(got[0]["cursor"].as_str().unwrap() > cursors[3].as_str());
+    }
+    assert_eq!(groups.renders() - renders, 1, "one render for all twenty");
+    assert_eq!(groups.deliveries() - deliveries, 20, "each delivered from the group");
+    // Nothing twice, nothing more.
+    for c in &mut clients {
+        assert!(c.recv_within(Duration::from_millis(200)).await.is_none());
+    }
+}
+
 #[tokio::test]
 async fn subscribers_who_see_differently_do_not_share_a_render() {
     let app = spawn_app().await;

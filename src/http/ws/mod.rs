@@ -32,6 +32,7 @@
 //! the process's one ticker), and nothing of a database call held between
 //! messages.
 
+mod handover;
 mod protocol;
 
 use std::collections::HashSet;
@@ -57,7 +58,7 @@ use super::graphql::{error_response, operation_type, timed_out};
 use crate::auth::{AuthError, Credential, Principal};
 use crate::graphql::ClientAddr;
 use crate::graphql::shared::SharedSubscription;
-use crate::live::{Frame, MemberItem};
+use crate::live::{CursorProbe, Frame, MemberItem};
 use crate::state::AppState;
 
 /// How often a live socket's credential is checked again (for revocations
@@ -387,18 +388,34 @@ impl Connection {
         let stream: Results = match SharedSubscription::of(&request, &session.principal) {
             Some(shared) => {
                 let (schema, principal) = (self.state.schema.clone(), session.principal.clone());
+                // One that resumes after a cursor replays on its own; the
+                // group runs the same subscription live.
+                let (live, replay) = match &shared.resume {
+                    None => (request, None),
+                    Some(var) => {
+                        let live = handover::live_request(&request, var);
+                        let probe = Arc::new(CursorProbe::default());
+                        let own = request.data(principal.clone()).data(ClientAddr(self.ticket.address()));
+                        (live, Some((schema.execute_stream(own.data(probe.clone())).boxed(), probe)))
+                    }
+                };
                 let members = self.app().live.groups().join(shared.key.clone(), shared.kind, move |probe| {
-                    schema.execute_stream(request.data(principal).data(probe)).map(render)
+                    schema.execute_stream(live.data(principal).data(probe)).map(render)
                 });
                 let lag = Arc::new(shared);
-                Box::pin(
-                    members
-                        .map(move |item| match item {
-                            MemberItem::Frame(frame) => Outcome::Shared(frame),
-                            MemberItem::Lagged { last_cursor } => Outcome::Response(Box::new(lag.lagged(last_cursor))),
-                        })
-                        .chain(end),
-                )
+                match replay {
+                    Some((replay, probe)) => Box::pin(handover::resumed(replay, probe, members, lag).chain(end)),
+                    None => Box::pin(
+                        members
+                            .map(move |item| match item {
+                                MemberItem::Frame(frame) => Outcome::Shared(frame),
+                                MemberItem::Lagged { last_cursor } => {
+                                    Outcome::Response(Box::new(lag.lagged(last_cursor)))
+                                }
+                            })
+                            .chain(end),
+                    ),
+                }
             }
             None if operation_type(&request) == Some(OperationType::Query) => {
                 // A query answers once, within the same time limit as over HTTP.
@@ -449,8 +466,11 @@ impl Connection {
                 let errors = frame.refusal.as_deref().unwrap_or("[]");
                 return self.send(Message::Text(spliced("error", &id, errors).into())).await;
             }
-            Outcome::Response(response) => serde_json::to_string(&Outgoing { kind, id: &id, payload: &response })
-                .unwrap_or_else(|_| r#"{"type":"error","payload":[{"message":"internal error"}]}"#.to_owned()),
+            Outcome::Response(response) => {
+                metrics::counter!("rollcall_ws_own_results_total").increment(1);
+                serde_json::to_string(&Outgoing { kind, id: &id, payload: &response })
+                    .unwrap_or_else(|_| r#"{"type":"error","payload":[{"message":"internal error"}]}"#.to_owned())
+            }
             Outcome::Shared(frame) => {
                 self.app().live.groups().delivered();
                 spliced(kind, &id, &frame.payload)
