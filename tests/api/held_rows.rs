@@ -1,7 +1,7 @@
 //! Attendance rows held back by the ingest writer on the embedded store
 //! (`--row-flush-ms`, `app::writer`): reads see every acknowledged batch at
-//! once, a crash loses nothing the raw log holds, and an erased person's
-//! held row does not come back.
+//! once, a clean stop writes them, a crash loses nothing the raw log holds,
+//! and an erased person's held row does not come back.
 
 use chrono::{DateTime, Duration, Utc};
 use rollcall::config::{DbArgs, ServeArgs};
@@ -22,6 +22,15 @@ fn time(v: &Value) -> DateTime<Utc> {
 /// Equal to the second (the wire format may drop sub-seconds).
 fn near(a: DateTime<Utc>, b: DateTime<Utc>) -> bool {
     (a - b).num_milliseconds().abs() < 1000
+}
+
+/// An admin made with the CLI on `db`, before the server starts.
+fn admin_on(db: &DbArgs) {
+    let mut args = vec!["admin", "create", "--email", "root@example.org", "--name", "Root", "--password-stdin"];
+    let db_args = crate::surreal::cli_args(db);
+    args.extend(db_args.iter().map(String::as_str));
+    let (ok, _, err) = run_cli(&args, &format!("{PASSWORD}\n"));
+    assert!(ok, "{err}");
 }
 
 /// A venue on a process of its own: an admin (made with the CLI), an
@@ -65,11 +74,7 @@ async fn venue_on(server: &ServerProcess) -> Venue {
 async fn a_row_held_back_when_the_process_dies_is_derived_again_from_the_raw_log() {
     let dir = tempfile::tempdir().unwrap();
     let db = DbArgs { url: format!("surrealkv://{}", dir.path().join("data").display()), ..DbArgs::memory() };
-    let mut args = vec!["admin", "create", "--email", "root@example.org", "--name", "Root", "--password-stdin"];
-    let db_args = crate::surreal::cli_args(&db);
-    args.extend(db_args.iter().map(String::as_str));
-    let (ok, _, err) = run_cli(&args, &format!("{PASSWORD}\n"));
-    assert!(ok, "{err}");
+    admin_on(&db);
     let flags = ["--row-flush-ms", "600000"];
     let server = ServerProcess::start_with_flags(&db, &flags).await;
     let v = venue_on(&server).await;
@@ -108,6 +113,34 @@ async fn a_row_held_back_when_the_process_dies_is_derived_again_from_the_raw_log
     // Re-sent after the restart (its answer was lost, say): a duplicate.
     let again = server.ok(Some(&v.key), SUBMIT, batch(vec![sighting(&v.ble, now - Duration::minutes(10), -60)])).await;
     assert_eq!(again["submitSightings"]["duplicates"], 1);
+    assert!(server.terminate().success());
+}
+
+/// A clean stop (SIGTERM) writes the held rows before it exits: after the
+/// restart the row is whole at once, and nothing is derived again.
+#[tokio::test]
+async fn a_clean_stop_writes_the_held_rows_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = DbArgs { url: format!("surrealkv://{}", dir.path().join("data").display()), ..DbArgs::memory() };
+    admin_on(&db);
+    let flags = ["--row-flush-ms", "600000"];
+    let server = ServerProcess::start_with_flags(&db, &flags).await;
+    let v = venue_on(&server).await;
+    let now = Utc::now();
+    for minutes_ago in [30, 20] {
+        let b = batch(vec![sighting(&v.ble, now - Duration::minutes(minutes_ago), -60)]);
+        server.ok(Some(&v.key), SUBMIT, b).await;
+    }
+    assert_eq!(server.metric("rollcall_ingest_rows_waiting").await, Some(1.0), "the changed row is held back");
+    assert!(server.terminate().success());
+
+    let server = ServerProcess::start_with_flags(&db, &flags).await;
+    let q = "query($e: ID!) { event(id: $e) { rederivation { pending } } attendance(eventId: $e) { edges { node { lastSeen sightings } } } }";
+    let data = server.ok(Some(&v.admin), q, json!({ "e": v.event })).await;
+    assert_eq!(data["event"]["rederivation"], Value::Null, "nothing to derive again: {data}");
+    let row = &data["attendance"]["edges"][0]["node"];
+    assert_eq!(row["sightings"], 2, "{row}");
+    assert!(near(time(&row["lastSeen"]), now - Duration::minutes(20)), "{row}");
     assert!(server.terminate().success());
 }
 

@@ -322,9 +322,11 @@ async fn run(store: SurrealStore, rows: Option<Rows>, mut rx: mpsc::Receiver<Job
                 }
             }
             Job::Drain(reply) => {
-                if state.held.as_ref().is_some_and(|h| h.flushing.is_some())
-                    && let Some((flush, result)) = flushed_rx.recv().await
-                {
+                // Flushes under way end first (one may start the next, for
+                // readers that were waiting), so that nothing writes beside
+                // the last one.
+                while state.held.as_ref().is_some_and(|h| h.flushing.is_some()) {
+                    let Some((flush, result)) = flushed_rx.recv().await else { break };
                     state.flushed(flush, result).await;
                 }
                 state.drain().await;
