@@ -33,6 +33,26 @@ fn admin_on(db: &DbArgs) {
     assert!(ok, "{err}");
 }
 
+/// Rows held for ten minutes at a time: only a read, a stop or a crash
+/// decides when they are written.
+const HOLD: [&str; 2] = ["--row-flush-ms", "600000"];
+
+/// A server holding rows (`HOLD`) on SurrealKV in `dir`, with a venue.
+async fn holding(dir: &std::path::Path) -> (DbArgs, ServerProcess, Venue) {
+    let db = DbArgs { url: format!("surrealkv://{}", dir.join("data").display()), ..DbArgs::memory() };
+    admin_on(&db);
+    let server = ServerProcess::start_with_flags(&db, &HOLD).await;
+    let v = venue_on(&server).await;
+    (db, server, v)
+}
+
+impl Venue {
+    /// Ada heard at `at` by the scanner key: the batch's answer.
+    async fn heard(&self, server: &ServerProcess, at: DateTime<Utc>) -> Value {
+        server.ok(Some(&self.key), SUBMIT, batch(vec![sighting(&self.ble, at, -60)])).await["submitSightings"].clone()
+    }
+}
+
 /// A venue on a process of its own: an admin (made with the CLI), an
 /// active event around now, a registered attendee, and a scanner key.
 struct Venue {
@@ -73,18 +93,11 @@ async fn venue_on(server: &ServerProcess) -> Venue {
 #[tokio::test]
 async fn a_row_held_back_when_the_process_dies_is_derived_again_from_the_raw_log() {
     let dir = tempfile::tempdir().unwrap();
-    let db = DbArgs { url: format!("surrealkv://{}", dir.path().join("data").display()), ..DbArgs::memory() };
-    admin_on(&db);
-    let flags = ["--row-flush-ms", "600000"];
-    let server = ServerProcess::start_with_flags(&db, &flags).await;
-    let v = venue_on(&server).await;
+    let (db, server, v) = holding(dir.path()).await;
     let now = Utc::now();
-    let send = |minutes_ago: i64| {
-        let b = batch(vec![sighting(&v.ble, now - Duration::minutes(minutes_ago), -60)]);
-        server.ok(Some(&v.key), SUBMIT, b)
-    };
-    assert_eq!(send(30).await["submitSightings"]["checkIns"], 1);
-    assert_eq!(send(20).await["submitSightings"]["accepted"], 1);
+    let ago = |minutes: i64| now - Duration::minutes(minutes);
+    assert_eq!(v.heard(&server, ago(30)).await["checkIns"], 1);
+    assert_eq!(v.heard(&server, ago(20)).await["accepted"], 1);
     assert_eq!(server.metric("rollcall_ingest_rows_waiting").await, Some(1.0), "the changed row is held back");
 
     // A read sees the held change: it is written first.
@@ -94,11 +107,11 @@ async fn a_row_held_back_when_the_process_dies_is_derived_again_from_the_raw_log
     assert_eq!(row["sightings"], 2);
 
     // Changed again, and held, when the process dies.
-    assert_eq!(send(10).await["submitSightings"]["accepted"], 1);
+    assert_eq!(v.heard(&server, ago(10)).await["accepted"], 1);
     assert_eq!(server.metric("rollcall_ingest_rows_waiting").await, Some(1.0));
     server.kill9();
 
-    let server = ServerProcess::start_with_flags(&db, &flags).await;
+    let server = ServerProcess::start_with_flags(&db, &HOLD).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let row = loop {
         let rows = server.ok(Some(&v.admin), ATTENDANCE, json!({ "e": v.event })).await;
@@ -111,8 +124,7 @@ async fn a_row_held_back_when_the_process_dies_is_derived_again_from_the_raw_log
     assert_eq!(row["sightings"], 3, "the sighting acknowledged before the crash counts: {row}");
     assert!(near(time(&row["lastSeen"]), now - Duration::minutes(10)), "{row}");
     // Re-sent after the restart (its answer was lost, say): a duplicate.
-    let again = server.ok(Some(&v.key), SUBMIT, batch(vec![sighting(&v.ble, now - Duration::minutes(10), -60)])).await;
-    assert_eq!(again["submitSightings"]["duplicates"], 1);
+    assert_eq!(v.heard(&server, ago(10)).await["duplicates"], 1);
     assert!(server.terminate().success());
 }
 
@@ -121,20 +133,15 @@ async fn a_row_held_back_when_the_process_dies_is_derived_again_from_the_raw_log
 #[tokio::test]
 async fn a_clean_stop_writes_the_held_rows_first() {
     let dir = tempfile::tempdir().unwrap();
-    let db = DbArgs { url: format!("surrealkv://{}", dir.path().join("data").display()), ..DbArgs::memory() };
-    admin_on(&db);
-    let flags = ["--row-flush-ms", "600000"];
-    let server = ServerProcess::start_with_flags(&db, &flags).await;
-    let v = venue_on(&server).await;
+    let (db, server, v) = holding(dir.path()).await;
     let now = Utc::now();
     for minutes_ago in [30, 20] {
-        let b = batch(vec![sighting(&v.ble, now - Duration::minutes(minutes_ago), -60)]);
-        server.ok(Some(&v.key), SUBMIT, b).await;
+        v.heard(&server, now - Duration::minutes(minutes_ago)).await;
     }
     assert_eq!(server.metric("rollcall_ingest_rows_waiting").await, Some(1.0), "the changed row is held back");
     assert!(server.terminate().success());
 
-    let server = ServerProcess::start_with_flags(&db, &flags).await;
+    let server = ServerProcess::start_with_flags(&db, &HOLD).await;
     let q = "query($e: ID!) { event(id: $e) { rederivation { pending } } attendance(eventId: $e) { edges { node { lastSeen sightings } } } }";
     let data = server.ok(Some(&v.admin), q, json!({ "e": v.event })).await;
     assert_eq!(data["event"]["rederivation"], Value::Null, "nothing to derive again: {data}");
