@@ -10,6 +10,9 @@
 //! embedded SurrealKV. `--subscribers` sockets subscribe to one event's
 //! `checkIns`; a batch a second makes `--rate` new check-ins; every minute
 //! `--churn` percent of the sockets close and new ones take their place.
+//! With `--resume`, each newcomer resumes after the last cursor of the one it
+//! replaces (`checkIns(after: $a)`), as a reconnecting dashboard does: it
+//! replays, then hands over to the live group (`http::ws::handover`).
 //! Each newcomer pings the server after subscribing and counts as present
 //! once the pong comes back (the server handles a socket's messages in
 //! order, so its subscription is in place by then), and the load waits for
@@ -76,6 +79,11 @@ struct Args {
     /// growing: a smaller one shows the flat part of the curve sooner.
     #[arg(long, default_value_t = rollcall::live::DEFAULT_BUFFER)]
     live_buffer: usize,
+    /// Newcomers resume after the last cursor of the socket they replace
+    /// (`checkIns(after: $a)`), as dashboards reconnecting with their
+    /// cursors do; by default they subscribe live.
+    #[arg(long)]
+    resume: bool,
     /// Internal: run as the server child, seeding this many attendees.
     #[arg(long, hide = true)]
     serve_people: Option<usize>,
@@ -124,28 +132,30 @@ async fn sockets_gauge(http: &reqwest::Client, port: u16) -> f64 {
     text.lines().find_map(|l| l.strip_prefix("rollcall_ws_sockets ")).and_then(|v| v.trim().parse().ok()).unwrap_or(0.0)
 }
 
-/// One subscriber: subscribes, says so on `subscribed` once the server has
-/// answered the ping sent after the subscription, counts what it receives,
-/// leaves when told.
+/// One subscriber: subscribes (after `after`, if given), says so on
+/// `subscribed` once the server has answered the ping sent after the
+/// subscription, counts what it receives, leaves when told; returns the
+/// last cursor it received (or `after`), for a successor that resumes.
 async fn subscriber(
     port: u16,
     token: String,
     event: String,
     delivered: Arc<AtomicU64>,
-    subscribed: oneshot::Sender<()>,
+    (after, subscribed): (Option<String>, oneshot::Sender<()>),
     mut leave: watch::Receiver<bool>,
-) {
+) -> Option<String> {
+    let mut last = after;
     let mut subscribed = Some(subscribed);
     let mut req = format!("ws://127.0.0.1:{port}/graphql").into_client_request().expect("request");
     req.headers_mut().insert("sec-websocket-protocol", "graphql-transport-ws".parse().expect("header"));
-    let Ok((mut ws, _)) = tokio_tungstenite::connect_async(req).await else { return };
+    let Ok((mut ws, _)) = tokio_tungstenite::connect_async(req).await else { return last };
     let init = json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {token}") } });
     let sub = json!({ "type": "subscribe", "id": "s", "payload": {
-        "query": "subscription($e: ID!) { checkIns(eventId: $e) { cursor user { name } } }",
-        "variables": { "e": event } } });
+        "query": "subscription($e: ID!, $a: String) { checkIns(eventId: $e, after: $a) { cursor user { name } } }",
+        "variables": { "e": event, "a": last } } });
     for msg in [init.to_string(), sub.to_string(), r#"{"type":"ping"}"#.to_owned()] {
         if ws.send(Message::text(msg)).await.is_err() {
-            return;
+            return last;
         }
     }
     loop {
@@ -154,6 +164,10 @@ async fn subscriber(
                 Some(Ok(Message::Text(t))) => {
                     if t.contains("\"next\"") {
                         delivered.fetch_add(1, Ordering::Relaxed);
+                        // `"cursor":"<digits>"`, the only cursor in the message.
+                        if let Some(c) = t.split("\"cursor\":\"").nth(1).and_then(|r| r.split('"').next()) {
+                            last = Some(c.to_owned());
+                        }
                     } else if t.contains("\"pong\"") {
                         if let Some(s) = subscribed.take() {
                             let _ = s.send(());
@@ -163,11 +177,11 @@ async fn subscriber(
                     }
                 }
                 Some(Ok(_)) => {}
-                _ => return,
+                _ => return last,
             },
             _ = leave.changed() => {
                 let _ = ws.close(None).await;
-                return;
+                return last;
             }
         }
     }
@@ -209,17 +223,19 @@ async fn soak(args: Args) -> anyhow::Result<()> {
     let delivered = Arc::new(AtomicU64::new(0));
 
     // Each subscriber has its own "leave" switch, so that a tenth can be replaced.
-    let mut slots: Vec<(watch::Sender<bool>, tokio::task::JoinHandle<()>)> = Vec::new();
-    let spawn = |delivered: &Arc<AtomicU64>, newcomers: &mut Vec<oneshot::Receiver<()>>| {
+    type Slot = (watch::Sender<bool>, tokio::task::JoinHandle<Option<String>>);
+    let mut slots: Vec<Slot> = Vec::new();
+    let spawn = |delivered: &Arc<AtomicU64>, newcomers: &mut Vec<oneshot::Receiver<()>>, after: Option<String>| {
         let (tx, rx) = watch::channel(false);
         let (subscribed, is_subscribed) = oneshot::channel();
         newcomers.push(is_subscribed);
-        let task = tokio::spawn(subscriber(port, token.clone(), event.clone(), delivered.clone(), subscribed, rx));
+        let start = (after, subscribed);
+        let task = tokio::spawn(subscriber(port, token.clone(), event.clone(), delivered.clone(), start, rx));
         (tx, task)
     };
     let mut newcomers = Vec::new();
     for _ in 0..args.subscribers {
-        slots.push(spawn(&delivered, &mut newcomers));
+        slots.push(spawn(&delivered, &mut newcomers, None));
     }
     all_subscribed(newcomers).await;
     let connected = Instant::now();
@@ -261,8 +277,8 @@ async fn soak(args: Args) -> anyhow::Result<()> {
         for _ in 0..replace {
             let (tx, task) = slots.remove(0);
             let _ = tx.send(true);
-            let _ = task.await;
-            slots.push(spawn(&delivered, &mut newcomers));
+            let last = task.await.ok().flatten();
+            slots.push(spawn(&delivered, &mut newcomers, last.filter(|_| args.resume)));
         }
         all_subscribed(newcomers).await;
         println!(
