@@ -21,7 +21,8 @@
 //!   (`--row-flush-ms`), however many groups touched it; a crash leaves
 //!   markers that make the rows be derived again from the raw log. On a
 //!   SurrealDB server or TiKV, where other instances write too, each commit
-//!   writes its changed rows, guarded by version.
+//!   writes its changed rows, guarded by version. `rows` holds them, `flush`
+//!   writes them.
 //! - **Several instances** each have a writer; their commits guard rows and
 //!   cursor counters by version. A group that loses such a race is folded
 //!   again from fresh reads and retried; a batch that a concurrent retry
@@ -37,12 +38,13 @@
 //!   rows the writer holds for that event are let go: the step derives them
 //!   from the raw log, which holds everything they did.
 
+mod flush;
 mod group;
 mod rows;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use surrealdb::types::RecordId;
@@ -50,12 +52,13 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
+use self::flush::Held;
 use self::group::{RowsAt, commit_group};
+use self::rows::Rows;
 pub use self::rows::Scope;
-use self::rows::{Flush, Rows};
 use super::rederive::Gathered;
 use crate::domain::ingest::{BatchOutcome, Counted, EventRules, RawSighting};
-use crate::store::{CommitError, StoreError, SurrealStore};
+use crate::store::{StoreError, SurrealStore};
 
 /// Most sightings one commit folds together.
 pub const MAX_GROUP: usize = 20_000;
@@ -211,19 +214,6 @@ struct Loop {
     waiting: Vec<(PlannedBatch, Reply)>,
 }
 
-/// The rows held, and the flushes that write them.
-struct Held {
-    rows: Rows,
-    /// Events with a `deferred_rows` marker in the store.
-    marked: HashSet<Uuid>,
-    /// Whether a flush is under way, and the readers it answers.
-    flushing: Option<Vec<oneshot::Sender<()>>>,
-    /// Readers waiting for the next flush.
-    settles: Vec<(Scope, oneshot::Sender<()>)>,
-    /// Where flushes report.
-    done_tx: mpsc::UnboundedSender<(Flush, Result<(), CommitError>)>,
-}
-
 async fn run(store: SurrealStore, rows: Option<Rows>, mut rx: mpsc::Receiver<Job>, finishes: Finishes) {
     // Each final step says which event it is done with.
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
@@ -264,11 +254,15 @@ async fn run(store: SurrealStore, rows: Option<Rows>, mut rx: mpsc::Receiver<Job
                     continue;
                 }
                 Some((flush, result)) = flushed_rx.recv() => {
-                    state.flushed(flush, result).await;
+                    if let Some(held) = &mut state.held {
+                        held.flushed(&state.store, flush, result).await;
+                    }
                     continue;
                 }
                 _ = tick.tick(), if state.held.is_some() => {
-                    state.tick().await;
+                    if let Some(held) = &mut state.held {
+                        held.tick(&state.store).await;
+                    }
                     continue;
                 }
             },
@@ -312,7 +306,7 @@ async fn run(store: SurrealStore, rows: Option<Rows>, mut rx: mpsc::Receiver<Job
                 Some(held) => {
                     held.settles.push((scope, reply));
                     if held.flushing.is_none() {
-                        state.start_flush();
+                        held.start_flush(&state.store);
                     }
                 }
             },
@@ -325,11 +319,13 @@ async fn run(store: SurrealStore, rows: Option<Rows>, mut rx: mpsc::Receiver<Job
                 // Flushes under way end first (one may start the next, for
                 // readers that were waiting), so that nothing writes beside
                 // the last one.
-                while state.held.as_ref().is_some_and(|h| h.flushing.is_some()) {
-                    let Some((flush, result)) = flushed_rx.recv().await else { break };
-                    state.flushed(flush, result).await;
+                if let Some(held) = &mut state.held {
+                    while held.flushing.is_some() {
+                        let Some((flush, result)) = flushed_rx.recv().await else { break };
+                        held.flushed(&state.store, flush, result).await;
+                    }
+                    held.drain(&state.store).await;
                 }
-                state.drain().await;
                 let _ = reply.send(());
             }
         }
@@ -356,133 +352,6 @@ impl Loop {
         self.waiting = still;
         for group in groups_of(ready) {
             self.commit(group).await;
-        }
-    }
-
-    /// Writes what waited long enough, lets idle rows go, and deletes the
-    /// markers of events with nothing waiting (only between flushes, so
-    /// that no flush can leave rows waiting without a marker).
-    async fn tick(&mut self) {
-        let Some(held) = &mut self.held else { return };
-        if held.flushing.is_some() {
-            return;
-        }
-        held.rows.evict(Instant::now());
-        let waiting = held.rows.waiting_events();
-        let clean: Vec<Uuid> = held.marked.iter().filter(|e| !waiting.contains(e)).copied().collect();
-        if !clean.is_empty() {
-            match self.store.attendance().clear_deferred(&clean).await {
-                Ok(()) => held.marked.retain(|e| !clean.contains(e)),
-                Err(e) => tracing::warn!(error = ?e, "could not clear the markers of written attendance rows"),
-            }
-        }
-        self.start_flush();
-    }
-
-    /// Starts a flush of the rows due and those the waiting readers need;
-    /// answers the readers at once if there is nothing to write.
-    fn start_flush(&mut self) {
-        let Some(held) = &mut self.held else { return };
-        let scopes: Vec<Scope> = held.settles.iter().map(|(s, _)| *s).collect();
-        let flush = held.rows.take_due(Instant::now(), &scopes);
-        let readers: Vec<oneshot::Sender<()>> = held.settles.drain(..).map(|(_, r)| r).collect();
-        if flush.is_empty() {
-            for r in readers {
-                let _ = r.send(());
-            }
-            return;
-        }
-        held.flushing = Some(readers);
-        let (store, done) = (self.store.clone(), held.done_tx.clone());
-        tokio::spawn(async move {
-            let result = store.attendance().write_deferred(&flush.rows).await;
-            let _ = done.send((flush, result));
-        });
-    }
-
-    /// A flush ended: record what it wrote, answer its readers, and start
-    /// the next if readers wait.
-    async fn flushed(&mut self, flush: Flush, result: Result<(), CommitError>) {
-        let Some(held) = &mut self.held else { return };
-        match result {
-            Ok(()) => {
-                held.rows.written(&flush);
-                metrics::counter!("rollcall_ingest_rows_flushed_total").increment(flush.rows.len() as u64);
-            }
-            Err(CommitError::Conflict) | Err(CommitError::AlreadyApplied) => {
-                stale(&self.store, &mut held.rows, &flush).await;
-            }
-            Err(CommitError::Store(e)) => {
-                tracing::warn!(error = ?e, rows = flush.rows.len(), "writing held-back attendance rows failed; retrying");
-            }
-        }
-        metrics::gauge!("rollcall_ingest_rows_waiting").set(held.rows.waiting() as f64);
-        metrics::gauge!("rollcall_ingest_rows_held").set(held.rows.held() as f64);
-        for reader in held.flushing.take().unwrap_or_default() {
-            let _ = reader.send(());
-        }
-        if !held.settles.is_empty() {
-            self.start_flush();
-        }
-    }
-
-    /// Writes every held-back row, then deletes the markers.
-    async fn drain(&mut self) {
-        let Some(held) = &mut self.held else { return };
-        for _ in 0..3 {
-            let flush = held.rows.take_due(Instant::now(), &[Scope::All]);
-            if flush.is_empty() {
-                break;
-            }
-            match self.store.attendance().write_deferred(&flush.rows).await {
-                Ok(()) => held.rows.written(&flush),
-                Err(CommitError::Conflict) | Err(CommitError::AlreadyApplied) => {
-                    stale(&self.store, &mut held.rows, &flush).await
-                }
-                Err(CommitError::Store(e)) => {
-                    tracing::warn!(error = ?e, "writing held-back attendance rows at shutdown failed");
-                    return;
-                }
-            }
-        }
-        if held.rows.waiting() > 0 {
-            return;
-        }
-        let marked: Vec<Uuid> = held.marked.drain().collect();
-        if !marked.is_empty()
-            && let Err(e) = self.store.attendance().clear_deferred(&marked).await
-        {
-            tracing::warn!(error = ?e, "could not clear the markers of written attendance rows");
-        }
-    }
-}
-
-/// A flush failed because some stored rows are not at the version held:
-/// they changed behind the writer (a re-derivation, an erasure, a deleted
-/// event). Lets go of those; where the stored row still exists, asks for
-/// its event to be derived again, so nothing the raw log holds is lost.
-async fn stale(store: &SurrealStore, rows: &mut Rows, flush: &Flush) {
-    let pairs: Vec<_> = flush.pairs().collect();
-    let stored = match store.attendance().rows(&pairs).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = ?e, "could not read back attendance rows after a failed write");
-            return;
-        }
-    };
-    let stored: std::collections::HashMap<_, i64> =
-        stored.into_iter().map(|r| ((r.event_id, r.user_id), r.version)).collect();
-    let moved: Vec<_> =
-        rows.versions(pairs.into_iter()).into_iter().filter(|(p, v)| stored.get(p) != Some(v)).collect();
-    let gone: Vec<_> = moved.iter().map(|(p, _)| *p).collect();
-    rows.drop_pairs(&gone);
-    let mut events: Vec<Uuid> = moved.iter().filter(|(p, _)| stored.contains_key(p)).map(|(p, _)| p.0).collect();
-    events.sort_unstable();
-    events.dedup();
-    tracing::warn!(rows = gone.len(), ?events, "held attendance rows changed in the store meanwhile; let go");
-    for event in events {
-        if let Err(e) = store.rederivations().request(event, Utc::now()).await {
-            tracing::error!(%event, error = ?e, "could not ask for attendance to be derived again");
         }
     }
 }
