@@ -153,21 +153,12 @@ impl<'a> Events<'a> {
     /// Deletes an event with its registrations and attendance, atomically;
     /// retried when it conflicts with a concurrent write of its rows.
     pub async fn delete(&self, id: Uuid) -> Result<(), StoreError> {
-        super::retry_on_conflict(|| async {
-            let res = self
-                .db
-                .query(
-                    "BEGIN;
-                     DELETE registration WHERE event = $id;
-                     DELETE attendance WHERE event = $id;
-                     DELETE $id;
-                     COMMIT;",
-                )
-                .bind(("id", rid("event", id)))
-                .await?;
-            super::transaction_result(res)
-        })
-        .await
+        let sql = "BEGIN;
+             DELETE registration WHERE event = $id;
+             DELETE attendance WHERE event = $id;
+             DELETE $id;
+             COMMIT;";
+        super::retried_transaction(self.db, sql, rid("event", id)).await
     }
 
     /// Events matching `filter`, in creation order after `after`, at most `limit`.

@@ -419,6 +419,12 @@ fn transaction_result(res: surrealdb::IndexedResults) -> Result<(), StoreError> 
     transaction_failure(res).map_or(Ok(()), |e| Err(StoreError::from(e)))
 }
 
+/// Runs `sql`, one transaction about the record `$id`, again while it meets
+/// a concurrent write ([`retry_on_conflict`]); for idempotent ones.
+async fn retried_transaction(db: &Surreal<Any>, sql: &'static str, id: RecordId) -> Result<(), StoreError> {
+    retry_on_conflict(|| async { transaction_result(db.query(sql).bind(("id", id.clone())).await?) }).await
+}
+
 /// Whether `err` says a concurrent transaction got there first: a record
 /// that already exists, a unique index, or the engine's write conflict
 /// ("... can be retried").

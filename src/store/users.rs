@@ -242,24 +242,15 @@ impl<'a> Users<'a> {
         if self.get(id).await?.is_none() {
             return Ok(false);
         }
-        super::retry_on_conflict(|| async {
-            let res = self
-                .db
-                .query(
-                    "BEGIN;
-                     DELETE device WHERE user = $id;
-                     DELETE identifier WHERE user = $id;
-                     DELETE registration WHERE user = $id;
-                     DELETE attendance WHERE user = $id;
-                     DELETE type::record('beacon', record::id($id));
-                     DELETE $id;
-                     COMMIT;",
-                )
-                .bind(("id", rid("user", id)))
-                .await?;
-            super::transaction_result(res)
-        })
-        .await?;
+        let sql = "BEGIN;
+             DELETE device WHERE user = $id;
+             DELETE identifier WHERE user = $id;
+             DELETE registration WHERE user = $id;
+             DELETE attendance WHERE user = $id;
+             DELETE type::record('beacon', record::id($id));
+             DELETE $id;
+             COMMIT;";
+        super::retried_transaction(self.db, sql, rid("user", id)).await?;
         Ok(true)
     }
 
