@@ -212,7 +212,8 @@ impl Ingest {
         sightings: &[SightingIn],
     ) -> Result<PlannedBatch, IngestError> {
         let now = Utc::now();
-        let users = self.store.users().resolve(ingest::identifiers(sightings)).await?;
+        let directory = self.store.directory().await?;
+        let users = directory.owners(ingest::identifiers(sightings)).await?;
         let (named, unassigned) = event_reads(sightings);
         let mut events: HashMap<Uuid, EventRules> = HashMap::new();
         for e in self.store.events().get_many(&named).await? {
@@ -225,8 +226,7 @@ impl Ingest {
         }
         let rotating = self.resolve_rotating(sightings, &users, now).await?;
         let pairs = candidate_pairs(sightings, &users, &rotating, &events);
-        let registered: HashSet<(Uuid, Uuid)> =
-            self.store.registrations().standing(&pairs).await?.into_iter().collect();
+        let registered: HashSet<(Uuid, Uuid)> = directory.standing(&pairs).await?.into_iter().collect();
         let inputs = PlanInputs {
             sightings,
             scanner: source.scanner_id(),

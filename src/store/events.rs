@@ -153,11 +153,14 @@ impl<'a> Events<'a> {
     /// Deletes an event with its registrations and attendance, atomically;
     /// retried when it conflicts with a concurrent write of its rows.
     pub async fn delete(&self, id: Uuid) -> Result<(), StoreError> {
-        let sql = "BEGIN;
+        let sql = concat!(
+            "BEGIN;
              DELETE registration WHERE event = $id;
              DELETE attendance WHERE event = $id;
-             DELETE $id;
-             COMMIT;";
+             DELETE $id;",
+            super::directory::directory_changed!(),
+            "COMMIT;"
+        );
         super::retried_transaction(self.db, sql, rid("event", id)).await
     }
 

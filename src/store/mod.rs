@@ -27,6 +27,7 @@ mod batches;
 mod beacons;
 mod change_feed;
 mod check_ins;
+mod directory;
 mod events;
 mod models;
 mod raw_log;
@@ -49,6 +50,7 @@ pub use batches::{BatchRecord, Batches, StoredBatch};
 pub use beacons::{BeaconSecret, Beacons};
 pub use change_feed::{CheckInStep, FEED_PAGE, FEED_RETENTION, FeedChanges, FeedEntry, FeedPage};
 pub use check_ins::{CheckInRow, cursor_of, seq_of};
+pub use directory::Directory;
 pub use events::{EventChanges, EventFilter, Events, NewEvent};
 pub use models::{ApiKey, Device, Event, Heartbeat, Registration, RegistrationStatus, ScannerHealth, User};
 pub use rederive::{Rederivation, Rederivations};
@@ -80,6 +82,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (15, "feed notices", include_str!("migrations/0015_feed_notices.surql")),
     (16, "deferred rows", include_str!("migrations/0016_deferred_rows.surql")),
     (17, "batch users unindexed", include_str!("migrations/0017_batch_users_unindexed.surql")),
+    (18, "directory version", include_str!("migrations/0018_directory_version.surql")),
 ];
 
 /// Errors from the storage layer.
@@ -190,6 +193,8 @@ pub struct SurrealStore {
     /// Whether other processes may write the same database: a SurrealDB
     /// server or TiKV (several Rollcall instances), not an embedded engine.
     shared: bool,
+    /// The directory's answers this process has read (`directory.rs`).
+    directory: std::sync::Arc<directory::Remembered>,
 }
 
 impl SurrealStore {
@@ -203,7 +208,7 @@ impl SurrealStore {
         let data_dir = url
             .strip_prefix("surrealkv://")
             .map(|rest| std::path::PathBuf::from(rest.split('?').next().unwrap_or(rest)));
-        let store = Self { db, live_db, data_dir, shared };
+        let store = Self { db, live_db, data_dir, shared, directory: Default::default() };
         store.migrate().await?;
         Ok(store)
     }
@@ -425,6 +430,13 @@ async fn retried_transaction(db: &Surreal<Any>, sql: &'static str, id: RecordId)
     retry_on_conflict(|| async { transaction_result(db.query(sql).bind(("id", id.clone())).await?) }).await
 }
 
+/// Runs the transaction `query` builds, again while it meets a concurrent
+/// write ([`retry_on_write_conflict`]), and returns its real cause when it
+/// fails.
+async fn retried_write<'r>(query: impl Fn() -> surrealdb::method::Query<'r, Any>) -> Result<(), StoreError> {
+    retry_on_write_conflict(|| async { transaction_result(query().await?) }).await
+}
+
 /// Whether `err` says a concurrent transaction got there first: a record
 /// that already exists, a unique index, or the engine's write conflict
 /// ("... can be retried").
@@ -436,11 +448,35 @@ fn is_conflict(err: &StoreError) -> bool {
     }
 }
 
+/// Whether `err` is the engine's write conflict with a concurrent
+/// transaction, and not a value some other record already holds.
+fn is_write_conflict(err: &StoreError) -> bool {
+    matches!(err, StoreError::Db(e) if e.message().contains("can be retried"))
+}
+
 /// Runs `op` again, after a short pause, while it fails on a conflict with a
 /// concurrent transaction (up to 20 times); for idempotent work that may
 /// meet another transaction (start-up work of several instances, deletions
 /// racing ingest).
-pub(crate) async fn retry_on_conflict<T, F, Fut>(mut op: F) -> Result<T, StoreError>
+pub(crate) async fn retry_on_conflict<T, F, Fut>(op: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    retry_when(is_conflict, op).await
+}
+
+/// [`retry_on_conflict`] for work whose "already exists" is the caller's
+/// answer, not a race: only the engine's write conflicts are tried again.
+pub(crate) async fn retry_on_write_conflict<T, F, Fut>(op: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    retry_when(is_write_conflict, op).await
+}
+
+async fn retry_when<T, F, Fut>(retryable: fn(&StoreError) -> bool, mut op: F) -> Result<T, StoreError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, StoreError>>,
@@ -448,7 +484,7 @@ where
     let mut attempt = 0u32;
     loop {
         match op().await {
-            Err(e) if is_conflict(&e) && attempt < 20 => {
+            Err(e) if retryable(&e) && attempt < 20 => {
                 attempt += 1;
                 let pause = rand::random::<u64>() % (10 * u64::from(attempt)) + 5;
                 tokio::time::sleep(Duration::from_millis(pause)).await;

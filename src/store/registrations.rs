@@ -8,7 +8,7 @@ use uuid::Uuid;
 use surrealdb::types::{Array, RecordId};
 
 use super::models::{RegistrationRow, convert_all};
-use super::{Registration, StoreError, rid};
+use super::{Registration, StoreError, retried_write, rid};
 
 /// The record id of (event, user)'s registration, so that a batch can check
 /// many registrations by id rather than through an index scan.
@@ -78,15 +78,16 @@ impl<'a> Registrations<'a> {
         event: Uuid,
         now: DateTime<Utc>,
     ) -> Result<Option<Registration>, StoreError> {
-        let mut res = self
-            .db
-            .query("UPDATE $id SET status = 'CANCELLED', cancelled_at = $now WHERE status = 'REGISTERED' RETURN AFTER")
-            .bind(("id", registration_id(event, user)))
-            .bind(("now", now))
-            .await?
-            .check()?;
-        let rows: Vec<RegistrationRow> = res.take(0)?;
-        rows.into_iter().next().map(Registration::try_from).transpose()
+        if !self.get(user, event).await?.is_some_and(|r| r.status == super::RegistrationStatus::Registered) {
+            return Ok(None);
+        }
+        let sql = concat!(
+            "BEGIN; UPDATE $id SET status = 'CANCELLED', cancelled_at = $now WHERE status = 'REGISTERED';",
+            super::directory::directory_changed!(),
+            "COMMIT;"
+        );
+        retried_write(|| self.db.query(sql).bind(("id", registration_id(event, user))).bind(("now", now))).await?;
+        self.get(user, event).await
     }
 
     /// An event's registrations by user id, after the user `after`.

@@ -8,8 +8,9 @@ use surrealdb::engine::any::Any;
 use surrealdb::types::{RecordId, SurrealValue};
 use uuid::Uuid;
 
+use super::directory::directory_changed;
 use super::models::{DeviceRow, RegistrationRow, UserRow, convert_all};
-use super::{Device, StoreError, User, key_of, new_id, registration_id, rid};
+use super::{Device, StoreError, User, key_of, new_id, registration_id, retried_write, rid};
 use crate::domain::Role;
 
 /// What is needed to create an account. Values are already validated.
@@ -218,20 +219,23 @@ impl<'a> Users<'a> {
         if self.get(id).await?.is_none() {
             return Ok(None);
         }
-        self.db
-            .query(
-                "BEGIN;
-                 LET $old = (SELECT VALUE ble_uuid FROM ONLY $id);
-                 DELETE type::record('identifier', $old);
-                 CREATE $new SET user = $id, kind = 'ble';
-                 UPDATE $id SET ble_uuid = $ble;
-                 COMMIT;",
-            )
-            .bind(("new", ident_id(&ble_uuid)))
-            .bind(("id", rid("user", id)))
-            .bind(("ble", ble_uuid))
-            .await?
-            .check()?;
+        let sql = concat!(
+            "BEGIN;
+             LET $old = (SELECT VALUE ble_uuid FROM ONLY $id);
+             DELETE type::record('identifier', $old);
+             CREATE $new SET user = $id, kind = 'ble';
+             UPDATE $id SET ble_uuid = $ble;",
+            directory_changed!(),
+            "COMMIT;"
+        );
+        retried_write(|| {
+            self.db
+                .query(sql)
+                .bind(("new", ident_id(&ble_uuid)))
+                .bind(("id", rid("user", id)))
+                .bind(("ble", ble_uuid.clone()))
+        })
+        .await?;
         self.get(id).await
     }
 
@@ -242,14 +246,17 @@ impl<'a> Users<'a> {
         if self.get(id).await?.is_none() {
             return Ok(false);
         }
-        let sql = "BEGIN;
+        let sql = concat!(
+            "BEGIN;
              DELETE device WHERE user = $id;
              DELETE identifier WHERE user = $id;
              DELETE registration WHERE user = $id;
              DELETE attendance WHERE user = $id;
              DELETE type::record('beacon', record::id($id));
-             DELETE $id;
-             COMMIT;";
+             DELETE $id;",
+            directory_changed!(),
+            "COMMIT;"
+        );
         super::retried_transaction(self.db, sql, rid("user", id)).await?;
         Ok(true)
     }
@@ -286,13 +293,16 @@ impl<'a> Users<'a> {
         if found.is_empty() {
             return Ok(false);
         }
-        self.db
-            .query("BEGIN; DELETE device WHERE user = $u AND identifier = $i; DELETE $ident; COMMIT;")
-            .bind(("u", rid("user", user)))
-            .bind(("ident", ident_id(&identifier)))
-            .bind(("i", identifier))
-            .await?
-            .check()?;
+        let sql = concat!(
+            "BEGIN; DELETE device WHERE user = $u AND identifier = $i; DELETE $ident;",
+            directory_changed!(),
+            "COMMIT;"
+        );
+        retried_write(|| {
+            let bound = self.db.query(sql).bind(("u", rid("user", user))).bind(("ident", ident_id(&identifier)));
+            bound.bind(("i", identifier.clone()))
+        })
+        .await?;
         Ok(true)
     }
 

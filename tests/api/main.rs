@@ -19,6 +19,7 @@ mod hardening;
 mod held_rows;
 mod helpers;
 mod identity;
+mod identity_changes;
 mod imports;
 mod ingest;
 mod limits;
