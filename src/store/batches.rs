@@ -8,7 +8,13 @@
 //! (`raw_log`), a row keeps what lets a derivation or an erasure find it
 //! without decoding every batch: the events its sightings name, whether any
 //! is unassigned (`implicit`), the time range of its sightings, and the users
-//! they resolved to.
+//! they resolved to (`user_keys`: their UUIDs' 16 bytes each, in order).
+//!
+//! The users are packed rather than an `array<record<user>>` (as `users`
+//! was before migration 19, and still is in rows written before it): a venue
+//! batch names about 490 people, and SurrealDB's per-element work on such an
+//! array cost about an eighth of the venue profile's throughput. Only
+//! erasure reads them, and it tests membership here, by binary search.
 
 use std::collections::HashSet;
 
@@ -58,7 +64,7 @@ pub(super) struct BatchRow {
     implicit: bool,
     first_seen: Option<DateTime<Utc>>,
     last_seen: Option<DateTime<Utc>>,
-    users: Vec<RecordId>,
+    user_keys: Bytes,
     sightings: Bytes,
     result: String,
 }
@@ -124,7 +130,7 @@ impl BatchRecord {
             implicit: index.implicit,
             first_seen: index.first_seen,
             last_seen: index.last_seen,
-            users: index.users,
+            user_keys: index.user_keys,
             sightings: Bytes::from(bytes),
             result: self.result,
         })
@@ -137,7 +143,7 @@ struct Index {
     implicit: bool,
     first_seen: Option<DateTime<Utc>>,
     last_seen: Option<DateTime<Utc>>,
-    users: Vec<RecordId>,
+    user_keys: Bytes,
 }
 
 impl Index {
@@ -159,9 +165,15 @@ impl Index {
             implicit,
             first_seen: sightings.iter().map(|s| s.seen_at).min(),
             last_seen: sightings.iter().map(|s| s.seen_at).max(),
-            users: users.into_iter().map(|u| rid("user", u)).collect(),
+            user_keys: Bytes::from(users.iter().flat_map(|u| *u.as_bytes()).collect::<Vec<u8>>()),
         }
     }
+}
+
+/// Whether the packed, sorted `user_keys` of a row hold `user`.
+fn holds(user_keys: &[u8], user: Uuid) -> bool {
+    let keys: Vec<&[u8]> = user_keys.chunks_exact(16).collect();
+    keys.binary_search(&user.as_bytes().as_slice()).is_ok()
 }
 
 /// Repository for `batch` records.
@@ -309,14 +321,15 @@ impl<'a> Batches<'a> {
     /// every batch that holds one is rewritten without them. Returns how
     /// many sightings went.
     pub async fn erase_user(&self, user: Uuid) -> Result<usize, StoreError> {
-        self.erase("users CONTAINS $u OR log_format IS NONE", None, user, |s| s.user == user).await
+        self.erase("user_keys IS NOT NONE OR users CONTAINS $u OR log_format IS NONE", None, user, |s| s.user == user)
+            .await
     }
 
     /// Erases the manual check-ins (sightings an organiser recorded, with no
     /// scanner) of `user` at `event`. Returns how many sightings went.
     pub async fn erase_manual(&self, event: Uuid, user: Uuid) -> Result<usize, StoreError> {
         self.erase(
-            "scanner IS NONE AND events CONTAINS $e AND (users CONTAINS $u OR log_format IS NONE)",
+            "scanner IS NONE AND events CONTAINS $e AND (user_keys IS NOT NONE OR users CONTAINS $u OR log_format IS NONE)",
             Some(event),
             user,
             |s| s.user == user && s.named_events().contains(&event),
@@ -325,7 +338,9 @@ impl<'a> Batches<'a> {
     }
 
     /// Rewrites the batches matching `filter` (with `$u` and `$e` bound)
-    /// without the sightings `gone` picks, a page at a time.
+    /// whose users include `user` without the sightings `gone` picks, a
+    /// page at a time. A page lists ids and user keys only; the sightings
+    /// are read for the rows that hold the user.
     async fn erase(
         &self,
         filter: &str,
@@ -336,10 +351,16 @@ impl<'a> Batches<'a> {
         let mut erased = 0;
         let mut after: Option<RecordId> = None;
         loop {
+            #[derive(Debug, SurrealValue)]
+            struct Candidate {
+                id: RecordId,
+                /// None in rows written before migration 18, which `filter` found by `users`.
+                user_keys: Option<Bytes>,
+            }
             let mut res = self
                 .db
                 .query(format!(
-                    "SELECT id, scanner, log_format, events, sightings FROM batch
+                    "SELECT id, user_keys FROM batch
                      WHERE ($after IS NONE OR id > $after) AND ({filter})
                      ORDER BY id LIMIT $limit"
                 ))
@@ -348,8 +369,19 @@ impl<'a> Batches<'a> {
                 .bind(("e", event.map(|e| rid("event", e))))
                 .bind(("limit", PAGE as i64))
                 .await?;
+            let page: Vec<Candidate> = res.take(0)?;
+            let Some(last) = page.last().map(|r| r.id.clone()) else { break };
+            let ids: Vec<RecordId> = page
+                .into_iter()
+                .filter(|c| c.user_keys.as_ref().is_none_or(|k| holds(k, user)))
+                .map(|c| c.id)
+                .collect();
+            let mut res = self
+                .db
+                .query("SELECT id, scanner, log_format, events, sightings FROM $ids ORDER BY id")
+                .bind(("ids", ids))
+                .await?;
             let rows: Vec<LoggedRow> = res.take(0)?;
-            let Some(last) = rows.last().map(|r| r.id.clone()) else { break };
             for r in rows {
                 let all = r.decode()?;
                 let kept: Vec<RawSighting> = all.iter().filter(|s| !gone(s)).cloned().collect();
@@ -361,7 +393,8 @@ impl<'a> Batches<'a> {
                 self.db
                     .query(
                         "UPDATE $id SET sightings = $bytes, log_format = $format, events = $events,
-                             implicit = $implicit, first_seen = $first, last_seen = $last, users = $users",
+                             implicit = $implicit, first_seen = $first, last_seen = $last, users = [],
+                             user_keys = $user_keys",
                     )
                     .bind(("id", r.id))
                     .bind(("bytes", Bytes::from(raw_log::encode(&kept)?)))
@@ -370,12 +403,82 @@ impl<'a> Batches<'a> {
                     .bind(("implicit", index.implicit))
                     .bind(("first", index.first_seen))
                     .bind(("last", index.last_seen))
-                    .bind(("users", index.users))
+                    .bind(("user_keys", index.user_keys))
                     .await?
                     .check()?;
             }
             after = Some(last);
         }
         Ok(erased)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ingest::Assignment;
+    use crate::store::SurrealStore;
+
+    fn sighting(user: Uuid, ms: i64) -> RawSighting {
+        RawSighting {
+            identifier: format!("id-{user}"),
+            user,
+            seen_at: DateTime::<Utc>::from_timestamp_millis(ms).unwrap(),
+            rssi: Some(-60),
+            assignment: Assignment::Implicit,
+            rotating: false,
+        }
+    }
+
+    fn batch(n: u128, sightings: Vec<RawSighting>) -> BatchRecord {
+        BatchRecord {
+            id: BatchRecord::id_for(Uuid::from_u128(9), Uuid::from_u128(n)),
+            scanner: None,
+            recorded_by: None,
+            received_at: Utc::now(),
+            sent_at: None,
+            digest: None,
+            sightings,
+            result: "{}".into(),
+        }
+    }
+
+    #[test]
+    fn the_packed_users_hold_exactly_the_batchs_users() {
+        let users: Vec<Uuid> = (0..50u128).map(|i| Uuid::from_u128(i * 7919 + 3)).collect();
+        let index = Index::of(&users.iter().enumerate().map(|(i, u)| sighting(*u, i as i64)).collect::<Vec<_>>());
+        assert_eq!(index.user_keys.len(), 50 * 16);
+        assert!(users.iter().all(|u| holds(&index.user_keys, *u)));
+        assert!(!holds(&index.user_keys, Uuid::from_u128(1)));
+        assert!(!holds(&[], users[0]));
+    }
+
+    /// Rows written before migration 19 list their users in `users` and
+    /// have no `user_keys`; an erasure finds the person in either.
+    #[tokio::test]
+    async fn erasure_finds_a_person_in_rows_of_either_shape() {
+        let store = SurrealStore::memory().await.unwrap();
+        let (ada, bob) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let new = batch(1, vec![sighting(ada, 1), sighting(bob, 2)]);
+        let old = batch(2, vec![sighting(ada, 3), sighting(bob, 4)]).into_row().unwrap();
+        let rows = vec![new.into_row().unwrap(), old];
+        store.raw().query("INSERT INTO batch $rows").bind(("rows", rows)).await.unwrap().check().unwrap();
+        let old_id = BatchRecord::id_for(Uuid::from_u128(9), Uuid::from_u128(2));
+        store
+            .raw()
+            .query("UPDATE $id SET users = $users, user_keys = NONE")
+            .bind(("id", old_id))
+            .bind(("users", vec![rid("user", ada), rid("user", bob)]))
+            .await
+            .unwrap()
+            .check()
+            .unwrap();
+
+        let batches = store.batches();
+        assert_eq!(batches.erase_user(ada).await.unwrap(), 2, "one sighting from each row");
+        assert_eq!(batches.erase_user(ada).await.unwrap(), 0);
+        let left = batches.logged_between(None, DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC).await.unwrap();
+        assert_eq!(left.iter().map(|s| s.user).collect::<Vec<_>>(), vec![bob, bob]);
+        assert_eq!(batches.erase_user(bob).await.unwrap(), 2, "the rewritten old row is found by its new keys");
     }
 }

@@ -83,6 +83,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (16, "deferred rows", include_str!("migrations/0016_deferred_rows.surql")),
     (17, "batch users unindexed", include_str!("migrations/0017_batch_users_unindexed.surql")),
     (18, "directory version", include_str!("migrations/0018_directory_version.surql")),
+    (19, "batch user keys", include_str!("migrations/0019_batch_user_keys.surql")),
 ];
 
 /// Errors from the storage layer.
