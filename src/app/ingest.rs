@@ -28,6 +28,7 @@ use uuid::Uuid;
 
 use super::identity::Resolver;
 use super::rederive::Rederiver;
+use super::scanner_notes::ScannerNotes;
 use super::writer::{Committed, PlannedBatch, Scope, WriteError, Writer};
 use crate::auth::ScannerScope;
 use crate::domain::batch::{MAX_BATCH_SIZE, canonical_identifier, fallback_identifier, lookup};
@@ -134,6 +135,7 @@ pub struct Ingest {
     store: SurrealStore,
     writer: Writer,
     rederiver: Rederiver,
+    notes: ScannerNotes,
     /// Rotating identifiers' resolution table.
     pub rotating: Resolver,
 }
@@ -146,13 +148,15 @@ impl Ingest {
         let writer = Writer::start(store.clone(), row_flush);
         let rederiver = Rederiver::start(store.clone(), writer.clone());
         let rotating = Resolver::new(store.clone(), slot_secs);
-        Self { store, writer, rederiver, rotating }
+        let notes = ScannerNotes::start(store.clone());
+        Self { store, writer, rederiver, notes, rotating }
     }
 
     /// Stops the background tasks (before the store closes).
     pub async fn stop(&self) {
         self.rederiver.stop().await;
         self.writer.stop().await;
+        self.notes.stop().await;
     }
 
     /// Applies a batch; see the module doc.
@@ -294,15 +298,11 @@ impl Ingest {
     }
 
     /// Records the scanner's last batch: bookkeeping, in the background,
-    /// never failing the batch.
+    /// never failing the batch (`super::scanner_notes`).
     fn note_scanner(&self, source: &Source, batch_id: Uuid, outcome: &BatchOutcome) {
-        let Source::Scanner { key_id, .. } = source else { return };
-        let (store, key, unknown) = (self.store.clone(), *key_id, outcome.unknown_devices);
-        tokio::spawn(async move {
-            if let Err(e) = store.attendance().note_scanner_batch(key, batch_id, unknown, Utc::now()).await {
-                tracing::warn!(error = ?e, scanner = %key, "could not record the scanner's last batch");
-            }
-        });
+        if let Source::Scanner { key_id, .. } = source {
+            self.notes.note(*key_id, batch_id, outcome.unknown_devices);
+        }
     }
 
     /// Erases a user's sightings from the raw log (the right to erasure),

@@ -9,7 +9,8 @@
 //! - [`identity`]: resolving rotating beacon identifiers;
 //! - [`door`]: door codes, and check-ins with them;
 //! - [`presence`]: presence reported by attendees' phones;
-//! - [`reports`]: the event report and the attendance CSV.
+//! - [`reports`]: the event report and the attendance CSV;
+//! - [`scanner_notes`]: each scanner's last batch, recorded on its key.
 
 pub mod door;
 pub mod identity;
@@ -17,6 +18,7 @@ pub mod ingest;
 pub mod presence;
 pub mod rederive;
 pub mod reports;
+pub mod scanner_notes;
 pub mod writer;
 
 pub use door::{DoorCodes, DoorError};

@@ -165,7 +165,7 @@ async fn unknown_devices_are_only_counted() {
             &v.org.auth(),
             "{ apiKeys { lastBatchAt lastBatchId unknownDevices lastUsedAt } }",
             json!({}),
-            |d| d["apiKeys"][0]["lastUsedAt"].is_string(),
+            |d| d["apiKeys"][0]["lastUsedAt"].is_string() && d["apiKeys"][0]["lastBatchAt"].is_string(),
         )
         .await;
     let key = &keys["apiKeys"][0];

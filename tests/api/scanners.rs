@@ -154,3 +154,23 @@ async fn the_fleet_of_one_event_is_its_unrevoked_keys() {
     let stranger = app.organizer("stranger@example.org").await;
     assert_eq!(app.err(&stranger.auth(), q, json!({ "e": talk })).await, "FORBIDDEN");
 }
+
+/// A scanner's batches in quick succession are recorded on its key as one:
+/// the last batch, and every unknown device they heard.
+#[tokio::test]
+async fn quick_batches_are_noted_on_the_key_as_the_last_and_the_sum() {
+    let app = spawn_app().await;
+    let v = crate::ingest::venue(&app, json!({})).await;
+    let mut last = String::new();
+    for minute in 1..=4 {
+        let vars = crate::ingest::batch(vec![
+            crate::ingest::sighting(&uuid::Uuid::new_v4().to_string(), crate::ingest::at(&v, minute), -60),
+            crate::ingest::sighting(&v.ada_ble, crate::ingest::at(&v, minute), -60),
+        ]);
+        last = vars["b"]["batchId"].as_str().unwrap().to_owned();
+        assert_eq!(crate::ingest::submit(&app, &v, &vars).await["unknownDevices"], 1);
+    }
+    let q = "{ apiKeys { lastBatchId unknownDevices } }";
+    let keys = app.ok_eventually(&v.org.auth(), q, json!({}), |d| d["apiKeys"][0]["unknownDevices"] == 4).await;
+    assert_eq!(keys["apiKeys"][0], json!({ "lastBatchId": last, "unknownDevices": 4 }));
+}
