@@ -83,8 +83,9 @@ impl ScannerNotes {
 async fn write_loop(store: SurrealStore, shared: Arc<Shared>) {
     loop {
         let stopping = tokio::select! {
-            () = shared.wake.notified() => false,
+            biased;
             () = shared.stop.notified() => true,
+            () = shared.wake.notified() => false,
         };
         let notes = std::mem::take(&mut *shared.pending.lock().unwrap_or_else(|p| p.into_inner()));
         for (key, n) in notes {
@@ -106,6 +107,30 @@ async fn write_loop(store: SurrealStore, shared: Arc<Shared>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The first note is written at once; one made during the quiet second
+    /// after it waits, and a stop writes it.
+    #[tokio::test]
+    async fn a_stop_writes_the_notes_still_waiting() {
+        let store = SurrealStore::memory().await.unwrap();
+        let keys = store.api_keys();
+        let key = keys.create("door".into(), "p".into(), "h".into(), true, vec![], None, Utc::now()).await.unwrap().id;
+        let notes = ScannerNotes::start(store.clone());
+        notes.note(key, Uuid::from_u128(1), 2);
+        let written = |n: i64| {
+            let store = store.clone();
+            async move { store.api_keys().get(key).await.unwrap().unwrap().unknown_devices == n }
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !written(2).await {
+            assert!(tokio::time::Instant::now() < deadline, "the first note is written at once");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        notes.note(key, Uuid::from_u128(2), 3);
+        notes.stop().await;
+        let stored = store.api_keys().get(key).await.unwrap().unwrap();
+        assert_eq!((stored.unknown_devices, stored.last_batch_id), (5, Some(Uuid::from_u128(2).to_string())));
+    }
 
     #[test]
     fn notes_merge_to_the_latest_batch_and_the_sum_of_unknown_devices() {
