@@ -494,7 +494,8 @@ async fn main() -> anyhow::Result<()> {
         ingest.erase_user(user).await?;
         println!("erase: one person's sightings erased from a raw log of {total} in {:.2?}", t.elapsed());
     }
-    drop(store);
+    // The server's store closes once every handle on it is gone.
+    drop((store, ingest));
     let _ = stop_tx.send(());
     server.await.context("server task")??;
     for other in others {
@@ -546,6 +547,9 @@ async fn main() -> anyhow::Result<()> {
         args.clients * args.batches,
         began.elapsed()
     );
+    // Its directory is removed on return: let the engine finish first.
+    drop(raw);
+    rollcall::store::embedded_closed(&dir.path().join("ceiling"), Duration::from_secs(10)).await;
     println!(
         "ingest: {ingest_rate:.0} sightings/s, ceiling {ceiling:.0} sightings/s, ratio {:.2}",
         ingest_rate / ceiling

@@ -244,17 +244,9 @@ impl SurrealStore {
             tokio::time::sleep(Duration::from_millis(50)).await;
             return;
         };
-        // SurrealKV holds an exclusive OS lock on `LOCK` while open.
-        let lock = dir.join("LOCK");
-        let deadline = tokio::time::Instant::now() + timeout;
-        while tokio::time::Instant::now() < deadline {
-            let released = std::fs::File::open(&lock).map(|f| f.try_lock().is_ok()).unwrap_or(true);
-            if released {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        if !embedded_closed(&dir, timeout).await {
+            tracing::warn!(?timeout, "the database did not finish closing in time");
         }
-        tracing::warn!(?timeout, "the database did not finish closing in time");
     }
 
     /// Whether other processes may write this database too (a SurrealDB
@@ -436,6 +428,24 @@ async fn retried_transaction(db: &Surreal<Any>, sql: &'static str, id: RecordId)
 /// fails.
 async fn retried_write<'r>(query: impl Fn() -> surrealdb::method::Query<'r, Any>) -> Result<(), StoreError> {
     retry_on_write_conflict(|| async { transaction_result(query().await?) }).await
+}
+
+/// Waits, up to `timeout`, until the embedded SurrealKV store in `dir` has
+/// shut down (it does so in the background once its last handle is gone);
+/// false if it has not by then. SurrealKV holds an exclusive OS lock on
+/// `LOCK` while open.
+pub async fn embedded_closed(dir: &std::path::Path, timeout: Duration) -> bool {
+    let lock = dir.join("LOCK");
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if std::fs::File::open(&lock).map(|f| f.try_lock().is_ok()).unwrap_or(true) {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Whether `err` says a concurrent transaction got there first: a record
