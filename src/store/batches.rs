@@ -354,7 +354,7 @@ impl<'a> Batches<'a> {
             #[derive(Debug, SurrealValue)]
             struct Candidate {
                 id: RecordId,
-                /// None in rows written before migration 18, which `filter` found by `users`.
+                /// None in rows written before migration 19, which `filter` found by `users`.
                 user_keys: Option<Bytes>,
             }
             let mut res = self

@@ -100,25 +100,20 @@ impl SurrealStore {
 impl Directory<'_> {
     /// The owner of each identifier that has one (`Users::resolve`).
     pub async fn owners(&self, identifiers: Vec<String>) -> Result<HashMap<String, Uuid>, StoreError> {
-        let (mut known, missing) = {
+        let mut known = HashMap::new();
+        let mut missing = Vec::new();
+        {
             let mut memory = self.memory.lock();
-            if memory.at(self.version) {
-                let (known, missing): (Vec<_>, Vec<_>) =
-                    identifiers.into_iter().partition(|i| memory.owners.contains_key(i));
-                (
-                    known
-                        .into_iter()
-                        .map(|i| {
-                            let owner = memory.owners[&i];
-                            (i, owner)
-                        })
-                        .collect(),
-                    missing,
-                )
-            } else {
-                (HashMap::new(), identifiers)
+            let usable = memory.at(self.version);
+            for i in identifiers {
+                match memory.owners.get(&i).filter(|_| usable) {
+                    Some(owner) => {
+                        known.insert(i, *owner);
+                    }
+                    None => missing.push(i),
+                }
             }
-        };
+        }
         if missing.is_empty() {
             return Ok(known);
         }
