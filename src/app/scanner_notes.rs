@@ -76,7 +76,9 @@ impl ScannerNotes {
     pub async fn stop(&self) {
         let Some(task) = self.task.lock().await.take() else { return };
         self.shared.stop.notify_one();
-        let _ = task.await;
+        if let Err(e) = task.await {
+            tracing::warn!(error = %e, "the scanner notes' task ended abnormally; notes still waiting are lost");
+        }
     }
 }
 
