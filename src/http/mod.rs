@@ -29,9 +29,14 @@ use crate::config::WebArgs;
 use crate::graphql::{RollcallSchema, build_schema};
 use crate::state::AppState;
 
-/// What the handlers share: the application state and the schema built on it.
+/// What the handlers share: the application state and the schema built on
+/// it. One allocation behind an `Arc`: every request and every live socket
+/// holds a copy, and a socket holds its copy for as long as it stays open.
 #[derive(Clone)]
-pub struct HttpState {
+pub struct HttpState(std::sync::Arc<Shared>);
+
+/// What [`HttpState`] points to.
+pub struct Shared {
     /// Database, keys, limits, metrics.
     pub app: AppState,
     /// The executable schema.
@@ -40,12 +45,20 @@ pub struct HttpState {
     pub admission: std::sync::Arc<admission::Admission>,
 }
 
+impl std::ops::Deref for HttpState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
 /// The whole router for `state`.
 pub fn router(app: AppState) -> Router {
     let body_limit = app.limits.max_body_bytes;
     let admission = admission::Admission::new(&app.live_limits);
     let web = app.web.clone();
-    let state = HttpState { schema: build_schema(app.clone()), admission, app };
+    let state = HttpState(std::sync::Arc::new(Shared { schema: build_schema(app.clone()), admission, app }));
     let router = Router::new();
     let router = if web.playground_on() {
         router.route("/", get(playground::page)).route("/assets/graphiql/{file}", get(playground::asset))

@@ -58,7 +58,7 @@ use super::graphql::{error_response, operation_type, timed_out};
 use crate::auth::{AuthError, Credential, Principal};
 use crate::graphql::ClientAddr;
 use crate::graphql::shared::SharedSubscription;
-use crate::live::{CursorProbe, Frame, MemberItem};
+use crate::live::{CursorProbe, Frame, MemberItem, SocketGuard};
 use crate::state::AppState;
 
 /// How often a live socket's credential is checked again (for revocations
@@ -117,12 +117,35 @@ pub async fn upgrade(state: HttpState, parts: &mut axum::http::request::Parts) -
             );
         }
     };
-    let guard = state.app.live.socket_opened();
-    upgrade.on_upgrade(move |socket| async move {
-        // The connection (and its hold on the store) ends before the guard.
-        Connection::new(state, socket, protocol, ticket).run().await;
-        drop(guard);
-    })
+    let pending = Box::new(Pending { state: state.clone(), protocol, ticket, guard: state.app.live.socket_opened() });
+    upgrade.on_upgrade(move |socket| (*pending).serve(socket))
+}
+
+/// What a socket needs once the upgrade is done.
+///
+/// Kept small on purpose, and so is the future [`Pending::serve`] returns:
+/// axum spawns one task per socket whose state holds the callback and its
+/// future for the socket's whole life, so every byte here is multiplied by
+/// the number of open sockets. The callback captures one box; the
+/// connection lives in another; the task holds the loop's own state.
+struct Pending {
+    state: HttpState,
+    protocol: Protocol,
+    ticket: Ticket,
+    guard: SocketGuard,
+}
+
+impl Pending {
+    fn serve(self, socket: WebSocket) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let Pending { state, protocol, ticket, guard } = self;
+        let mut connection = Box::new(Connection::new(state, socket, protocol, ticket));
+        async move {
+            // The connection (and its hold on the store) ends before the guard.
+            connection.run().await;
+            drop(connection);
+            drop(guard);
+        }
+    }
 }
 
 /// The signed-in side of a socket: who, until when, with what.
@@ -199,7 +222,9 @@ impl Connection {
         Duration::from_secs(self.app().live_limits.send_timeout_secs.max(1))
     }
 
-    async fn run(mut self) {
+    /// Serves the socket until it closes. By reference, not by value: an
+    /// `async fn` keeps a by-value argument twice in its future.
+    async fn run(&mut self) {
         let close = match self.serve().await {
             Ok(close) => close,
             // The client went away or stopped taking messages: nothing to tell it.
