@@ -117,7 +117,8 @@ pub async fn upgrade(state: HttpState, parts: &mut axum::http::request::Parts) -
             );
         }
     };
-    let pending = Box::new(Pending { state: state.clone(), protocol, ticket, guard: state.app.live.socket_opened() });
+    let guard = state.app.live.socket_opened();
+    let pending = Box::new(Pending { state, protocol, ticket, guard });
     upgrade.on_upgrade(move |socket| (*pending).serve(socket))
 }
 
