@@ -4,7 +4,7 @@
 //! case must get an answer that is not a 5xx (503 is a designed answer), no
 //! server thread may panic, every socket must be gone at the end, and the
 //! server's RSS must come back within 10 % of what it was after the first
-//! 500 cases. The server is the real `rollcall serve` binary on embedded
+//! 500 cases (both read after the server has been quiet for a moment). The server is the real `rollcall serve` binary on embedded
 //! SurrealKV, in a process of its own, so the RSS is the server's alone.
 //!
 //! The cases come from a fixed seed, so a failure is reproducible: the
@@ -22,6 +22,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::helpers::{PASSWORD, ServerProcess, run_cli};
+
+/// How long the server is left quiet before its RSS is read.
+const SETTLE: Duration = Duration::from_secs(2);
 
 /// Root fields with arguments of the right shape, and of wrong ones.
 const ROOTS: &[&str] = &[
@@ -275,6 +278,10 @@ async fn generated_hostile_input_never_panics_or_fails_the_server() {
         }
         rss_peak = rss_peak.max(server.rss_kib());
         if done == 0 {
+            // Read as the end is read: after the same quiet moment, so that
+            // neither reading catches memory in flight (a hash being
+            // computed, a request's buffers) that the other does not.
+            tokio::time::sleep(SETTLE).await;
             rss_warm = server.rss_kib();
         }
     }
@@ -316,7 +323,7 @@ async fn generated_hostile_input_never_panics_or_fails_the_server() {
         sockets = server.metric("rollcall_ws_sockets").await;
     }
     // What was freed is given back to the system within moments.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(SETTLE).await;
     let rss_end = server.rss_kib();
     println!(
         "fuzz: {cases} HTTP cases ({answered} answered without a 5xx), {} WebSocket sequences; server RSS ready {rss_ready} KiB, after the first 500 cases {rss_warm} KiB, peak {rss_peak} KiB, end {rss_end} KiB ({:+.1} % of the baseline)",
