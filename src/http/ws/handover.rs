@@ -22,7 +22,7 @@ use std::sync::Arc;
 use futures_util::stream::BoxStream;
 use futures_util::{Stream, StreamExt};
 
-use super::Outcome;
+use super::connection::Outcome;
 use crate::graphql::shared::SharedSubscription;
 use crate::live::{CursorProbe, Frame, MemberItem};
 use crate::store::seq_of;
