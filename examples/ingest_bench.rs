@@ -52,6 +52,7 @@ use clap::Parser;
 use rollcall::config::{DbArgs, ServeArgs};
 use rollcall::domain::{Attendance, EventWindow, Sighting};
 use rollcall::startup::Application;
+use rollcall::store::Conn;
 use serde_json::{Value, json};
 
 /// The server runs in this binary: the same allocator as `rollcall`'s.
@@ -394,9 +395,12 @@ async fn main() -> anyhow::Result<()> {
         other.await.context("server task")??;
     }
 
-    // The ceiling: the same sightings, one record per batch, straight into SurrealKV.
-    let raw = surrealdb::engine::any::connect(format!("surrealkv://{}", dir.path().join("ceiling").display())).await?;
-    raw.use_ns("bench").use_db("bench").await?;
+    // The ceiling: the same sightings, one record per batch, straight into
+    // SurrealKV, opened with the same buffers as the server's store.
+    let raw =
+        Conn::embedded(&format!("surrealkv://{}", dir.path().join("ceiling").display()), args.db.options().memory)
+            .await?;
+    raw.use_ns_db("bench", "bench").await?;
     // Defined before the writers start: the first writes of a table that does
     // not exist yet define it, and concurrent definitions conflict.
     raw.query("DEFINE TABLE bench_batch SCHEMALESS").await?.check()?;

@@ -84,6 +84,11 @@ struct Args {
     /// cursors do; by default they subscribe live.
     #[arg(long)]
     resume: bool,
+    /// The embedded store's write buffer, in MiB (the server's
+    /// `--db-memtable-mb`). The server's memory rises by up to this much
+    /// between two flushes of it to disk.
+    #[arg(long, default_value_t = rollcall::store::EmbeddedMemory::DEFAULT_MEMTABLE_MIB)]
+    db_memtable_mb: u64,
     /// Internal: run as the server child, seeding this many attendees.
     #[arg(long, hide = true)]
     serve_people: Option<usize>,
@@ -97,17 +102,17 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match args.serve_people {
-        Some(people) => rt.block_on(serve(people, args.live_buffer)),
+        Some(people) => rt.block_on(serve(people, args.live_buffer, args.db_memtable_mb)),
         None => rt.block_on(soak(args)),
     }
 }
 
 /// Server mode: seed, print `READY <port> <token> <event> <key>`, serve until stdin closes.
-async fn serve(people: usize, live_buffer: usize) -> anyhow::Result<()> {
+async fn serve(people: usize, live_buffer: usize, memtable_mb: u64) -> anyhow::Result<()> {
     rollcall::telemetry::init_logging(rollcall::config::LogFormat::Text, "warn");
     let dir = tempfile::tempdir()?;
     let db_url = format!("surrealkv://{}", dir.path().join("server").display());
-    let mut serve = ServeArgs::for_tests(DbArgs { url: db_url, ..DbArgs::memory() });
+    let mut serve = ServeArgs::for_tests(DbArgs { url: db_url, db_memtable_mb: memtable_mb, ..DbArgs::memory() });
     // A thousand sockets as one organiser from one address.
     serve.live = serve.live.uncapped();
     serve.live.buffer = live_buffer;
@@ -206,6 +211,7 @@ async fn soak(args: Args) -> anyhow::Result<()> {
     let people = args.rate * 60 * args.minutes as usize + 1000;
     let mut child = Command::new(std::env::current_exe()?)
         .args(["--serve-people", &people.to_string(), "--live-buffer", &args.live_buffer.to_string()])
+        .args(["--db-memtable-mb", &args.db_memtable_mb.to_string()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()

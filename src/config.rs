@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::store::{DEFAULT_DB_URL, DbAuthLevel, StoreOptions};
+use crate::store::{DEFAULT_DB_URL, DbAuthLevel, EmbeddedMemory, StoreOptions};
 
 /// Rollcall: automatic event attendance over Bluetooth LE.
 #[derive(Debug, Parser)]
@@ -130,6 +130,20 @@ pub struct DbArgs {
     /// DATABASE`, the least privilege Rollcall needs), `namespace` or `root`.
     #[arg(long, env = "ROLLCALL_DB_AUTH", value_enum, default_value_t = DbAuthLevel::Database)]
     pub db_auth: DbAuthLevel,
+    /// Embedded store only: the write buffer, in MiB. Writes collect in
+    /// memory until this much is there, then go to disk; the process's
+    /// memory rises by up to this much between flushes. (SurrealDB's own
+    /// default is sized from the RAM: 1 GiB on a 16-64 GiB machine.)
+    #[arg(long, env = "ROLLCALL_DB_MEMTABLE_MB", value_name = "MIB",
+          default_value_t = EmbeddedMemory::DEFAULT_MEMTABLE_MIB,
+          value_parser = clap::value_parser!(u64).range(EmbeddedMemory::MIN_MEMTABLE_MIB..=65_536))]
+    pub db_memtable_mb: u64,
+    /// Embedded store only: the cache of blocks read from disk, in MiB.
+    /// (SurrealDB's own default is half the RAM less 1 GiB.)
+    #[arg(long, env = "ROLLCALL_DB_CACHE_MB", value_name = "MIB",
+          default_value_t = EmbeddedMemory::DEFAULT_BLOCK_CACHE_MIB,
+          value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    pub db_cache_mb: u64,
 }
 
 impl DbArgs {
@@ -141,6 +155,7 @@ impl DbArgs {
             username: self.db_user.clone(),
             password: self.db_password.clone(),
             auth_level: self.db_auth,
+            memory: EmbeddedMemory::mib(self.db_memtable_mb, self.db_cache_mb),
         }
     }
 
@@ -153,6 +168,8 @@ impl DbArgs {
             db_user: None,
             db_password: None,
             db_auth: DbAuthLevel::Database,
+            db_memtable_mb: EmbeddedMemory::DEFAULT_MEMTABLE_MIB,
+            db_cache_mb: EmbeddedMemory::DEFAULT_BLOCK_CACHE_MIB,
         }
     }
 }

@@ -1,20 +1,19 @@
 //! The API-key aggregate: scanners' credentials, stored as hashes only.
 
 use chrono::{DateTime, Utc};
-use surrealdb::Surreal;
-use surrealdb::engine::any::Any;
 use uuid::Uuid;
 
+use super::Conn;
 use super::models::{ApiKeyRow, convert_all};
 use super::{ApiKey, StoreError, new_id, rid};
 
 /// Repository for `api_key` records.
 pub struct ApiKeys<'a> {
-    db: &'a Surreal<Any>,
+    db: &'a Conn,
 }
 
 impl<'a> ApiKeys<'a> {
-    pub(super) fn new(db: &'a Surreal<Any>) -> Self {
+    pub(super) fn new(db: &'a Conn) -> Self {
         Self { db }
     }
 

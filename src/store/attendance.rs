@@ -13,11 +13,10 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use surrealdb::Surreal;
-use surrealdb::engine::any::Any;
 use surrealdb::types::{Array, RecordId, SurrealValue};
 use uuid::Uuid;
 
+use super::Conn;
 use super::batches::BatchRecord;
 use super::check_ins::SEQ_STEPS;
 use super::rederive::{FINISH, REQUEST, rederive_id};
@@ -197,11 +196,11 @@ fn walk_in_rows(pairs: &[(Uuid, Uuid)], now: DateTime<Utc>) -> Vec<WalkIn> {
 
 /// Repository for `attendance` records and check-in cursors.
 pub struct AttendanceLog<'a> {
-    pub(super) db: &'a Surreal<Any>,
+    pub(super) db: &'a Conn,
 }
 
 impl<'a> AttendanceLog<'a> {
-    pub(super) fn new(db: &'a Surreal<Any>) -> Self {
+    pub(super) fn new(db: &'a Conn) -> Self {
         Self { db }
     }
 

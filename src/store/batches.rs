@@ -19,11 +19,10 @@
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
-use surrealdb::Surreal;
-use surrealdb::engine::any::Any;
 use surrealdb::types::{Array, Bytes, RecordId, SurrealValue};
 use uuid::Uuid;
 
+use super::Conn;
 use super::raw_log::{self, RawSighting};
 use super::{StoreError, key_of, rid};
 
@@ -178,14 +177,14 @@ fn holds(user_keys: &[u8], user: Uuid) -> bool {
 
 /// Repository for `batch` records.
 pub struct Batches<'a> {
-    db: &'a Surreal<Any>,
+    db: &'a Conn,
 }
 
 /// How many batch rows a derivation or an erasure reads at a time.
 pub const PAGE: usize = 200;
 
 impl<'a> Batches<'a> {
-    pub(super) fn new(db: &'a Surreal<Any>) -> Self {
+    pub(super) fn new(db: &'a Conn) -> Self {
         Self { db }
     }
 

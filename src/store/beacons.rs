@@ -3,11 +3,10 @@
 //! record so that listing users never reads them.
 
 use chrono::{DateTime, Utc};
-use surrealdb::Surreal;
-use surrealdb::engine::any::Any;
 use surrealdb::types::{RecordId, SurrealValue};
 use uuid::Uuid;
 
+use super::Conn;
 use super::{StoreError, key_of, rid};
 use crate::domain::identity::{Secret, parse_secret};
 
@@ -35,11 +34,11 @@ impl BeaconRow {
 
 /// Repository for `beacon` records.
 pub struct Beacons<'a> {
-    db: &'a Surreal<Any>,
+    db: &'a Conn,
 }
 
 impl<'a> Beacons<'a> {
-    pub(super) fn new(db: &'a Surreal<Any>) -> Self {
+    pub(super) fn new(db: &'a Conn) -> Self {
         Self { db }
     }
 

@@ -27,10 +27,9 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
-use surrealdb::Surreal;
-use surrealdb::engine::any::Any;
 use uuid::Uuid;
 
+use super::Conn;
 use super::{Registrations, StoreError, SurrealStore, Users};
 
 /// The statement that, inside a transaction taking an answer away, moves
@@ -83,7 +82,7 @@ impl Remembered {
 
 /// The directory as of one read of its version; see the module doc.
 pub struct Directory<'a> {
-    db: &'a Surreal<Any>,
+    db: &'a Conn,
     memory: &'a Remembered,
     version: i64,
 }

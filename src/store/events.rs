@@ -1,10 +1,9 @@
 //! The event aggregate: events, their state and attendance policy.
 
 use chrono::{DateTime, Utc};
-use surrealdb::Surreal;
-use surrealdb::engine::any::Any;
 use uuid::Uuid;
 
+use super::Conn;
 use super::models::{EventRow, convert_all};
 use super::{Event, StoreError, new_id, rid};
 use crate::domain::{AttendancePolicy, EventState, EventWindow};
@@ -46,7 +45,7 @@ pub struct EventFilter {
 
 /// Repository for `event` records.
 pub struct Events<'a> {
-    db: &'a Surreal<Any>,
+    db: &'a Conn,
 }
 
 fn row_of(
@@ -82,7 +81,7 @@ fn row_of(
 }
 
 impl<'a> Events<'a> {
-    pub(super) fn new(db: &'a Surreal<Any>) -> Self {
+    pub(super) fn new(db: &'a Conn) -> Self {
         Self { db }
     }
 

@@ -11,6 +11,10 @@
 //! | `ws://HOST:PORT` | a SurrealDB server (`wss://` with the `tls` feature) |
 //! | `tikv://PD:PORT` | a TiKV cluster (with the `tikv` feature) |
 //!
+//! The embedded on-disk engine is built in `engine.rs`, so that its write
+//! buffer and block cache have the sizes in [`StoreOptions::memory`] rather
+//! than SurrealDB's, which are made for a machine that runs nothing else.
+//!
 //! **Durability.** SurrealKV's default sync mode is `every`: each commit is
 //! fsynced to its write-ahead log before the commit returns (with grouped
 //! commits under concurrency), so an acknowledged write survives `kill -9` and
@@ -28,6 +32,7 @@ mod beacons;
 mod change_feed;
 mod check_ins;
 mod directory;
+mod engine;
 mod events;
 mod models;
 mod raw_log;
@@ -39,8 +44,7 @@ mod users;
 
 use std::time::Duration;
 
-use surrealdb::Surreal;
-use surrealdb::engine::any::{self, Any};
+use surrealdb::engine::any;
 use surrealdb::opt::auth::{Database, Namespace, Root};
 use surrealdb::types::RecordId;
 use uuid::Uuid;
@@ -52,6 +56,7 @@ pub use beacons::{BeaconSecret, Beacons};
 pub use change_feed::{CheckInStep, FEED_PAGE, FEED_RETENTION, FeedChanges, FeedEntry, FeedPage};
 pub use check_ins::{CheckInRow, cursor_of, seq_of};
 pub use directory::Directory;
+pub use engine::{Conn, ConnQuery, EmbeddedMemory};
 pub use events::{EventChanges, EventFilter, Events, NewEvent};
 pub use models::{ApiKey, Device, Event, Heartbeat, Registration, RegistrationStatus, ScannerHealth, User};
 pub use rederive::{Rederivation, Rederivations};
@@ -162,6 +167,8 @@ pub struct StoreOptions {
     pub password: Option<String>,
     /// Where `username` is defined.
     pub auth_level: DbAuthLevel,
+    /// The embedded engine's buffers (`surrealkv://` only).
+    pub memory: EmbeddedMemory,
 }
 
 impl Default for StoreOptions {
@@ -172,6 +179,7 @@ impl Default for StoreOptions {
             username: None,
             password: None,
             auth_level: DbAuthLevel::Database,
+            memory: EmbeddedMemory::default(),
         }
     }
 }
@@ -183,14 +191,14 @@ pub struct SurrealStore {
     /// not cloned: each clone of a `Surreal` handle opens a session of its
     /// own in the engine (hundreds of KB), and every request and WebSocket
     /// holds a clone of the store.
-    db: std::sync::Arc<Surreal<Any>>,
+    db: std::sync::Arc<Conn>,
     /// The connection the live queries (the change streams) run on: for a
     /// server, a second one. The server closes a connection whose
     /// notifications queue up past its limit (one large batch can do it);
     /// on their own connection that ends only the change stream, which the
     /// live hub reopens and catches up, and never fails the queries in
     /// flight. Embedded engines share `db`.
-    live_db: std::sync::Arc<Surreal<Any>>,
+    live_db: std::sync::Arc<Conn>,
     /// For an embedded on-disk store, its directory: [`SurrealStore::close`]
     /// watches the engine's lock there to know it has shut down.
     data_dir: Option<std::path::PathBuf>,
@@ -218,8 +226,13 @@ impl SurrealStore {
     }
 
     /// One connection, signed in, on the namespace and database.
-    async fn connect(url: &str, opts: &StoreOptions) -> Result<Surreal<Any>, StoreError> {
+    async fn connect(url: &str, opts: &StoreOptions) -> Result<Conn, StoreError> {
         let connect_err = |source| StoreError::Connect { url: redact_url(url), source: Box::new(source) };
+        if url.starts_with("surrealkv://") {
+            let db = Conn::embedded(url, opts.memory).await.map_err(connect_err)?;
+            db.use_ns_db(&opts.namespace, &opts.database).await.map_err(connect_err)?;
+            return Ok(db);
+        }
         let db = any::connect(url).await.map_err(connect_err)?;
         if let (Some(username), Some(password)) = (opts.username.clone(), opts.password.clone()) {
             let (namespace, database) = (opts.namespace.clone(), opts.database.clone());
@@ -230,7 +243,8 @@ impl SurrealStore {
             };
             signed_in.map_err(connect_err)?;
         }
-        db.use_ns(&opts.namespace).use_db(&opts.database).await.map_err(connect_err)?;
+        let db = Conn::Other(db);
+        db.use_ns_db(&opts.namespace, &opts.database).await.map_err(connect_err)?;
         Ok(db)
     }
 
@@ -393,7 +407,7 @@ impl SurrealStore {
 
     /// The connection itself, for tests that write what no repository does.
     #[cfg(test)]
-    pub(crate) fn raw(&self) -> &Surreal<Any> {
+    pub(crate) fn raw(&self) -> &Conn {
         &self.db
     }
 

@@ -10,11 +10,10 @@
 //! worker started from; a request that came meanwhile leaves it pending.
 
 use chrono::{DateTime, Utc};
-use surrealdb::Surreal;
-use surrealdb::engine::any::Any;
 use surrealdb::types::{RecordId, SurrealValue};
 use uuid::Uuid;
 
+use super::Conn;
 use super::{StoreError, key_of, rid};
 
 /// Where an event's re-derivation stands.
@@ -71,11 +70,11 @@ pub(super) const FINISH: &str = "UPDATE $rederive SET done = math::max([done ?? 
 
 /// Repository for `rederive` records.
 pub struct Rederivations<'a> {
-    db: &'a Surreal<Any>,
+    db: &'a Conn,
 }
 
 impl<'a> Rederivations<'a> {
-    pub(super) fn new(db: &'a Surreal<Any>) -> Self {
+    pub(super) fn new(db: &'a Conn) -> Self {
         Self { db }
     }
 

@@ -1,12 +1,11 @@
 //! The registration aggregate: who signed up for which event.
 
 use chrono::{DateTime, Utc};
-use surrealdb::Surreal;
-use surrealdb::engine::any::Any;
 use uuid::Uuid;
 
 use surrealdb::types::{Array, RecordId};
 
+use super::Conn;
 use super::models::{RegistrationRow, convert_all};
 use super::{Registration, StoreError, retried_write, rid};
 
@@ -21,11 +20,11 @@ pub(crate) fn registration_id(event: Uuid, user: Uuid) -> RecordId {
 /// (user, event); cancelling keeps it, so that history is not lost, and
 /// registering again reinstates it.
 pub struct Registrations<'a> {
-    db: &'a Surreal<Any>,
+    db: &'a Conn,
 }
 
 impl<'a> Registrations<'a> {
-    pub(super) fn new(db: &'a Surreal<Any>) -> Self {
+    pub(super) fn new(db: &'a Conn) -> Self {
         Self { db }
     }
 

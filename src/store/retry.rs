@@ -3,10 +3,9 @@
 
 use std::time::Duration;
 
-use surrealdb::Surreal;
-use surrealdb::engine::any::Any;
 use surrealdb::types::RecordId;
 
+use super::Conn;
 use super::StoreError;
 
 /// Why a transaction's response failed, if it did. Statements after the
@@ -27,14 +26,14 @@ fn transaction_result(res: surrealdb::IndexedResults) -> Result<(), StoreError> 
 
 /// Runs `sql`, one transaction about the record `$id`, again while it meets
 /// a concurrent write ([`retry_on_conflict`]); for idempotent ones.
-pub(super) async fn retried_transaction(db: &Surreal<Any>, sql: &'static str, id: RecordId) -> Result<(), StoreError> {
+pub(super) async fn retried_transaction(db: &Conn, sql: &'static str, id: RecordId) -> Result<(), StoreError> {
     retry_on_conflict(|| async { transaction_result(db.query(sql).bind(("id", id.clone())).await?) }).await
 }
 
 /// Runs the transaction `query` builds, again while it meets a concurrent
 /// write ([`retry_on_write_conflict`]), and returns its real cause when it
 /// fails.
-pub(super) async fn retried_write<'r>(query: impl Fn() -> surrealdb::method::Query<'r, Any>) -> Result<(), StoreError> {
+pub(super) async fn retried_write<'r>(query: impl Fn() -> super::engine::ConnQuery<'r>) -> Result<(), StoreError> {
     retry_on_write_conflict(|| async { transaction_result(query().await?) }).await
 }
 

@@ -17,11 +17,10 @@
 //! owner's key resends it, not counted twice.
 
 use chrono::{DateTime, Utc};
-use surrealdb::Surreal;
-use surrealdb::engine::any::Any;
 use surrealdb::types::{RecordId, SurrealValue};
 use uuid::Uuid;
 
+use super::Conn;
 use super::{StoreError, key_of, rid};
 
 /// The answer to a claim of an identity by a key.
@@ -40,11 +39,11 @@ struct IdentityRow {
 
 /// Repository for `scanner_identity` records.
 pub struct ScannerIdentities<'a> {
-    db: &'a Surreal<Any>,
+    db: &'a Conn,
 }
 
 impl<'a> ScannerIdentities<'a> {
-    pub(super) fn new(db: &'a Surreal<Any>) -> Self {
+    pub(super) fn new(db: &'a Conn) -> Self {
         Self { db }
     }
 

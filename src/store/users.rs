@@ -3,11 +3,10 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use surrealdb::Surreal;
-use surrealdb::engine::any::Any;
 use surrealdb::types::{RecordId, SurrealValue};
 use uuid::Uuid;
 
+use super::Conn;
 use super::directory::directory_changed;
 use super::models::{DeviceRow, RegistrationRow, UserRow, convert_all};
 use super::{Device, StoreError, User, key_of, new_id, registration_id, retried_write, rid};
@@ -49,11 +48,11 @@ pub struct ImportSummary {
 
 /// Repository for `user` and `device` records.
 pub struct Users<'a> {
-    db: &'a Surreal<Any>,
+    db: &'a Conn,
 }
 
 impl<'a> Users<'a> {
-    pub(super) fn new(db: &'a Surreal<Any>) -> Self {
+    pub(super) fn new(db: &'a Conn) -> Self {
         Self { db }
     }
 

@@ -151,6 +151,7 @@ impl SurrealServer {
             db_user: Some(APP_USER.into()),
             db_password: Some(APP_PASS.into()),
             db_auth: DbAuthLevel::Database,
+            ..DbArgs::memory()
         }
     }
 }
