@@ -63,6 +63,10 @@ struct Args {
     /// Sightings per batch.
     #[arg(long, default_value_t = 100)]
     batch_size: usize,
+    /// The embedded store's write buffer, in MiB (the server's
+    /// `--db-memtable-mb`): a small one is flushed to disk between kills.
+    #[arg(long, default_value_t = rollcall::store::EmbeddedMemory::DEFAULT_MEMTABLE_MIB)]
+    db_memtable_mb: u64,
     /// Internal: run the server on this data directory.
     #[arg(long, hide = true)]
     serve: Option<String>,
@@ -76,7 +80,8 @@ const SUBMIT: &str = "mutation($b: SightingBatchInput!) { submitSightings(batch:
 /// Server mode: seed once, print `READY <port> <token> <event>`, serve until killed.
 async fn serve(args: &Args, dir: &str) -> anyhow::Result<()> {
     rollcall::telemetry::init_logging(rollcall::config::LogFormat::Text, "error");
-    let serve = ServeArgs::for_tests(DbArgs { url: format!("surrealkv://{dir}"), ..DbArgs::memory() });
+    let db = DbArgs { url: format!("surrealkv://{dir}"), db_memtable_mb: args.db_memtable_mb, ..DbArgs::memory() };
+    let serve = ServeArgs::for_tests(db);
     let app = Application::build(serve).await?;
     let state = app.state().clone();
     let store = state.store.clone();
@@ -113,9 +118,10 @@ struct Server {
     event: String,
 }
 
-async fn start(dir: &str, secrets: &[String]) -> anyhow::Result<Server> {
+async fn start(dir: &str, secrets: &[String], memtable_mb: u64) -> anyhow::Result<Server> {
     let mut child = tokio::process::Command::new(std::env::current_exe()?)
         .args(["--serve", dir, "--secrets", &secrets.join(",")])
+        .args(["--db-memtable-mb", &memtable_mb.to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
@@ -174,7 +180,7 @@ async fn main() -> anyhow::Result<()> {
     let data = dir.path().join("data").display().to_string();
     let secrets: Vec<String> =
         (0..args.scanners).map(|_| rollcall::auth::ApiKeySecret::generate().expose().to_owned()).collect();
-    let first = start(&data, &secrets).await?;
+    let first = start(&data, &secrets, args.db_memtable_mb).await?;
     let (token, event) = (first.token.clone(), first.event.clone());
     let base = Arc::new(RwLock::new(first.base.clone()));
     let mut server = first;
@@ -213,7 +219,7 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(rng.gen_range(300..1500))).await;
         server.child.start_kill()?;
         server.child.wait().await?;
-        server = start(&data, &secrets).await?;
+        server = start(&data, &secrets, args.db_memtable_mb).await?;
         *base.write().await = server.base.clone();
         eprintln!("cycle {cycle}: killed and restarted");
     }

@@ -81,6 +81,10 @@ impl Conn {
         use surrealdb_core::kvs::Datastore;
 
         let internal = |e: anyhow::Error| surrealdb::Error::internal(e.to_string());
+        // Before the engine opens its log: see `embedded_wal`.
+        let dir = url.trim_start_matches("surrealkv://").split('?').next().unwrap_or_default();
+        super::embedded_wal::start_a_new_segment(std::path::Path::new(dir))
+            .map_err(|e| surrealdb::Error::internal(format!("preparing the write-ahead log: {e}")))?;
         let config = ConfigMap::empty()
             .with_key_value("surrealkv_max_memtable_size", memory.memtable_bytes.to_string())
             .with_key_value("surrealkv_block_cache_capacity", memory.block_cache_bytes.to_string());

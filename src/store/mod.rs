@@ -32,6 +32,7 @@ mod beacons;
 mod change_feed;
 mod check_ins;
 mod directory;
+mod embedded_wal;
 mod engine;
 mod events;
 mod models;
