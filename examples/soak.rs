@@ -89,6 +89,10 @@ struct Args {
     /// between two flushes of it to disk.
     #[arg(long, default_value_t = rollcall::store::EmbeddedMemory::DEFAULT_MEMTABLE_MIB)]
     db_memtable_mb: u64,
+    /// The embedded store's block cache, in MiB (the server's
+    /// `--db-cache-mb`): it fills with what is read back from disk.
+    #[arg(long, default_value_t = rollcall::store::EmbeddedMemory::DEFAULT_BLOCK_CACHE_MIB)]
+    db_cache_mb: u64,
     /// Internal: run as the server child, seeding this many attendees.
     #[arg(long, hide = true)]
     serve_people: Option<usize>,
@@ -102,20 +106,22 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match args.serve_people {
-        Some(people) => rt.block_on(serve(people, args.live_buffer, args.db_memtable_mb)),
+        Some(people) => rt.block_on(serve(people, &args)),
         None => rt.block_on(soak(args)),
     }
 }
 
 /// Server mode: seed, print `READY <port> <token> <event> <key>`, serve until stdin closes.
-async fn serve(people: usize, live_buffer: usize, memtable_mb: u64) -> anyhow::Result<()> {
+async fn serve(people: usize, args: &Args) -> anyhow::Result<()> {
     rollcall::telemetry::init_logging(rollcall::config::LogFormat::Text, "warn");
     let dir = tempfile::tempdir()?;
     let db_url = format!("surrealkv://{}", dir.path().join("server").display());
-    let mut serve = ServeArgs::for_tests(DbArgs { url: db_url, db_memtable_mb: memtable_mb, ..DbArgs::memory() });
+    let db =
+        DbArgs { url: db_url, db_memtable_mb: args.db_memtable_mb, db_cache_mb: args.db_cache_mb, ..DbArgs::memory() };
+    let mut serve = ServeArgs::for_tests(db);
     // A thousand sockets as one organiser from one address.
     serve.live = serve.live.uncapped();
-    serve.live.buffer = live_buffer;
+    serve.live.buffer = args.live_buffer;
     let app = Application::build(serve).await?;
     let state = app.state().clone();
     let store = state.store.clone();
@@ -211,7 +217,7 @@ async fn soak(args: Args) -> anyhow::Result<()> {
     let people = args.rate * 60 * args.minutes as usize + 1000;
     let mut child = Command::new(std::env::current_exe()?)
         .args(["--serve-people", &people.to_string(), "--live-buffer", &args.live_buffer.to_string()])
-        .args(["--db-memtable-mb", &args.db_memtable_mb.to_string()])
+        .args(["--db-memtable-mb", &args.db_memtable_mb.to_string(), "--db-cache-mb", &args.db_cache_mb.to_string()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
