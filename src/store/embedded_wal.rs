@@ -38,8 +38,13 @@ const WAL_DIR: &str = "wal";
 const EXTENSION: &str = "wal";
 
 /// Creates an empty log segment after the highest one in the store at
-/// `store_dir`, if the store has any; a new store is left as it is.
+/// `store_dir`, if the store has any. A new store is left as it is, and so
+/// is one that another process holds open (opening it will fail on its
+/// lock anyway).
 pub fn start_a_new_segment(store_dir: &Path) -> io::Result<()> {
+    if held_open(store_dir) {
+        return Ok(());
+    }
     let wal = store_dir.join(WAL_DIR);
     let entries = match fs::read_dir(&wal) {
         Ok(entries) => entries,
@@ -59,6 +64,12 @@ pub fn start_a_new_segment(store_dir: &Path) -> io::Result<()> {
     file.sync_all()?;
     // The new name must survive a crash as well as the file.
     fs::File::open(&wal)?.sync_all()
+}
+
+/// Whether an engine holds the store open: SurrealKV keeps an exclusive OS
+/// lock on its `LOCK` file while it does.
+fn held_open(store_dir: &Path) -> bool {
+    fs::File::open(store_dir.join("LOCK")).is_ok_and(|f| f.try_lock().is_err())
 }
 
 /// The number of a segment file's name, `None` for any other file.
@@ -150,6 +161,17 @@ mod tests {
             conn.query("SELECT run, count() AS n FROM note GROUP BY run ORDER BY run").await.unwrap().check().unwrap();
         let rows: Vec<serde_json::Value> = res.take(0).unwrap();
         rows.iter().map(|r| (r["run"].as_i64().unwrap(), r["n"].as_i64().unwrap())).collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_store_open_elsewhere_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open(dir.path()).await;
+        write(&conn, 1).await;
+        let segments = || fs::read_dir(dir.path().join(WAL_DIR)).unwrap().count();
+        let before = segments();
+        start_a_new_segment(dir.path()).unwrap();
+        assert_eq!(segments(), before, "a segment was added to a store in use");
     }
 
     /// Two crashes in a row, the first with a record torn at the end of the

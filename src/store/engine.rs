@@ -48,8 +48,8 @@ impl EmbeddedMemory {
     pub const DEFAULT_MEMTABLE_MIB: u64 = 256;
     /// The default block cache, in MiB.
     pub const DEFAULT_BLOCK_CACHE_MIB: u64 = 128;
-    /// The smallest write buffer SurrealKV is given (below this, it flushes
-    /// so often that ingest stalls on it).
+    /// The smallest write buffer accepted. Every buffer that fills rotates
+    /// the engine's log (see `embedded_wal.rs`), so tiny ones are refused.
     pub const MIN_MEMTABLE_MIB: u64 = 4;
 
     pub fn mib(memtable: u64, block_cache: u64) -> Self {
