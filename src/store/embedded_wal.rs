@@ -26,8 +26,8 @@
 //! segment is deleted, and until the new buffer is written too, that commit
 //! (and any other caught the same way) exists only in memory. A crash in
 //! that window loses it. Nothing outside the engine can close that; a
-//! larger buffer makes it rarer (see `examples/crash_loop.rs` and the
-//! README's "Crash loop").
+//! larger buffer makes such windows rarer (see `examples/crash_loop.rs` and
+//! the crash-loop figures in the README).
 
 use std::fs;
 use std::io;
