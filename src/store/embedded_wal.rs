@@ -33,6 +33,8 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
+use super::engine::held_open;
+
 /// The engine's segment files: `wal/<20-digit number>.wal`.
 const WAL_DIR: &str = "wal";
 const EXTENSION: &str = "wal";
@@ -64,12 +66,6 @@ pub fn start_a_new_segment(store_dir: &Path) -> io::Result<()> {
     file.sync_all()?;
     // The new name must survive a crash as well as the file.
     fs::File::open(&wal)?.sync_all()
-}
-
-/// Whether an engine holds the store open: SurrealKV keeps an exclusive OS
-/// lock on its `LOCK` file while it does.
-fn held_open(store_dir: &Path) -> bool {
-    fs::File::open(store_dir.join("LOCK")).is_ok_and(|f| f.try_lock().is_err())
 }
 
 /// The number of a segment file's name, `None` for any other file.

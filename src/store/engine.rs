@@ -19,6 +19,7 @@
 
 use std::borrow::Cow;
 use std::future::{Future, IntoFuture};
+use std::path::Path;
 use std::pin::Pin;
 
 use surrealdb::IndexedResults;
@@ -86,9 +87,10 @@ impl Conn {
 
         let internal = |e: anyhow::Error| surrealdb::Error::internal(e.to_string());
         // Before the engine opens its log: see `embedded_wal`.
-        let dir = url.trim_start_matches("surrealkv://").split('?').next().unwrap_or_default();
-        super::embedded_wal::start_a_new_segment(std::path::Path::new(dir))
-            .map_err(|e| surrealdb::Error::internal(format!("preparing the write-ahead log: {e}")))?;
+        if let Some(dir) = embedded_dir(url) {
+            super::embedded_wal::start_a_new_segment(dir)
+                .map_err(|e| surrealdb::Error::internal(format!("preparing the write-ahead log: {e}")))?;
+        }
         let config = ConfigMap::empty()
             .with_key_value("surrealkv_max_memtable_size", memory.memtable_bytes.to_string())
             .with_key_value("surrealkv_block_cache_capacity", memory.block_cache_bytes.to_string());
@@ -126,6 +128,19 @@ impl Conn {
             Self::Other(db) => db.use_ns(namespace).use_db(database).await.map(drop),
         }
     }
+}
+
+/// The directory of an embedded on-disk store's URL (`surrealkv://PATH`,
+/// with or without `?key=value` settings); `None` for any other engine.
+pub(super) fn embedded_dir(url: &str) -> Option<&Path> {
+    let rest = url.strip_prefix("surrealkv://")?;
+    Some(Path::new(rest.split('?').next().unwrap_or(rest)))
+}
+
+/// Whether an engine holds the embedded store in `dir` open: SurrealKV keeps
+/// an exclusive OS lock on its `LOCK` file while it does.
+pub(super) fn held_open(dir: &Path) -> bool {
+    std::fs::File::open(dir.join("LOCK")).is_ok_and(|f| f.try_lock().is_err())
 }
 
 impl<'a> ConnQuery<'a> {

@@ -218,9 +218,7 @@ impl SurrealStore {
         let remote = ["ws://", "wss://", "http://", "https://"].iter().any(|scheme| url.starts_with(scheme));
         let shared = remote || url.starts_with("tikv://");
         let live_db = if remote { std::sync::Arc::new(Self::connect(url, opts).await?) } else { db.clone() };
-        let data_dir = url
-            .strip_prefix("surrealkv://")
-            .map(|rest| std::path::PathBuf::from(rest.split('?').next().unwrap_or(rest)));
+        let data_dir = engine::embedded_dir(url).map(std::path::Path::to_path_buf);
         let store = Self { db, live_db, data_dir, shared, directory: Default::default() };
         store.migrate().await?;
         Ok(store)
@@ -424,10 +422,9 @@ impl SurrealStore {
 /// false if it has not by then. SurrealKV holds an exclusive OS lock on
 /// `LOCK` while open.
 pub async fn embedded_closed(dir: &std::path::Path, timeout: Duration) -> bool {
-    let lock = dir.join("LOCK");
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        if std::fs::File::open(&lock).map(|f| f.try_lock().is_ok()).unwrap_or(true) {
+        if !engine::held_open(dir) {
             return true;
         }
         if tokio::time::Instant::now() >= deadline {
