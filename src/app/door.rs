@@ -108,7 +108,7 @@ pub(super) async fn submit_one(
     // The user's own static identifier: the raw log names who was there, and
     // the identity policy does not apply to these sources.
     let sighting = SightingIn { identifier: user.ble_uuid.clone(), seen_at: at, rssi, event_id: Some(event) };
-    ingest.submit(&Source::Person { kind, by: user.id }, Uuid::now_v7(), None, vec![sighting]).await
+    ingest.submit(&Source::Person { kind, by: user.id }, Uuid::now_v7(), None, vec![sighting], false).await
 }
 
 /// The attendance row a counted sighting made or extended.

@@ -20,6 +20,15 @@
 //! ids and have its real batches answered as replays. Batch ids are kept under
 //! a digest of the identity, never the identity itself, so an identity chosen
 //! to equal some key's id cannot reach that key's batches either.
+//!
+//! A batch flagged `resent` is one its scanner sends again because the
+//! store's epoch changed since it was acknowledged (`store::epoch`: the store
+//! was not stopped cleanly and may have lost it). If the store has it, it is
+//! answered `replayed` as any retry. If not, the store lost it: it is stored
+//! now, and each event it counts for is derived again from the raw log (once
+//! per event per process), because rows written after the lost commit may
+//! already hold its sightings, and folding them in again would count them
+//! twice.
 
 use std::collections::{HashMap, HashSet};
 
@@ -138,6 +147,9 @@ pub struct Ingest {
     notes: ScannerNotes,
     /// Rotating identifiers' resolution table.
     pub rotating: Resolver,
+    /// Events already derived again for a batch the store had lost (see the
+    /// module doc): once per event per process is enough.
+    restored_events: std::sync::Arc<std::sync::Mutex<HashSet<Uuid>>>,
 }
 
 impl Ingest {
@@ -149,7 +161,7 @@ impl Ingest {
         let rederiver = Rederiver::start(store.clone(), writer.clone());
         let rotating = Resolver::new(store.clone(), slot_secs);
         let notes = ScannerNotes::start(store.clone());
-        Self { store, writer, rederiver, notes, rotating }
+        Self { store, writer, rederiver, notes, rotating, restored_events: Default::default() }
     }
 
     /// Stops the background tasks (before the store closes).
@@ -159,13 +171,15 @@ impl Ingest {
         self.notes.stop().await;
     }
 
-    /// Applies a batch; see the module doc.
+    /// Applies a batch; see the module doc. `resent`: the scanner sends it
+    /// again because the store's epoch changed since it was acknowledged.
     pub async fn submit(
         &self,
         source: &Source,
         batch_id: Uuid,
         sent_at: Option<DateTime<Utc>>,
         sightings: Vec<SightingIn>,
+        resent: bool,
     ) -> Result<BatchOutcome, IngestError> {
         if sightings.len() > MAX_BATCH_SIZE {
             return Err(IngestError::TooLarge(sightings.len()));
@@ -179,6 +193,9 @@ impl Ingest {
                 return replayed(&stored, &digest);
             }
             let planned = self.plan(source, id.clone(), sent_at, &digest, &sightings).await?;
+            if resent {
+                self.restoring(source, batch_id, &planned).await?;
+            }
             match self.writer.commit(planned).await? {
                 Committed::Applied(outcome) => {
                     self.note_scanner(source, batch_id, &outcome);
@@ -188,6 +205,31 @@ impl Ingest {
             }
         }
         Err(IngestError::Contended)
+    }
+
+    /// A batch sent again after the store's epoch changed, and not in the
+    /// store: the store lost it. Before it is committed, each event it
+    /// counts for is asked to be derived again (see the module doc). The
+    /// order does not matter: a re-derivation that runs first rebuilds rows
+    /// without the lost sightings, and the batch then folds into them; one
+    /// that runs after finds the batch in the raw log.
+    async fn restoring(&self, source: &Source, batch_id: Uuid, planned: &PlannedBatch) -> Result<(), IngestError> {
+        let events: HashSet<Uuid> = planned.counted.keys().map(|(event, _)| *event).collect();
+        tracing::warn!(
+            scanner = %source.scanner_id(), %batch_id, ?events,
+            "a batch acknowledged before the store's last unclean stop was sent again and is not in the store: storing it again"
+        );
+        metrics::counter!("rollcall_batches_restored_total").increment(1);
+        let rederivations = self.store.rederivations();
+        for event in events {
+            let first = self.restored_events.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(event);
+            if first && let Err(e) = rederivations.request(event, Utc::now()).await {
+                self.restored_events.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&event);
+                return Err(e.into());
+            }
+        }
+        self.rederiver.wake();
+        Ok(())
     }
 
     /// Whose batch ids a batch's id is one of: the scanner's identity (as a

@@ -40,6 +40,12 @@ pub struct SightingBatchInput {
     pub sent_at: Option<DateTime<Utc>>,
     /// At most 5,000.
     pub sightings: Vec<SightingInput>,
+    /// Sent again because `storeEpoch` changed since the server acknowledged
+    /// it (the store was not stopped cleanly and may have lost it). If the
+    /// store has it, the answer is `replayed: true`; if not, it is stored
+    /// again and the events it counts for are derived again from the raw log.
+    #[graphql(default)]
+    pub resent: bool,
 }
 
 /// A sighting refused by validation; the rest of the batch still applied.
@@ -76,6 +82,13 @@ pub struct SightingBatchResult {
     pub rejected: Vec<RejectedSighting>,
     /// True when this batch was applied before and this is its stored result.
     pub replayed: bool,
+    /// The store's epoch: it changes when the store starts after an unclean
+    /// stop (a crash, a kill, a power cut) and may have lost batches it had
+    /// acknowledged. A scanner keeps acknowledged batches for a while and
+    /// sends again, with `resent: true`, those acknowledged under another
+    /// epoch. Null on a SurrealDB server or TiKV, whose restarts Rollcall
+    /// cannot see.
+    pub store_epoch: Option<String>,
 }
 
 impl From<BatchOutcome> for SightingBatchResult {
@@ -96,6 +109,7 @@ impl From<BatchOutcome> for SightingBatchResult {
                 .map(|r| RejectedSighting { index: r.index as i32, reason: r.reason })
                 .collect(),
             replayed: o.replayed,
+            store_epoch: None,
         }
     }
 }
@@ -304,9 +318,10 @@ impl AttendanceMutation {
             };
             sightings.push(SightingIn { identifier: s.ble_uuid, seen_at: s.seen_at, rssi: s.rssi, event_id });
         }
-        let outcome = state(ctx)?.ingest.submit(&source, batch.batch_id, batch.sent_at, sightings).await?;
+        let st = state(ctx)?;
+        let outcome = st.ingest.submit(&source, batch.batch_id, batch.sent_at, sightings, batch.resent).await?;
         record_metrics(&outcome);
-        Ok(outcome.into())
+        Ok(SightingBatchResult { store_epoch: st.store.epoch().map(str::to_owned), ..outcome.into() })
     }
 
     /// An organiser's manual check-in (or extra sighting) of a user, at `at`
@@ -329,7 +344,7 @@ impl AttendanceMutation {
             rssi: None,
             event_id: Some(event.id),
         };
-        let outcome = st.ingest.submit(&Source::manual(me.id), Uuid::now_v7(), None, vec![sighting]).await?;
+        let outcome = st.ingest.submit(&Source::manual(me.id), Uuid::now_v7(), None, vec![sighting], false).await?;
         record_metrics(&outcome);
         single_check_in(&outcome)
             .map_err(|reason| ApiError::Validation(format!("the user was not checked in: {reason}")))?;

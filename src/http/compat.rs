@@ -134,7 +134,7 @@ pub async fn batch_checkin(
     let batch_id = uuid::Builder::from_random_bytes(id).into_uuid();
     // This route names no scanner identity: its batch ids are per key.
     let source = Source::Scanner { key_id, owner: None, identity: None, scope };
-    let outcome = match state.app.ingest.submit(&source, batch_id, None, sightings).await {
+    let outcome = match state.app.ingest.submit(&source, batch_id, None, sightings, false).await {
         Ok(o) => o,
         Err(e @ IngestError::TooLarge(_)) | Err(e @ IngestError::Invalid(_)) => {
             return error(StatusCode::BAD_REQUEST, &e.to_string());

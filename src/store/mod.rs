@@ -34,6 +34,7 @@ mod check_ins;
 mod directory;
 mod embedded_wal;
 mod engine;
+mod epoch;
 mod events;
 mod models;
 mod raw_log;
@@ -119,6 +120,13 @@ pub enum StoreError {
     /// A stored record that no longer matches what the code expects.
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
+    /// The store's epoch file (`epoch.rs`) could not be read or written.
+    #[error("cannot record the store's epoch in {}", .dir.display())]
+    Epoch {
+        dir: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl From<surrealdb::Error> for StoreError {
@@ -208,6 +216,9 @@ pub struct SurrealStore {
     shared: bool,
     /// The directory's answers this process has read (`directory.rs`).
     directory: std::sync::Arc<directory::Remembered>,
+    /// Changes whenever the store may have lost acknowledged writes
+    /// (`epoch.rs`); `None` for a SurrealDB server or TiKV.
+    epoch: Option<std::sync::Arc<str>>,
 }
 
 impl SurrealStore {
@@ -219,7 +230,14 @@ impl SurrealStore {
         let shared = remote || url.starts_with("tikv://");
         let live_db = if remote { std::sync::Arc::new(Self::connect(url, opts).await?) } else { db.clone() };
         let data_dir = engine::embedded_dir(url).map(std::path::Path::to_path_buf);
-        let store = Self { db, live_db, data_dir, shared, directory: Default::default() };
+        let epoch = match &data_dir {
+            // The engine is open: this process holds its lock, and the files beside it.
+            Some(dir) => Some(epoch::begin(dir).map_err(|source| StoreError::Epoch { dir: dir.clone(), source })?),
+            None if shared => None,
+            None => Some(epoch::fresh()),
+        };
+        let epoch = epoch.map(std::sync::Arc::from);
+        let store = Self { db, live_db, data_dir, shared, directory: Default::default(), epoch };
         store.migrate().await?;
         Ok(store)
     }
@@ -262,7 +280,16 @@ impl SurrealStore {
         };
         if !embedded_closed(&dir, timeout).await {
             tracing::warn!(?timeout, "the database did not finish closing in time");
+        } else if let Err(e) = epoch::mark_clean_stop(&dir) {
+            // The next start takes this for a crash: scanners send again what they keep.
+            tracing::warn!(dir = %dir.display(), error = %e, "could not record the clean stop");
         }
+    }
+
+    /// The store's epoch (see `epoch.rs`): it changes whenever the store may
+    /// have lost writes it acknowledged. `None` on a SurrealDB server or TiKV.
+    pub fn epoch(&self) -> Option<&str> {
+        self.epoch.as_deref()
     }
 
     /// Whether other processes may write this database too (a SurrealDB
