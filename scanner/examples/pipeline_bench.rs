@@ -75,7 +75,7 @@ fn main() -> anyhow::Result<()> {
             outbox.append(&out)?;
             // What the uploader does once the server answers.
             while let Some(batch) = outbox.next_batch(500)? {
-                outbox.ack(batch.batch_id, 0, false)?;
+                outbox.ack(batch.batch_id, 0, false, None)?;
                 batches += 1;
             }
             Ok(())

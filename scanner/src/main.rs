@@ -100,7 +100,7 @@ async fn flush(dir: &std::path::Path, args: &FlushArgs, file: &FileConfig) -> an
     if let Some(id) = rollcall_scanner::identity::read(dir) {
         client = client.with_scanner_id(id.to_string());
     }
-    let mut outbox = Outbox::open(dir)?;
+    let mut outbox = Outbox::open(dir)?.keeping_acked(server.keep_acked);
     if args.retry_dead {
         let n = outbox.unpark_all()?;
         if n > 0 {
@@ -176,6 +176,11 @@ fn status(dir: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
     println!(
         "delivered:   {} sightings in {} batches ({} rejected by the server, {} batches answered as replays)",
         stats.sightings_acked, stats.batches_acked, stats.sightings_rejected, stats.batches_replayed
+    );
+    println!(
+        "kept:        {} acknowledged batches, in case the server's store loses them ({} sent again after it \
+         stopped uncleanly, {} of them lost by it and taken again)",
+        stats.kept_batches, stats.batches_resent, stats.batches_restored
     );
     println!(
         "dead:        {} batches ({} sightings) refused by the server as a whole",

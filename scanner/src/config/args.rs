@@ -92,6 +92,11 @@ pub struct ServerArgs {
     /// HTTP request timeout in seconds [default: 30].
     #[arg(long, env = "ROLLCALL_SCANNER_HTTP_TIMEOUT_SECS")]
     pub http_timeout_secs: Option<u64>,
+    /// Keep each batch the server acknowledged for this many seconds, and send it
+    /// again if the server's store starts after an unclean stop meanwhile (it may
+    /// have lost it); 0 keeps none [default: 86400, a day].
+    #[arg(long, env = "ROLLCALL_SCANNER_KEEP_ACKED_SECS")]
+    pub keep_acked_secs: Option<f64>,
 }
 
 /// `flush`'s settings.

@@ -23,6 +23,7 @@ pub struct FileConfig {
     pub commit_interval_ms: Option<u64>,
     pub batch_size: Option<usize>,
     pub http_timeout_secs: Option<u64>,
+    pub keep_acked_secs: Option<f64>,
     pub speed: Option<f64>,
     pub seed: Option<u64>,
     pub sim_start: Option<String>,

@@ -35,6 +35,8 @@ pub struct ServerSettings {
     pub batch_size: usize,
     /// Request timeout.
     pub http_timeout: Duration,
+    /// How long an acknowledged batch is kept (`outbox::kept`).
+    pub keep_acked: Duration,
 }
 
 /// The largest batch the server takes.
@@ -118,7 +120,8 @@ impl ServerSettings {
         let batch_size = args.batch_size.or(file.batch_size).unwrap_or(500);
         anyhow::ensure!((1..=MAX_BATCH).contains(&batch_size), "batch size must be 1 to {MAX_BATCH}, not {batch_size}");
         let http_timeout = Duration::from_secs(args.http_timeout_secs.or(file.http_timeout_secs).unwrap_or(30).max(1));
-        Ok(Self { server, api_key_file, batch_size, http_timeout })
+        let keep_acked = secs(args.keep_acked_secs.or(file.keep_acked_secs).unwrap_or(86_400.0), "keep_acked_secs")?;
+        Ok(Self { server, api_key_file, batch_size, http_timeout, keep_acked })
     }
 }
 

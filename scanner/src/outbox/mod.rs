@@ -27,6 +27,10 @@
 //!    sightings in one transaction, and only the uploader calls it, after the
 //!    server's result (fresh or `replayed`) arrived. A crash before the ack means
 //!    the batch is sent again and answered `replayed: true`: exactly once overall.
+//!    In the same transaction the batch is *kept* for a while (see [`kept`]): if
+//!    the server's store later reports a new epoch (it stopped uncleanly and may
+//!    have lost what it acknowledged), kept batches go back into the outbox, to be
+//!    sent again under their own ids.
 //! 4. **A permanent refusal is parked, not retried, not lost.** [`Outbox::park`]
 //!    marks a batch the server refused as a whole (a validation error) as *dead*
 //!    with the reason. Only the resolver's `VALIDATION` answer parks a batch (see
@@ -49,6 +53,7 @@ use uuid::Uuid;
 
 use crate::sighting::Sighting;
 
+mod kept;
 mod poison;
 mod rebase;
 mod salvage;
@@ -81,6 +86,9 @@ pub struct Batch {
     /// Whether it was ever handed to the network ([`Outbox::begin_send`]): from
     /// then on it never changes.
     pub sent: bool,
+    /// Acknowledged before, and back because the store's epoch changed (see
+    /// [`kept`]): it is sent flagged `resent`.
+    pub resend: bool,
 }
 
 /// Counters kept with the outbox, so they survive restarts.
@@ -115,12 +123,20 @@ pub struct OutboxStats {
     pub next_batch_id: Option<String>,
     /// The last time a damaged outbox was moved aside and salvaged, if ever.
     pub last_recovery: Option<Recovery>,
+    /// Acknowledged batches kept in case the server's store lost them.
+    pub kept_batches: u64,
+    /// Kept batches sent again because the store's epoch changed, ever.
+    pub batches_resent: u64,
+    /// Of those, the ones the store had lost and took again, ever.
+    pub batches_restored: u64,
 }
 
 /// The outbox, one connection. Each task that uses it opens its own.
 pub struct Outbox {
     /// The SQLite connection.
     conn: Connection,
+    /// How long an acknowledged batch is kept (see [`kept`]); zero: not at all.
+    keep_acked: Duration,
 }
 
 impl std::fmt::Debug for Outbox {
@@ -154,10 +170,26 @@ CREATE TABLE IF NOT EXISTS note (
     name  TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS kept_batch (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    batch_id    TEXT    NOT NULL UNIQUE,
+    acked_at_ms INTEGER NOT NULL,
+    epoch       TEXT             -- the store's epoch it was acknowledged under
+);
+CREATE INDEX IF NOT EXISTS kept_batch_by_time ON kept_batch (acked_at_ms);
+CREATE TABLE IF NOT EXISTS kept_sighting (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    kept       INTEGER NOT NULL, -- kept_batch.seq
+    identifier TEXT    NOT NULL,
+    seen_at_ms INTEGER NOT NULL,
+    rssi       INTEGER,
+    event_id   TEXT
+);
+CREATE INDEX IF NOT EXISTS kept_sighting_by_batch ON kept_sighting (kept, id);
 ";
 
 /// The schema's version (`PRAGMA user_version`) this code writes.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// Creates the tables if needed and brings an outbox made by an older scanner up
 /// to [`SCHEMA_VERSION`], in one write transaction: `status` or `flush` may open
@@ -183,11 +215,14 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     // boot and monotonic clock a sighting was heard at (for rebasing a wrong clock).
     // Version 3: when a batch was first handed to the network (NULL: never, so it
     // may still be rebased).
+    // Version 4: whether a batch is one acknowledged before and sent again
+    // because the store's epoch changed (see `kept`); the `kept_*` tables.
     for (table, column, ty) in [
         ("batch", "first_failed_ms", "INTEGER"),
         ("sighting", "boot_id", "TEXT"),
         ("sighting", "mono_ms", "INTEGER"),
         ("batch", "sent_at_ms", "INTEGER"),
+        ("batch", "resend", "INTEGER"),
     ] {
         if !has(table, column)? {
             conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {ty}"))?;
@@ -234,7 +269,13 @@ impl Outbox {
             Ok(conn)
         };
         let conn = open().map_err(|source| OutboxError::Open { path: path.clone(), source })?;
-        Ok(Self { conn })
+        Ok(Self { conn, keep_acked: Duration::ZERO })
+    }
+
+    /// The same outbox, keeping each acknowledged batch for `keep` (see [`kept`]).
+    pub fn keeping_acked(mut self, keep: Duration) -> Self {
+        self.keep_acked = keep;
+        self
     }
 
     /// Appends sightings in one transaction (a group commit). When it returns `Ok`,
@@ -253,15 +294,15 @@ impl Outbox {
     /// clock is known to be wrong: see [`crate::clock`]).
     pub fn next_batch_sealing(&mut self, max: usize, seal: bool) -> Result<Option<Batch>, OutboxError> {
         let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let existing: Option<(i64, String, u32, bool)> = tx
+        let existing: Option<(i64, String, u32, bool, bool)> = tx
             .query_row(
-                "SELECT seq, batch_id, attempts, sent_at_ms IS NOT NULL FROM batch WHERE dead_reason IS NULL
-                 ORDER BY seq LIMIT 1",
+                "SELECT seq, batch_id, attempts, sent_at_ms IS NOT NULL, coalesce(resend, 0) != 0 FROM batch
+                 WHERE dead_reason IS NULL ORDER BY seq LIMIT 1",
                 [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
             )
             .optional()?;
-        let (seq, batch_id, attempts, sent) = match existing {
+        let (seq, batch_id, attempts, sent, resend) = match existing {
             Some(found) => found,
             None if !seal => return Ok(None),
             None => {
@@ -282,39 +323,49 @@ impl Outbox {
                        (SELECT id FROM sighting WHERE batch IS NULL ORDER BY id LIMIT ?2)",
                     params![seq, limit],
                 )?;
-                (seq, batch_id, 0, false)
+                (seq, batch_id, 0, false, false)
             }
         };
         let sightings = batch_sightings(&tx, seq)?;
         tx.commit()?;
         let batch_id = Uuid::parse_str(&batch_id).unwrap_or_else(|_| Uuid::nil());
-        Ok(Some(Batch { batch_id, sightings, attempts, sent }))
+        Ok(Some(Batch { batch_id, sightings, attempts, sent, resend }))
     }
 
-    /// The server answered for `batch_id`: remove it with its sightings and update
-    /// the counters, in one transaction. Acking an unknown batch (another process
-    /// acked it already) changes nothing.
-    pub fn ack(&mut self, batch_id: Uuid, rejected: u64, replayed: bool) -> Result<bool, OutboxError> {
+    /// The server answered for `batch_id`, under the store's `epoch` (if it
+    /// reports one): remove it with its sightings, keep a copy (see [`kept`]),
+    /// and update the counters, in one transaction. Acking an unknown batch
+    /// (another process acked it already) changes nothing.
+    pub fn ack(
+        &mut self,
+        batch_id: Uuid,
+        rejected: u64,
+        replayed: bool,
+        epoch: Option<&str>,
+    ) -> Result<bool, OutboxError> {
         let id = batch_id.to_string();
         let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let seq: Option<i64> =
-            tx.query_row("SELECT seq FROM batch WHERE batch_id = ?1", [&id], |r| r.get(0)).optional()?;
-        let Some(seq) = seq else {
+        let row: Option<(i64, bool)> = tx
+            .query_row("SELECT seq, coalesce(resend, 0) != 0 FROM batch WHERE batch_id = ?1", [&id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?;
+        let Some((seq, resend)) = row else {
             return Ok(false);
         };
+        kept::keep(&tx, seq, &id, epoch, self.keep_acked)?;
         let n = tx.execute("DELETE FROM sighting WHERE batch = ?1", [seq])?;
         tx.execute("DELETE FROM batch WHERE seq = ?1", [seq])?;
-        let bump = |name: &str, by: u64| {
-            tx.execute(
-                "INSERT INTO counter (name, value) VALUES (?1, ?2)
-                 ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
-                params![name, i64::try_from(by).unwrap_or(i64::MAX)],
-            )
-        };
-        bump("batches_acked", 1)?;
-        bump("sightings_acked", n as u64)?;
-        bump("sightings_rejected", rejected)?;
-        bump("batches_replayed", u64::from(replayed))?;
+        if resend {
+            // Counted once already, when it was first acknowledged.
+            bump(&tx, "batches_resent", 1)?;
+            bump(&tx, "batches_restored", u64::from(!replayed))?;
+        } else {
+            bump(&tx, "batches_acked", 1)?;
+            bump(&tx, "sightings_acked", n as u64)?;
+            bump(&tx, "sightings_rejected", rejected)?;
+            bump(&tx, "batches_replayed", u64::from(replayed))?;
+        }
         let now = crate::sighting::now_ms().to_string();
         for (name, value) in [("last_upload_ms", now.as_str()), ("last_batch_id", id.as_str())] {
             tx.execute(
@@ -380,8 +431,20 @@ impl Outbox {
                 })
                 .optional()?,
             last_recovery: note("last_recovery")?.and_then(|v| serde_json::from_str(&v).ok()),
+            kept_batches: count("SELECT COUNT(*) FROM kept_batch")?,
+            batches_resent: counter("batches_resent")?,
+            batches_restored: counter("batches_restored")?,
         })
     }
+}
+
+/// Adds `by` to the counter `name`.
+fn bump(conn: &Connection, name: &str, by: u64) -> rusqlite::Result<usize> {
+    conn.execute(
+        "INSERT INTO counter (name, value) VALUES (?1, ?2)
+         ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+        params![name, i64::try_from(by).unwrap_or(i64::MAX)],
+    )
 }
 
 /// The sightings of the batch `seq`, in append order.

@@ -124,17 +124,17 @@ impl Outbox {
     /// parked by another process meanwhile).
     pub fn begin_send(&mut self, batch_id: Uuid) -> Result<Option<Batch>, OutboxError> {
         let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let row: Option<(i64, u32)> = tx
+        let row: Option<(i64, u32, bool)> = tx
             .query_row(
                 "UPDATE batch SET sent_at_ms = coalesce(sent_at_ms, ?2) WHERE batch_id = ?1 AND dead_reason IS NULL
-                 RETURNING seq, attempts",
+                 RETURNING seq, attempts, coalesce(resend, 0) != 0",
                 params![batch_id.to_string(), crate::sighting::now_ms()],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()?;
-        let Some((seq, attempts)) = row else { return Ok(None) };
+        let Some((seq, attempts, resend)) = row else { return Ok(None) };
         let sightings = batch_sightings(&tx, seq)?;
         tx.commit()?;
-        Ok(Some(Batch { batch_id, sightings, attempts, sent: true }))
+        Ok(Some(Batch { batch_id, sightings, attempts, sent: true, resend }))
     }
 }

@@ -21,12 +21,12 @@ fn sealed_batch_is_fixed_until_acked_and_survives_reopen() {
     assert_eq!(again.batch_id, first.batch_id, "same id after a restart");
     assert_eq!(again.sightings, first.sightings);
     assert_eq!(ob.depth().unwrap(), 6);
-    assert!(ob.ack(first.batch_id, 1, false).unwrap());
-    assert!(!ob.ack(first.batch_id, 1, false).unwrap(), "a second ack is a no-op");
+    assert!(ob.ack(first.batch_id, 1, false, None).unwrap());
+    assert!(!ob.ack(first.batch_id, 1, false, None).unwrap(), "a second ack is a no-op");
     let second = ob.next_batch(3).unwrap().unwrap();
     assert_ne!(second.batch_id, first.batch_id);
     assert_eq!(second.sightings, vec![s(3), s(4), s(9)]);
-    ob.ack(second.batch_id, 0, true).unwrap();
+    ob.ack(second.batch_id, 0, true, None).unwrap();
     assert!(ob.next_batch(3).unwrap().is_none());
     let st = ob.stats().unwrap();
     assert_eq!(
@@ -47,10 +47,10 @@ fn a_split_batch_goes_out_as_two_under_new_ids_first_half_first() {
     let (a, b) = ob.split(big.batch_id).unwrap().unwrap();
     let first = ob.next_batch(5).unwrap().unwrap();
     assert_eq!((first.batch_id, &first.sightings[..], first.attempts), (a, &(0..2).map(s).collect::<Vec<_>>()[..], 0));
-    ob.ack(a, 0, false).unwrap();
+    ob.ack(a, 0, false, None).unwrap();
     let second = ob.next_batch(5).unwrap().unwrap();
     assert_eq!((second.batch_id, second.sightings), (b, (2..5).map(s).collect::<Vec<_>>()));
-    ob.ack(b, 0, false).unwrap();
+    ob.ack(b, 0, false, None).unwrap();
     let last = ob.next_batch(5).unwrap().unwrap();
     assert_eq!(last.sightings, vec![s(9)]);
     assert_eq!(ob.split(last.batch_id).unwrap(), None, "one sighting cannot be split");
@@ -178,12 +178,12 @@ fn batches_never_sent_are_rebased_and_batches_sent_are_untouched() {
     ob.unpark_all().unwrap();
     let again = ob.next_batch(10).unwrap().unwrap();
     assert_eq!((again.batch_id, &again.sightings, again.sent), (sent.batch_id, &sent.sightings, true));
-    ob.ack(sent.batch_id, 0, false).unwrap();
+    ob.ack(sent.batch_id, 0, false, None).unwrap();
     // The one never sent goes out under its id, with the right time: what was
     // read before the rebase is read afresh when it is sent.
     let fixed = ob.begin_send(unsent.batch_id).unwrap().unwrap();
     assert_eq!((fixed.batch_id, times(&fixed)), (unsent.batch_id, vec![11_000]));
-    ob.ack(fixed.batch_id, 0, false).unwrap();
+    ob.ack(fixed.batch_id, 0, false, None).unwrap();
     assert_eq!(times(&ob.next_batch(10).unwrap().unwrap()), vec![12_000, 13_000]);
 }
 
@@ -206,7 +206,7 @@ fn a_batch_sent_is_never_rebased() {
     assert_eq!(times(&again), vec![3_600_000 + 1_000], "untouched");
     // Split after a refusal as too large, the halves were never sent.
     ob.append_stamped(&[fast(3_000).0], Some(&fast(3_000).1)).unwrap();
-    ob.ack(attempted.batch_id, 0, false).unwrap();
+    ob.ack(attempted.batch_id, 0, false, None).unwrap();
     let two = ob.next_batch(10).unwrap().unwrap();
     let two = ob.begin_send(two.batch_id).unwrap().unwrap();
     let (first, _) = ob.split(two.batch_id).unwrap().unwrap();
@@ -245,4 +245,86 @@ fn unparked_batches_go_out_again_first_under_the_same_id() {
     assert_eq!(st.last_dead_reason, None);
     let again = ob.next_batch(10).unwrap().unwrap();
     assert_eq!((again.batch_id, &again.sightings, again.attempts), (dead.batch_id, &dead.sightings, 0));
+}
+
+#[test]
+fn acked_batches_are_kept_and_go_back_out_when_the_store_epoch_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ob = Outbox::open(dir.path()).unwrap().keeping_acked(Duration::from_secs(3600));
+    ob.append(&(0..5).map(s).collect::<Vec<_>>()).unwrap();
+    let first = ob.next_batch(3).unwrap().unwrap();
+    ob.ack(first.batch_id, 0, false, Some("e1")).unwrap();
+    assert_eq!(ob.requeue_for_epoch("e1").unwrap(), 0, "the same epoch: nothing goes back");
+    let second = ob.next_batch(3).unwrap().unwrap();
+    ob.ack(second.batch_id, 0, false, Some("e1")).unwrap();
+    let st = ob.stats().unwrap();
+    assert_eq!((st.depth, st.kept_batches), (0, 2), "kept batches are not waiting");
+    assert!(ob.next_batch(3).unwrap().is_none());
+
+    // A new epoch: both go back, oldest first, as they were, flagged, never rebased.
+    assert_eq!(ob.requeue_for_epoch("e2").unwrap(), 2);
+    assert_eq!(ob.requeue_for_epoch("e2").unwrap(), 0, "once");
+    let again = ob.next_batch(3).unwrap().unwrap();
+    assert_eq!(
+        (again.batch_id, &again.sightings, again.sent, again.resend),
+        (first.batch_id, &first.sightings, true, true)
+    );
+    // The store still had it.
+    ob.ack(again.batch_id, 0, true, Some("e2")).unwrap();
+    let lost = ob.next_batch(3).unwrap().unwrap();
+    assert_eq!((lost.batch_id, &lost.sightings, lost.resend), (second.batch_id, &second.sightings, true));
+    // The store had lost it and took it again.
+    ob.ack(lost.batch_id, 0, false, Some("e2")).unwrap();
+    assert!(ob.next_batch(3).unwrap().is_none());
+    let st = ob.stats().unwrap();
+    assert_eq!(
+        (st.batches_acked, st.sightings_acked, st.batches_replayed, st.batches_resent, st.batches_restored),
+        (2, 5, 0, 2, 1),
+        "sent again, they are not counted as acknowledged twice"
+    );
+    assert_eq!(st.kept_batches, 2, "kept again, under the new epoch");
+    assert_eq!(ob.requeue_for_epoch("e2").unwrap(), 0);
+}
+
+#[test]
+fn kept_batches_go_once_kept_long_enough_and_none_are_kept_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ob = Outbox::open(dir.path()).unwrap();
+    ob.append(&[s(1)]).unwrap();
+    let b = ob.next_batch(3).unwrap().unwrap();
+    ob.ack(b.batch_id, 0, false, Some("e1")).unwrap();
+    assert_eq!(ob.stats().unwrap().kept_batches, 0, "keeping is asked for");
+
+    let mut ob = ob.keeping_acked(Duration::from_secs(60));
+    for i in 2..4 {
+        ob.append(&[s(i)]).unwrap();
+        let b = ob.next_batch(3).unwrap().unwrap();
+        ob.ack(b.batch_id, 0, false, Some("e1")).unwrap();
+    }
+    assert_eq!(ob.stats().unwrap().kept_batches, 2);
+    // One of them was acknowledged two minutes ago: the next ack lets it go.
+    ob.conn
+        .execute(
+            "UPDATE kept_batch SET acked_at_ms = acked_at_ms - 120000 WHERE seq = (SELECT min(seq) FROM kept_batch)",
+            [],
+        )
+        .unwrap();
+    ob.append(&[s(9)]).unwrap();
+    let b = ob.next_batch(3).unwrap().unwrap();
+    ob.ack(b.batch_id, 0, false, Some("e1")).unwrap();
+    assert_eq!(ob.stats().unwrap().kept_batches, 2);
+    let orphans: i64 = ob
+        .conn
+        .query_row("SELECT COUNT(*) FROM kept_sighting WHERE kept NOT IN (SELECT seq FROM kept_batch)", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(orphans, 0, "their sightings went with them");
+    assert_eq!(ob.requeue_for_epoch("e2").unwrap(), 2);
+    let mut sightings = Vec::new();
+    while let Some(b) = ob.next_batch(3).unwrap() {
+        ob.ack(b.batch_id, 0, true, Some("e2")).unwrap();
+        sightings.extend(b.sightings);
+    }
+    assert_eq!(sightings, vec![s(3), s(9)]);
 }

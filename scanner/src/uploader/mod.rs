@@ -9,8 +9,12 @@
 //!   it is being sent and reads it afresh; from then on it never changes. A batch
 //!   already sent (by an earlier process) goes out again at once, as it is.
 //! - **Answered** (fresh or `replayed`): the batch is acked, i.e. deleted from the
-//!   outbox. Sightings the server rejected with a reason (`rejected[]`) are logged
-//!   and counted; the rest of the batch was applied, so it is acked all the same.
+//!   outbox, and kept aside for a while under the store's epoch from the answer.
+//!   Sightings the server rejected with a reason (`rejected[]`) are logged and
+//!   counted; the rest of the batch was applied, so it is acked all the same. An
+//!   answer under a new epoch (the store stopped uncleanly and may have lost what
+//!   it acknowledged) puts the batches kept under earlier epochs back into the
+//!   outbox, to be sent again with `resent: true` (see `outbox::kept`).
 //! - **Transient failure** (network, timeout, any HTTP status but 401, a body that
 //!   is not GraphQL, an error without a code, `RATE_LIMITED`, ...; see
 //!   [`crate::api::interpret`]): the same batch, same `batchId`, is sent again after
@@ -316,6 +320,7 @@ impl Uploader {
                     event_id: s.event_id.clone(),
                 })
                 .collect(),
+            resent: batch.resend,
         };
         let result = self.client.submit(input).await?;
         for r in result.rejected.iter().take(5) {
@@ -330,8 +335,28 @@ impl Uploader {
             tracing::warn!(batch = %batch.batch_id, "… and {} more rejected sightings", result.rejected.len() - 5);
         }
         let rejected = result.rejected.len() as u64;
-        tokio::task::block_in_place(|| self.outbox.ack(batch.batch_id, rejected, result.replayed))
+        let epoch = result.store_epoch.as_deref();
+        tokio::task::block_in_place(|| self.outbox.ack(batch.batch_id, rejected, result.replayed, epoch))
             .map_err(|e| ApiError::Transient(format!("acking in the outbox: {e}")))?;
+        if batch.resend && !result.replayed {
+            tracing::warn!(
+                batch = %batch.batch_id,
+                "the server's store had lost this batch (acknowledged before it stopped uncleanly); it took it again"
+            );
+        }
+        if let Some(epoch) = epoch {
+            match tokio::task::block_in_place(|| self.outbox.requeue_for_epoch(epoch)) {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(
+                    batches = n,
+                    epoch,
+                    "the server's store started after an unclean stop and may have lost what it acknowledged; \
+                     sending the batches kept since then again"
+                ),
+                // Tried again with the next answer: the epoch is noted only once this succeeds.
+                Err(e) => tracing::warn!("cannot put the kept batches back into the outbox: {e}"),
+            }
+        }
         tracing::info!(
             batch = %batch.batch_id,
             sightings = batch.sightings.len(),
@@ -344,6 +369,7 @@ impl Uploader {
             below_rssi = result.below_rssi,
             rejected,
             replayed = result.replayed,
+            resent = batch.resend,
             "uploaded"
         );
         Ok(())

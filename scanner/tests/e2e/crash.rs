@@ -133,3 +133,70 @@ async fn kill_9_mid_upload_loses_nothing_and_doubles_nothing() {
     assert_eq!(st["stats"]["sightingsAcked"], 200);
     hold.store(false, Ordering::SeqCst);
 }
+
+/// The server is killed after it acknowledged a scanner's batches: its store
+/// starts a new epoch, and the scanner's next answer brings it. The scanner
+/// then sends again, flagged `resent`, every batch it kept since, the server
+/// answers each from its record (this store lost nothing), and nothing is
+/// counted twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_acknowledged_before_the_server_was_killed_are_sent_again_once() {
+    let mut server = Server::start().await;
+    let now = rollcall_scanner::sighting::now_ms() / 1000 * 1000;
+    let event = server.active_event("Killed", &iso(now - 3_600_000), &iso(now + 3_600_000)).await;
+    let users: Vec<String> = (0..4).map(|i| format!("21111111-2222-4333-8444-55555555555{i}")).collect();
+    for (i, u) in users.iter().enumerate() {
+        server.attendee(&format!("k{i}@example.org"), u, &event).await;
+    }
+    let key = server.api_key(&event).await;
+    let home = ScannerHome::new(&key);
+    let start = (now - 30 * 60_000) / 10_000 * 10_000;
+    let log = |windows: std::ops::Range<i64>| -> String {
+        let mut lines = String::new();
+        for w in windows {
+            for (i, u) in users.iter().enumerate() {
+                let at = iso(start + w * 10_000 + i as i64);
+                lines.push_str(&format!("{{\"bleUuid\":\"{u}\",\"seenAt\":\"{at}\",\"rssi\":-60}}\n"));
+            }
+        }
+        lines
+    };
+    std::fs::write(home.path("before.jsonl"), log(0..25)).unwrap();
+    std::fs::write(home.path("after.jsonl"), log(25..30)).unwrap();
+    let base = server.base.clone();
+    let run = |source: &str, log: &str| {
+        let source = format!("replay:{}", home.path(source).display());
+        home.spawn_run(&base, &source, &["--speed", "0", "--batch-size", "25"], log)
+    };
+
+    let status = run("before.jsonl", "first.log").wait_for_exit(Duration::from_secs(120));
+    assert!(status.success(), "scanner failed: {}", home.log_text("first.log"));
+    let first = home.uploads("first.log");
+    assert_eq!(first.len(), 4);
+    let st = home.status();
+    assert_eq!((st["stats"]["depth"].clone(), st["stats"]["keptBatches"].clone()), (0.into(), 4.into()));
+
+    server.down();
+    server.up().await;
+    let status = run("after.jsonl", "second.log").wait_for_exit(Duration::from_secs(120));
+    assert!(status.success(), "scanner failed: {}", home.log_text("second.log"));
+    let second = home.uploads("second.log");
+    assert_eq!(second.len(), 5, "the new batch, then the four kept ones: {second:?}");
+    assert_eq!((second[0]["resent"].clone(), second[0]["replayed"].clone()), (false.into(), false.into()));
+    let mut again: Vec<&str> = second[1..].iter().map(|u| u["batch"].as_str().unwrap()).collect();
+    let mut before: Vec<&str> = first.iter().map(|u| u["batch"].as_str().unwrap()).collect();
+    again.sort_unstable();
+    before.sort_unstable();
+    assert_eq!(again, before, "the kept batches went out again under their own ids");
+    assert!(second[1..].iter().all(|u| u["resent"] == true && u["replayed"] == true), "{second:?}");
+    assert!(home.log_text("second.log").contains("sending the batches kept since then again"));
+
+    let attendance = server.attendance(&event).await;
+    for u in &users {
+        assert_eq!(attendance[u]["sightings"], 30, "{u}: nothing counted twice");
+    }
+    let st = home.status();
+    assert_eq!(st["stats"]["batchesAcked"], 5);
+    assert_eq!((st["stats"]["batchesResent"].clone(), st["stats"]["batchesRestored"].clone()), (4.into(), 0.into()));
+    assert_eq!(st["stats"]["keptBatches"], 5);
+}
