@@ -15,7 +15,13 @@
 //!    dropped request, `UNAVAILABLE`) is retried with the same id.
 //! 3. `--cycles` times, after a random 0.3–1.5 s, the server is killed with
 //!    SIGKILL and started again on the same data.
-//! 4. After the last restart the scanners finish their batch in hand, and
+//! 4. As the real scanner does (`scanner/src/outbox/kept.rs`), each scanner
+//!    keeps the batches acknowledged to it with the store's epoch from the
+//!    answer, and when an answer brings a new epoch (the store started after
+//!    a kill), sends those kept under an earlier one again with `resent:
+//!    true`. One the store lost is taken again (`restored`). `--no-resend`
+//!    leaves this out, to see what the store alone loses.
+//! 5. After the last restart the scanners finish their batch in hand, and
 //!    any re-derivation the restart asked for (rows the writer held back
 //!    when it was killed; see `app::writer`) is waited for. Every
 //!    acknowledged batch, sent again, must come back `replayed` (it is in the
@@ -67,6 +73,10 @@ struct Args {
     /// `--db-memtable-mb`): a small one is flushed to disk between kills.
     #[arg(long, default_value_t = rollcall::store::EmbeddedMemory::DEFAULT_MEMTABLE_MIB)]
     db_memtable_mb: u64,
+    /// Do not send acknowledged batches again when the store's epoch changes
+    /// (what the store alone keeps).
+    #[arg(long)]
+    no_resend: bool,
     /// Internal: run the server on this data directory.
     #[arg(long, hide = true)]
     serve: Option<String>,
@@ -75,7 +85,14 @@ struct Args {
     secrets: Vec<String>,
 }
 
-const SUBMIT: &str = "mutation($b: SightingBatchInput!) { submitSightings(batch: $b) { accepted replayed } }";
+const SUBMIT: &str =
+    "mutation($b: SightingBatchInput!) { submitSightings(batch: $b) { accepted replayed storeEpoch } }";
+
+/// The server's answer to a batch.
+struct Answer {
+    replayed: bool,
+    epoch: Option<String>,
+}
 
 /// Server mode: seed once, print `READY <port> <token> <event>`, serve until killed.
 async fn serve(args: &Args, dir: &str) -> anyhow::Result<()> {
@@ -153,21 +170,54 @@ fn batch_id(c: usize, b: usize) -> String {
     uuid::Uuid::from_u128((0xc0de_u128 << 112) | ((c as u128) << 64) | b as u128).to_string()
 }
 
-/// Sends one batch; `Some(replayed)` when the server acknowledged it.
+/// Sends one batch; `Some` when the server acknowledged it.
 async fn send(
     http: &reqwest::Client,
     base: &str,
     key: &str,
     id: &str,
     sightings: &[(usize, DateTime<Utc>)],
-) -> Option<bool> {
+    resent: bool,
+) -> Option<Answer> {
     let items: Vec<Value> =
         sightings.iter().map(|(p, at)| json!({ "bleUuid": ble(*p), "seenAt": at, "rssi": -60 })).collect();
-    let body = json!({ "query": SUBMIT, "variables": { "b": { "batchId": id, "sightings": items } } });
+    let b = json!({ "batchId": id, "sightings": items, "resent": resent });
+    let body = json!({ "query": SUBMIT, "variables": { "b": b } });
     let resp = http.post(format!("{base}/graphql")).header("authorization", format!("ApiKey {key}")).json(&body);
     let resp = resp.timeout(Duration::from_secs(10)).send().await.ok()?;
     let body: Value = resp.json().await.ok()?;
-    body["data"]["submitSightings"]["replayed"].as_bool()
+    let answer = &body["data"]["submitSightings"];
+    Some(Answer { replayed: answer["replayed"].as_bool()?, epoch: answer["storeEpoch"].as_str().map(str::to_owned) })
+}
+
+/// Sends a batch until the server acknowledges it, whatever restarts
+/// meanwhile.
+async fn deliver(
+    http: &reqwest::Client,
+    base: &RwLock<String>,
+    key: &str,
+    id: &str,
+    sightings: &[(usize, DateTime<Utc>)],
+    resent: bool,
+) -> Answer {
+    loop {
+        let url = base.read().await.clone();
+        if let Some(answer) = send(http, &url, key, id, sightings, resent).await {
+            return answer;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// What one scanner did.
+#[derive(Default)]
+struct Scanned {
+    /// Its batches the server acknowledged.
+    acked: Vec<usize>,
+    /// Batches sent again after the store's epoch changed.
+    resent: usize,
+    /// Of those, the ones the store had lost and took again.
+    restored: usize,
 }
 
 #[tokio::main]
@@ -193,23 +243,33 @@ async fn main() -> anyhow::Result<()> {
             let (args, base, stop, key) = (args.clone(), base.clone(), stop.clone(), secrets[c].clone());
             tokio::spawn(async move {
                 let http = reqwest::Client::new();
-                let mut acked = Vec::new();
+                let mut done = Scanned::default();
+                // Acknowledged batches with the epoch they were acknowledged under.
+                let mut kept: Vec<(usize, Option<String>)> = Vec::new();
                 for b in 0.. {
                     if stop.load(Ordering::SeqCst) {
                         break;
                     }
                     let sightings = batch(&args, begin, c, b);
                     // The same id until it is acknowledged, however often the server dies.
-                    loop {
-                        let url = base.read().await.clone();
-                        if send(&http, &url, &key, &batch_id(c, b), &sightings).await.is_some() {
-                            break;
+                    let mut answer = deliver(&http, &base, &key, &batch_id(c, b), &sightings, false).await;
+                    done.acked.push(b);
+                    kept.push((b, answer.epoch.clone()));
+                    // Kept batches go again while an answer brings a newer epoch.
+                    while !args.no_resend
+                        && let Some(epoch) = answer.epoch.clone()
+                        && kept.iter().any(|(_, e)| e.as_deref() != Some(epoch.as_str()))
+                    {
+                        for (old, e) in kept.iter_mut().filter(|(_, e)| e.as_deref() != Some(epoch.as_str())) {
+                            let sightings = batch(&args, begin, c, *old);
+                            answer = deliver(&http, &base, &key, &batch_id(c, *old), &sightings, true).await;
+                            done.resent += 1;
+                            done.restored += usize::from(!answer.replayed);
+                            *e = answer.epoch.clone();
                         }
-                        tokio::time::sleep(Duration::from_millis(100)).await;
                     }
-                    acked.push(b);
                 }
-                acked
+                done
             })
         })
         .collect();
@@ -225,9 +285,12 @@ async fn main() -> anyhow::Result<()> {
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, Ordering::SeqCst);
-    let mut acked: Vec<(usize, usize)> = Vec::new();
+    let (mut acked, mut resent, mut restored): (Vec<(usize, usize)>, usize, usize) = (Vec::new(), 0, 0);
     for (c, s) in scanners.into_iter().enumerate() {
-        acked.extend(s.await?.into_iter().map(|b| (c, b)));
+        let done = s.await?;
+        acked.extend(done.acked.into_iter().map(|b| (c, b)));
+        resent += done.resent;
+        restored += done.restored;
     }
 
     // Every acknowledged batch is in the raw log: sent again, it is replayed.
@@ -236,7 +299,8 @@ async fn main() -> anyhow::Result<()> {
     let mut expected: HashMap<usize, u64> = HashMap::new();
     for &(c, b) in &acked {
         let sightings = batch(&args, begin, c, b);
-        if send(&http, &server.base, &secrets[c], &batch_id(c, b), &sightings).await != Some(true) {
+        if !send(&http, &server.base, &secrets[c], &batch_id(c, b), &sightings, false).await.is_some_and(|a| a.replayed)
+        {
             not_logged += 1;
         }
         for (p, _) in sightings {
@@ -300,6 +364,11 @@ async fn main() -> anyhow::Result<()> {
         "acknowledged batches not in the raw log: {not_logged}; sightings acknowledged: {}",
         expected.values().sum::<u64>()
     );
+    if args.no_resend {
+        println!("batches sent again after a restart: none (--no-resend)");
+    } else {
+        println!("batches sent again after a restart: {resent}, of which the store had lost {restored}");
+    }
     println!("crash-loop: cycles {}, acked {}, lost {lost}, doubled {doubled}", args.cycles, acked.len());
     Ok(())
 }
