@@ -23,8 +23,8 @@ use super::{Outbox, OutboxError};
 use crate::sighting::now_ms;
 
 /// Copies the batch `seq` (being acked) into the kept tables under `epoch`,
-/// and drops what was kept longer than `keep`. With `keep` zero nothing is
-/// kept.
+/// and drops what was kept longer than `keep`. With `keep` zero, or no
+/// epoch, nothing is kept.
 pub(super) fn keep(
     conn: &Connection,
     seq: i64,
@@ -45,9 +45,11 @@ pub(super) fn keep(
         [batch_id],
     )?;
     conn.execute("DELETE FROM kept_batch WHERE batch_id = ?1", [batch_id])?;
-    if keep.is_zero() {
+    // A server that reports no epoch (a SurrealDB server or TiKV behind it)
+    // will never say that its store lost anything: nothing to keep for.
+    let Some(epoch) = epoch.filter(|_| !keep.is_zero()) else {
         return Ok(());
-    }
+    };
     conn.execute(
         "INSERT INTO kept_batch (batch_id, acked_at_ms, epoch) VALUES (?1, ?2, ?3)",
         params![batch_id, now, epoch],

@@ -287,7 +287,7 @@ fn acked_batches_are_kept_and_go_back_out_when_the_store_epoch_changes() {
 }
 
 #[test]
-fn kept_batches_go_once_kept_long_enough_and_none_are_kept_by_default() {
+fn kept_batches_go_once_kept_long_enough_and_none_are_kept_unasked_or_without_an_epoch() {
     let dir = tempfile::tempdir().unwrap();
     let mut ob = Outbox::open(dir.path()).unwrap();
     ob.append(&[s(1)]).unwrap();
@@ -296,6 +296,10 @@ fn kept_batches_go_once_kept_long_enough_and_none_are_kept_by_default() {
     assert_eq!(ob.stats().unwrap().kept_batches, 0, "keeping is asked for");
 
     let mut ob = ob.keeping_acked(Duration::from_secs(60));
+    ob.append(&[s(0)]).unwrap();
+    let b = ob.next_batch(3).unwrap().unwrap();
+    ob.ack(b.batch_id, 0, false, None).unwrap();
+    assert_eq!(ob.stats().unwrap().kept_batches, 0, "a server without an epoch never asks for anything again");
     for i in 2..4 {
         ob.append(&[s(i)]).unwrap();
         let b = ob.next_batch(3).unwrap().unwrap();
