@@ -18,9 +18,10 @@
 //! 4. As the real scanner does (`scanner/src/outbox/kept.rs`), each scanner
 //!    keeps the batches acknowledged to it with the store's epoch from the
 //!    answer, and when an answer brings a new epoch (the store started after
-//!    a kill), sends those kept under an earlier one again with `resent:
-//!    true`. One the store lost is taken again (`restored`). `--no-resend`
-//!    leaves this out, to see what the store alone loses.
+//!    a kill), asks which of those kept under an earlier one the store no
+//!    longer has (`storedBatches`) and sends them again with `resent: true`;
+//!    the store takes them again (`restored`). `--no-resend` leaves this out,
+//!    to see what the store alone loses.
 //! 5. After the last restart the scanners finish their batch in hand, and
 //!    any re-derivation the restart asked for (rows the writer held back
 //!    when it was killed; see `app::writer`) is waited for. Every
@@ -209,6 +210,33 @@ async fn deliver(
     }
 }
 
+/// Which of the scanner `c`'s batches `of` the store no longer has, and its
+/// epoch (`storedBatches`); `None` if the server did not answer.
+async fn stored(
+    http: &reqwest::Client,
+    base: &RwLock<String>,
+    key: &str,
+    c: usize,
+    of: &[usize],
+) -> Option<(Option<String>, Vec<usize>)> {
+    let q = "query($ids: [UUID!]!) { storedBatches(batchIds: $ids) { storeEpoch missing } }";
+    let ids: Vec<String> = of.iter().map(|b| batch_id(c, *b)).collect();
+    let url = base.read().await.clone();
+    let resp = http
+        .post(format!("{url}/graphql"))
+        .header("authorization", format!("ApiKey {key}"))
+        .json(&json!({ "query": q, "variables": { "ids": ids } }))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .ok()?;
+    let body: Value = resp.json().await.ok()?;
+    let answer = &body["data"]["storedBatches"];
+    let missing: Vec<&str> = answer["missing"].as_array()?.iter().filter_map(Value::as_str).collect();
+    let epoch = answer["storeEpoch"].as_str().map(str::to_owned);
+    Some((epoch, of.iter().copied().filter(|b| missing.contains(&batch_id(c, *b).as_str())).collect()))
+}
+
 /// What one scanner did.
 #[derive(Default)]
 struct Scanned {
@@ -255,17 +283,36 @@ async fn main() -> anyhow::Result<()> {
                     let mut answer = deliver(&http, &base, &key, &batch_id(c, b), &sightings, false).await;
                     done.acked.push(b);
                     kept.push((b, answer.epoch.clone()));
-                    // Kept batches go again while an answer brings a newer epoch.
+                    // While an answer brings a newer epoch: ask which kept
+                    // batches the store lost, and send those again.
                     while !args.no_resend
                         && let Some(epoch) = answer.epoch.clone()
                         && kept.iter().any(|(_, e)| e.as_deref() != Some(epoch.as_str()))
                     {
-                        for (old, e) in kept.iter_mut().filter(|(_, e)| e.as_deref() != Some(epoch.as_str())) {
+                        let stale: Vec<usize> = kept
+                            .iter()
+                            .filter(|(_, e)| e.as_deref() != Some(epoch.as_str()))
+                            .map(|(b, _)| *b)
+                            .take(1000)
+                            .collect();
+                        let Some((now, missing)) = stored(&http, &base, &key, c, &stale).await else {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            continue;
+                        };
+                        if now.as_deref() != Some(epoch.as_str()) {
+                            answer.epoch = now;
+                            continue;
+                        }
+                        for (old, e) in kept.iter_mut().filter(|(b, _)| stale.contains(b)) {
+                            *e = Some(epoch.clone());
+                            if !missing.contains(old) {
+                                continue;
+                            }
                             let sightings = batch(&args, begin, c, *old);
-                            answer = deliver(&http, &base, &key, &batch_id(c, *old), &sightings, true).await;
+                            let again = deliver(&http, &base, &key, &batch_id(c, *old), &sightings, true).await;
                             done.resent += 1;
-                            done.restored += usize::from(!answer.replayed);
-                            *e = answer.epoch.clone();
+                            done.restored += usize::from(!again.replayed);
+                            *e = again.epoch;
                         }
                     }
                 }
@@ -367,7 +414,7 @@ async fn main() -> anyhow::Result<()> {
     if args.no_resend {
         println!("batches sent again after a restart: none (--no-resend)");
     } else {
-        println!("batches sent again after a restart: {resent}, of which the store had lost {restored}");
+        println!("batches the store had lost, sent again after a restart: {resent}, taken again: {restored}");
     }
     println!("crash-loop: cycles {}, acked {}, lost {lost}, doubled {doubled}", args.cycles, acked.len());
     Ok(())

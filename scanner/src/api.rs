@@ -57,6 +57,15 @@ pub struct RegisteredDevices;
 )]
 pub struct ScannerHeartbeat;
 
+/// Which of this scanner's batches the server's store has, and its epoch.
+#[derive(GraphQLQuery)]
+#[graphql(
+    schema_path = "../schema.graphql",
+    query_path = "graphql/stored_batches.graphql",
+    response_derives = "Debug, Clone"
+)]
+pub struct StoredBatches;
+
 /// An active event as the scanner needs it.
 pub type ActiveEvent = active_events::ActiveEventsActiveEvents;
 /// What the server did with a batch.
@@ -184,6 +193,15 @@ impl ServerClient {
     /// `submitSightings`.
     pub async fn submit(&self, batch: submit_sightings::SightingBatchInput) -> Result<BatchResult, ApiError> {
         Ok(self.post::<SubmitSightings>(submit_sightings::Variables { batch }).await?.submit_sightings)
+    }
+
+    /// `storedBatches`: the store's epoch, and which of `batch_ids` it does not have.
+    pub async fn stored_batches(
+        &self,
+        batch_ids: Vec<uuid::Uuid>,
+    ) -> Result<(Option<String>, Vec<uuid::Uuid>), ApiError> {
+        let answer = self.post::<StoredBatches>(stored_batches::Variables { batch_ids }).await?.stored_batches;
+        Ok((answer.store_epoch, answer.missing))
     }
 
     /// `activeEvents`.

@@ -207,6 +207,26 @@ impl Ingest {
         Err(IngestError::Contended)
     }
 
+    /// Of `batch_ids`, as `source` sent them, those the store does not have:
+    /// after the store's epoch changed, a scanner asks this about the batches
+    /// it keeps, and sends again only those (see the module doc).
+    pub async fn missing_batches(&self, source: &Source, batch_ids: &[Uuid]) -> Result<Vec<Uuid>, IngestError> {
+        if batch_ids.len() > MAX_BATCH_SIZE {
+            return Err(IngestError::Invalid(format!(
+                "ask about at most {MAX_BATCH_SIZE} batches at a time, not {}",
+                batch_ids.len()
+            )));
+        }
+        if batch_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let namespace = self.batch_namespace(source).await?;
+        let ids: Vec<_> = batch_ids.iter().map(|b| BatchRecord::id_for(namespace, *b)).collect();
+        let mut stored = self.store.batches().existing(ids.clone()).await?;
+        stored.sort_unstable();
+        Ok(batch_ids.iter().zip(&ids).filter(|(_, id)| stored.binary_search(id).is_err()).map(|(b, _)| *b).collect())
+    }
+
     /// A batch sent again after the store's epoch changed, and not in the
     /// store: the store lost it. Before it is committed, each event it
     /// counts for is asked to be derived again (see the module doc). The

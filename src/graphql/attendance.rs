@@ -114,6 +114,29 @@ impl From<BatchOutcome> for SightingBatchResult {
     }
 }
 
+/// The scanner (an API key) making the request; anyone else is refused.
+fn scanner_source(ctx: &Context<'_>) -> Result<Source> {
+    match principal(ctx)? {
+        Principal::Scanner { key, scope } => Ok(Source::Scanner {
+            key_id: key.id,
+            owner: key.created_by,
+            identity: ctx.data_opt::<ScannerIdentity>().and_then(|i| i.0),
+            scope: scope.clone(),
+        }),
+        Principal::User(_) => Err(ApiError::Forbidden("sightings are uploaded with a scanner's API key".into()).into()),
+        Principal::Anonymous => Err(ApiError::unauthenticated().into()),
+    }
+}
+
+/// What the store has of a scanner's batches.
+#[derive(SimpleObject)]
+pub struct StoredBatches {
+    /// The store's epoch (see `SightingBatchResult.storeEpoch`).
+    pub store_epoch: Option<String>,
+    /// Of the batch ids asked about, those the store does not have.
+    pub missing: Vec<Uuid>,
+}
+
 impl From<IngestError> for ApiError {
     fn from(e: IngestError) -> Self {
         match e {
@@ -245,6 +268,18 @@ pub struct AttendanceQuery;
 
 #[Object]
 impl AttendanceQuery {
+    /// Which of these batches (their `batchId`s, as this scanner sent them)
+    /// the store does not have, and its epoch. API keys only; at most 5,000
+    /// ids; none asks only for the epoch. After `storeEpoch` changed, a
+    /// scanner asks this about the batches it kept, and sends again, with
+    /// `resent: true`, only the missing ones.
+    async fn stored_batches(&self, ctx: &Context<'_>, batch_ids: Vec<Uuid>) -> Result<StoredBatches> {
+        let source = scanner_source(ctx)?;
+        let st = state(ctx)?;
+        let missing = st.ingest.missing_batches(&source, &batch_ids).await?;
+        Ok(StoredBatches { store_epoch: st.store.epoch().map(str::to_owned), missing })
+    }
+
     /// An event's attendance, one row per user with a check-in, by user id.
     /// The event's organiser or an admin.
     #[graphql(complexity = "super::page_cost(first, child_complexity)")]
@@ -296,18 +331,7 @@ impl AttendanceMutation {
     /// outside the key's scope are rejected. A retried batch (same batchId)
     /// returns its stored result with `replayed: true` and changes nothing.
     async fn submit_sightings(&self, ctx: &Context<'_>, batch: SightingBatchInput) -> Result<SightingBatchResult> {
-        let source = match principal(ctx)? {
-            Principal::Scanner { key, scope } => Source::Scanner {
-                key_id: key.id,
-                owner: key.created_by,
-                identity: ctx.data_opt::<ScannerIdentity>().and_then(|i| i.0),
-                scope: scope.clone(),
-            },
-            Principal::User(_) => {
-                return Err(ApiError::Forbidden("sightings are uploaded with a scanner's API key".into()).into());
-            }
-            Principal::Anonymous => return Err(ApiError::unauthenticated().into()),
-        };
+        let source = scanner_source(ctx)?;
         let mut sightings = Vec::with_capacity(batch.sightings.len());
         for s in batch.sightings {
             // An event id that is not even a UUID is that sighting's problem, not the batch's.

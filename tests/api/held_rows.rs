@@ -260,6 +260,11 @@ async fn a_batch_the_store_lost_is_taken_again_when_resent_after_a_new_epoch() {
     lose_raw_batch(&db, second).await;
     let server = ServerProcess::start_with_flags(&db, &soon).await;
     assert_eq!(v.sightings(&server).await, 2, "the row still holds the lost batch's sighting");
+    // The scanner asks first what the store has, and sends again only what it lost.
+    let q = "query($ids: [UUID!]!) { storedBatches(batchIds: $ids) { storeEpoch missing } }";
+    let stored = server.ok(Some(&v.key), q, json!({ "ids": [first, second] })).await["storedBatches"].clone();
+    assert_eq!(stored["missing"], json!([second]), "{stored}");
+    assert_ne!(stored["storeEpoch"], epoch.as_str(), "a kill starts a new epoch");
     let kept = v.batch(&server, first, now - Duration::minutes(30), true).await;
     assert_eq!(kept["replayed"], true, "the store has it: {kept}");
     assert_ne!(kept["storeEpoch"], epoch.as_str(), "a kill starts a new epoch");

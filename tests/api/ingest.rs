@@ -143,6 +143,30 @@ async fn a_retried_batch_is_replayed_and_changes_nothing() {
     assert_eq!(attendance(&app, &v).await[0]["sightings"], 1);
 }
 
+/// `storedBatches` tells a scanner which of its own batch ids the store
+/// does not have: per key, for API keys only, at most 5,000 at a time.
+#[tokio::test]
+async fn stored_batches_names_what_the_store_does_not_have_of_this_scanners_batches() {
+    let app = spawn_app().await;
+    let v = venue(&app, json!({})).await;
+    let vars = batch(vec![sighting(&v.ada_ble, at(&v, 10), -60)]);
+    submit(&app, &v, &vars).await;
+    let (sent, never) = (vars["b"]["batchId"].clone(), json!(uuid::Uuid::new_v4()));
+    let q = "query($ids: [UUID!]!) { storedBatches(batchIds: $ids) { storeEpoch missing } }";
+    let answer = app.ok(&v.key, q, json!({ "ids": [sent, never] })).await;
+    assert_eq!(answer["storedBatches"]["missing"], json!([never]), "{answer}");
+
+    let (_, other) = app.api_key(&v.org, "another door", Some(vec![&v.event])).await;
+    let answer = app.ok(&Auth::ApiKey(other), q, json!({ "ids": [sent] })).await;
+    assert_eq!(answer["storedBatches"]["missing"], json!([sent]), "batch ids are per scanner");
+
+    let (_, body) = app.post_gql(&v.org.auth(), q, json!({ "ids": [sent] })).await;
+    assert_eq!(code(&body).as_deref(), Some("FORBIDDEN"), "{body}");
+    let many: Vec<uuid::Uuid> = (0..5001).map(|_| uuid::Uuid::new_v4()).collect();
+    let (_, body) = app.post_gql(&v.key, q, json!({ "ids": many })).await;
+    assert_eq!(code(&body).as_deref(), Some("VALIDATION"), "{}", body["errors"]);
+}
+
 #[tokio::test]
 async fn unknown_devices_are_only_counted() {
     let app = spawn_app().await;

@@ -8,16 +8,18 @@
 //! for `--keep-acked-secs` (a day by default).
 //!
 //! The store's epoch changes when the store starts after an unclean stop. When
-//! an answer brings an epoch other than the one a kept batch was acknowledged
-//! under, [`Outbox::requeue_for_epoch`] puts that batch back into the outbox,
-//! sealed and marked sent, under its own id and with its own sightings, flagged
-//! `resend`: it goes out with `resent: true`, and the server answers `replayed`
-//! if it still has it, or takes it again if it lost it. Either way it is
-//! acknowledged (and kept) again under the new epoch.
+//! an answer brings an epoch other than the one kept batches were acknowledged
+//! under, the uploader asks the server (`storedBatches`, a thousand ids at a
+//! time) which of them its store no longer has, and [`Outbox::settle`] puts
+//! those back into the outbox, sealed and marked sent, under their own ids and
+//! with their own sightings, flagged `resend`: they go out with `resent: true`,
+//! and the server takes them again. The others stay kept, under the new epoch.
 
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
+
+use uuid::Uuid;
 
 use super::{Outbox, OutboxError};
 use crate::sighting::now_ms;
@@ -64,29 +66,52 @@ pub(super) fn keep(
 }
 
 impl Outbox {
-    /// The server's store reports `epoch`: every kept batch acknowledged under
-    /// another epoch goes back into the outbox to be sent again (see the module
-    /// doc), in the order they were acknowledged, after the batches waiting now.
-    /// Returns how many went back.
-    pub fn requeue_for_epoch(&mut self, epoch: &str) -> Result<u64, OutboxError> {
-        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        // Every kept batch is under the epoch last seen unless it changed.
+    /// Whether `epoch` is the last one every kept batch was settled under
+    /// ([`Self::settle`]): then there is nothing to ask the server.
+    pub fn epoch_settled(&self, epoch: &str) -> Result<bool, OutboxError> {
         let last: Option<String> =
-            tx.query_row("SELECT value FROM note WHERE name = 'store_epoch'", [], |r| r.get(0)).optional()?;
-        if last.as_deref() == Some(epoch) {
-            return Ok(0);
-        }
-        let stale: Vec<(i64, String)> = {
-            let mut stmt =
-                tx.prepare("SELECT seq, batch_id FROM kept_batch WHERE epoch IS NOT ?1 ORDER BY acked_at_ms, seq")?;
-            let rows = stmt.query_map([epoch], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            rows.collect::<rusqlite::Result<_>>()?
-        };
+            self.conn.query_row("SELECT value FROM note WHERE name = 'store_epoch'", [], |r| r.get(0)).optional()?;
+        Ok(last.as_deref() == Some(epoch))
+    }
+
+    /// Whether any acknowledged batch is kept.
+    pub fn keeps_any(&self) -> Result<bool, OutboxError> {
+        Ok(self.conn.query_row("SELECT EXISTS (SELECT 1 FROM kept_batch)", [], |r| r.get(0))?)
+    }
+
+    /// Up to `limit` kept batches acknowledged under an epoch other than
+    /// `epoch`, oldest first: the ones to ask the server about.
+    pub fn kept_under_other_epochs(&self, epoch: &str, limit: usize) -> Result<Vec<Uuid>, OutboxError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT batch_id FROM kept_batch WHERE epoch IS NOT ?1 ORDER BY acked_at_ms, seq LIMIT ?2")?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let ids = stmt.query_map(params![epoch, limit], |r| r.get::<_, String>(0))?;
+        Ok(ids.filter_map(|id| id.ok().and_then(|id| Uuid::parse_str(&id).ok())).collect())
+    }
+
+    /// The server, under `epoch`, was asked about the kept batches `checked`
+    /// and does not have `missing`: those go back into the outbox, sealed and
+    /// marked sent, under their own ids and flagged `resend`, after the
+    /// batches waiting now; the rest stay kept, now under `epoch`. Once no kept
+    /// batch is left under another epoch, `epoch` is noted as settled. Returns
+    /// how many went back.
+    pub fn settle(&mut self, epoch: &str, checked: &[Uuid], missing: &[Uuid]) -> Result<u64, OutboxError> {
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let now = now_ms();
-        for (kept, batch_id) in &stale {
+        let mut requeued = 0;
+        for id in checked {
+            let id_text = id.to_string();
+            let kept: Option<i64> =
+                tx.query_row("SELECT seq FROM kept_batch WHERE batch_id = ?1", [&id_text], |r| r.get(0)).optional()?;
+            let Some(kept) = kept else { continue };
+            if !missing.contains(id) {
+                tx.execute("UPDATE kept_batch SET epoch = ?2 WHERE seq = ?1", params![kept, epoch])?;
+                continue;
+            }
             tx.execute(
                 "INSERT INTO batch (batch_id, sealed_at_ms, sent_at_ms, resend) VALUES (?1, ?2, ?2, 1)",
-                params![batch_id, now],
+                params![id_text, now],
             )?;
             let seq = tx.last_insert_rowid();
             tx.execute(
@@ -96,13 +121,18 @@ impl Outbox {
             )?;
             tx.execute("DELETE FROM kept_sighting WHERE kept = ?1", [kept])?;
             tx.execute("DELETE FROM kept_batch WHERE seq = ?1", [kept])?;
+            requeued += 1;
         }
-        tx.execute(
-            "INSERT INTO note (name, value) VALUES ('store_epoch', ?1)
-             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-            [epoch],
-        )?;
+        let left: bool =
+            tx.query_row("SELECT EXISTS (SELECT 1 FROM kept_batch WHERE epoch IS NOT ?1)", [epoch], |r| r.get(0))?;
+        if !left {
+            tx.execute(
+                "INSERT INTO note (name, value) VALUES ('store_epoch', ?1)
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                [epoch],
+            )?;
+        }
         tx.commit()?;
-        Ok(stale.len() as u64)
+        Ok(requeued)
     }
 }

@@ -248,42 +248,51 @@ fn unparked_batches_go_out_again_first_under_the_same_id() {
 }
 
 #[test]
-fn acked_batches_are_kept_and_go_back_out_when_the_store_epoch_changes() {
+fn acked_batches_are_kept_and_those_the_store_lost_go_back_out_when_its_epoch_changes() {
     let dir = tempfile::tempdir().unwrap();
     let mut ob = Outbox::open(dir.path()).unwrap().keeping_acked(Duration::from_secs(3600));
-    ob.append(&(0..5).map(s).collect::<Vec<_>>()).unwrap();
-    let first = ob.next_batch(3).unwrap().unwrap();
-    ob.ack(first.batch_id, 0, false, Some("e1")).unwrap();
-    assert_eq!(ob.requeue_for_epoch("e1").unwrap(), 0, "the same epoch: nothing goes back");
-    let second = ob.next_batch(3).unwrap().unwrap();
-    ob.ack(second.batch_id, 0, false, Some("e1")).unwrap();
+    ob.append(&(0..8).map(s).collect::<Vec<_>>()).unwrap();
+    let mut acked = Vec::new();
+    for _ in 0..3 {
+        let b = ob.next_batch(3).unwrap().unwrap();
+        ob.ack(b.batch_id, 0, false, Some("e1")).unwrap();
+        acked.push(b);
+    }
     let st = ob.stats().unwrap();
-    assert_eq!((st.depth, st.kept_batches), (0, 2), "kept batches are not waiting");
+    assert_eq!((st.depth, st.kept_batches), (0, 3), "kept batches are not waiting");
     assert!(ob.next_batch(3).unwrap().is_none());
+    assert_eq!(ob.kept_under_other_epochs("e1", 10).unwrap(), Vec::<Uuid>::new(), "the same epoch: nothing to ask");
 
-    // A new epoch: both go back, oldest first, as they were, flagged, never rebased.
-    assert_eq!(ob.requeue_for_epoch("e2").unwrap(), 2);
-    assert_eq!(ob.requeue_for_epoch("e2").unwrap(), 0, "once");
-    let again = ob.next_batch(3).unwrap().unwrap();
-    assert_eq!(
-        (again.batch_id, &again.sightings, again.sent, again.resend),
-        (first.batch_id, &first.sightings, true, true)
-    );
-    // The store still had it.
-    ob.ack(again.batch_id, 0, true, Some("e2")).unwrap();
+    // A new epoch: all three are asked about, oldest first, in pages.
+    let ids: Vec<Uuid> = acked.iter().map(|b| b.batch_id).collect();
+    assert!(!ob.epoch_settled("e2").unwrap());
+    assert_eq!(ob.kept_under_other_epochs("e2", 2).unwrap(), ids[..2]);
+    // The store lost the second.
+    assert_eq!(ob.settle("e2", &ids[..2], &[ids[1]]).unwrap(), 1);
+    assert!(!ob.epoch_settled("e2").unwrap(), "one is still to be asked about");
+    assert_eq!(ob.kept_under_other_epochs("e2", 2).unwrap(), ids[2..]);
+    assert_eq!(ob.settle("e2", &ids[2..], &[]).unwrap(), 0);
+    assert!(ob.epoch_settled("e2").unwrap());
+    assert_eq!(ob.kept_under_other_epochs("e2", 10).unwrap(), Vec::<Uuid>::new());
+
+    // Back as it was, flagged, never rebased; the others stay kept.
     let lost = ob.next_batch(3).unwrap().unwrap();
-    assert_eq!((lost.batch_id, &lost.sightings, lost.resend), (second.batch_id, &second.sightings, true));
-    // The store had lost it and took it again.
+    assert_eq!(
+        (lost.batch_id, &lost.sightings, lost.sent, lost.resend),
+        (acked[1].batch_id, &acked[1].sightings, true, true)
+    );
+    assert_eq!(ob.stats().unwrap().kept_batches, 2);
+    // Taken again.
     ob.ack(lost.batch_id, 0, false, Some("e2")).unwrap();
     assert!(ob.next_batch(3).unwrap().is_none());
     let st = ob.stats().unwrap();
     assert_eq!(
         (st.batches_acked, st.sightings_acked, st.batches_replayed, st.batches_resent, st.batches_restored),
-        (2, 5, 0, 2, 1),
-        "sent again, they are not counted as acknowledged twice"
+        (3, 8, 0, 1, 1),
+        "sent again, it is not counted as acknowledged twice"
     );
-    assert_eq!(st.kept_batches, 2, "kept again, under the new epoch");
-    assert_eq!(ob.requeue_for_epoch("e2").unwrap(), 0);
+    assert_eq!(st.kept_batches, 3, "kept again, under the new epoch");
+    assert!(ob.epoch_settled("e2").unwrap());
 }
 
 #[test]
@@ -324,7 +333,8 @@ fn kept_batches_go_once_kept_long_enough_and_none_are_kept_unasked_or_without_an
         })
         .unwrap();
     assert_eq!(orphans, 0, "their sightings went with them");
-    assert_eq!(ob.requeue_for_epoch("e2").unwrap(), 2);
+    let ids = ob.kept_under_other_epochs("e2", 10).unwrap();
+    assert_eq!(ob.settle("e2", &ids, &ids).unwrap(), 2);
     let mut sightings = Vec::new();
     while let Some(b) = ob.next_batch(3).unwrap() {
         ob.ack(b.batch_id, 0, true, Some("e2")).unwrap();

@@ -13,8 +13,10 @@
 //!   Sightings the server rejected with a reason (`rejected[]`) are logged and
 //!   counted; the rest of the batch was applied, so it is acked all the same. An
 //!   answer under a new epoch (the store stopped uncleanly and may have lost what
-//!   it acknowledged) puts the batches kept under earlier epochs back into the
-//!   outbox, to be sent again with `resent: true` (see `outbox::kept`).
+//!   it acknowledged) makes the uploader ask which of the batches kept under
+//!   earlier epochs the store no longer has, and put those back into the outbox,
+//!   to be sent again with `resent: true` (see `outbox::kept`). Idle, it asks for
+//!   the epoch once a minute while it keeps any.
 //! - **Transient failure** (network, timeout, any HTTP status but 401, a body that
 //!   is not GraphQL, an error without a code, `RATE_LIMITED`, ...; see
 //!   [`crate::api::interpret`]): the same batch, same `batchId`, is sent again after
@@ -108,13 +110,24 @@ pub struct Uploader {
     clock: Option<Arc<Clock>>,
     /// Waiting for the server's time, if it is.
     clock_wait: ClockWait,
+    /// When an idle uploader last asked for the store's epoch.
+    last_epoch_check: Option<std::time::Instant>,
 }
 
 impl Uploader {
     /// An uploader over `outbox` sending to `client`.
     pub fn new(outbox: Outbox, client: ServerClient, cfg: UploaderConfig, wake: Arc<Notify>) -> Self {
         let batch_size = cfg.batch_size;
-        Self { outbox, client, cfg, wake, batch_size, clock: None, clock_wait: ClockWait::default() }
+        Self {
+            outbox,
+            client,
+            cfg,
+            wake,
+            batch_size,
+            clock: None,
+            clock_wait: ClockWait::default(),
+            last_epoch_check: None,
+        }
     }
 
     /// The same uploader, sealing no new batch while `clock` is known to be
@@ -160,6 +173,7 @@ impl Uploader {
                 if *drain.borrow() {
                     return Ok(acked);
                 }
+                self.check_epoch_when_idle().await;
                 tokio::select! {
                     _ = self.wake.notified() => {}
                     _ = stop.changed() => {}
@@ -345,17 +359,7 @@ impl Uploader {
             );
         }
         if let Some(epoch) = epoch {
-            match tokio::task::block_in_place(|| self.outbox.requeue_for_epoch(epoch)) {
-                Ok(0) => {}
-                Ok(n) => tracing::warn!(
-                    batches = n,
-                    epoch,
-                    "the server's store started after an unclean stop and may have lost what it acknowledged; \
-                     sending the batches kept since then again"
-                ),
-                // Tried again with the next answer: the epoch is noted only once this succeeds.
-                Err(e) => tracing::warn!("cannot put the kept batches back into the outbox: {e}"),
-            }
+            self.settle_epoch(epoch.to_owned()).await;
         }
         tracing::info!(
             batch = %batch.batch_id,
@@ -375,6 +379,88 @@ impl Uploader {
         Ok(())
     }
 }
+
+impl Uploader {
+    /// The server's store reports `epoch`. If kept batches were acknowledged
+    /// under another (the store started after an unclean stop since), asks the
+    /// server which of them it no longer has, a thousand at a time, and puts
+    /// those back into the outbox to be sent again (see `outbox::kept`).
+    /// Failures are logged and left for the next answer: the epoch counts as
+    /// settled only once every kept batch was asked about.
+    async fn settle_epoch(&mut self, mut epoch: String) {
+        let mut requeued = 0;
+        loop {
+            let settled = tokio::task::block_in_place(|| self.outbox.epoch_settled(&epoch));
+            if matches!(settled, Ok(true)) {
+                break;
+            }
+            let ids = match tokio::task::block_in_place(|| self.outbox.kept_under_other_epochs(&epoch, 1000)) {
+                Ok(ids) => ids,
+                Err(e) => {
+                    tracing::warn!("cannot read the kept batches: {e}");
+                    return;
+                }
+            };
+            let (answer_epoch, missing) = if ids.is_empty() {
+                (Some(epoch.clone()), Vec::new())
+            } else {
+                match self.client.stored_batches(ids.clone()).await {
+                    Ok(answer) => answer,
+                    Err(e) => {
+                        tracing::warn!("cannot ask the server which kept batches its store still has: {e}");
+                        return;
+                    }
+                }
+            };
+            match answer_epoch {
+                // It stopped reporting one: nothing to settle against.
+                None => return,
+                // It restarted again meanwhile: settle against the newest.
+                Some(newer) if newer != epoch => {
+                    epoch = newer;
+                    continue;
+                }
+                Some(_) => {}
+            }
+            match tokio::task::block_in_place(|| self.outbox.settle(&epoch, &ids, &missing)) {
+                Ok(n) => requeued += n,
+                Err(e) => {
+                    tracing::warn!("cannot put the kept batches back into the outbox: {e}");
+                    return;
+                }
+            }
+        }
+        if requeued > 0 {
+            tracing::warn!(
+                batches = requeued,
+                epoch,
+                "the server's store started after an unclean stop and lost batches it had acknowledged; \
+                 sending them again"
+            );
+        }
+    }
+
+    /// While idle, and keeping acknowledged batches, asks the server for its
+    /// store's epoch once a minute: a scanner with nothing new to send learns
+    /// of a restart too.
+    async fn check_epoch_when_idle(&mut self) {
+        if self.last_epoch_check.is_some_and(|at| at.elapsed() < IDLE_EPOCH_CHECK) {
+            return;
+        }
+        self.last_epoch_check = Some(std::time::Instant::now());
+        if !tokio::task::block_in_place(|| self.outbox.keeps_any()).unwrap_or(false) {
+            return;
+        }
+        match self.client.stored_batches(Vec::new()).await {
+            Ok((Some(epoch), _)) => self.settle_epoch(epoch).await,
+            Ok((None, _)) => {}
+            Err(e) => tracing::debug!("cannot ask the server for its store's epoch: {e}"),
+        }
+    }
+}
+
+/// How often an idle uploader asks for the store's epoch.
+const IDLE_EPOCH_CHECK: Duration = Duration::from_secs(60);
 
 /// The outbox refused a write: sealing and recording a batch as sent write
 /// to it, and on a full disk that fails until room is made. Running, this
