@@ -84,10 +84,10 @@ pub struct SightingBatchResult {
     pub replayed: bool,
     /// The store's epoch: it changes when the store starts after an unclean
     /// stop (a crash, a kill, a power cut) and may have lost batches it had
-    /// acknowledged. A scanner keeps acknowledged batches for a while and
-    /// sends again, with `resent: true`, those acknowledged under another
-    /// epoch. Null on a SurrealDB server or TiKV, whose restarts Rollcall
-    /// cannot see.
+    /// acknowledged. A scanner keeps acknowledged batches for a while, asks
+    /// `storedBatches` which of those acknowledged under another epoch the
+    /// store no longer has, and sends those again with `resent: true`. Null
+    /// on a SurrealDB server or TiKV, whose restarts Rollcall cannot see.
     pub store_epoch: Option<String>,
 }
 

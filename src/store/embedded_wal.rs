@@ -25,9 +25,11 @@
 //! but goes into the new buffer; once the old buffer is on disk the old
 //! segment is deleted, and until the new buffer is written too, that commit
 //! (and any other caught the same way) exists only in memory. A crash in
-//! that window loses it. Nothing outside the engine can close that; a
-//! larger buffer makes such windows rarer (see `examples/crash_loop.rs` and
-//! the crash-loop figures in the README).
+//! that window loses it. Nothing outside the engine can make that commit
+//! durable; a larger buffer makes such windows rarer. For batches, the
+//! scanner that sent one still has it and sends it again once the store's
+//! epoch tells it the store stopped uncleanly (`super::epoch`; see
+//! `examples/crash_loop.rs` and the crash-loop figures in the README).
 
 use std::fs;
 use std::io;

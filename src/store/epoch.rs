@@ -8,11 +8,11 @@
 //! the new buffer, and the old segment is deleted once the old buffer is on
 //! disk; until the new buffer is written too, that commit lives only in
 //! memory (see `embedded_wal`). Nothing outside the engine can make that
-//! commit durable. But the scanner that sent it still can: it keeps each
-//! acknowledged batch for a while, and sends it again, flagged `resent`,
-//! when the epoch in `submitSightings`' answer differs from the one the
-//! batch was acknowledged under. A batch the store still has is answered
-//! `replayed`; one it lost is stored again (see `app::ingest`).
+//! commit durable. But the scanner that sent it still has it: it keeps each
+//! acknowledged batch for a while, and when the epoch in an answer differs
+//! from the one a batch was acknowledged under, it asks which of those the
+//! store no longer has (`storedBatches`) and sends them again, flagged
+//! `resent`; the store takes them again (see `app::ingest`).
 //!
 //! **When it changes.** An embedded store on disk keeps its epoch in
 //! `rollcall-epoch` in its directory. A clean stop, once the engine has
