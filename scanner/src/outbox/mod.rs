@@ -29,8 +29,8 @@
 //!    the batch is sent again and answered `replayed: true`: exactly once overall.
 //!    In the same transaction the batch is *kept* for a while (see [`kept`]): if
 //!    the server's store later reports a new epoch (it stopped uncleanly and may
-//!    have lost what it acknowledged), kept batches go back into the outbox, to be
-//!    sent again under their own ids.
+//!    have lost what it acknowledged), the kept batches it no longer has go back
+//!    into the outbox, to be sent again under their own ids.
 //! 4. **A permanent refusal is parked, not retried, not lost.** [`Outbox::park`]
 //!    marks a batch the server refused as a whole (a validation error) as *dead*
 //!    with the reason. Only the resolver's `VALIDATION` answer parks a batch (see
