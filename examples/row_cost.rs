@@ -83,7 +83,7 @@ async fn main() -> anyhow::Result<()> {
             db.use_ns(&opts.namespace).use_db(&opts.database).await?;
             db.query(change).await?.check()?;
             drop(db);
-            wait_unlocked(dir.path()).await;
+            rollcall::store::embedded_closed(&dir.path().join("db"), Duration::from_secs(30)).await;
         }
         let store = SurrealStore::open(&url, &opts).await?;
         let log = store.attendance();
@@ -132,8 +132,8 @@ async fn main() -> anyhow::Result<()> {
             args.rounds
         );
         results.push(per_row);
+        // Waits until the engine has let go of its lock.
         store.close(Duration::from_secs(30)).await;
-        wait_unlocked(dir.path()).await;
     }
     println!(
         "row cost: deployed {:.0} µs, no indexes {:.0} µs, schemaless {:.0} µs",
@@ -164,16 +164,5 @@ fn record(event: Uuid, user: Uuid, now: chrono::DateTime<Utc>, scanners: &[Uuid]
         },
         version: 1,
         cursor: String::new(),
-    }
-}
-
-/// Waits until SurrealKV has let go of its lock in `dir`.
-async fn wait_unlocked(dir: &std::path::Path) {
-    let lock = dir.join("db").join("LOCK");
-    for _ in 0..3000 {
-        if std::fs::File::open(&lock).map(|f| f.try_lock().is_ok()).unwrap_or(true) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
