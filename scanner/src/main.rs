@@ -120,6 +120,7 @@ async fn flush(dir: &std::path::Path, args: &FlushArgs, file: &FileConfig) -> an
             park_after_attempts: None,
             park_after: std::time::Duration::ZERO,
             bad_key_retry: std::time::Duration::from_secs(300),
+            idle_epoch_check: None,
         },
         Arc::new(tokio::sync::Notify::new()),
     );

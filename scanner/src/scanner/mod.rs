@@ -189,6 +189,7 @@ pub async fn run(settings: RunSettings, shutdown: impl Future<Output = ()>) -> a
             park_after_attempts: Some(settings.park_after_attempts),
             park_after: settings.park_after,
             bad_key_retry: settings.bad_key_retry,
+            idle_epoch_check: Some(settings.heartbeat),
         },
         wake.clone(),
     );

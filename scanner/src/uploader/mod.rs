@@ -16,7 +16,7 @@
 //!   it acknowledged) makes the uploader ask which of the batches kept under
 //!   earlier epochs the store no longer has, and put those back into the outbox,
 //!   to be sent again with `resent: true` (see `outbox::kept`). Idle, it asks for
-//!   the epoch once a minute while it keeps any.
+//!   the epoch every heartbeat interval while it keeps any.
 //! - **Transient failure** (network, timeout, any HTTP status but 401, a body that
 //!   is not GraphQL, an error without a code, `RATE_LIMITED`, ...; see
 //!   [`crate::api::interpret`]): the same batch, same `batchId`, is sent again after
@@ -79,6 +79,9 @@ pub struct UploaderConfig {
     /// After a key is refused, try it again after this long (doubling, up to 16×),
     /// unless the key file brings another first: a 401 may come from a proxy.
     pub bad_key_retry: Duration,
+    /// While idle and keeping acknowledged batches, ask for the store's epoch
+    /// this often (`run`: the heartbeat interval); `None`: never.
+    pub idle_epoch_check: Option<Duration>,
 }
 
 /// Why the uploader stopped.
@@ -441,10 +444,11 @@ impl Uploader {
     }
 
     /// While idle, and keeping acknowledged batches, asks the server for its
-    /// store's epoch once a minute: a scanner with nothing new to send learns
-    /// of a restart too.
+    /// store's epoch every `idle_epoch_check`: a scanner with nothing new to
+    /// send learns of a restart too.
     async fn check_epoch_when_idle(&mut self) {
-        if self.last_epoch_check.is_some_and(|at| at.elapsed() < IDLE_EPOCH_CHECK) {
+        let Some(every) = self.cfg.idle_epoch_check else { return };
+        if self.last_epoch_check.is_some_and(|at| at.elapsed() < every) {
             return;
         }
         self.last_epoch_check = Some(std::time::Instant::now());
@@ -458,9 +462,6 @@ impl Uploader {
         }
     }
 }
-
-/// How often an idle uploader asks for the store's epoch.
-const IDLE_EPOCH_CHECK: Duration = Duration::from_secs(60);
 
 /// The outbox refused a write: sealing and recording a batch as sent write
 /// to it, and on a full disk that fails until room is made. Running, this

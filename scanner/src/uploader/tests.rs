@@ -16,6 +16,7 @@ fn uploader(dir: &std::path::Path, client_key: &str) -> Uploader {
             park_after_attempts: None,
             park_after: Duration::ZERO,
             bad_key_retry: Duration::from_secs(3600),
+            idle_epoch_check: None,
         },
         Arc::new(Notify::new()),
     )
@@ -82,6 +83,7 @@ fn backoff_grows_to_the_cap_with_jitter() {
         park_after_attempts: None,
         park_after: Duration::ZERO,
         bad_key_retry: Duration::from_secs(3600),
+        idle_epoch_check: None,
     };
     for n in 1..30 {
         let d = backoff(&cfg, n);

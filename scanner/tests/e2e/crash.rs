@@ -149,6 +149,41 @@ fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
+/// An event around now, four people registered for it, and a scanner key.
+struct Crowd {
+    event: String,
+    key: String,
+    /// Their BLE UUIDs.
+    users: Vec<String>,
+    /// Half an hour ago, on a 10 s boundary: where replays start.
+    start: i64,
+}
+
+/// A [`Crowd`] named `name`, its people's UUIDs beginning with `prefix`.
+async fn crowd(server: &Server, name: &str, prefix: char) -> Crowd {
+    let now = rollcall_scanner::sighting::now_ms() / 1000 * 1000;
+    let event = server.active_event(name, &iso(now - 3_600_000), &iso(now + 3_600_000)).await;
+    let users: Vec<String> = (0..4).map(|i| format!("{prefix}1111111-2222-4333-8444-55555555555{i}")).collect();
+    for (i, u) in users.iter().enumerate() {
+        server.attendee(&format!("{name}{i}@example.org"), u, &event).await;
+    }
+    let key = server.api_key(&event).await;
+    Crowd { event, key, users, start: (now - 30 * 60_000) / 10_000 * 10_000 }
+}
+
+/// A replay log: in each 10 s window of `windows` from `start`, each of
+/// `users` heard once.
+fn heard(users: &[String], start: i64, windows: std::ops::Range<i64>) -> String {
+    let mut lines = String::new();
+    for w in windows {
+        for (i, u) in users.iter().enumerate() {
+            let at = iso(start + w * 10_000 + i as i64);
+            lines.push_str(&format!("{{\"bleUuid\":\"{u}\",\"seenAt\":\"{at}\",\"rssi\":-60}}\n"));
+        }
+    }
+    lines
+}
+
 /// The server's store loses a batch it acknowledged: here it is put back as
 /// it was before that batch (a copy taken while the server was down), which
 /// is what the engine's fault does to the last commits before a kill. It
@@ -158,25 +193,10 @@ fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_the_servers_store_lost_is_sent_again_and_only_that_one() {
     let mut server = Server::start().await;
-    let now = rollcall_scanner::sighting::now_ms() / 1000 * 1000;
-    let event = server.active_event("Lost", &iso(now - 3_600_000), &iso(now + 3_600_000)).await;
-    let users: Vec<String> = (0..4).map(|i| format!("21111111-2222-4333-8444-55555555555{i}")).collect();
-    for (i, u) in users.iter().enumerate() {
-        server.attendee(&format!("k{i}@example.org"), u, &event).await;
-    }
-    let key = server.api_key(&event).await;
+    let Crowd { event, key, users, start } = crowd(&server, "lost", '2').await;
     let home = ScannerHome::new(&key);
-    let start = (now - 30 * 60_000) / 10_000 * 10_000;
-    // Windows of 10 s, each one sighting of each person: 25 sightings a batch.
     for (name, windows) in [("a.jsonl", 0..25), ("b.jsonl", 25..50), ("c.jsonl", 50..55)] {
-        let mut lines = String::new();
-        for w in windows {
-            for (i, u) in users.iter().enumerate() {
-                let at = iso(start + w * 10_000 + i as i64);
-                lines.push_str(&format!("{{\"bleUuid\":\"{u}\",\"seenAt\":\"{at}\",\"rssi\":-60}}\n"));
-            }
-        }
-        std::fs::write(home.path(name), lines).unwrap();
+        std::fs::write(home.path(name), heard(&users, start, windows)).unwrap();
     }
     let base = server.base.clone();
     let run = |source: &str, log: &str| {
@@ -228,4 +248,48 @@ async fn a_batch_the_servers_store_lost_is_sent_again_and_only_that_one() {
         (lost.into(), lost.into())
     );
     assert_eq!(st["stats"]["keptBatches"], new);
+}
+
+/// A scanner with nothing more to send still hears of a restart: idle, it
+/// asks for the store's epoch every heartbeat interval, and sends again what
+/// the store lost (here the server's store is put back to a copy taken
+/// before the scanner uploaded anything).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_scanner_sends_again_what_the_store_lost() {
+    let mut server = Server::start().await;
+    let Crowd { event, key, users, start } = crowd(&server, "idle", '3').await;
+    let store = std::path::PathBuf::from(server.db.strip_prefix("surrealkv://").unwrap());
+    let backup = store.with_file_name("backup");
+    server.down();
+    copy_tree(&store, &backup);
+    server.up().await;
+
+    let home = ScannerHome::new(&key);
+    std::fs::write(home.path("log.jsonl"), heard(&users, start, 0..10)).unwrap();
+    let source = format!("replay:{}", home.path("log.jsonl").display());
+    let extra = ["--speed", "0", "--keep-running"]; // and a heartbeat every second
+    let _scanner = home.spawn_run(&server.base, &source, &extra, "run.log");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let acked = loop {
+        let st = home.status();
+        if st["stats"]["sightingsAcked"] == 40 {
+            break st["stats"]["batchesAcked"].as_u64().unwrap();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{st}\n{}", home.log_text("run.log"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    server.down();
+    std::fs::remove_dir_all(&store).unwrap();
+    copy_tree(&backup, &store);
+    server.up().await;
+    // Taken again, not answered as replays: the store had lost them.
+    eventually(Duration::from_secs(60), "the lost batches taken again", || {
+        (home.status()["stats"]["batchesRestored"] == acked).then_some(())
+    })
+    .await;
+    let attendance = server.attendance(&event).await;
+    for u in &users {
+        assert_eq!(attendance[u]["sightings"], 10, "{u}: {attendance:?}");
+    }
 }
