@@ -66,12 +66,15 @@ pub(super) fn keep(
 }
 
 impl Outbox {
-    /// Whether `epoch` is the last one every kept batch was settled under
-    /// ([`Self::settle`]): then there is nothing to ask the server.
+    /// The last epoch every kept batch was settled under ([`Self::settle`]).
+    pub fn settled_epoch(&self) -> Result<Option<String>, OutboxError> {
+        Ok(self.conn.query_row("SELECT value FROM note WHERE name = 'store_epoch'", [], |r| r.get(0)).optional()?)
+    }
+
+    /// Whether `epoch` is the last one every kept batch was settled under:
+    /// then there is nothing to ask the server.
     pub fn epoch_settled(&self, epoch: &str) -> Result<bool, OutboxError> {
-        let last: Option<String> =
-            self.conn.query_row("SELECT value FROM note WHERE name = 'store_epoch'", [], |r| r.get(0)).optional()?;
-        Ok(last.as_deref() == Some(epoch))
+        Ok(self.settled_epoch()?.as_deref() == Some(epoch))
     }
 
     /// Whether any acknowledged batch is kept.

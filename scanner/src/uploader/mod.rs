@@ -16,7 +16,9 @@
 //!   it acknowledged) makes the uploader ask which of the batches kept under
 //!   earlier epochs the store no longer has, and put those back into the outbox,
 //!   to be sent again with `resent: true` (see `outbox::kept`). Idle, it asks for
-//!   the epoch every heartbeat interval while it keeps any.
+//!   the epoch every heartbeat interval while it keeps any. A batch sent before
+//!   without an answer goes again flagged `resent` too if the epoch moved since:
+//!   the store may have taken it and lost it.
 //! - **Transient failure** (network, timeout, any HTTP status but 401, a body that
 //!   is not GraphQL, an error without a code, `RATE_LIMITED`, ...; see
 //!   [`crate::api::interpret`]): the same batch, same `batchId`, is sent again after
@@ -176,15 +178,22 @@ impl Uploader {
                 if *drain.borrow() {
                     return Ok(acked);
                 }
-                self.check_epoch_when_idle().await;
+                // New sightings cut the epoch check short (it waits on the
+                // network): it is tried again after the next interval.
+                let wake = self.wake.clone();
                 tokio::select! {
-                    _ = self.wake.notified() => {}
+                    _ = wake.notified() => {}
                     _ = stop.changed() => {}
                     _ = drain.changed() => {}
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = async {
+                        self.check_epoch_when_idle().await;
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    } => {}
                 }
                 continue;
             };
+            // Sent before, by this process or an earlier one, and never answered.
+            let sent_before = batch.sent;
             let batch = if batch.sent {
                 batch
             } else {
@@ -203,7 +212,7 @@ impl Uploader {
                     }
                 }
             };
-            match self.send(&batch).await {
+            match self.send(&batch, sent_before).await {
                 Ok(()) => {
                     acked += 1;
                     failures = 0;
@@ -322,8 +331,12 @@ impl Uploader {
         }
     }
 
-    /// Sends one batch and acks it when the server answers.
-    async fn send(&mut self, batch: &Batch) -> Result<(), ApiError> {
+    /// Sends one batch and acks it when the server answers. A batch sent
+    /// before without an answer goes flagged `resent` if the store's epoch
+    /// moved since ([`Self::store_epoch_moved`]): the store may have taken it
+    /// and lost it.
+    async fn send(&mut self, batch: &Batch, sent_before: bool) -> Result<(), ApiError> {
+        let resent = batch.resend || (sent_before && self.store_epoch_moved().await);
         let input = submit_sightings::SightingBatchInput {
             batch_id: batch.batch_id,
             sent_at: Some(rfc3339_ms(now_ms())),
@@ -337,7 +350,7 @@ impl Uploader {
                     event_id: s.event_id.clone(),
                 })
                 .collect(),
-            resent: batch.resend,
+            resent,
         };
         let result = self.client.submit(input).await?;
         for r in result.rejected.iter().take(5) {
@@ -355,10 +368,10 @@ impl Uploader {
         let epoch = result.store_epoch.as_deref();
         tokio::task::block_in_place(|| self.outbox.ack(batch.batch_id, rejected, result.replayed, epoch))
             .map_err(|e| ApiError::Transient(format!("acking in the outbox: {e}")))?;
-        if batch.resend && !result.replayed {
+        if resent && !result.replayed {
             tracing::warn!(
                 batch = %batch.batch_id,
-                "the server's store had lost this batch (acknowledged before it stopped uncleanly); it took it again"
+                "the server's store did not have this batch, sent before it stopped uncleanly; it took it again"
             );
         }
         if let Some(epoch) = epoch {
@@ -376,7 +389,7 @@ impl Uploader {
             below_rssi = result.below_rssi,
             rejected,
             replayed = result.replayed,
-            resent = batch.resend,
+            resent,
             "uploaded"
         );
         Ok(())
@@ -440,6 +453,20 @@ impl Uploader {
                 "the server's store started after an unclean stop and lost batches it had acknowledged; \
                  sending them again"
             );
+        }
+    }
+
+    /// Whether the server's store reports an epoch other than the last one
+    /// this outbox settled under. Asked before a batch that went out without
+    /// an answer goes again: if the server took it and then lost it in an
+    /// unclean stop, it must go flagged `resent`, so that the rows written
+    /// after it are derived again rather than counting it twice. No answer, or
+    /// no epoch settled yet: false.
+    async fn store_epoch_moved(&mut self) -> bool {
+        let Ok(Some(settled)) = tokio::task::block_in_place(|| self.outbox.settled_epoch()) else { return false };
+        match self.client.stored_batches(Vec::new()).await {
+            Ok((Some(now), _)) => now != settled,
+            _ => false,
         }
     }
 

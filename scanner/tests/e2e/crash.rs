@@ -293,3 +293,65 @@ async fn an_idle_scanner_sends_again_what_the_store_lost() {
         assert_eq!(attendance[u]["sightings"], 10, "{u}: {attendance:?}");
     }
 }
+
+/// The server takes a batch, its answer never reaches the scanner, and the
+/// store then loses the batch in an unclean stop (here: put back to a copy
+/// taken before). The scanner sends the batch again after the restart as any
+/// unanswered batch, and since the store's epoch moved meanwhile, flagged
+/// `resent`, so the server derives the event again rather than trusting rows
+/// that may already hold it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_batch_the_store_lost_goes_again_flagged_resent() {
+    let mut server = Server::start().await;
+    let Crowd { event, key, users, start } = crowd(&server, "unanswered", '4').await;
+    let home = ScannerHome::new(&key);
+    std::fs::write(home.path("first.jsonl"), heard(&users, start, 0..5)).unwrap();
+    std::fs::write(home.path("held.jsonl"), heard(&users, start, 5..10)).unwrap();
+    std::fs::write(home.path("empty.jsonl"), "").unwrap();
+    let replay = |name: &str| format!("replay:{}", home.path(name).display());
+    let args = ["--speed", "0"];
+
+    // One batch answered: the scanner knows the store's epoch.
+    let status =
+        home.spawn_run(&server.base, &replay("first.jsonl"), &args, "first.log").wait_for_exit(Duration::from_secs(60));
+    assert!(status.success(), "{}", home.log_text("first.log"));
+    let store = std::path::PathBuf::from(server.db.strip_prefix("surrealkv://").unwrap());
+    let backup = store.with_file_name("backup");
+    server.down();
+    copy_tree(&store, &backup);
+    server.up().await;
+
+    // The next batch is taken, but its answer is held back; the scanner dies.
+    let hold = Arc::new(AtomicBool::new(true));
+    let proxy = holding_proxy(server.port, hold.clone()).await;
+    let mut scanner = home.spawn_run(&format!("http://127.0.0.1:{proxy}"), &replay("held.jsonl"), &args, "held.log");
+    // Taken: the server counts its sightings (a read shows every batch at once).
+    let counted = |rows: std::collections::BTreeMap<String, Value>| -> u64 {
+        rows.values().map(|row| row["sightings"].as_u64().unwrap_or(0)).sum()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while counted(server.attendance(&event).await) <= 20 {
+        assert!(tokio::time::Instant::now() < deadline, "the server never took the second batch");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    scanner.kill9();
+    let held = home.status()["stats"]["nextBatchId"].clone();
+    assert!(held.is_string(), "unanswered, it is still in the outbox");
+
+    // The store loses it.
+    server.down();
+    std::fs::remove_dir_all(&store).unwrap();
+    copy_tree(&backup, &store);
+    server.up().await;
+    let status =
+        home.spawn_run(&server.base, &replay("empty.jsonl"), &args, "after.log").wait_for_exit(Duration::from_secs(60));
+    assert!(status.success(), "{}", home.log_text("after.log"));
+    let after = home.uploads("after.log");
+    assert_eq!(after[0]["batch"], held, "{after:?}");
+    assert_eq!((after[0]["resent"].clone(), after[0]["replayed"].clone()), (true.into(), false.into()), "{after:?}");
+    let attendance = server.attendance(&event).await;
+    for u in &users {
+        assert_eq!(attendance[u]["sightings"], 10, "{u}: {attendance:?}");
+    }
+    hold.store(false, Ordering::SeqCst);
+}
