@@ -114,8 +114,9 @@ impl From<BatchOutcome> for SightingBatchResult {
     }
 }
 
-/// The scanner (an API key) making the request; anyone else is refused.
-fn scanner_source(ctx: &Context<'_>) -> Result<Source> {
+/// The scanner (an API key) making the request; a person is refused with
+/// `refusal`.
+fn scanner_source(ctx: &Context<'_>, refusal: &str) -> Result<Source> {
     match principal(ctx)? {
         Principal::Scanner { key, scope } => Ok(Source::Scanner {
             key_id: key.id,
@@ -123,7 +124,7 @@ fn scanner_source(ctx: &Context<'_>) -> Result<Source> {
             identity: ctx.data_opt::<ScannerIdentity>().and_then(|i| i.0),
             scope: scope.clone(),
         }),
-        Principal::User(_) => Err(ApiError::Forbidden("sightings are uploaded with a scanner's API key".into()).into()),
+        Principal::User(_) => Err(ApiError::Forbidden(refusal.into()).into()),
         Principal::Anonymous => Err(ApiError::unauthenticated().into()),
     }
 }
@@ -274,7 +275,7 @@ impl AttendanceQuery {
     /// scanner asks this about the batches it kept, and sends again, with
     /// `resent: true`, only the missing ones.
     async fn stored_batches(&self, ctx: &Context<'_>, batch_ids: Vec<Uuid>) -> Result<StoredBatches> {
-        let source = scanner_source(ctx)?;
+        let source = scanner_source(ctx, "a scanner asks about its own batches, with its API key")?;
         let st = state(ctx)?;
         let missing = st.ingest.missing_batches(&source, &batch_ids).await?;
         Ok(StoredBatches { store_epoch: st.store.epoch().map(str::to_owned), missing })
@@ -331,7 +332,7 @@ impl AttendanceMutation {
     /// outside the key's scope are rejected. A retried batch (same batchId)
     /// returns its stored result with `replayed: true` and changes nothing.
     async fn submit_sightings(&self, ctx: &Context<'_>, batch: SightingBatchInput) -> Result<SightingBatchResult> {
-        let source = scanner_source(ctx)?;
+        let source = scanner_source(ctx, "sightings are uploaded with a scanner's API key")?;
         let mut sightings = Vec::with_capacity(batch.sightings.len());
         for s in batch.sightings {
             // An event id that is not even a UUID is that sighting's problem, not the batch's.
