@@ -1,7 +1,9 @@
 //! The ingest use cases: applying a sighting batch (`submitSightings`,
-//! `recordAttendance`, the seed route `/batch-checkin`), asking for an
-//! event's attendance to be derived again from the raw log (`super::rederive`
-//! does it), and erasing a user's sightings.
+//! `recordAttendance`, the seed route `/batch-checkin`) here; erasing a
+//! user's sightings, undoing a manual check-in and asking for an event's
+//! attendance to be derived again from the raw log (`super::rederive` does
+//! it) in `corrections`; batches a scanner sends again after the store lost
+//! them in `restore`.
 //!
 //! Applying a batch: load its inputs in a fixed number of reads (the stored
 //! result of the batch id; the identifiers; the events it names or that
@@ -20,15 +22,9 @@
 //! ids and have its real batches answered as replays. Batch ids are kept under
 //! a digest of the identity, never the identity itself, so an identity chosen
 //! to equal some key's id cannot reach that key's batches either.
-//!
-//! A batch flagged `resent` is one its scanner sends again because the
-//! store's epoch changed since it was acknowledged (`store::epoch`: the store
-//! was not stopped cleanly and may have lost it). If the store has it, it is
-//! answered `replayed` as any retry. If not, the store lost it: it is stored
-//! now, and each event it counts for is derived again from the raw log (once
-//! per event per process), because rows written after the lost commit may
-//! already hold its sightings, and folding them in again would count them
-//! twice.
+
+mod corrections;
+mod restore;
 
 use std::collections::{HashMap, HashSet};
 
@@ -147,9 +143,8 @@ pub struct Ingest {
     notes: ScannerNotes,
     /// Rotating identifiers' resolution table.
     pub rotating: Resolver,
-    /// Events already derived again for a batch the store had lost (see the
-    /// module doc): once per event per process is enough.
-    restored_events: std::sync::Arc<std::sync::Mutex<HashSet<Uuid>>>,
+    /// Events already derived again for a batch the store had lost.
+    restored: restore::Restored,
 }
 
 impl Ingest {
@@ -161,7 +156,7 @@ impl Ingest {
         let rederiver = Rederiver::start(store.clone(), writer.clone());
         let rotating = Resolver::new(store.clone(), slot_secs);
         let notes = ScannerNotes::start(store.clone());
-        Self { store, writer, rederiver, notes, rotating, restored_events: Default::default() }
+        Self { store, writer, rederiver, notes, rotating, restored: Default::default() }
     }
 
     /// Stops the background tasks (before the store closes).
@@ -194,10 +189,13 @@ impl Ingest {
             }
             let planned = self.plan(source, id.clone(), sent_at, &digest, &sightings).await?;
             if resent {
-                self.restoring(source, batch_id, &planned).await?;
+                self.restoring(&planned).await?;
             }
             match self.writer.commit(planned).await? {
                 Committed::Applied(outcome) => {
+                    if resent {
+                        restore::restored(source, batch_id);
+                    }
                     self.note_scanner(source, batch_id, &outcome);
                     return Ok(outcome);
                 }
@@ -205,51 +203,6 @@ impl Ingest {
             }
         }
         Err(IngestError::Contended)
-    }
-
-    /// Of `batch_ids`, as `source` sent them, those the store does not have:
-    /// after the store's epoch changed, a scanner asks this about the batches
-    /// it keeps, and sends again only those (see the module doc).
-    pub async fn missing_batches(&self, source: &Source, batch_ids: &[Uuid]) -> Result<Vec<Uuid>, IngestError> {
-        if batch_ids.len() > MAX_BATCH_SIZE {
-            return Err(IngestError::Invalid(format!(
-                "ask about at most {MAX_BATCH_SIZE} batches at a time, not {}",
-                batch_ids.len()
-            )));
-        }
-        if batch_ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let namespace = self.batch_namespace(source).await?;
-        let ids: Vec<_> = batch_ids.iter().map(|b| BatchRecord::id_for(namespace, *b)).collect();
-        let mut stored = self.store.batches().existing(ids.clone()).await?;
-        stored.sort_unstable();
-        Ok(batch_ids.iter().zip(&ids).filter(|(_, id)| stored.binary_search(id).is_err()).map(|(b, _)| *b).collect())
-    }
-
-    /// A batch sent again after the store's epoch changed, and not in the
-    /// store: the store lost it. Before it is committed, each event it
-    /// counts for is asked to be derived again (see the module doc). The
-    /// order does not matter: a re-derivation that runs first rebuilds rows
-    /// without the lost sightings, and the batch then folds into them; one
-    /// that runs after finds the batch in the raw log.
-    async fn restoring(&self, source: &Source, batch_id: Uuid, planned: &PlannedBatch) -> Result<(), IngestError> {
-        let events: HashSet<Uuid> = planned.counted.keys().map(|(event, _)| *event).collect();
-        tracing::warn!(
-            scanner = %source.scanner_id(), %batch_id, ?events,
-            "a batch acknowledged before the store's last unclean stop was sent again and is not in the store: storing it again"
-        );
-        metrics::counter!("rollcall_batches_restored_total").increment(1);
-        let rederivations = self.store.rederivations();
-        for event in events {
-            let first = self.restored_events.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(event);
-            if first && let Err(e) = rederivations.request(event, Utc::now()).await {
-                self.restored_events.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&event);
-                return Err(e.into());
-            }
-        }
-        self.rederiver.wake();
-        Ok(())
     }
 
     /// Whose batch ids a batch's id is one of: the scanner's identity (as a
@@ -364,64 +317,6 @@ impl Ingest {
     fn note_scanner(&self, source: &Source, batch_id: Uuid, outcome: &BatchOutcome) {
         if let Source::Scanner { key_id, .. } = source {
             self.notes.note(*key_id, batch_id, outcome.unknown_devices);
-        }
-    }
-
-    /// Erases a user's sightings from the raw log (the right to erasure),
-    /// then deletes the user with everything derived from them, so that
-    /// nothing derives them again. Returns false if there was no such user.
-    ///
-    /// The raw log goes first, so a failure leaves the user in place and
-    /// `deleteUser` can simply be retried; a second pass after the deletion
-    /// catches a batch that resolved them and committed in between.
-    pub async fn erase_user(&self, user: Uuid) -> Result<bool, StoreError> {
-        if self.store.users().get(user).await?.is_none() {
-            return Ok(false);
-        }
-        let mut erased = self.store.batches().erase_user(user).await?;
-        if !self.store.users().delete(user).await? {
-            return Ok(false);
-        }
-        erased += self.store.batches().erase_user(user).await?;
-        self.writer.forget(Scope::User(user)).await;
-        tracing::info!(%user, erased, "erased a user's sightings from the raw log");
-        Ok(true)
-    }
-
-    /// Undoes an organiser's manual check-ins of `user` at `event`: erases
-    /// them from the raw log, then derives the event's attendance again
-    /// (what scanners heard stays). Returns false if there were none.
-    pub async fn undo_manual(&self, event: &Event, user: Uuid) -> Result<bool, IngestError> {
-        if self.store.batches().erase_manual(event.id, user).await? == 0 {
-            return Ok(false);
-        }
-        if self.recompute(event, std::time::Duration::from_secs(60)).await?.is_none() {
-            tracing::warn!(event = %event.id, "a manual check-in was undone; the re-derivation is still running");
-        }
-        Ok(true)
-    }
-
-    /// Asks for an event's attendance to be derived again from the raw log
-    /// and waits (up to `wait`) for it; returns how many rows it then has,
-    /// or `None` if it is still running. (A policy or window change asks in
-    /// its own transaction, through `store::Events::update`, and does not
-    /// wait.)
-    pub async fn recompute(&self, event: &Event, wait: std::time::Duration) -> Result<Option<usize>, IngestError> {
-        let rederivations = self.store.rederivations();
-        rederivations.request(event.id, Utc::now()).await?;
-        let wanted = rederivations.get(event.id).await?.map_or(0, |r| r.requested);
-        self.rederiver.wake();
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            if let Some(r) = rederivations.get(event.id).await?
-                && r.done >= wanted
-            {
-                return Ok(Some(r.rows.unwrap_or(0).max(0) as usize));
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Ok(None);
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
 
