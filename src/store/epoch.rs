@@ -39,6 +39,8 @@ const CLEAN_STOP_FILE: &str = "rollcall-clean-stop";
 /// process stopped cleanly, else a new one, written durably before it is
 /// returned.
 pub(super) fn begin(dir: &Path) -> io::Result<String> {
+    // Unreadable counts as absent: a new epoch is the safe side (scanners only
+    // ask what the store still has), and writing it reports a real problem.
     let kept = fs::read_to_string(dir.join(EPOCH_FILE)).ok().map(|s| s.trim().to_owned());
     let clean = dir.join(CLEAN_STOP_FILE);
     let stopped_cleanly = clean.exists();
