@@ -96,6 +96,7 @@ async fn main() -> anyhow::Result<()> {
                 updated: Vec::new(),
                 walk_ins: Vec::new(),
                 deferred: Vec::new(),
+                pending: Vec::new(),
             };
             log.commit(&mut created, now).await.map_err(|e| anyhow::anyhow!("creating the rows: {e}"))?;
             rows = log.for_event(event, None, usize::MAX / 2).await?;
@@ -120,6 +121,7 @@ async fn main() -> anyhow::Result<()> {
                 updated: rows.clone(),
                 walk_ins: Vec::new(),
                 deferred: Vec::new(),
+                pending: Vec::new(),
             };
             let t = Instant::now();
             log.commit(&mut updated, now).await.map_err(|e| anyhow::anyhow!("updating the rows: {e}"))?;

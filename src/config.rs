@@ -208,12 +208,13 @@ pub struct ServeArgs {
     #[arg(long, env = "ROLLCALL_BEACON_SLOT_SECS", default_value_t = crate::domain::identity::DEFAULT_SLOT_SECS,
           value_parser = clap::value_parser!(i64).range(10..=86_400))]
     pub beacon_slot_secs: i64,
-    /// On the embedded store, how long a changed attendance row (last seen,
-    /// stays) may wait in memory before it is written, in milliseconds; 0
-    /// writes it with its batch. Batches' raw records and check-ins are
-    /// always written before the batch is answered, and reads through this
-    /// server see every acknowledged batch. On a SurrealDB server or TiKV
-    /// rows are always written with their batch.
+    /// How long a changed attendance row (last seen, stays) may wait in
+    /// memory before it is written, in milliseconds; 0 writes it with its
+    /// batch. Batches' raw records and check-ins are always written before
+    /// the batch is answered, and reads through this server see every
+    /// acknowledged batch. With several instances over one database, the
+    /// one holding the rows' lease holds them back; reads through another
+    /// see a changed row up to about this much later.
     #[arg(long, env = "ROLLCALL_ROW_FLUSH_MS", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(0..=600_000))]
     pub row_flush_ms: u64,

@@ -87,6 +87,11 @@ impl Rederiver {
 
 async fn run(store: SurrealStore, writer: Writer, wake: Arc<Notify>, owner: String) {
     loop {
+        if !writer.derives_here() {
+            // Another instance holds the rows; it takes the jobs.
+            let _ = tokio::time::timeout(POLL, wake.notified()).await;
+            continue;
+        }
         let now = Utc::now();
         match store.rederivations().claim(&owner, now, now + LEASE).await {
             Ok(Some((event, generation))) => {
@@ -196,7 +201,8 @@ pub(super) async fn finish(store: &SurrealStore, mut g: Gathered) -> Result<usiz
         let walk_ins: Vec<(Uuid, Uuid)> =
             rows.iter().filter(|r| !registered.contains(&r.user_id)).map(|r| (r.user_id, event.id)).collect();
         let n = rows.len();
-        match store.attendance().replace_for_event(event.id, rows, &walk_ins, g.generation, Utc::now()).await {
+        let read = g.read.iter().cloned().collect();
+        match store.attendance().replace_for_event(event.id, rows, &walk_ins, read, g.generation, Utc::now()).await {
             Ok(()) => return Ok(n),
             Err(CommitError::Conflict) | Err(CommitError::AlreadyApplied) => {
                 tokio::time::sleep(Duration::from_millis(2u64.pow(attempt.min(6)))).await;

@@ -20,6 +20,7 @@ use super::Conn;
 use super::batches::BatchRecord;
 use super::check_ins::SEQ_STEPS;
 use super::rederive::{FINISH, REQUEST, rederive_id};
+use super::row_projector::PendingFold;
 use super::{StoreError, key_of, registration_id, rid};
 use crate::domain::{Attendance, Mark, Stay};
 
@@ -151,6 +152,9 @@ pub struct GroupWrite {
     /// Events of which this commit leaves rows unwritten for the first time
     /// (see [`AttendanceLog::write_deferred`]): marked in `deferred_rows`.
     pub deferred: Vec<Uuid>,
+    /// Sightings for existing rows, left to the instance that holds them
+    /// (`row_projector`).
+    pub pending: Vec<PendingFold>,
 }
 
 /// Updates the rows in `$updated`, each only from the version before its
@@ -227,6 +231,8 @@ impl<'a> AttendanceLog<'a> {
             std::mem::take(&mut w.batches).into_iter().map(BatchRecord::into_row).collect::<Result<Vec<_>, _>>()?;
         let walk_ins = walk_in_rows(&w.walk_ins, now);
         let deferred: Vec<RecordId> = w.deferred.iter().map(|e| rid("deferred_rows", *e)).collect();
+        let pending =
+            std::mem::take(&mut w.pending).into_iter().map(|p| p.into_row(now)).collect::<Result<Vec<_>, _>>()?;
         let res = self
             .db
             .query(format!(
@@ -237,6 +243,7 @@ impl<'a> AttendanceLog<'a> {
                  {UPDATE_ROWS}
                  {WALK_INS}
                  FOR $d IN $deferred {{ UPSERT $d SET since = $now; }};
+                 IF array::len($pending) > 0 {{ INSERT INTO row_pending $pending }};
                  COMMIT;"
             ))
             .bind(("batches", batches))
@@ -245,6 +252,7 @@ impl<'a> AttendanceLog<'a> {
             .bind(("updated", updated))
             .bind(("walk_ins", walk_ins))
             .bind(("deferred", deferred))
+            .bind(("pending", pending))
             .bind(("now", now))
             .await
             .map_err(StoreError::from)?;
@@ -338,11 +346,14 @@ impl<'a> AttendanceLog<'a> {
     /// so a live subscriber sees updates, not the same check-ins again. Each
     /// carries the version it was read at plus one: a row another instance
     /// changed meanwhile fails the commit (`Conflict`), to be derived again.
+    /// Pending sightings (`row_projector`) of the `read` batches go: the rows
+    /// hold them now; those of batches committed since stay, to be folded in.
     pub async fn replace_for_event(
         &self,
         event: Uuid,
         mut rows: Vec<AttendanceRecord>,
         walk_ins: &[(Uuid, Uuid)],
+        read: Vec<RecordId>,
         generation: i64,
         now: DateTime<Utc>,
     ) -> Result<(), CommitError> {
@@ -355,6 +366,7 @@ impl<'a> AttendanceLog<'a> {
                 "BEGIN;
                  {SEQ_STEPS}
                  DELETE attendance WHERE event = $e AND user NOTINSIDE $users;
+                 DELETE row_pending WHERE event = $e AND batches ANYINSIDE $read;
                  FOR $row IN $rows {{
                      IF $row.version > 1 {{
                          IF array::len(UPDATE $row.id CONTENT $row WHERE version = $row.version - 1 RETURN id) == 0 {{
@@ -373,6 +385,7 @@ impl<'a> AttendanceLog<'a> {
             .bind(("users", rows.iter().map(|r| r.user.clone()).collect::<Vec<_>>()))
             .bind(("rows", rows))
             .bind(("walk_ins", walk_in_rows(walk_ins, now)))
+            .bind(("read", read))
             .bind(("rederive", rederive_id(event)))
             .bind(("generation", generation))
             .bind(("rows_n", n))

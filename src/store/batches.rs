@@ -292,6 +292,9 @@ impl<'a> Batches<'a> {
 
     /// The sightings a scanner (none: manual check-ins) logged between
     /// `from` and `to`: the raw log's answer to "was this counted before?".
+    /// Batches whose sightings still wait to be folded into existing rows
+    /// (`row_pending`, see `row_projector`) are left out: they were not
+    /// counted yet. Both are read in one statement, so at one moment.
     pub async fn logged_between(
         &self,
         scanner: Option<Uuid>,
@@ -301,8 +304,12 @@ impl<'a> Batches<'a> {
         let mut res = self
             .db
             .query(
-                "SELECT id, scanner, log_format, events, sightings FROM batch
-                 WHERE scanner = $s AND (log_format IS NONE OR (first_seen <= $to AND last_seen >= $from))",
+                "RETURN {
+                     LET $pending = array::flatten(SELECT VALUE batches FROM row_pending);
+                     RETURN (SELECT id, scanner, log_format, events, sightings FROM batch
+                         WHERE scanner = $s AND (log_format IS NONE OR (first_seen <= $to AND last_seen >= $from))
+                         AND id NOTINSIDE $pending);
+                 }",
             )
             .bind(("s", scanner.map(|s| rid("api_key", s))))
             .bind(("from", from))

@@ -41,6 +41,7 @@ mod raw_log;
 mod rederive;
 mod registrations;
 mod retry;
+mod row_projector;
 mod scanner_identities;
 mod users;
 
@@ -66,6 +67,7 @@ pub use registrations::Registrations;
 pub(crate) use registrations::registration_id;
 pub(crate) use retry::retry_on_conflict;
 use retry::{retried_transaction, retried_write, transaction_failure};
+pub use row_projector::{LEASE_SECS, PendingFold, RENEW, RowProjector};
 pub use scanner_identities::{Claim, ScannerIdentities};
 pub use users::{ImportRow, ImportSummary, NewUser, Users};
 
@@ -94,6 +96,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (17, "batch users unindexed", include_str!("migrations/0017_batch_users_unindexed.surql")),
     (18, "directory version", include_str!("migrations/0018_directory_version.surql")),
     (19, "batch user keys", include_str!("migrations/0019_batch_user_keys.surql")),
+    (20, "row projector", include_str!("migrations/0020_row_projector.surql")),
 ];
 
 /// Errors from the storage layer.
@@ -425,6 +428,10 @@ impl SurrealStore {
 
     pub fn batches(&self) -> Batches<'_> {
         Batches::new(&self.db)
+    }
+
+    pub fn row_projector(&self) -> RowProjector<'_> {
+        RowProjector::new(&self.db)
     }
 
     pub fn attendance(&self) -> AttendanceLog<'_> {

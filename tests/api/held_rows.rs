@@ -14,7 +14,7 @@ use crate::ingest::{at, attendance, batch, sighting, submit, venue, venue_from};
 
 const SUBMIT: &str =
     "mutation($b: SightingBatchInput!) { submitSightings(batch: $b) { accepted checkIns duplicates } }";
-const ATTENDANCE: &str =
+pub(crate) const ATTENDANCE: &str =
     "query($e: ID!) { attendance(eventId: $e) { edges { node { lastSeen sightings stays { from to } } } } }";
 
 fn time(v: &Value) -> DateTime<Utc> {
@@ -27,7 +27,7 @@ fn near(a: DateTime<Utc>, b: DateTime<Utc>) -> bool {
 }
 
 /// An admin made with the CLI on `db`, before the server starts.
-fn admin_on(db: &DbArgs) {
+pub(crate) fn admin_on(db: &DbArgs) {
     let mut args = vec!["admin", "create", "--email", "root@example.org", "--name", "Root", "--password-stdin"];
     let db_args = crate::surreal::cli_args(db);
     args.extend(db_args.iter().map(String::as_str));
@@ -37,7 +37,7 @@ fn admin_on(db: &DbArgs) {
 
 /// Rows held for ten minutes at a time: only a read, a stop or a crash
 /// decides when they are written.
-const HOLD: [&str; 2] = ["--row-flush-ms", "600000"];
+pub(crate) const HOLD: [&str; 2] = ["--row-flush-ms", "600000"];
 
 /// A server holding rows (`HOLD`) on SurrealKV in `dir`, with a venue.
 async fn holding(dir: &std::path::Path) -> (DbArgs, ServerProcess, Venue) {
@@ -50,21 +50,21 @@ async fn holding(dir: &std::path::Path) -> (DbArgs, ServerProcess, Venue) {
 
 impl Venue {
     /// Ada heard at `at` by the scanner key: the batch's answer.
-    async fn heard(&self, server: &ServerProcess, at: DateTime<Utc>) -> Value {
+    pub(crate) async fn heard(&self, server: &ServerProcess, at: DateTime<Utc>) -> Value {
         server.ok(Some(&self.key), SUBMIT, batch(vec![sighting(&self.ble, at, -60)])).await["submitSightings"].clone()
     }
 }
 
 /// A venue on a process of its own: an admin (made with the CLI), an
 /// active event around now, a registered attendee, and a scanner key.
-struct Venue {
-    admin: String,
-    event: String,
+pub(crate) struct Venue {
+    pub(crate) admin: String,
+    pub(crate) event: String,
     key: String,
     ble: String,
 }
 
-async fn venue_on(server: &ServerProcess) -> Venue {
+pub(crate) async fn venue_on(server: &ServerProcess) -> Venue {
     let login = "mutation($e: String!, $p: String!) { logIn(email: $e, password: $p) { token } }";
     let token = server.ok(None, login, json!({ "e": "root@example.org", "p": PASSWORD })).await["logIn"]["token"]
         .as_str()

@@ -7,15 +7,15 @@
 //! from, without a restart.
 
 use std::collections::HashSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures_util::future::join_all;
 use rollcall::config::{DbArgs, ServeArgs};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, code, spawn_with};
-use crate::live::{CHECK_INS, check_in, names, subscribers, take, venue};
+use crate::helpers::{ServerProcess, TestApp, code, spawn_with};
+use crate::live::{CHECK_INS, Venue, check_in, names, subscribers, take, venue};
 use crate::surreal::SurrealServer;
 use crate::websocket::WsClient;
 
@@ -180,25 +180,145 @@ async fn concurrent_batches_through_every_instance_lose_nothing_and_double_nothi
     assert_eq!(accepted, (3 * BATCHES * 20) as i64);
     assert_eq!(check_ins, 20, "one check-in per person, whichever batch won");
 
-    // Every instance reads the same: each person once, with every sighting.
+    // Every instance reads the same: each person once, with every sighting
+    // (an instance that does not hold the rows within an interval or so).
     for app in &apps {
-        let data = app
-            .ok(
-                &v.org.auth(),
-                "query($e: ID!) { attendance(eventId: $e, first: 100) { edges { node { user { id } sightings } } } }",
-                json!({ "e": v.event }),
-            )
-            .await;
-        let rows = data["attendance"]["edges"].as_array().unwrap();
+        let rows = sightings_within(app, v, Duration::from_secs(10), |n| n == 3 * BATCHES as i64).await;
         assert_eq!(rows.len(), 20);
-        for row in rows {
-            assert_eq!(row["node"]["sightings"], 3 * BATCHES, "{row}");
+        for n in rows {
+            assert_eq!(n, 3 * BATCHES as i64);
         }
         let stats = app
             .ok(&v.org.auth(), "query($e: ID!) { eventReport(eventId: $e) { checkedIn } }", json!({ "e": v.event }))
             .await;
         assert_eq!(stats["eventReport"]["checkedIn"], 20);
     }
+}
+
+/// Each person's sightings in the event's rows as `app` reads them, once
+/// `done` holds for every row or `within` passed.
+async fn sightings_within(app: &TestApp, v: &Venue, within: Duration, done: impl Fn(i64) -> bool) -> Vec<i64> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let data = app
+            .ok(
+                &v.org.auth(),
+                "query($e: ID!) { attendance(eventId: $e, first: 500) { edges { node { sightings } } } }",
+                json!({ "e": v.event }),
+            )
+            .await;
+        let rows: Vec<i64> = data["attendance"]["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["node"]["sightings"].as_i64().unwrap())
+            .collect();
+        if rows.iter().copied().all(&done) || std::time::Instant::now() > deadline {
+            return rows;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Instances hearing the same crowd do not write the same rows: one holds
+/// them under a lease and folds in what the others leave pending, so a row
+/// is written about once an interval, not once a batch, and nothing is lost
+/// or counted twice. Written through by every instance (`--row-flush-ms 0`),
+/// each row here would be written 20 times.
+#[tokio::test]
+async fn one_instance_writes_the_rows_that_exist_and_the_others_leave_it_their_sightings() {
+    let server = SurrealServer::memory().await;
+    let db = server.database("multi").await;
+    let apps = instances(&db, 2).await;
+    let v = &venue(&apps[0], 20).await;
+    let start = Utc::now() - chrono::Duration::minutes(50);
+    const BATCHES: i64 = 10;
+    for (i, app) in apps.iter().enumerate() {
+        for b in 0..BATCHES {
+            let seen = start + chrono::Duration::minutes(i as i64 * BATCHES + b);
+            let sightings: Vec<Value> =
+                v.people.iter().map(|(ble, _)| json!({ "bleUuid": ble, "seenAt": seen, "rssi": -60 })).collect();
+            let vars = json!({ "b": { "batchId": uuid::Uuid::new_v4(), "sightings": sightings } });
+            let r = app
+                .ok(&v.key, "mutation($b: SightingBatchInput!) { submitSightings(batch: $b) { accepted } }", vars)
+                .await;
+            assert_eq!(r["submitSightings"]["accepted"], 20);
+        }
+    }
+    let expected = 2 * BATCHES;
+    for app in &apps {
+        let rows = sightings_within(app, v, Duration::from_secs(10), |n| n == expected).await;
+        assert_eq!(rows, vec![expected; 20], "every sighting counted once, on every instance");
+    }
+    let root = server.root().await;
+    root.use_ns("rollcall").use_db("multi").await.unwrap();
+    let versions: Vec<i64> = root.query("SELECT VALUE version FROM attendance").await.unwrap().take(0).unwrap();
+    assert_eq!(versions.len(), 20);
+    assert!(versions.iter().all(|v| *v <= 6), "each row written a few times, not once a batch: {versions:?}");
+}
+
+/// Whether `server`'s lease gauge reads `value` (1: it holds the rows)
+/// within a few seconds.
+async fn holds(server: &ServerProcess, value: f64) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if server.metric("rollcall_ingest_rows_lease").await == Some(value) {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The instance holding the rows dies with a change held back: once its
+/// lease runs out another instance takes the rows, and derives the event
+/// again from the raw log, so nothing acknowledged is lost.
+#[tokio::test]
+async fn when_the_instance_holding_the_rows_dies_another_takes_them_and_loses_nothing() {
+    use crate::held_rows::{ATTENDANCE, HOLD, admin_on, venue_on};
+    let server = SurrealServer::memory().await;
+    let db = server.database("multi").await;
+    admin_on(&db);
+    let first = ServerProcess::start_with_flags(&db, &HOLD).await;
+    assert!(holds(&first, 1.0).await, "the first instance holds the rows");
+    let second = ServerProcess::start_with_flags(&db, &HOLD).await;
+    assert!(holds(&second, 0.0).await);
+    let v = venue_on(&first).await;
+    let now = Utc::now();
+    let ago = |minutes: i64| now - chrono::Duration::minutes(minutes);
+    assert_eq!(v.heard(&first, ago(30)).await["checkIns"], 1);
+    assert_eq!(v.heard(&first, ago(20)).await["accepted"], 1);
+    assert_eq!(v.heard(&second, ago(15)).await["accepted"], 1);
+    let root = server.root().await;
+    root.use_ns("rollcall").use_db("multi").await.unwrap();
+    let pending = || async {
+        let n: Option<i64> =
+            root.query("RETURN array::len(SELECT VALUE id FROM row_pending)").await.unwrap().take(0).unwrap();
+        n.unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pending().await > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(pending().await, 0, "the holder folded in the second instance's sighting");
+    assert_eq!(first.metric("rollcall_ingest_rows_waiting").await, Some(1.0), "and holds the row back");
+    first.kill9();
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let row = loop {
+        let rows = second.ok(Some(&v.admin), ATTENDANCE, json!({ "e": v.event })).await;
+        let row = rows["attendance"]["edges"][0]["node"].clone();
+        if row["sightings"] == 3 || Instant::now() > deadline {
+            break row;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(row["sightings"], 3, "every acknowledged sighting counts: {row}");
+    assert!(holds(&second, 1.0).await, "the second instance holds the rows");
+    assert_eq!(v.heard(&second, ago(20)).await["duplicates"], 1, "a sighting sent again is a duplicate");
+    assert!(second.terminate().success());
 }
 
 #[tokio::test]

@@ -367,9 +367,15 @@ pub fn single_check_in(outcome: &BatchOutcome) -> Result<(), String> {
 
 /// What ingest needs of an event, as this source sees it.
 fn rules(source: &Source, e: &Event) -> Result<EventRules, StoreError> {
+    event_rules(e, source.covers(e))
+}
+
+/// What counting needs of an event; `in_scope`: whether the sightings'
+/// scanner covers it.
+pub(crate) fn event_rules(e: &Event, in_scope: bool) -> Result<EventRules, StoreError> {
     let window = EventWindow::new(e.starts_at, e.ends_at)
         .map_err(|err| StoreError::Corrupt(format!("event {}: {err}", e.id)))?;
-    Ok(EventRules { id: e.id, state: e.state, window, policy: e.policy, in_scope: source.covers(e) })
+    Ok(EventRules { id: e.id, state: e.state, window, policy: e.policy, in_scope })
 }
 
 /// The namespace a scanner identity's batch ids are kept under: a digest of

@@ -26,6 +26,10 @@ pub(super) struct Held {
 }
 
 impl Held {
+    pub(super) fn new(rows: Rows, done_tx: mpsc::UnboundedSender<(Flush, Result<(), CommitError>)>) -> Self {
+        Self { rows, marked: HashSet::new(), flushing: None, settles: Vec::new(), done_tx }
+    }
+
     /// Writes what waited long enough, lets idle rows go, and deletes the
     /// markers of events with nothing waiting (only between flushes, so
     /// that no flush can leave rows waiting without a marker).

@@ -13,13 +13,15 @@ use super::rows::Rows;
 use super::{Committed, MAX_ATTEMPTS, PlannedBatch, Reply, WriteError};
 use crate::domain::ingest::{BatchOutcome, EventRules, Fold, Pair, below_marks};
 use crate::domain::{Attendance, CheckInSource, Sighting};
-use crate::store::{AttendanceRecord, BatchRecord, CommitError, GroupWrite, StoreError, SurrealStore};
+use crate::store::{AttendanceRecord, BatchRecord, CommitError, GroupWrite, PendingFold, StoreError, SurrealStore};
 
-/// Where a group's rows come from and go: the store alone (written through,
-/// when other processes may write them too), or the rows the writer holds.
+/// Where a group's rows come from and go: the store alone (written
+/// through), the rows the writer holds, or the store, with changes to
+/// existing rows left to the instance that holds them (`projector`).
 pub(super) enum RowsAt<'a> {
     Store,
     Held { rows: &'a mut Rows, marked: &'a mut HashSet<Uuid> },
+    Pending,
 }
 
 /// Commits one group, retrying lost races; answers every batch in it.
@@ -115,7 +117,7 @@ async fn fold(
     let pairs: Vec<Pair> =
         group.iter().flat_map(|(b, _)| b.counted.keys().copied()).collect::<HashSet<_>>().into_iter().collect();
     let stored = match at {
-        RowsAt::Store => store.attendance().rows(&pairs).await?,
+        RowsAt::Store | RowsAt::Pending => store.attendance().rows(&pairs).await?,
         RowsAt::Held { rows, .. } => {
             let read = store.attendance().rows(&rows.missing(&pairs)).await?;
             rows.hold_read(read, Instant::now());
@@ -140,9 +142,10 @@ async fn fold(
         let (version, cursor) = versions.get(&(event_id, user_id)).cloned().unwrap_or_default();
         AttendanceRecord { event_id, user_id, attendance, version: version + 1, cursor }
     };
-    let (updated, changed) = match at {
-        RowsAt::Store => (updated.into_iter().map(record).collect(), Vec::new()),
-        RowsAt::Held { .. } => (Vec::new(), updated),
+    let (updated, changed, pending) = match at {
+        RowsAt::Store => (updated.into_iter().map(record).collect(), Vec::new(), Vec::new()),
+        RowsAt::Held { .. } => (Vec::new(), updated, Vec::new()),
+        RowsAt::Pending => (Vec::new(), Vec::new(), pending_of(group, updated.iter().map(|(p, _)| *p).collect())),
     };
     let mut walk_ins: Vec<(Uuid, Uuid)> = group.iter().flat_map(|(b, _)| b.walk_ins.iter().copied()).collect();
     walk_ins.sort_unstable();
@@ -171,13 +174,40 @@ async fn fold(
         updated,
         walk_ins,
         deferred: Vec::new(),
+        pending,
     };
     Ok(Folded { write, outcomes, changed })
 }
 
+/// The sightings a group adds to rows that exist (`changed`), per event and
+/// departure gap, for the instance that holds the rows to fold in.
+fn pending_of(group: &[(PlannedBatch, Reply)], changed: HashSet<Pair>) -> Vec<PendingFold> {
+    let mut by: HashMap<(Uuid, chrono::Duration), PendingFold> = HashMap::new();
+    for (b, _) in group {
+        for (pair, items) in b.counted.iter().filter(|(p, _)| changed.contains(p)) {
+            let gap = b.events.get(&pair.0).map(|r| r.policy.departure_gap).unwrap_or_default();
+            let p = by.entry((pair.0, gap)).or_insert_with(|| PendingFold {
+                id: None,
+                event: pair.0,
+                batches: Vec::new(),
+                gap,
+                sightings: Vec::new(),
+            });
+            if p.batches.last() != Some(&b.id) {
+                p.batches.push(b.id.clone());
+            }
+            p.sightings.extend(items.iter().map(|(_, s)| (pair.1, *s)));
+        }
+    }
+    let pending: Vec<PendingFold> = by.into_values().collect();
+    let n: usize = pending.iter().map(|p| p.sightings.len()).sum();
+    metrics::counter!("rollcall_ingest_pending_sightings_total").increment(n as u64);
+    pending
+}
+
 /// What to ask the raw log about one scanner's sightings: the sightings, and
 /// the events' rules.
-type Ask = (Vec<(Pair, Sighting)>, HashMap<Uuid, EventRules>);
+pub(super) type Ask = (Vec<(Pair, Sighting)>, HashMap<Uuid, EventRules>);
 
 /// The raw log's answer for the sightings at or before their scanner's mark
 /// (see `domain::ingest`): which of them it holds for the same event.
@@ -197,6 +227,15 @@ async fn known_repeats(
         entry.0.extend(below);
         entry.1.extend(b.events.iter().map(|(k, v)| (*k, v.clone())));
     }
+    known_repeats_of(store, asks).await
+}
+
+/// The raw log's answer to `asks`, per scanner (none: manual check-ins):
+/// (event, user, scanner, `seenAt` in ms) of the sightings it holds.
+pub(super) async fn known_repeats_of(
+    store: &SurrealStore,
+    asks: HashMap<Option<Uuid>, Ask>,
+) -> Result<HashSet<(Uuid, Uuid, Uuid, i64)>, StoreError> {
     let mut known = HashSet::new();
     for (scanner, (below, events)) in asks {
         let from = below.iter().map(|(_, s)| s.seen_at).min();

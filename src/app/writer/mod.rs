@@ -15,18 +15,20 @@
 //!   the database and on their way to subscribers by then.
 //! - **Folding.** Under load, groups grow by themselves: while one commits,
 //!   the next queues. Idle, a batch commits alone, at once.
-//! - **Rows written behind** (`rows`). On an embedded store, where this
-//!   process is the only writer, the writer holds the rows in memory and a
-//!   row that only changed is written by a flush at most once per interval
-//!   (`--row-flush-ms`), however many groups touched it; a crash leaves
-//!   markers that make the rows be derived again from the raw log. On a
-//!   SurrealDB server or TiKV, where other instances write too, each commit
-//!   writes its changed rows, guarded by version. `rows` holds them, `flush`
-//!   writes them.
-//! - **Several instances** each have a writer; their commits guard rows and
-//!   cursor counters by version. A group that loses such a race is folded
-//!   again from fresh reads and retried; a batch that a concurrent retry
-//!   committed meanwhile is answered from its stored result.
+//! - **Rows written behind** (`rows`). The writer holds the rows in memory
+//!   and a row that only changed is written by a flush at most once per
+//!   interval (`--row-flush-ms`), however many groups touched it; a crash
+//!   leaves markers that make the rows be derived again from the raw log.
+//!   `rows` holds them, `flush` writes them.
+//! - **Several instances** (a SurrealDB server, TiKV) each have a writer,
+//!   and one of them at a time, under a lease, holds and writes the rows
+//!   that exist; the others leave the sightings that change them pending
+//!   for it, in their commits (`projector`). Rows created (check-ins) are
+//!   committed by whichever instance took the batch, guarded by the cursor
+//!   counters' versions: a group that loses such a race is folded again
+//!   from fresh reads and retried; a batch that a concurrent retry committed
+//!   meanwhile is answered from its stored result. With `--row-flush-ms 0`
+//!   every instance writes its rows through, guarded by version.
 //! - **No lock on the ingest path**: requests plan concurrently and only
 //!   queue for the commit.
 //! - **Re-derivation's final step** (`super::rederive::finish`) replaces one
@@ -40,9 +42,11 @@
 
 mod flush;
 mod group;
+mod projector;
 mod rows;
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -54,11 +58,12 @@ use uuid::Uuid;
 
 use self::flush::Held;
 use self::group::{RowsAt, commit_group};
-use self::rows::Rows;
+use self::projector::{Lease, Turn};
 pub use self::rows::Scope;
+use self::rows::{Flush, Rows};
 use super::rederive::Gathered;
 use crate::domain::ingest::{BatchOutcome, Counted, EventRules, RawSighting};
-use crate::store::{StoreError, SurrealStore};
+use crate::store::{CommitError, RENEW, StoreError, SurrealStore};
 
 /// Most sightings one commit folds together.
 pub const MAX_GROUP: usize = 20_000;
@@ -130,6 +135,9 @@ pub struct Writer {
     task: Arc<tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
     /// Re-derivations' final steps under way (see the module doc).
     finishing: Finishes,
+    /// On a shared store: whether this instance holds the rows (`None`:
+    /// rows are not shared out by lease).
+    holding: Option<Arc<AtomicBool>>,
 }
 
 /// The final steps the writer started; they hold the store too, so `stop`
@@ -137,16 +145,24 @@ pub struct Writer {
 type Finishes = Arc<Mutex<JoinSet<()>>>;
 
 impl Writer {
-    /// Starts the writer task over `store`. With `row_flush`, on an embedded
-    /// store, changed rows are held back and written at most that often (see
-    /// the module doc); on a shared store, or without it, they are written
-    /// with each commit.
+    /// Starts the writer task over `store`. With `row_flush`, changed rows
+    /// are held back and written at most that often (on a shared store, by
+    /// the instance holding the lease; see the module doc); without it, they
+    /// are written with each commit.
     pub fn start(store: SurrealStore, row_flush: Option<Duration>) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
         let finishing = Finishes::default();
-        let rows = row_flush.filter(|_| !store.shared()).map(Rows::new);
-        let task = tokio::spawn(run(store, rows, rx, finishing.clone()));
-        Self { tx, task: Arc::new(tokio::sync::Mutex::new(Some(task))), finishing }
+        let holding = (store.shared() && row_flush.is_some()).then(|| Arc::new(AtomicBool::new(false)));
+        let lease = holding.clone().map(Lease::new);
+        let task = tokio::spawn(run(store, row_flush, lease, rx, finishing.clone()));
+        Self { tx, task: Arc::new(tokio::sync::Mutex::new(Some(task))), finishing, holding }
+    }
+
+    /// Whether re-derivations' final steps should run here: everywhere but
+    /// on an instance whose rows another instance holds (the step replaces
+    /// rows; the holder lets go of its own first).
+    pub fn derives_here(&self) -> bool {
+        self.holding.as_ref().is_none_or(|h| h.load(Ordering::Relaxed))
     }
 
     /// Queues a planned batch and waits for its commit.
@@ -203,42 +219,53 @@ impl Writer {
     }
 }
 
+type Flushed = (Flush, Result<(), CommitError>);
+
 /// The writer task's state.
 struct Loop {
     store: SurrealStore,
-    /// Rows held in memory (embedded stores), or `None` (written through).
+    /// Rows held in memory, or `None` (written through, or held by another
+    /// instance).
     held: Option<Held>,
+    /// How long a changed row may wait (`None`: written through).
+    interval: Option<Duration>,
+    /// On a shared store: this instance's hold on the rows.
+    lease: Option<Lease>,
+    /// Where flushes report.
+    flushed_tx: mpsc::UnboundedSender<Flushed>,
     /// Events whose final re-derivation step runs, and the batches that
     /// wait for them.
     finishing: HashSet<Uuid>,
     waiting: Vec<(PlannedBatch, Reply)>,
 }
 
-async fn run(store: SurrealStore, rows: Option<Rows>, mut rx: mpsc::Receiver<Job>, finishes: Finishes) {
+async fn run(
+    store: SurrealStore,
+    interval: Option<Duration>,
+    lease: Option<Lease>,
+    mut rx: mpsc::Receiver<Job>,
+    finishes: Finishes,
+) {
     // Each final step says which event it is done with.
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let (flushed_tx, mut flushed_rx) = mpsc::unbounded_channel();
-    let interval = rows.as_ref().map(|r| r.interval());
-    let mut state = Loop { store, held: None, finishing: HashSet::new(), waiting: Vec::new() };
-    if let Some(rows) = rows {
-        // Rows a crash left behind the raw log are derived again.
-        match state.store.attendance().request_deferred(Utc::now()).await {
-            Ok(events) if !events.is_empty() => {
-                tracing::warn!(
-                    ?events,
-                    "attendance rows were held back when the process last stopped; deriving them again"
-                )
-            }
-            Ok(_) => {}
-            Err(e) => tracing::error!(error = ?e, "could not look for attendance rows left behind by a crash"),
-        }
-        state.held =
-            Some(Held { rows, marked: HashSet::new(), flushing: None, settles: Vec::new(), done_tx: flushed_tx });
+    let mut state =
+        Loop { store, held: None, interval, lease, flushed_tx, finishing: HashSet::new(), waiting: Vec::new() };
+    if state.lease.is_some() {
+        // Take the rows before the first batch if no instance holds them.
+        state.renew(&mut flushed_rx).await;
+    } else if interval.is_some() {
+        state.hold().await;
     }
     // Ticks to write rows that waited long enough (a quarter of the interval
-    // late at most); idle when no rows are held.
-    let mut tick =
-        tokio::time::interval(interval.map_or(Duration::from_secs(3600), |i| (i / 4).max(Duration::from_millis(10))));
+    // late at most), and with a lease to renew it and fold in what other
+    // instances left (a quarter of the renewal period); idle when neither
+    // applies.
+    let mut period = interval.map_or(Duration::from_secs(3600), |i| (i / 4).max(Duration::from_millis(10)));
+    if state.lease.is_some() {
+        period = period.min(RENEW / 4);
+    }
+    let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut next = None;
     loop {
@@ -259,7 +286,9 @@ async fn run(store: SurrealStore, rows: Option<Rows>, mut rx: mpsc::Receiver<Job
                     }
                     continue;
                 }
-                _ = tick.tick(), if state.held.is_some() => {
+                _ = tick.tick(), if state.held.is_some() || state.lease.is_some() => {
+                    state.renew(&mut flushed_rx).await;
+                    state.fold_pending().await;
                     if let Some(held) = &mut state.held {
                         held.tick(&state.store).await;
                     }
@@ -299,32 +328,31 @@ async fn run(store: SurrealStore, rows: Option<Rows>, mut rx: mpsc::Receiver<Job
                 metrics::histogram!("rollcall_ingest_group_batches").record(group.len() as f64);
                 state.commit(group).await;
             }
-            Job::Settle(scope, reply) => match &mut state.held {
-                None => {
-                    let _ = reply.send(());
-                }
-                Some(held) => {
-                    held.settles.push((scope, reply));
-                    if held.flushing.is_none() {
-                        held.start_flush(&state.store);
+            Job::Settle(scope, reply) => {
+                state.fold_pending().await;
+                match &mut state.held {
+                    None => {
+                        let _ = reply.send(());
+                    }
+                    Some(held) => {
+                        held.settles.push((scope, reply));
+                        if held.flushing.is_none() {
+                            held.start_flush(&state.store);
+                        }
                     }
                 }
-            },
+            }
             Job::Forget(scope) => {
                 if let Some(held) = &mut state.held {
                     held.rows.forget(scope);
                 }
             }
             Job::Drain(reply) => {
-                // Flushes under way end first (one may start the next, for
-                // readers that were waiting), so that nothing writes beside
-                // the last one.
                 if let Some(held) = &mut state.held {
-                    while held.flushing.is_some() {
-                        let Some((flush, result)) = flushed_rx.recv().await else { break };
-                        held.flushed(&state.store, flush, result).await;
-                    }
-                    held.drain(&state.store).await;
+                    drain(held, &state.store, &mut flushed_rx).await;
+                }
+                if let Some(lease) = &state.lease {
+                    lease.release(&state.store).await;
                 }
                 let _ = reply.send(());
             }
@@ -332,13 +360,81 @@ async fn run(store: SurrealStore, rows: Option<Rows>, mut rx: mpsc::Receiver<Job
     }
 }
 
+/// Writes every row held, the flushes under way first (one may start the
+/// next, for readers that were waiting), so that nothing writes beside the
+/// last one.
+async fn drain(held: &mut Held, store: &SurrealStore, flushed_rx: &mut mpsc::UnboundedReceiver<Flushed>) {
+    while held.flushing.is_some() {
+        let Some((flush, result)) = flushed_rx.recv().await else { break };
+        held.flushed(store, flush, result).await;
+    }
+    held.drain(store).await;
+}
+
 impl Loop {
     async fn commit(&mut self, group: Vec<(PlannedBatch, Reply)>) {
-        let at = match &mut self.held {
-            None => RowsAt::Store,
-            Some(held) => RowsAt::Held { rows: &mut held.rows, marked: &mut held.marked },
+        let at = match (&mut self.held, &self.lease) {
+            (Some(held), _) => RowsAt::Held { rows: &mut held.rows, marked: &mut held.marked },
+            (None, Some(_)) => RowsAt::Pending,
+            (None, None) => RowsAt::Store,
         };
         commit_group(&self.store, at, group).await;
+    }
+
+    /// Starts holding rows, after turning the markers a crash (or a holder
+    /// that died) left into re-derivations: those rows lag behind the raw
+    /// log.
+    async fn hold(&mut self) {
+        let Some(interval) = self.interval else { return };
+        match self.store.attendance().request_deferred(Utc::now()).await {
+            Ok(events) if !events.is_empty() => {
+                tracing::warn!(
+                    ?events,
+                    "attendance rows were held back when their writer last stopped; deriving them again"
+                )
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = ?e, "could not look for attendance rows left behind by a crash"),
+        }
+        self.held = Some(Held::new(Rows::new(interval), self.flushed_tx.clone()));
+    }
+
+    /// Renews the lease on a shared store: holds rows when it was gained;
+    /// writes and lets go of them when it was lost.
+    async fn renew(&mut self, flushed_rx: &mut mpsc::UnboundedReceiver<Flushed>) {
+        let Some(lease) = &mut self.lease else { return };
+        match lease.renew(&self.store).await {
+            Turn::Same => {}
+            Turn::Gained => self.hold().await,
+            Turn::Lost => {
+                if let Some(mut held) = self.held.take() {
+                    // The markers stay: the new holder may have written its
+                    // own for the same events by now.
+                    held.marked.clear();
+                    drain(&mut held, &self.store, flushed_rx).await;
+                }
+            }
+        }
+    }
+
+    /// On a shared store, while holding the rows: folds in what other
+    /// instances left pending.
+    async fn fold_pending(&mut self) {
+        let holding = self.lease.as_ref().is_some_and(Lease::holding);
+        let Some(held) = self.held.as_mut() else { return };
+        if holding {
+            // A few pages a tick, so that the writer's own batches go on.
+            for _ in 0..8 {
+                match projector::fold_pending(&self.store, &mut held.rows, &mut held.marked, &self.finishing).await {
+                    Ok(n) if n > 0 => continue,
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(error = ?e, "folding in other instances' sightings failed; retrying");
+                        break;
+                    }
+                }
+            }
+        }
     }
 
     /// A final re-derivation step is done: its event's batches go on.

@@ -231,10 +231,6 @@ impl Rows {
     pub fn held(&self) -> usize {
         self.entries.len()
     }
-
-    pub fn interval(&self) -> Duration {
-        self.interval
-    }
 }
 
 impl Entry {
