@@ -201,8 +201,11 @@ pub(super) async fn finish(store: &SurrealStore, mut g: Gathered) -> Result<usiz
         let walk_ins: Vec<(Uuid, Uuid)> =
             rows.iter().filter(|r| !registered.contains(&r.user_id)).map(|r| (r.user_id, event.id)).collect();
         let n = rows.len();
+        let staying: HashSet<Uuid> = rows.iter().map(|r| r.user_id).collect();
+        let gone: Vec<Uuid> = kept.keys().filter(|u| !staying.contains(u)).copied().collect();
         let read = g.read.iter().cloned().collect();
-        match store.attendance().replace_for_event(event.id, rows, &walk_ins, read, g.generation, Utc::now()).await {
+        let now = Utc::now();
+        match store.attendance().replace_for_event(event.id, rows, &walk_ins, &gone, read, g.generation, now).await {
             Ok(()) => return Ok(n),
             Err(CommitError::Conflict) | Err(CommitError::AlreadyApplied) => {
                 tokio::time::sleep(Duration::from_millis(2u64.pow(attempt.min(6)))).await;

@@ -348,11 +348,15 @@ impl<'a> AttendanceLog<'a> {
     /// changed meanwhile fails the commit (`Conflict`), to be derived again.
     /// Pending sightings (`row_projector`) of the `read` batches go: the rows
     /// hold them now; those of batches committed since stay, to be folded in.
+    /// Of the rows there were, those of the users in `gone` go; a row another
+    /// instance created since (from a batch not read) stays.
+    #[allow(clippy::too_many_arguments)]
     pub async fn replace_for_event(
         &self,
         event: Uuid,
         mut rows: Vec<AttendanceRecord>,
         walk_ins: &[(Uuid, Uuid)],
+        gone: &[Uuid],
         read: Vec<RecordId>,
         generation: i64,
         now: DateTime<Utc>,
@@ -365,7 +369,7 @@ impl<'a> AttendanceLog<'a> {
             .query(format!(
                 "BEGIN;
                  {SEQ_STEPS}
-                 DELETE attendance WHERE event = $e AND user NOTINSIDE $users;
+                 DELETE $gone;
                  DELETE row_pending WHERE event = $e AND batches ANYINSIDE $read;
                  FOR $row IN $rows {{
                      IF $row.version > 1 {{
@@ -382,7 +386,7 @@ impl<'a> AttendanceLog<'a> {
             ))
             .bind(("e", rid("event", event)))
             .bind(("seqs", seqs))
-            .bind(("users", rows.iter().map(|r| r.user.clone()).collect::<Vec<_>>()))
+            .bind(("gone", gone.iter().map(|u| attendance_id(event, *u)).collect::<Vec<_>>()))
             .bind(("rows", rows))
             .bind(("walk_ins", walk_in_rows(walk_ins, now)))
             .bind(("read", read))

@@ -58,7 +58,7 @@ use uuid::Uuid;
 
 use self::flush::Held;
 use self::group::{RowsAt, commit_group};
-use self::projector::{Lease, Turn};
+use self::projector::Lease;
 pub use self::rows::Scope;
 use self::rows::{Flush, Rows};
 use super::rederive::Gathered;
@@ -251,9 +251,10 @@ async fn run(
     let (flushed_tx, mut flushed_rx) = mpsc::unbounded_channel();
     let mut state =
         Loop { store, held: None, interval, lease, flushed_tx, finishing: HashSet::new(), waiting: Vec::new() };
-    if state.lease.is_some() {
+    if let Some(lease) = &mut state.lease {
         // Take the rows before the first batch if no instance holds them.
-        state.renew(&mut flushed_rx).await;
+        lease.start(&state.store).await;
+        state.follow_lease(&mut flushed_rx).await;
     } else if interval.is_some() {
         state.hold().await;
     }
@@ -287,7 +288,7 @@ async fn run(
                     continue;
                 }
                 _ = tick.tick(), if state.held.is_some() || state.lease.is_some() => {
-                    state.renew(&mut flushed_rx).await;
+                    state.follow_lease(&mut flushed_rx).await;
                     state.fold_pending().await;
                     if let Some(held) = &mut state.held {
                         held.tick(&state.store).await;
@@ -351,7 +352,7 @@ async fn run(
                 if let Some(held) = &mut state.held {
                     drain(held, &state.store, &mut flushed_rx).await;
                 }
-                if let Some(lease) = &state.lease {
+                if let Some(lease) = &mut state.lease {
                     lease.release(&state.store).await;
                 }
                 let _ = reply.send(());
@@ -399,14 +400,13 @@ impl Loop {
         self.held = Some(Held::new(Rows::new(interval), self.flushed_tx.clone()));
     }
 
-    /// Renews the lease on a shared store: holds rows when it was gained;
-    /// writes and lets go of them when it was lost.
-    async fn renew(&mut self, flushed_rx: &mut mpsc::UnboundedReceiver<Flushed>) {
-        let Some(lease) = &mut self.lease else { return };
-        match lease.renew(&self.store).await {
-            Turn::Same => {}
-            Turn::Gained => self.hold().await,
-            Turn::Lost => {
+    /// On a shared store, follows the lease: holds rows once it is gained;
+    /// writes and lets go of them once it is lost.
+    async fn follow_lease(&mut self, flushed_rx: &mut mpsc::UnboundedReceiver<Flushed>) {
+        let Some(lease) = &self.lease else { return };
+        match (lease.holding(), self.held.is_some()) {
+            (true, false) => self.hold().await,
+            (false, true) => {
                 if let Some(mut held) = self.held.take() {
                     // The markers stay: the new holder may have written its
                     // own for the same events by now.
@@ -414,6 +414,7 @@ impl Loop {
                     drain(&mut held, &self.store, flushed_rx).await;
                 }
             }
+            _ => {}
         }
     }
 

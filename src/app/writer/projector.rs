@@ -14,6 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use tokio::task::JoinHandle;
+
 use chrono::Utc;
 use uuid::Uuid;
 
@@ -27,68 +29,76 @@ use crate::store::{RENEW, StoreError, SurrealStore};
 /// Pending records folded in one pass.
 const PAGE: usize = 200;
 
-/// This instance's hold on the rows.
+/// This instance's hold on the rows. A task of its own renews it, so that
+/// a writer busy with long commits does not lose it; the writer follows
+/// [`Lease::holding`] at its next tick.
 pub(super) struct Lease {
-    me: String,
+    me: Arc<str>,
     holding: Arc<AtomicBool>,
-    next: Instant,
-}
-
-/// What renewing the lease changed.
-#[derive(Debug, PartialEq, Eq)]
-pub(super) enum Turn {
-    Same,
-    Gained,
-    Lost,
+    renewer: Option<JoinHandle<()>>,
 }
 
 impl Lease {
     pub(super) fn new(holding: Arc<AtomicBool>) -> Self {
-        Self { me: Uuid::new_v4().to_string(), holding, next: Instant::now() }
+        Self { me: Uuid::new_v4().to_string().into(), holding, renewer: None }
     }
 
     pub(super) fn holding(&self) -> bool {
         self.holding.load(Ordering::Relaxed)
     }
 
-    /// Takes or renews the lease when due ([`RENEW`]); says what changed.
-    /// A failed renewal counts as lost: the holder cannot tell that its
-    /// lease still stands.
-    pub(super) async fn renew(&mut self, store: &SurrealStore) -> Turn {
-        let now = Instant::now();
-        if now < self.next {
-            return Turn::Same;
-        }
-        self.next = now + RENEW;
-        let held = match store.row_projector().lease(&self.me, Utc::now()).await {
-            Ok(held) => held,
-            Err(e) => {
-                tracing::warn!(error = ?e, "could not renew the lease on attendance rows");
-                false
+    /// Takes the lease if no instance holds it, then renews or asks for it
+    /// every [`RENEW`].
+    pub(super) async fn start(&mut self, store: &SurrealStore) {
+        renew(store, &self.me, &self.holding).await;
+        let (store, me, holding) = (store.clone(), self.me.clone(), self.holding.clone());
+        self.renewer = Some(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(RENEW).await;
+                renew(&store, &me, &holding).await;
             }
-        };
-        let was = self.holding.swap(held, Ordering::Relaxed);
-        metrics::gauge!("rollcall_ingest_rows_lease").set(if held { 1.0 } else { 0.0 });
-        match (was, held) {
-            (false, true) => {
-                tracing::info!(instance = %self.me, "this instance now writes the attendance rows");
-                Turn::Gained
-            }
-            (true, false) => {
-                tracing::warn!(instance = %self.me, "this instance no longer writes the attendance rows");
-                Turn::Lost
-            }
-            _ => Turn::Same,
-        }
+        }));
     }
 
-    /// Gives the lease up at a clean stop.
-    pub(super) async fn release(&self, store: &SurrealStore) {
+    /// Stops renewing and gives the lease up (a clean stop), so that another
+    /// instance takes it at once.
+    pub(super) async fn release(&mut self, store: &SurrealStore) {
+        if let Some(renewer) = self.renewer.take() {
+            renewer.abort();
+            let _ = renewer.await;
+        }
         if self.holding.swap(false, Ordering::Relaxed)
             && let Err(e) = store.row_projector().release(&self.me).await
         {
             tracing::warn!(error = ?e, "could not give up the lease on attendance rows; it runs out by itself");
         }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(renewer) = self.renewer.take() {
+            renewer.abort();
+        }
+    }
+}
+
+/// Takes or renews the lease. A failed renewal counts as lost: the holder
+/// cannot tell that its lease still stands.
+async fn renew(store: &SurrealStore, me: &str, holding: &AtomicBool) {
+    let held = match store.row_projector().lease(me, Utc::now()).await {
+        Ok(held) => held,
+        Err(e) => {
+            tracing::warn!(error = ?e, "could not renew the lease on attendance rows");
+            false
+        }
+    };
+    let was = holding.swap(held, Ordering::Relaxed);
+    metrics::gauge!("rollcall_ingest_rows_lease").set(if held { 1.0 } else { 0.0 });
+    match (was, held) {
+        (false, true) => tracing::info!(instance = %me, "this instance now writes the attendance rows"),
+        (true, false) => tracing::warn!(instance = %me, "this instance no longer writes the attendance rows"),
+        _ => {}
     }
 }
 
