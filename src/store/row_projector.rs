@@ -161,13 +161,6 @@ impl<'a> RowProjector<'a> {
         rows.into_iter().map(PendingFold::from_row).collect()
     }
 
-    /// How many records wait to be folded in.
-    pub async fn waiting(&self) -> Result<usize, StoreError> {
-        let mut res = self.db.query("RETURN array::len(SELECT VALUE id FROM row_pending)").await?;
-        let n: Option<i64> = res.take(0)?;
-        Ok(n.unwrap_or(0).max(0) as usize)
-    }
-
     /// Deletes the records folded in and marks their events' rows as
     /// waiting (`deferred_rows`), in one transaction.
     pub async fn folded(&self, ids: Vec<RecordId>, marks: &[Uuid], now: DateTime<Utc>) -> Result<(), StoreError> {

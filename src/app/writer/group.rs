@@ -59,10 +59,12 @@ pub(super) async fn commit_group(store: &SurrealStore, mut at: RowsAt<'_>, mut g
             write.deferred.dedup();
         }
         let (folded, rows) = (t.elapsed(), write.created.len() + write.updated.len());
+        let pending: usize = write.pending.iter().map(|p| p.sightings.len()).sum();
         let committed = store.attendance().commit(&mut write, now).await;
         tracing::debug!(batches = group.len(), rows, held = changed.len(), ?folded, commit = ?(t.elapsed() - folded), "ingest group");
         match committed {
             Ok(()) => {
+                metrics::counter!("rollcall_ingest_pending_sightings_total").increment(pending as u64);
                 if let RowsAt::Held { rows, marked } = &mut at {
                     rows.committed(&write.created, changed, Instant::now());
                     marked.extend(write.deferred.iter().copied());
@@ -199,10 +201,7 @@ fn pending_of(group: &[(PlannedBatch, Reply)], changed: HashSet<Pair>) -> Vec<Pe
             p.sightings.extend(items.iter().map(|(_, s)| (pair.1, *s)));
         }
     }
-    let pending: Vec<PendingFold> = by.into_values().collect();
-    let n: usize = pending.iter().map(|p| p.sightings.len()).sum();
-    metrics::counter!("rollcall_ingest_pending_sightings_total").increment(n as u64);
-    pending
+    by.into_values().collect()
 }
 
 /// What to ask the raw log about one scanner's sightings: the sightings, and
