@@ -19,6 +19,9 @@
 //!   but not yet in any row, so the raw log's answer to "was this sighting
 //!   counted before?" leaves out every batch still pending
 //!   ([`super::Batches::logged_between`]).
+//! - **A record that cannot be read** (a bug or a hand edit) does not stop
+//!   the others: it is deleted in the transaction that asks for its event
+//!   to be derived again from the raw log, which holds its batches.
 //! - **The lease** runs out [`LEASE_SECS`] after its holder last renewed
 //!   it; another instance then takes it. Rows are guarded by version, so a
 //!   holder that was paused past its lease and writes late fails the guard
@@ -154,11 +157,48 @@ impl<'a> RowProjector<'a> {
         Ok(())
     }
 
-    /// The oldest `limit` pending records.
-    pub async fn pending(&self, limit: usize) -> Result<Vec<PendingFold>, StoreError> {
+    /// The oldest `limit` pending records that can be read. One that cannot
+    /// (only a bug or a hand edit makes one) must not stop the folding of
+    /// those behind it: it is deleted, in the transaction that asks for its
+    /// event to be derived again from the raw log, which holds its batches.
+    pub async fn pending(&self, limit: usize, now: DateTime<Utc>) -> Result<Vec<PendingFold>, StoreError> {
         let mut res = self.db.query("SELECT * FROM row_pending LIMIT $n").bind(("n", limit as i64)).await?;
         let rows: Vec<PendingRow> = res.take(0)?;
-        rows.into_iter().map(PendingFold::from_row).collect()
+        let mut readable = Vec::with_capacity(rows.len());
+        let mut unreadable = Vec::new();
+        for row in rows {
+            let (id, event) = (row.id.clone(), row.event.clone());
+            match PendingFold::from_row(row) {
+                Ok(p) => readable.push(p),
+                Err(e) => match key_of(&event) {
+                    Ok(event) => {
+                        tracing::error!(record = ?id, %event, error = %e,
+                            "a pending record of sightings cannot be read; deriving its event again from the raw log");
+                        unreadable.push((id, super::rederive::rederive_id(event)));
+                    }
+                    // Without its event nothing can derive it: it stays, for
+                    // an operator, and the others go on.
+                    Err(_) => tracing::error!(record = ?id, error = %e, "a pending record of sightings cannot be read"),
+                },
+            }
+        }
+        if !unreadable.is_empty() {
+            let (ids, rederive): (Vec<RecordId>, Vec<RecordId>) = unreadable.into_iter().unzip();
+            self.db
+                .query(format!(
+                    "BEGIN;
+                     FOR $rederive IN $rederives {{ {} }};
+                     DELETE $ids;
+                     COMMIT;",
+                    super::rederive::REQUEST
+                ))
+                .bind(("rederives", rederive))
+                .bind(("ids", ids))
+                .bind(("now", now))
+                .await?
+                .check()?;
+        }
+        Ok(readable)
     }
 
     /// Deletes the records folded in and marks their events' rows as
@@ -204,6 +244,43 @@ mod tests {
         assert!(!lease.lease("a", later).await.expect("asked"), "b still holds it");
         lease.release("b").await.expect("given up");
         assert!(lease.lease("a", later).await.expect("taken at once"));
+    }
+
+    /// A record that cannot be read is set aside for the raw log to derive
+    /// again; the others behind it are still folded.
+    #[tokio::test]
+    async fn an_unreadable_pending_record_asks_for_its_event_again_and_does_not_stop_the_others() {
+        let store = SurrealStore::memory().await.expect("store");
+        let (bad_event, good_event) = (Uuid::new_v4(), Uuid::new_v4());
+        let t = Utc::now();
+        let sighting = Sighting { scanner: Uuid::new_v4(), seen_at: t, rssi: Some(-60) };
+        let fold = |event| PendingFold {
+            id: None,
+            event,
+            batches: vec![],
+            gap: chrono::Duration::minutes(10),
+            sightings: vec![(Uuid::new_v4(), sighting)],
+        };
+        let mut bad = fold(bad_event).into_row(t).expect("row");
+        bad.sightings = Bytes::from(b"\x01\x02".to_vec());
+        let good = fold(good_event).into_row(t + chrono::Duration::milliseconds(1)).expect("row");
+        store
+            .raw()
+            .query("INSERT INTO row_pending $rows")
+            .bind(("rows", vec![bad, good]))
+            .await
+            .unwrap()
+            .check()
+            .unwrap();
+
+        let read = store.row_projector().pending(10, t).await.expect("the readable ones");
+        assert_eq!(read.iter().map(|p| p.event).collect::<Vec<_>>(), vec![good_event]);
+        let asked = store.rederivations().get(bad_event).await.expect("read").expect("asked for");
+        assert_eq!(asked.requested, 1);
+        assert!(store.rederivations().get(good_event).await.expect("read").is_none());
+        let again = store.row_projector().pending(10, t).await.expect("the readable ones");
+        assert_eq!(again.len(), 1, "the unreadable record went, the readable one waits for its fold");
+        assert_eq!(store.rederivations().get(bad_event).await.unwrap().unwrap().requested, 1, "asked once");
     }
 
     #[test]

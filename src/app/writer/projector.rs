@@ -112,7 +112,7 @@ pub(super) async fn fold_pending(
     marked: &mut HashSet<Uuid>,
     finishing: &HashSet<Uuid>,
 ) -> Result<usize, StoreError> {
-    let mut pending = store.row_projector().pending(PAGE).await?;
+    let mut pending = store.row_projector().pending(PAGE, Utc::now()).await?;
     pending.retain(|p| !finishing.contains(&p.event));
     if pending.is_empty() {
         return Ok(0);
