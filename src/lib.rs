@@ -21,6 +21,7 @@ pub mod graphql;
 pub mod http;
 pub mod import;
 pub mod live;
+pub mod memory;
 pub mod startup;
 pub mod state;
 pub mod store;
