@@ -400,44 +400,6 @@ impl Loop {
         self.held = Some(Held::new(Rows::new(interval), self.flushed_tx.clone()));
     }
 
-    /// On a shared store, follows the lease: holds rows once it is gained;
-    /// writes and lets go of them once it is lost.
-    async fn follow_lease(&mut self, flushed_rx: &mut mpsc::UnboundedReceiver<Flushed>) {
-        let Some(lease) = &self.lease else { return };
-        match (lease.holding(), self.held.is_some()) {
-            (true, false) => self.hold().await,
-            (false, true) => {
-                if let Some(mut held) = self.held.take() {
-                    // The markers stay: the new holder may have written its
-                    // own for the same events by now.
-                    held.marked.clear();
-                    drain(&mut held, &self.store, flushed_rx).await;
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// On a shared store, while holding the rows: folds in what other
-    /// instances left pending.
-    async fn fold_pending(&mut self) {
-        let holding = self.lease.as_ref().is_some_and(Lease::holding);
-        let Some(held) = self.held.as_mut() else { return };
-        if holding {
-            // A few pages a tick, so that the writer's own batches go on.
-            for _ in 0..8 {
-                match projector::fold_pending(&self.store, &mut held.rows, &mut held.marked, &self.finishing).await {
-                    Ok(n) if n > 0 => continue,
-                    Ok(_) => break,
-                    Err(e) => {
-                        tracing::warn!(error = ?e, "folding in other instances' sightings failed; retrying");
-                        break;
-                    }
-                }
-            }
-        }
-    }
-
     /// A final re-derivation step is done: its event's batches go on.
     async fn finished(&mut self, event: Uuid) {
         self.finishing.remove(&event);

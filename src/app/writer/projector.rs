@@ -7,13 +7,15 @@
 //! batches against the stored rows to answer them, commit the rows they
 //! create, and leave the rest pending. Taking the lease turns the
 //! `deferred_rows` markers a dead holder left into re-derivations; losing it
-//! writes what is held, then lets it go.
+//! writes what is held, then lets it go. The writer's loop follows the lease
+//! at each tick (`Loop::follow_lease`, `Loop::fold_pending`, here).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use chrono::Utc;
@@ -21,6 +23,7 @@ use uuid::Uuid;
 
 use super::group::{Ask, known_repeats_of};
 use super::rows::Rows;
+use super::{Flushed, Loop, drain};
 use crate::app::ingest::event_rules;
 use crate::domain::Attendance;
 use crate::domain::ingest::{BatchOutcome, Counted, EventRules, Fold, Pair, SightingStatus, below_marks};
@@ -102,11 +105,52 @@ async fn renew(store: &SurrealStore, me: &str, holding: &AtomicBool) {
     }
 }
 
+/// The writer loop's side of the lease.
+impl Loop {
+    /// On a shared store, follows the lease: holds rows once it is gained;
+    /// writes and lets go of them once it is lost.
+    pub(super) async fn follow_lease(&mut self, flushed_rx: &mut mpsc::UnboundedReceiver<Flushed>) {
+        let Some(lease) = &self.lease else { return };
+        match (lease.holding(), self.held.is_some()) {
+            (true, false) => self.hold().await,
+            (false, true) => {
+                if let Some(mut held) = self.held.take() {
+                    // The markers stay: the new holder may have written its
+                    // own for the same events by now.
+                    held.marked.clear();
+                    drain(&mut held, &self.store, flushed_rx).await;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// On a shared store, while holding the rows: folds in what other
+    /// instances left pending.
+    pub(super) async fn fold_pending(&mut self) {
+        let holding = self.lease.as_ref().is_some_and(Lease::holding);
+        let Some(held) = self.held.as_mut() else { return };
+        if holding {
+            // A few pages a tick, so that the writer's own batches go on.
+            for _ in 0..8 {
+                match fold_page(&self.store, &mut held.rows, &mut held.marked, &self.finishing).await {
+                    Ok(n) if n > 0 => continue,
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(error = ?e, "folding in other instances' sightings failed; retrying");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Folds the oldest pending records into the rows held, and deletes them
 /// with markers for their events; returns how many were folded. Those of
 /// events whose re-derivation is finishing wait for it (it deletes those it
 /// derived from, and the rows held for the event are let go after it).
-pub(super) async fn fold_pending(
+async fn fold_page(
     store: &SurrealStore,
     rows: &mut Rows,
     marked: &mut HashSet<Uuid>,
