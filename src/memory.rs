@@ -14,19 +14,28 @@ use std::time::Duration;
 /// How often the server gives back what the allocator holds freed.
 const GIVE_BACK_EVERY: Duration = Duration::from_secs(1);
 
+/// The task that gives back freed memory; it stops when this is dropped.
+pub struct GivingBack(tokio::task::JoinHandle<()>);
+
+impl Drop for GivingBack {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Gives back what the allocator holds freed every [`GIVE_BACK_EVERY`]
-/// until the returned task is aborted. With another global allocator (the
+/// until the returned guard is dropped. With another global allocator (the
 /// test binaries, `--features system-allocator`) it costs one call a second
 /// into mimalloc's unused heap.
-pub fn give_back_freed_regularly() -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async {
+pub fn give_back_freed_regularly() -> GivingBack {
+    GivingBack(tokio::spawn(async {
         let mut tick = tokio::time::interval(GIVE_BACK_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             give_back_freed();
         }
-    })
+    }))
 }
 
 #[allow(unsafe_code)]

@@ -94,7 +94,8 @@ impl Application {
     /// to the grace period for in-flight requests before returning.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let Application { listener, state, shutdown_grace } = self;
-        let give_back = crate::memory::give_back_freed_regularly();
+        // Stops with this function, whichever way it returns.
+        let _giving_back = crate::memory::give_back_freed_regularly();
         {
             let app = crate::http::router(state.clone());
             let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
@@ -126,7 +127,6 @@ impl Application {
         live.sockets_closed(Duration::from_secs(5)).await;
         drop(live);
         store.close(Duration::from_secs(10)).await;
-        give_back.abort();
         Ok(())
     }
 }
