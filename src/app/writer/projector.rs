@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use super::group::{Ask, known_repeats_of};
 use super::rows::Rows;
-use super::{Flushed, Loop, drain};
+use super::task::{Flushed, Loop, drain};
 use crate::app::ingest::event_rules;
 use crate::domain::Attendance;
 use crate::domain::ingest::{BatchOutcome, Counted, EventRules, Fold, Pair, SightingStatus, below_marks};
