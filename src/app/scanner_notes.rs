@@ -91,7 +91,7 @@ async fn write_loop(store: SurrealStore, shared: Arc<Shared>) {
         };
         let notes = std::mem::take(&mut *shared.pending.lock().unwrap_or_else(|p| p.into_inner()));
         for (key, n) in notes {
-            if let Err(e) = store.attendance().note_scanner_batch(key, n.batch_id, n.unknown, n.at).await {
+            if let Err(e) = store.api_keys().note_batch(key, n.batch_id, n.unknown, n.at).await {
                 tracing::warn!(error = ?e, scanner = %key, "could not record the scanner's last batch");
             }
         }

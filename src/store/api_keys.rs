@@ -147,4 +147,39 @@ impl<'a> ApiKeys<'a> {
             .check()?;
         Ok(())
     }
+
+    /// Records the key's last batch and adds to its unknown-device count.
+    ///
+    /// Kept out of the batch's transaction: scanners sharing a key would
+    /// otherwise all write this one record and conflict on every batch.
+    /// A few retries cover concurrent batches of the same key.
+    pub async fn note_batch(
+        &self,
+        key: Uuid,
+        batch_id: Uuid,
+        unknown: u64,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut last = None;
+        for _ in 0..5 {
+            let res = self
+                .db
+                .query(
+                    "UPDATE $key SET last_batch_at = $now, last_batch_id = $batch,
+                         unknown_devices = (unknown_devices ?? 0) + $unknown",
+                )
+                .bind(("key", rid("api_key", key)))
+                .bind(("now", now))
+                .bind(("batch", batch_id.to_string()))
+                .bind(("unknown", unknown as i64))
+                .await
+                .and_then(|r| r.check());
+            match res {
+                Ok(_) => return Ok(()),
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        Err(last.map_or_else(|| StoreError::Corrupt("no attempt".into()), StoreError::from))
+    }
 }

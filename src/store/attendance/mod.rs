@@ -10,16 +10,17 @@
 //! for the same person cannot overwrite each other; the loser's transaction
 //! fails and it folds again from fresh reads.
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, Utc};
 use surrealdb::types::{Array, RecordId, SurrealValue};
 use uuid::Uuid;
 
+mod reads;
+mod replace;
+
 use super::Conn;
 use super::batches::BatchRecord;
 use super::check_ins::SEQ_STEPS;
-use super::rederive::{FINISH, REQUEST, rederive_id};
+use super::rederive::REQUEST;
 use super::row_projector::PendingFold;
 use super::{StoreError, key_of, registration_id, rid};
 use crate::domain::{Attendance, Mark, Stay};
@@ -208,17 +209,6 @@ impl<'a> AttendanceLog<'a> {
         Self { db }
     }
 
-    /// The attendance rows of these (event, user) pairs that exist.
-    pub async fn rows(&self, pairs: &[(Uuid, Uuid)]) -> Result<Vec<AttendanceRecord>, StoreError> {
-        if pairs.is_empty() {
-            return Ok(Vec::new());
-        }
-        let ids: Vec<RecordId> = pairs.iter().map(|(e, u)| attendance_id(*e, *u)).collect();
-        let mut res = self.db.query("SELECT * FROM $ids").bind(("ids", ids)).await?;
-        let rows: Vec<AttendanceRow> = res.take(0)?;
-        rows.into_iter().map(AttendanceRecord::try_from).collect()
-    }
-
     /// Commits one group of the writer atomically; see the module doc for
     /// the checks. Cursors for the new check-ins are handed out here, from
     /// the counters as they stand, and set on `w.created`; the commit fails
@@ -301,187 +291,6 @@ impl<'a> AttendanceLog<'a> {
             .await?;
         let found: Vec<RecordId> = res.take(2)?;
         found.iter().map(key_of).collect()
-    }
-
-    /// Records a scanner's last batch and adds to its unknown-device count.
-    ///
-    /// Kept out of the batch's transaction: scanners sharing a key would
-    /// otherwise all write this one record and conflict on every batch.
-    /// A few retries cover concurrent batches of the same key.
-    pub async fn note_scanner_batch(
-        &self,
-        key: Uuid,
-        batch_id: Uuid,
-        unknown: u64,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        let mut last = None;
-        for _ in 0..5 {
-            let res = self
-                .db
-                .query(
-                    "UPDATE $key SET last_batch_at = $now, last_batch_id = $batch,
-                         unknown_devices = (unknown_devices ?? 0) + $unknown",
-                )
-                .bind(("key", rid("api_key", key)))
-                .bind(("now", now))
-                .bind(("batch", batch_id.to_string()))
-                .bind(("unknown", unknown as i64))
-                .await
-                .and_then(|r| r.check());
-            match res {
-                Ok(_) => return Ok(()),
-                Err(e) => last = Some(e),
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-        }
-        Err(last.map_or_else(|| StoreError::Corrupt("no attempt".into()), StoreError::from))
-    }
-
-    /// Replaces all of an event's attendance rows, registers the `walk_ins`
-    /// (user, event) pairs, and marks re-derivation `generation` done,
-    /// atomically.
-    ///
-    /// Rows that stay are written over in place (with the cursor they carry),
-    /// so a live subscriber sees updates, not the same check-ins again. Each
-    /// carries the version it was read at plus one: a row another instance
-    /// changed meanwhile fails the commit (`Conflict`), to be derived again.
-    /// Pending sightings (`row_projector`) of the `read` batches go: the rows
-    /// hold them now; those of batches committed since stay, to be folded in.
-    /// Of the rows there were, those of the users in `gone` go; a row another
-    /// instance created since (from a batch not read) stays.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn replace_for_event(
-        &self,
-        event: Uuid,
-        mut rows: Vec<AttendanceRecord>,
-        walk_ins: &[(Uuid, Uuid)],
-        gone: &[Uuid],
-        read: Vec<RecordId>,
-        generation: i64,
-        now: DateTime<Utc>,
-    ) -> Result<(), CommitError> {
-        let seqs = self.assign_cursors(&mut rows).await?;
-        let n = rows.len() as i64;
-        let rows: Vec<AttendanceRow> = rows.iter().map(AttendanceRow::from).collect();
-        let res = self
-            .db
-            .query(format!(
-                "BEGIN;
-                 {SEQ_STEPS}
-                 DELETE $gone;
-                 DELETE row_pending WHERE event = $e AND batches ANYINSIDE $read;
-                 FOR $row IN $rows {{
-                     IF $row.version > 1 {{
-                         IF array::len(UPDATE $row.id CONTENT $row WHERE version = $row.version - 1 RETURN id) == 0 {{
-                             THROW 'attendance changed concurrently';
-                         }};
-                     }} ELSE {{
-                         CREATE $row.id CONTENT $row;
-                     }};
-                 }};
-                 {WALK_INS}
-                 {FINISH}
-                 COMMIT;"
-            ))
-            .bind(("e", rid("event", event)))
-            .bind(("seqs", seqs))
-            .bind(("gone", gone.iter().map(|u| attendance_id(event, *u)).collect::<Vec<_>>()))
-            .bind(("rows", rows))
-            .bind(("walk_ins", walk_in_rows(walk_ins, now)))
-            .bind(("read", read))
-            .bind(("rederive", rederive_id(event)))
-            .bind(("generation", generation))
-            .bind(("rows_n", n))
-            .bind(("now", now))
-            .await
-            .map_err(StoreError::from)?;
-        commit_result(res)
-    }
-
-    /// The cursor and version of each of an event's attendance rows, by user.
-    pub async fn cursors(&self, event: Uuid) -> Result<HashMap<Uuid, (String, i64)>, StoreError> {
-        #[derive(Debug, SurrealValue)]
-        struct Kept {
-            user: RecordId,
-            cursor: Option<String>,
-            version: i64,
-        }
-        let mut res = self
-            .db
-            .query("SELECT user, cursor, version FROM attendance WHERE event = $e")
-            .bind(("e", rid("event", event)))
-            .await?;
-        let rows: Vec<Kept> = res.take(0)?;
-        rows.into_iter().map(|k| Ok((key_of(&k.user)?, (k.cursor.unwrap_or_default(), k.version)))).collect()
-    }
-
-    /// How many of an event's users have checked in, and how many of them
-    /// were last seen in `(since, now]` (present now).
-    pub async fn counts(
-        &self,
-        event: Uuid,
-        since: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<(usize, usize), StoreError> {
-        #[derive(Debug, SurrealValue)]
-        struct Counts {
-            checked_in: i64,
-            present: i64,
-        }
-        let mut res = self
-            .db
-            .query(
-                "LET $rows = SELECT last_seen FROM attendance WHERE event = $e;
-                 RETURN { checked_in: array::len($rows),
-                          present: array::len($rows[WHERE last_seen > $since AND last_seen <= $now]) };",
-            )
-            .bind(("e", rid("event", event)))
-            .bind(("since", since))
-            .bind(("now", now))
-            .await?;
-        let c: Option<Counts> = res.take(1)?;
-        let c = c.ok_or_else(|| StoreError::Corrupt("no attendance counts".into()))?;
-        Ok((c.checked_in.max(0) as usize, c.present.max(0) as usize))
-    }
-
-    /// An event's attendance, ordered by user id, after `after`.
-    pub async fn for_event(
-        &self,
-        event: Uuid,
-        after: Option<Uuid>,
-        limit: usize,
-    ) -> Result<Vec<AttendanceRecord>, StoreError> {
-        let sql = if after.is_some() {
-            "SELECT * FROM attendance WHERE event = $e AND user > $after ORDER BY user LIMIT $limit"
-        } else {
-            "SELECT * FROM attendance WHERE event = $e ORDER BY user LIMIT $limit"
-        };
-        let mut res = self
-            .db
-            .query(sql)
-            .bind(("e", rid("event", event)))
-            .bind(("after", after.map(|a| rid("user", a))))
-            .bind(("limit", limit as i64))
-            .await?;
-        let rows: Vec<AttendanceRow> = res.take(0)?;
-        rows.into_iter().map(AttendanceRecord::try_from).collect()
-    }
-
-    /// A user's attendance at every event.
-    pub async fn for_user(&self, user: Uuid) -> Result<Vec<AttendanceRecord>, StoreError> {
-        let mut res = self
-            .db
-            .query("SELECT * FROM attendance WHERE user = $u ORDER BY first_seen")
-            .bind(("u", rid("user", user)))
-            .await?;
-        let rows: Vec<AttendanceRow> = res.take(0)?;
-        rows.into_iter().map(AttendanceRecord::try_from).collect()
-    }
-
-    /// One row.
-    pub async fn get(&self, event: Uuid, user: Uuid) -> Result<Option<AttendanceRecord>, StoreError> {
-        Ok(self.rows(&[(event, user)]).await?.into_iter().next())
     }
 }
 
