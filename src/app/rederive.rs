@@ -202,7 +202,8 @@ pub(super) async fn finish(store: &SurrealStore, mut g: Gathered) -> Result<usiz
             rows.iter().filter(|r| !registered.contains(&r.user_id)).map(|r| (r.user_id, event.id)).collect();
         let n = rows.len();
         let staying: HashSet<Uuid> = rows.iter().map(|r| r.user_id).collect();
-        let gone: Vec<Uuid> = kept.keys().filter(|u| !staying.contains(u)).copied().collect();
+        let gone: Vec<(Uuid, i64)> =
+            kept.iter().filter(|(u, _)| !staying.contains(u)).map(|(u, (_, version))| (*u, *version)).collect();
         let read = g.read.iter().cloned().collect();
         let now = Utc::now();
         match store.attendance().replace_for_event(event.id, rows, &walk_ins, &gone, read, g.generation, now).await {

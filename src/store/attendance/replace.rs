@@ -14,6 +14,13 @@ use super::{
 use crate::store::rederive::{FINISH, rederive_id};
 use crate::store::{StoreError, key_of, rid};
 
+/// A row that no longer derives, at the version it was read.
+#[derive(Debug, SurrealValue)]
+struct Gone {
+    id: RecordId,
+    version: i64,
+}
+
 impl AttendanceLog<'_> {
     /// Replaces all of an event's attendance rows, registers the `walk_ins`
     /// (user, event) pairs, and marks re-derivation `generation` done,
@@ -25,7 +32,9 @@ impl AttendanceLog<'_> {
     /// changed meanwhile fails the commit (`Conflict`), to be derived again.
     /// Pending sightings (`row_projector`) of the `read` batches go: the rows
     /// hold them now; those of batches committed since stay, to be folded in.
-    /// Of the rows there were, those of the users in `gone` go; a row another
+    /// Of the rows there were, those of the users in `gone` go, each only at
+    /// the version it was read at: one another instance wrote since fails
+    /// the commit (`Conflict`) like a changed row that stays. A row another
     /// instance created since (from a batch not read) stays.
     #[allow(clippy::too_many_arguments)]
     pub async fn replace_for_event(
@@ -33,7 +42,7 @@ impl AttendanceLog<'_> {
         event: Uuid,
         mut rows: Vec<AttendanceRecord>,
         walk_ins: &[(Uuid, Uuid)],
-        gone: &[Uuid],
+        gone: &[(Uuid, i64)],
         read: Vec<RecordId>,
         generation: i64,
         now: DateTime<Utc>,
@@ -46,7 +55,11 @@ impl AttendanceLog<'_> {
             .query(format!(
                 "BEGIN;
                  {SEQ_STEPS}
-                 DELETE $gone;
+                 FOR $g IN $gone {{
+                     IF array::len(DELETE $g.id WHERE version = $g.version RETURN BEFORE) == 0 {{
+                         THROW 'attendance changed concurrently';
+                     }};
+                 }};
                  DELETE row_pending WHERE event = $e AND batches ANYINSIDE $read;
                  FOR $row IN $rows {{
                      IF $row.version > 1 {{
@@ -63,7 +76,12 @@ impl AttendanceLog<'_> {
             ))
             .bind(("e", rid("event", event)))
             .bind(("seqs", seqs))
-            .bind(("gone", gone.iter().map(|u| attendance_id(event, *u)).collect::<Vec<_>>()))
+            .bind((
+                "gone",
+                gone.iter()
+                    .map(|(u, version)| Gone { id: attendance_id(event, *u), version: *version })
+                    .collect::<Vec<_>>(),
+            ))
             .bind(("rows", rows))
             .bind(("walk_ins", walk_in_rows(walk_ins, now)))
             .bind(("read", read))
@@ -91,5 +109,72 @@ impl AttendanceLog<'_> {
             .await?;
         let rows: Vec<Kept> = res.take(0)?;
         rows.into_iter().map(|k| Ok((key_of(&k.user)?, (k.cursor.unwrap_or_default(), k.version)))).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::domain::{Attendance, Mark};
+    use crate::store::{GroupWrite, SurrealStore};
+
+    fn row(event: Uuid, user: Uuid, version: i64) -> AttendanceRecord {
+        let now = Utc::now();
+        let scanner = Uuid::new_v4();
+        AttendanceRecord {
+            event_id: event,
+            user_id: user,
+            attendance: Attendance {
+                first_seen: now,
+                first_scanner: scanner,
+                last_seen: now,
+                stays: Vec::new(),
+                sightings: 1,
+                best_rssi: None,
+                marks: vec![Mark { scanner, at: now }],
+            },
+            version,
+            cursor: String::new(),
+        }
+    }
+
+    /// A row the re-derivation read, and that no longer derives, goes only
+    /// if nobody wrote it since: a row another instance wrote meanwhile
+    /// fails the replacement, to be derived again from fresh reads.
+    #[tokio::test]
+    async fn a_row_written_since_it_was_read_is_not_deleted_as_gone() {
+        let store = SurrealStore::memory().await.expect("store");
+        let log = store.attendance();
+        let (event, user) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut created = GroupWrite {
+            batches: Vec::new(),
+            created: vec![row(event, user, 1)],
+            updated: Vec::new(),
+            walk_ins: Vec::new(),
+            deferred: Vec::new(),
+            pending: Vec::new(),
+        };
+        log.commit(&mut created, Utc::now()).await.expect("created");
+        let read = log.cursors(event).await.expect("read");
+        assert_eq!(read[&user].1, 1);
+        // Another instance writes the row through after the read.
+        let mut newer = log.get(event, user).await.expect("row").expect("there");
+        newer.version += 1;
+        newer.attendance.sightings += 1;
+        log.write_deferred(&[newer]).await.expect("written");
+
+        let gone = [(user, read[&user].1)];
+        let replaced = log.replace_for_event(event, Vec::new(), &[], &gone, Vec::new(), 1, Utc::now()).await;
+        assert!(matches!(replaced, Err(CommitError::Conflict)), "{replaced:?}");
+        let kept = log.get(event, user).await.expect("read again").expect("the row stays");
+        assert_eq!((kept.version, kept.attendance.sightings), (2, 2));
+
+        // Read again, it goes.
+        let gone = [(user, 2)];
+        log.replace_for_event(event, Vec::new(), &[], &gone, Vec::new(), 2, Utc::now()).await.expect("replaced");
+        assert!(log.get(event, user).await.expect("read").is_none());
     }
 }
