@@ -56,6 +56,9 @@ use tokio::sync::RwLock;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Crash loop: kills the server with SIGKILL again and again while
+/// scanners that retry upload; checks that every acknowledged batch is
+/// stored once (see the top of examples/crash_loop.rs).
 #[derive(Parser, Debug)]
 struct Args {
     /// How many times the server is killed.

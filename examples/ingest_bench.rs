@@ -60,6 +60,9 @@ use serde_json::{Value, json};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Ingest benchmark: scanners upload sighting batches over HTTP; prints
+/// sightings/s beside the raw write ceiling and checks attendance against
+/// every acknowledged batch (see the top of examples/ingest_bench.rs).
 #[derive(Parser, Debug)]
 struct Args {
     /// Concurrent clients (scanners).

@@ -60,6 +60,9 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Soak: live subscribers for a long time, with check-ins flowing and
+/// sockets churning; prints the server's memory every minute and its
+/// socket gauge at the end (see the top of examples/soak.rs).
 #[derive(Parser, Debug)]
 struct Args {
     /// Live subscribers at any time.
