@@ -54,7 +54,7 @@ use tokio::sync::RwLock;
 /// The server runs in this binary: the same allocator as `rollcall`'s.
 #[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: rollcall::memory::Allocator = rollcall::memory::Allocator;
 
 /// Crash loop: kills the server with SIGKILL again and again while
 /// scanners that retry upload; checks that every acknowledged batch is

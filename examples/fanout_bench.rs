@@ -55,7 +55,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 /// The server child runs in this binary: the same allocator as `rollcall`'s.
 #[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: rollcall::memory::Allocator = rollcall::memory::Allocator;
 
 /// Fan-out benchmark: WebSocket subscribers to one event's check-ins while
 /// check-ins arrive at a steady rate; prints delivery latency and the

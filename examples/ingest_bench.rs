@@ -58,7 +58,7 @@ use serde_json::{Value, json};
 /// The server runs in this binary: the same allocator as `rollcall`'s.
 #[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: rollcall::memory::Allocator = rollcall::memory::Allocator;
 
 /// Ingest benchmark: scanners upload sighting batches over HTTP; prints
 /// sightings/s beside the raw write ceiling and checks attendance against

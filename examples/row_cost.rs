@@ -30,7 +30,7 @@ use uuid::Uuid;
 /// The server runs in this binary: the same allocator as `rollcall`'s.
 #[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: rollcall::memory::Allocator = rollcall::memory::Allocator;
 
 /// What one attendance-row write costs inside SurrealDB, with and without
 /// the table's indexes and field definitions.

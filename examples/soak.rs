@@ -58,7 +58,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 /// The server child runs in this binary: the same allocator as `rollcall`'s.
 #[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: rollcall::memory::Allocator = rollcall::memory::Allocator;
 
 /// Soak: live subscribers for a long time, with check-ins flowing and
 /// sockets churning; prints the server's memory every minute and its

@@ -5,11 +5,12 @@ use rollcall::config::{Cli, Command};
 use rollcall::startup::{Application, shutdown_signal};
 use rollcall::{cli, telemetry};
 
-/// See Cargo.toml: keeps idle WebSockets small. The server has it give back
-/// what it holds freed every second (`rollcall::memory`).
+/// mimalloc (see Cargo.toml: it keeps idle WebSockets small), with large
+/// blocks mapped from the system; the server has it give back what it holds
+/// freed every second (`rollcall::memory`).
 #[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: rollcall::memory::Allocator = rollcall::memory::Allocator;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
