@@ -64,7 +64,9 @@ unsafe impl GlobalAlloc for Allocator {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if fresh(layout) { unmap(ptr, layout.size()) } else { unsafe { MiMalloc.dealloc(ptr, layout) } }
+        // SAFETY: a block of this layout was made by `map` (see `fresh`),
+        // and the caller is done with it.
+        if fresh(layout) { unsafe { unmap(ptr, layout.size()) } } else { unsafe { MiMalloc.dealloc(ptr, layout) } }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
@@ -106,11 +108,15 @@ fn map(size: usize) -> *mut u8 {
     if ptr == libc::MAP_FAILED { std::ptr::null_mut() } else { ptr.cast() }
 }
 
+/// Unmaps a block made by [`map`].
+///
+/// # Safety
+/// `ptr` and `size` must be those of a mapping `map` made, and nothing may
+/// use it any more.
 #[cfg(unix)]
 #[allow(unsafe_code)]
-fn unmap(ptr: *mut u8, size: usize) {
-    // SAFETY: `ptr` and `size` are those of a mapping made by `map`, which
-    // nothing uses any more (the allocator's caller freed it).
+unsafe fn unmap(ptr: *mut u8, size: usize) {
+    // SAFETY: the caller's guarantee.
     unsafe { libc::munmap(ptr.cast(), size) };
 }
 
@@ -120,7 +126,8 @@ fn map(_: usize) -> *mut u8 {
 }
 
 #[cfg(not(unix))]
-fn unmap(_: *mut u8, _: usize) {
+#[allow(unsafe_code)]
+unsafe fn unmap(_: *mut u8, _: usize) {
     unreachable!("`fresh` is false off unix")
 }
 
