@@ -7,11 +7,12 @@
 //! when freed. The reason is the embedded store's write buffer (SurrealKV's
 //! memtable, `--db-memtable-mb`): it is one zeroed block, and its pages
 //! should become resident only as writes fill it. mimalloc zeroes a block
-//! it hands out again with `memset`, so from the second write buffer on the
-//! whole buffer was resident from its first write: in the soak with an
-//! 8 MiB buffer the server's memory rose by about 20 MB in one step, and
-//! with the default 256 MiB buffer it would rise by that much at once. A
-//! fresh mapping is zero without being touched.
+//! it hands out again with `memset`, so a buffer that lands in memory used
+//! before is resident whole from its first write (the tests below show
+//! it): with the default 256 MiB buffer, 256 MiB at once. One soak with
+//! 8 MiB buffers stepped up by about 20 MB, which fits, though other runs
+//! did not step (README, "Benchmarks"). A fresh mapping is zero without
+//! being touched.
 //!
 //! **Giving back.** mimalloc returns a page a thread freed to the system
 //! only at that thread's next call into the allocator, a second after the
