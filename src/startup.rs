@@ -96,6 +96,7 @@ impl Application {
         let Application { listener, state, shutdown_grace } = self;
         // Stops with this function, whichever way it returns.
         let _giving_back = crate::memory::give_back_freed_regularly();
+        crate::memory::no_transparent_huge_pages();
         {
             let app = crate::http::router(state.clone());
             let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
