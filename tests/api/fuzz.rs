@@ -3,9 +3,10 @@
 //! strings), arbitrary JSON bodies, and WebSocket frame sequences. Every
 //! case must get an answer that is not a 5xx (503 is a designed answer), no
 //! server thread may panic, every socket must be gone at the end, and the
-//! server's RSS must come back within 10 % of what it was after the first
-//! 500 cases (both read after the server has been quiet for a moment). The server is the real `rollcall serve` binary on embedded
-//! SurrealKV, in a process of its own, so the RSS is the server's alone.
+//! server's RSS at rest must stay within 10 % of what it was in the first
+//! half of the cases (the lowest readings of each half are compared). The server is the real `rollcall serve` binary
+//! on embedded SurrealKV, in a process of its own, so the RSS is the
+//! server's alone.
 //!
 //! The cases come from a fixed seed, so a failure is reproducible: the
 //! failing case is printed. `ROLLCALL_FUZZ_CASES` sets how many (10,000 by
@@ -24,7 +25,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use crate::helpers::{PASSWORD, ServerProcess, run_cli};
 
 /// How long the server is left quiet before its RSS is read.
-const SETTLE: Duration = Duration::from_secs(2);
+const SETTLE: Duration = Duration::from_millis(1500);
 
 /// The server's resident memory at rest: the lowest of readings taken over a
 /// quiet moment, so that background work (a flush, the allocator returning
@@ -32,8 +33,8 @@ const SETTLE: Duration = Duration::from_secs(2);
 async fn rss_at_rest(server: &ServerProcess) -> u64 {
     tokio::time::sleep(SETTLE).await;
     let mut lowest = server.rss_kib();
-    for _ in 0..10 {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
         lowest = lowest.min(server.rss_kib());
     }
     lowest
@@ -241,6 +242,61 @@ async fn start_server(dir: &std::path::Path) -> (ServerProcess, String, String) 
     (server, token, key)
 }
 
+/// Sends one chunk of HTTP cases, 8 at a time; returns each case's status
+/// (or the error that stood in for one) with the case.
+async fn send_cases(
+    http: &reqwest::Client,
+    graphql: &str,
+    credentials: &[Option<String>],
+    chunk: Vec<Case>,
+) -> Vec<(reqwest::Result<u16>, Case)> {
+    stream::iter(chunk)
+        .map(|case| {
+            let mut req = http.post(graphql).body(case.body.clone());
+            if let Some(ct) = case.content_type {
+                req = req.header("content-type", ct);
+            }
+            if let Some(c) = &credentials[usize::from(case.credential)] {
+                req = req.header("authorization", c);
+            }
+            async move { (req.send().await.map(|r| r.status().as_u16()), case) }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await
+}
+
+/// Plays WebSocket frame sequences, 8 sockets at a time: connect, send the
+/// handshake and the frames, read what comes for a moment, leave.
+async fn play_sequences(ws_url: &str, token: &str, sequences: Vec<Vec<Message>>) {
+    stream::iter(sequences)
+        .for_each_concurrent(8, |seq| async move {
+            let mut req = ws_url.into_client_request().unwrap();
+            req.headers_mut().insert("sec-websocket-protocol", "graphql-transport-ws".parse().unwrap());
+            let Ok((mut ws, _)) = tokio_tungstenite::connect_async(req).await else { return };
+            let init = json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {token}") } });
+            let _ = ws.send(Message::text(init.to_string())).await;
+            for msg in seq {
+                if ws.send(msg).await.is_err() {
+                    break;
+                }
+            }
+            let _ =
+                tokio::time::timeout(Duration::from_millis(200), async { while ws.next().await.is_some() {} }).await;
+        })
+        .await;
+}
+
+/// The server's resident memory split as `/proc/PID/status` shows it:
+/// anonymous (what it allocated) and file-backed (its binary's pages).
+fn rss_split(server: &ServerProcess) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap_or_default();
+    let field = |name: &str| {
+        status.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().trim_end_matches(" kB").to_owned())
+    };
+    format!("anon {} KiB, file {} KiB", field("RssAnon:").unwrap_or_default(), field("RssFile:").unwrap_or_default())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_hostile_input_never_panics_or_fails_the_server() {
     let cases: usize = std::env::var("ROLLCALL_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
@@ -248,43 +304,43 @@ async fn generated_hostile_input_never_panics_or_fails_the_server() {
     let (server, token, key) = start_server(dir.path()).await;
     let http = reqwest::Client::new();
     let graphql = format!("{}/graphql", server.base);
+    let ws_url = graphql.replacen("http://", "ws://", 1);
     let credentials =
         [None, Some(format!("Bearer {token}")), Some("Bearer not.a.token".to_owned()), Some(format!("ApiKey {key}"))];
 
     let mut runner =
         TestRunner::new_with_rng(Config::default(), TestRng::deterministic_rng(Config::default().rng_algorithm));
     let strategy = http_case();
+    let frames = prop::collection::vec(frame(), 1..8);
     // Every RSS figure is read at rest (`rss_at_rest`), so that none catches
     // memory in flight (a password hash being computed, a request's buffers)
     // that another does not: the setup above hashed passwords too.
     let rss_ready = rss_at_rest(&server).await;
-    // The first half warms what is made once or grows to a steady size
-    // (thread pools, caches, the allocator's arenas and their fragmentation);
-    // what is resident at rest after it is the baseline. A leak grows with
-    // every case, so the second half shows it as surely as the first. (After
-    // only the first 500 cases, the resting reading varied from 102 to 120 MiB
-    // between runs of the full suite here, which is more than the bound.)
-    let mut rss_warm = 0;
+    // Each chunk sends its HTTP cases while WebSocket sequences (one per 20
+    // cases) play beside them, and the RSS is read at rest after every
+    // 1,000 cases from 2,000 on. Readings at rest do not come back to one
+    // figure. With transparent huge pages on (before src/memory.rs turned
+    // them off), one run of 25,000 cases read 34.7-47.5 MB of anonymous
+    // memory across ten readings, in no order, which is wider than the
+    // bound: one reading against another failed by chance (CI once, and 7
+    // of 17 runs here). With them off, ten readings spanned 8.7-12.2 MB of RSS
+    // in each of three runs. A leak raises every reading after it, the
+    // lowest too: so the lowest of the second half is held within 10 % of
+    // the lowest of the first.
+    let mut first_half = Vec::new();
+    let mut second_half = Vec::new();
     let mut rss_peak = rss_ready;
     let mut failures = Vec::new();
     let mut answered = 0usize;
+    let mut played = 0usize;
     for done in (0..cases).step_by(500) {
         let chunk: Vec<Case> =
             (done..cases.min(done + 500)).map(|_| strategy.new_tree(&mut runner).unwrap().current()).collect();
-        let results = stream::iter(chunk)
-            .map(|case| {
-                let mut req = http.post(&graphql).body(case.body.clone());
-                if let Some(ct) = case.content_type {
-                    req = req.header("content-type", ct);
-                }
-                if let Some(c) = &credentials[usize::from(case.credential)] {
-                    req = req.header("authorization", c);
-                }
-                async move { (req.send().await.map(|r| r.status().as_u16()), case) }
-            })
-            .buffer_unordered(8)
-            .collect::<Vec<_>>()
-            .await;
+        let sequences: Vec<Vec<Message>> =
+            (0..chunk.len() / 20).map(|_| frames.new_tree(&mut runner).unwrap().current()).collect();
+        played += sequences.len();
+        let (results, ()) =
+            tokio::join!(send_cases(&http, &graphql, &credentials, chunk), play_sequences(&ws_url, &token, sequences));
         for (status, case) in results {
             let oversized = case.body.len() > 1024 * 1024;
             match status {
@@ -299,38 +355,18 @@ async fn generated_hostile_input_never_panics_or_fails_the_server() {
             }
         }
         rss_peak = rss_peak.max(server.rss_kib());
-        if done + 500 >= cases / 2 && rss_warm == 0 {
-            rss_warm = rss_at_rest(&server).await;
+        let sent = cases.min(done + 500);
+        // From 2,000 on: the first 1,000 warm what is made once (thread
+        // pools, the allocator's arenas).
+        if (sent.is_multiple_of(1000) && sent > 1000) || sent == cases || (sent >= cases / 2 && first_half.is_empty()) {
+            let reading = (rss_at_rest(&server).await, rss_split(&server));
+            if sent <= cases / 2 || first_half.is_empty() {
+                first_half.push(reading)
+            } else {
+                second_half.push(reading)
+            }
         }
     }
-
-    // WebSocket sequences: connect, send a few frames, read what comes, leave.
-    let frames = prop::collection::vec(frame(), 1..8);
-    let sequences: Vec<Vec<Message>> =
-        (0..cases / 20).map(|_| frames.new_tree(&mut runner).unwrap().current()).collect();
-    let ws_url = graphql.replacen("http://", "ws://", 1);
-    stream::iter(sequences)
-        .for_each_concurrent(8, |seq| {
-            let ws_url = ws_url.clone();
-            let token = token.clone();
-            async move {
-                let mut req = ws_url.into_client_request().unwrap();
-                req.headers_mut().insert("sec-websocket-protocol", "graphql-transport-ws".parse().unwrap());
-                let Ok((mut ws, _)) = tokio_tungstenite::connect_async(req).await else { return };
-                let init =
-                    json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {token}") } });
-                let _ = ws.send(Message::text(init.to_string())).await;
-                for msg in seq {
-                    if ws.send(msg).await.is_err() {
-                        break;
-                    }
-                }
-                let _ = tokio::time::timeout(Duration::from_millis(200), async { while ws.next().await.is_some() {} })
-                    .await;
-            }
-        })
-        .await;
-    rss_peak = rss_peak.max(server.rss_kib());
 
     let health = http.get(format!("{}/health", server.base)).send().await.unwrap();
     assert_eq!(health.status().as_u16(), 200, "still serving");
@@ -341,17 +377,21 @@ async fn generated_hostile_input_never_panics_or_fails_the_server() {
         sockets = server.metric("rollcall_ws_sockets").await;
     }
     // What was freed is given back to the system within moments.
-    let rss_end = rss_at_rest(&server).await;
+    second_half.push((rss_at_rest(&server).await, rss_split(&server)));
+    let lowest = |readings: &[(u64, String)]| readings.iter().min_by_key(|r| r.0).cloned().unwrap_or_default();
+    let ((first, first_split), (second, second_split)) = (lowest(&first_half), lowest(&second_half));
+    let kib = |readings: &[(u64, String)]| readings.iter().map(|r| r.0.to_string()).collect::<Vec<_>>().join(" ");
     println!(
-        "fuzz: {cases} HTTP cases ({answered} answered without a 5xx), {} WebSocket sequences; server RSS ready {rss_ready} KiB, after the first half {rss_warm} KiB, peak {rss_peak} KiB, end {rss_end} KiB ({:+.1} % of the baseline)",
-        cases / 20,
-        (rss_end as f64 / rss_warm as f64 - 1.0) * 100.0,
+        "fuzz: {cases} HTTP cases ({answered} answered without a 5xx), {played} WebSocket sequences; server RSS ready {rss_ready} KiB, peak {rss_peak} KiB; at rest, lowest of the first half {first} KiB ({first_split}), of the second {second} KiB ({second_split}; {:+.1} %); readings {} | {} KiB",
+        (second as f64 / first as f64 - 1.0) * 100.0,
+        kib(&first_half),
+        kib(&second_half),
     );
     assert!(failures.is_empty(), "{} cases got a 5xx or no answer; first: {}", failures.len(), failures[0]);
     assert_eq!(panics_in(&dir.path().join("server.log")), 0, "a server thread panicked (see server.log)");
     assert_eq!(sockets, Some(0.0), "every socket's task ended");
     assert!(
-        rss_end * 10 <= rss_warm * 11,
-        "the server kept what the fuzz made it allocate: {rss_end} KiB at the end, {rss_warm} KiB after warming up"
+        second * 10 <= first * 11,
+        "the server kept what the fuzz made it allocate: at rest, {second} KiB at least in the second half, {first} KiB at least in the first"
     );
 }

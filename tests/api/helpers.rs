@@ -294,6 +294,10 @@ impl ServerProcess {
     }
 
     /// The server's resident set size, from `/proc`, in KiB.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
         status
