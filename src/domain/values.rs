@@ -43,10 +43,21 @@ impl FromStr for Role {
             "ADMIN" => Ok(Role::Admin),
             "ORGANIZER" => Ok(Role::Organizer),
             "ATTENDEE" => Ok(Role::Attendee),
-            other => {
-                Err(DomainError::invalid(format!("unknown role `{other}`: expected ADMIN, ORGANIZER or ATTENDEE")))
-            }
+            other => Err(DomainError::invalid(format!(
+                "unknown role {}: expected ADMIN, ORGANIZER or ATTENDEE",
+                quoted(other)
+            ))),
         }
+    }
+}
+
+/// How a refused input is shown in its error: in backticks, and cut short,
+/// so that a megabyte sent as an e-mail address is not sent back whole.
+fn quoted(raw: &str) -> String {
+    const SHOWN: usize = 64;
+    match raw.char_indices().nth(SHOWN) {
+        Some((cut, _)) => format!("`{}…`", &raw[..cut]),
+        None => format!("`{raw}`"),
     }
 }
 
@@ -59,7 +70,7 @@ pub struct Email(String);
 impl Email {
     pub fn parse(raw: &str) -> Result<Self, DomainError> {
         let email = raw.trim().to_lowercase();
-        let bad = || DomainError::invalid(format!("`{}` is not a valid e-mail address", raw.trim()));
+        let bad = || DomainError::invalid(format!("{} is not a valid e-mail address", quoted(raw.trim())));
         if email.len() > 254 || email.chars().any(char::is_whitespace) {
             return Err(bad());
         }
@@ -164,8 +175,8 @@ impl BleUuid {
     pub fn parse(raw: &str) -> Result<Self, DomainError> {
         Uuid::parse_str(raw.trim()).map(Self).map_err(|_| {
             DomainError::invalid(format!(
-                "`{}` is not a valid UUID (expected e.g. 6f1c2a3e-8d4b-4c55-9a0e-2b7f4d9e1c3a)",
-                raw.trim()
+                "{} is not a valid UUID (expected e.g. 6f1c2a3e-8d4b-4c55-9a0e-2b7f4d9e1c3a)",
+                quoted(raw.trim())
             ))
         })
     }

@@ -116,13 +116,15 @@ impl AccountsMutation {
     async fn log_in(&self, ctx: &Context<'_>, email: String, password: String) -> Result<AuthPayload> {
         let st = state(ctx)?;
         let address = ctx.data_opt::<ClientAddr>().and_then(|c| c.0);
-        let account = email.trim().to_lowercase();
-        st.logins.check(&account, address).map_err(refused)?;
+        // An address that does not parse names no account: it is refused as
+        // input before anything is hashed or counted, so that each failure
+        // the gate keeps is under an address of bounded length (a failure is
+        // kept for up to 15 minutes).
+        let email = Email::parse(&email)?;
+        let account = email.as_str();
+        st.logins.check(account, address).map_err(refused)?;
         let core = st.logins.permit().await.map_err(refused)?;
-        let user = match Email::parse(&email) {
-            Ok(email) => st.store.users().by_email(email.as_str()).await?,
-            Err(_) => None,
-        };
+        let user = st.store.users().by_email(account).await?;
         let ok = match user.as_ref().and_then(|u| u.password_hash.as_deref()) {
             Some(phc) => verify_password(&password, phc).await,
             None => {
@@ -133,11 +135,11 @@ impl AccountsMutation {
         drop(core);
         let user = match (ok, user) {
             (true, Some(user)) => {
-                st.logins.succeeded(&account);
+                st.logins.succeeded(account);
                 user
             }
             _ => {
-                st.logins.failed(&account, address);
+                st.logins.failed(account, address);
                 return Err(ApiError::Unauthenticated("invalid e-mail or password".into()).into());
             }
         };

@@ -212,6 +212,25 @@ async fn failed_log_ins_lock_the_account_for_a_while() {
 }
 
 #[tokio::test]
+async fn a_log_in_with_a_malformed_e_mail_is_refused_as_input_and_counts_against_nobody() {
+    let app = spawn_app().await;
+    app.sign_up("ada@example.org", "Ada").await;
+    // Each of these would otherwise be a failure kept for up to 15 minutes,
+    // under its e-mail as given: 100 KB of it.
+    let long = format!("{}@example.org", "x".repeat(100_000));
+    for e in [long.as_str(), "no at sign", "ada@example"].iter().cycle().take(40) {
+        let (status, body) = app.post_gql(&Auth::None, LOG_IN, json!({ "e": e, "p": "wrong password" })).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(code(&body).as_deref(), Some("VALIDATION"), "{body}");
+        let message = body["errors"][0]["message"].as_str().unwrap();
+        assert!(message.contains("not a valid e-mail address"), "{message}");
+        assert!(message.len() < 200, "the message does not echo the input whole: {} bytes", message.len());
+    }
+    // 40 is past the address's free failures: none of them counted.
+    app.ok(&Auth::None, LOG_IN, json!({ "e": "ada@example.org", "p": crate::helpers::PASSWORD })).await;
+}
+
+#[tokio::test]
 async fn a_flood_of_sign_ups_is_turned_away_not_queued() {
     let app = spawn_app().await;
     let sign_up =
