@@ -10,7 +10,8 @@
 //!   few free failures each further one doubles a lockout (1 s, 2 s, ... up
 //!   to 15 minutes) during which log-ins for that account or from that
 //!   address are refused without hashing. A success clears the account's
-//!   count. The tables are bounded: past [`MAX_TRACKED`] entries the expired
+//!   count. An IPv6 address counts as its /64 network: one host is usually
+//!   given a whole /64, so its addresses are one client's. The tables are bounded: past [`MAX_TRACKED`] entries the expired
 //!   ones are dropped, then the oldest.
 
 use std::collections::HashMap;
@@ -111,6 +112,18 @@ fn lockout(over: u32) -> Duration {
     Duration::from_secs(1u64 << (over - 1).min(20)).min(MAX_LOCKOUT)
 }
 
+/// The client an address stands for: an IPv4 address itself (also when
+/// written as IPv6), an IPv6 address its /64 network.
+fn client(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from_bits(v6.to_bits() & !u128::from(u64::MAX))),
+        },
+        v4 => v4,
+    }
+}
+
 /// See the module's documentation.
 pub struct LoginGate {
     running: Arc<Semaphore>,
@@ -139,7 +152,7 @@ impl LoginGate {
     /// Whether a log-in for `account` from `address` may be tried now.
     pub fn check(&self, account: &str, address: Option<IpAddr>) -> Result<(), Refused> {
         let now = Instant::now();
-        let address = address.and_then(|a| self.addresses.locked_for(&a, now));
+        let address = address.and_then(|a| self.addresses.locked_for(&client(a), now));
         match self.accounts.locked_for(&account.to_owned(), now).max(address) {
             Some(d) => Err(Refused::LockedOut(d)),
             None => Ok(()),
@@ -163,7 +176,7 @@ impl LoginGate {
         let now = Instant::now();
         self.accounts.fail(account.to_owned(), now);
         if let Some(a) = address {
-            self.addresses.fail(a, now);
+            self.addresses.fail(client(a), now);
         }
     }
 
@@ -210,6 +223,27 @@ mod tests {
         }
         assert!(matches!(gate.check("fresh@x.org", addr), Err(Refused::LockedOut(_))));
         assert!(gate.check("fresh@x.org", Some("10.0.0.10".parse().unwrap())).is_ok());
+    }
+
+    #[test]
+    fn the_addresses_of_one_ipv6_network_are_one_client() {
+        let gate = LoginGate::new(1, 1);
+        for i in 0..=FREE_PER_ADDRESS {
+            let host: IpAddr = format!("2001:db8:1:2::{:x}", i + 1).parse().unwrap();
+            gate.failed(&format!("u{i}@x.org"), Some(host));
+        }
+        let same_network: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        assert!(matches!(gate.check("fresh@x.org", Some(same_network)), Err(Refused::LockedOut(_))));
+        let next_network: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert!(gate.check("fresh@x.org", Some(next_network)).is_ok());
+        // An IPv4 client written as IPv6 is the same client.
+        for i in 0..=FREE_PER_ADDRESS {
+            gate.failed(&format!("v{i}@x.org"), Some("10.0.0.7".parse().unwrap()));
+        }
+        assert!(matches!(
+            gate.check("fresh@x.org", Some("::ffff:10.0.0.7".parse().unwrap())),
+            Err(Refused::LockedOut(_))
+        ));
     }
 
     #[tokio::test]
