@@ -11,8 +11,9 @@
 //!   to 15 minutes) during which log-ins for that account or from that
 //!   address are refused without hashing. A success clears the account's
 //!   count. An IPv6 address counts as its /64 network: one host is usually
-//!   given a whole /64, so its addresses are one client's. The tables are bounded: past [`MAX_TRACKED`] entries the expired
-//!   ones are dropped, then the oldest.
+//!   given a whole /64, so its addresses are one client's. The tables are
+//!   bounded: past [`MAX_TRACKED`] entries the expired ones are dropped,
+//!   then the oldest.
 
 use std::collections::HashMap;
 use std::net::IpAddr;

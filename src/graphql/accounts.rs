@@ -116,10 +116,10 @@ impl AccountsMutation {
     async fn log_in(&self, ctx: &Context<'_>, email: String, password: String) -> Result<AuthPayload> {
         let st = state(ctx)?;
         let address = ctx.data_opt::<ClientAddr>().and_then(|c| c.0);
-        // An address that does not parse names no account: it is refused as
-        // input before anything is hashed or counted, so that each failure
-        // the gate keeps is under an address of bounded length (a failure is
-        // kept for up to 15 minutes).
+        // An e-mail that does not parse names no account: it is refused as
+        // input before anything is hashed or counted, so that every failure
+        // the gate keeps (for up to 15 minutes) is under an e-mail of
+        // bounded length.
         let email = Email::parse(&email)?;
         let account = email.as_str();
         st.logins.check(account, address).map_err(refused)?;
