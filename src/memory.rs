@@ -27,12 +27,13 @@
 //! its scan comes round, fills a 2 MiB range that has even one page in use
 //! into a whole huge page (with the common `max_ptes_none` of 511). What
 //! mimalloc gave back comes back resident, in steps of 2 MiB, at times no
-//! request explains. In the fuzz test (tests/api/fuzz.rs) 22.5 MB of a
-//! 35 MB anonymous RSS were huge pages, and readings at rest wandered over
-//! 13 MB; with huge pages off for the process, the anonymous RSS at rest
-//! was about 19.5 MB and the readings within 9 MB. So the server turns them
-//! off for itself ([`no_transparent_huge_pages`]), which also covers the
-//! store's memory.
+//! request explains. In the middle of a fuzz test run (tests/api/fuzz.rs)
+//! the server's RSS was 98 MB, of which about 35 MB anonymous and 22.5 MB
+//! huge pages, and its anonymous memory at rest wandered over 13 MB from
+//! reading to reading. With huge pages off for the process, the anonymous
+//! memory at rest was 16.5-19.7 MB, and ten readings of the total spanned
+//! 9-12 MB. So the server turns them off for itself
+//! ([`no_transparent_huge_pages`]), which also covers the store's memory.
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::time::Duration;
