@@ -27,17 +27,39 @@ use crate::helpers::{PASSWORD, ServerProcess, run_cli};
 /// How long the server is left quiet before its RSS is read.
 const SETTLE: Duration = Duration::from_millis(1500);
 
-/// The server's resident memory at rest: the lowest of readings taken over a
-/// quiet moment, so that background work (a flush, the allocator returning
-/// pages on its own schedule) caught in one reading does not count.
-async fn rss_at_rest(server: &ServerProcess) -> u64 {
+/// The server's resident memory at rest, in KiB, with that reading's split
+/// into anonymous and file-backed memory: the lowest of readings taken over
+/// a quiet moment, so that background work (a flush, the allocator
+/// returning pages on its own schedule) caught in one reading does not
+/// count.
+async fn rss_at_rest(server: &ServerProcess) -> (u64, String) {
     tokio::time::sleep(SETTLE).await;
-    let mut lowest = server.rss_kib();
+    let mut lowest = rss_reading(server);
     for _ in 0..5 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        lowest = lowest.min(server.rss_kib());
+        let reading = rss_reading(server);
+        if reading.0 < lowest.0 {
+            lowest = reading;
+        }
     }
     lowest
+}
+
+/// One reading of `/proc/PID/status`: the whole RSS in KiB, and its split
+/// into anonymous memory (what the server allocated) and file-backed (its
+/// binary's pages).
+fn rss_reading(server: &ServerProcess) -> (u64, String) {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap_or_default();
+    let field = |name: &str| {
+        status.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().trim_end_matches(" kB").to_owned())
+    };
+    let total = field("VmRSS:").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let split = format!(
+        "anon {} KiB, file {} KiB",
+        field("RssAnon:").unwrap_or_default(),
+        field("RssFile:").unwrap_or_default()
+    );
+    (total, split)
 }
 
 /// Root fields with arguments of the right shape, and of wrong ones.
@@ -287,16 +309,6 @@ async fn play_sequences(ws_url: &str, token: &str, sequences: Vec<Vec<Message>>)
         .await;
 }
 
-/// The server's resident memory split as `/proc/PID/status` shows it:
-/// anonymous (what it allocated) and file-backed (its binary's pages).
-fn rss_split(server: &ServerProcess) -> String {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap_or_default();
-    let field = |name: &str| {
-        status.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().trim_end_matches(" kB").to_owned())
-    };
-    format!("anon {} KiB, file {} KiB", field("RssAnon:").unwrap_or_default(), field("RssFile:").unwrap_or_default())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_hostile_input_never_panics_or_fails_the_server() {
     let cases: usize = std::env::var("ROLLCALL_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
@@ -315,7 +327,7 @@ async fn generated_hostile_input_never_panics_or_fails_the_server() {
     // Every RSS figure is read at rest (`rss_at_rest`), so that none catches
     // memory in flight (a password hash being computed, a request's buffers)
     // that another does not: the setup above hashed passwords too.
-    let rss_ready = rss_at_rest(&server).await;
+    let (rss_ready, _) = rss_at_rest(&server).await;
     // Each chunk sends its HTTP cases while WebSocket sequences (one per 20
     // cases) play beside them, and the RSS is read at rest after every
     // 1,000 cases from 2,000 on. Readings at rest do not come back to one
@@ -359,7 +371,7 @@ async fn generated_hostile_input_never_panics_or_fails_the_server() {
         // From 2,000 on: the first 1,000 warm what is made once (thread
         // pools, the allocator's arenas).
         if (sent.is_multiple_of(1000) && sent > 1000) || sent == cases || (sent >= cases / 2 && first_half.is_empty()) {
-            let reading = (rss_at_rest(&server).await, rss_split(&server));
+            let reading = rss_at_rest(&server).await;
             if sent <= cases / 2 || first_half.is_empty() {
                 first_half.push(reading)
             } else {
@@ -377,7 +389,7 @@ async fn generated_hostile_input_never_panics_or_fails_the_server() {
         sockets = server.metric("rollcall_ws_sockets").await;
     }
     // What was freed is given back to the system within moments.
-    second_half.push((rss_at_rest(&server).await, rss_split(&server)));
+    second_half.push(rss_at_rest(&server).await);
     let lowest = |readings: &[(u64, String)]| readings.iter().min_by_key(|r| r.0).cloned().unwrap_or_default();
     let ((first, first_split), (second, second_split)) = (lowest(&first_half), lowest(&second_half));
     let kib = |readings: &[(u64, String)]| readings.iter().map(|r| r.0.to_string()).collect::<Vec<_>>().join(" ");
