@@ -34,8 +34,7 @@ mod child;
 #[path = "support/seed.rs"]
 mod seed;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -51,6 +50,8 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use child::Server;
 
 /// The server child runs in this binary: the same allocator as `rollcall`'s.
 #[cfg(not(feature = "system-allocator"))]
@@ -156,68 +157,32 @@ async fn serve(people: usize, args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-struct Server {
-    child: Child,
-    port: u16,
-    token: String,
-    event: String,
-    key: String,
+/// Starts a server child for `people` attendees (a joining instance
+/// seeds nothing) over `args`' database.
+fn start(people: usize, args: &Args, join: bool) -> anyhow::Result<Server> {
+    let db = &args.db;
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.args(args.no_hints.then_some("--no-hints"));
+    if let Some(ms) = args.live_poll_ms {
+        cmd.args(["--live-poll-ms", &ms.to_string()]);
+    }
+    cmd.args(["--serve-people", &people.to_string(), "--db", &db.url]).args(join.then_some("--join")).args([
+        "--db-namespace",
+        &db.db_namespace,
+        "--db-database",
+        &db.db_database,
+    ]);
+    if let (Some(user), Some(password)) = (&db.db_user, &db.db_password) {
+        cmd.args(["--db-user", user]).env("ROLLCALL_DB_PASSWORD", password);
+    }
+    let db_auth = db.db_auth.to_possible_value().context("auth level")?;
+    cmd.args(["--db-auth", db_auth.get_name()]);
+    Server::start(cmd)
 }
 
-impl Server {
-    fn start(people: usize, args: &Args, join: bool) -> anyhow::Result<Server> {
-        let db = &args.db;
-        let mut cmd = Command::new(std::env::current_exe()?);
-        cmd.args(args.no_hints.then_some("--no-hints"));
-        if let Some(ms) = args.live_poll_ms {
-            cmd.args(["--live-poll-ms", &ms.to_string()]);
-        }
-        cmd.args(["--serve-people", &people.to_string(), "--db", &db.url]).args(join.then_some("--join")).args([
-            "--db-namespace",
-            &db.db_namespace,
-            "--db-database",
-            &db.db_database,
-        ]);
-        if let (Some(user), Some(password)) = (&db.db_user, &db.db_password) {
-            cmd.args(["--db-user", user]).env("ROLLCALL_DB_PASSWORD", password);
-        }
-        let db_auth = db.db_auth.to_possible_value().context("auth level")?;
-        cmd.args(["--db-auth", db_auth.get_name()]);
-        let mut child =
-            cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().context("starting the server child")?;
-        let stdout = child.stdout.take().context("child stdout")?;
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
-        let parts: Vec<&str> = line.split_whitespace().collect();
-        let [ready, port, token, event, key] = parts.as_slice() else { bail!("the server child said {line:?}") };
-        if *ready != "READY" {
-            bail!("the server child said {line:?}");
-        }
-        Ok(Server {
-            port: port.parse()?,
-            token: token.to_string(),
-            event: event.to_string(),
-            key: key.to_string(),
-            child,
-        })
-    }
-
-    /// The child's CPU time so far, in seconds.
-    fn cpu_seconds(&self) -> f64 {
-        child::cpu_seconds(self.child.id())
-    }
-
-    /// The child's resident memory, in KB, from `/proc`.
-    fn rss_kb(&self) -> anyhow::Result<u64> {
-        Some(child::Rss::of(self.child.id()).total).filter(|kb| *kb > 0).context("VmRSS in /proc")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        drop(self.child.stdin.take());
-        let _ = self.child.wait();
-    }
+/// A server child's resident memory, in KB; an error if `/proc` could not be read.
+fn rss_kb(server: &Server) -> anyhow::Result<u64> {
+    Some(server.rss().total).filter(|kb| *kb > 0).context("VmRSS in /proc")
 }
 
 /// The server's `/metrics` samples whose names start with `rollcall_live_` or `rollcall_ws_`.
@@ -340,10 +305,10 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     let batches = BATCHES_PER_SECOND * args.seconds as usize;
     let warmup = 1;
     let people = warmup + per_batch * batches;
-    let server = Server::start(people, &args, false)?;
-    let others = (1..args.instances).map(|_| Server::start(0, &args, true)).collect::<anyhow::Result<Vec<_>>>()?;
+    let server = start(people, &args, false)?;
+    let others = (1..args.instances).map(|_| start(0, &args, true)).collect::<anyhow::Result<Vec<_>>>()?;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let rss_before = server.rss_kb()?;
+    let rss_before = rss_kb(&server)?;
     let origin = Instant::now();
     let sent: Arc<Vec<AtomicU64>> = Arc::new((0..people).map(|_| AtomicU64::new(0)).collect());
     let answered_at: Arc<Vec<AtomicU64>> = Arc::new((0..people).map(|_| AtomicU64::new(0)).collect());
@@ -396,7 +361,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         wait_warm.elapsed()
     );
     tokio::time::sleep(Duration::from_secs(2).saturating_sub(connected.elapsed())).await;
-    let rss_idle = server.rss_kb()?;
+    let rss_idle = rss_kb(&server)?;
     println!("server metrics when idle: {}", live_metrics(&http, server.port).await?);
     println!(
         "server rss: {:.1} MB before subscribers, {:.1} MB with {} idle subscribers",
@@ -433,7 +398,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     answered.sort_unstable();
     let submitting = began.elapsed();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let rss_after = server.rss_kb()?;
+    let rss_after = rss_kb(&server)?;
     let cpu = server.cpu_seconds() - cpu_before;
     let cpu_window = began.elapsed().as_secs_f64();
     println!("server metrics after the load: {}", live_metrics(&http, server.port).await?);

@@ -35,13 +35,11 @@ mod child;
 #[path = "support/seed.rs"]
 mod seed;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
 use chrono::Utc;
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
@@ -51,7 +49,7 @@ use rollcall::startup::Application;
 use serde_json::json;
 use tokio::sync::{oneshot, watch};
 
-use child::Rss;
+use child::Server;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -218,22 +216,15 @@ async fn all_subscribed(newcomers: Vec<oneshot::Receiver<()>>) {
 
 async fn soak(args: Args) -> anyhow::Result<()> {
     let people = args.rate * 60 * args.minutes as usize + 1000;
-    let mut child = Command::new(std::env::current_exe()?)
-        .args(["--serve-people", &people.to_string(), "--live-buffer", &args.live_buffer.to_string()])
-        .args(["--db-memtable-mb", &args.db_memtable_mb.to_string(), "--db-cache-mb", &args.db_cache_mb.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("starting the server child")?;
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().context("child stdout")?).read_line(&mut line)?;
-    let parts: Vec<&str> = line.split_whitespace().collect();
-    let [ready, port, token, event, key] = parts.as_slice() else { bail!("the server child said {line:?}") };
-    if *ready != "READY" {
-        bail!("the server child said {line:?}");
-    }
-    let (port, token, event, key): (u16, String, String, String) =
-        (port.parse()?, token.to_string(), event.to_string(), key.to_string());
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.args(["--serve-people", &people.to_string(), "--live-buffer", &args.live_buffer.to_string()]).args([
+        "--db-memtable-mb",
+        &args.db_memtable_mb.to_string(),
+        "--db-cache-mb",
+        &args.db_cache_mb.to_string(),
+    ]);
+    let server = Server::start(cmd)?;
+    let (port, token, event, key) = (server.port, server.token.clone(), server.event.clone(), server.key.clone());
     let http = reqwest::Client::new();
     let delivered = Arc::new(AtomicU64::new(0));
 
@@ -257,7 +248,7 @@ async fn soak(args: Args) -> anyhow::Result<()> {
     while sockets_gauge(&http, port).await < args.subscribers as f64 && connected.elapsed() < Duration::from_secs(60) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let rss_start = Rss::of(child.id());
+    let rss_start = server.rss();
     let mut rss_peak = rss_start.total;
     println!("connected {} subscribers; rss {rss_start}", args.subscribers);
 
@@ -283,7 +274,7 @@ async fn soak(args: Args) -> anyhow::Result<()> {
             {
                 check_ins += v["data"]["submitSightings"]["checkIns"].as_u64().unwrap_or(0);
             }
-            rss_peak = rss_peak.max(Rss::of(child.id()).total);
+            rss_peak = rss_peak.max(server.rss().total);
             tokio::time::sleep(Duration::from_secs(1).saturating_sub(second.elapsed())).await;
         }
         // Churn: the oldest tenth leave, new ones arrive.
@@ -298,14 +289,14 @@ async fn soak(args: Args) -> anyhow::Result<()> {
         all_subscribed(newcomers).await;
         println!(
             "minute {minute}: rss {}, sockets {}, check-ins {check_ins}, delivered {} ({:.0?} in)",
-            Rss::of(child.id()),
+            server.rss(),
             sockets_gauge(&http, port).await,
             delivered.load(Ordering::Relaxed),
             begin.elapsed()
         );
     }
-    let rss_end = Rss::of(child.id());
-    let cpu = child::cpu_seconds(child.id());
+    let rss_end = server.rss();
+    let cpu = server.cpu_seconds();
     for (tx, task) in slots {
         let _ = tx.send(true);
         let _ = task.await;
@@ -316,8 +307,8 @@ async fn soak(args: Args) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
         sockets = sockets_gauge(&http, port).await;
     }
-    drop(child.stdin.take());
-    let _ = child.wait();
+    // Closes the child's stdin and waits for it to stop.
+    drop(server);
     println!(
         "soak: minutes {}, subscribers {}, check-ins {check_ins}, delivered {}, rss start {} KB, peak {rss_peak} KB, end {} KB, sockets at end {sockets}; anonymous start {} KB, end {} KB; file-backed start {} KB, end {} KB; server cpu {cpu:.1} s",
         args.minutes,

@@ -1,6 +1,7 @@
 //! The server child that `fanout_bench` and `soak` run (this same binary,
-//! in its serving mode): how much memory it holds, and how it learns that
-//! the parent is done with it. Included with `#[path = "support/child.rs"]
+//! in its serving mode): starting it and reading what it says when ready,
+//! how much memory and CPU it uses, and how it learns that the parent is
+//! done with it. Included with `#[path = "support/child.rs"]
 //! mod child;`.
 
 /// A process's resident memory from `/proc`, in KB: all of it, and the part
@@ -56,4 +57,60 @@ pub async fn stdin_closed() {
         while std::io::stdin().read_line(&mut line).map(|n| n > 0).unwrap_or(false) {}
     })
     .await;
+}
+
+/// The parent's handle on a server child. The child prints one line when it
+/// is ready, `READY <port> <token> <event> <key>` (`-` for what it does not
+/// seed), and serves until its stdin closes, which dropping this does.
+pub struct Server {
+    child: std::process::Child,
+    pub port: u16,
+    pub token: String,
+    pub event: String,
+    pub key: String,
+}
+
+impl Server {
+    /// Starts `cmd` (this binary with its serving arguments) and waits for
+    /// its `READY` line.
+    pub fn start(mut cmd: std::process::Command) -> anyhow::Result<Server> {
+        use anyhow::Context as _;
+        use std::io::BufRead as _;
+        let mut child = cmd
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .context("starting the server child")?;
+        let stdout = child.stdout.take().context("child stdout")?;
+        let mut line = String::new();
+        std::io::BufReader::new(stdout).read_line(&mut line)?;
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        let ["READY", port, token, event, key] = parts.as_slice() else {
+            anyhow::bail!("the server child said {line:?}")
+        };
+        Ok(Server {
+            port: port.parse()?,
+            token: token.to_string(),
+            event: event.to_string(),
+            key: key.to_string(),
+            child,
+        })
+    }
+
+    /// The child's CPU time so far, in seconds.
+    pub fn cpu_seconds(&self) -> f64 {
+        cpu_seconds(self.child.id())
+    }
+
+    /// The child's resident memory now.
+    pub fn rss(&self) -> Rss {
+        Rss::of(self.child.id())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
 }
