@@ -366,7 +366,7 @@ async fn generated_hostile_input_never_panics_or_fails_the_server() {
                 )),
             }
         }
-        rss_peak = rss_peak.max(server.rss_kib());
+        rss_peak = rss_peak.max(rss_reading(&server).0);
         let sent = cases.min(done + 500);
         // From 2,000 on: the first 1,000 warm what is made once (thread
         // pools, the allocator's arenas).

@@ -293,18 +293,9 @@ impl ServerProcess {
         body["data"].clone()
     }
 
-    /// The server's resident set size, from `/proc`, in KiB.
+    /// The server process's id, to read its memory from `/proc`.
     pub fn pid(&self) -> u32 {
         self.child.id()
-    }
-
-    pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
-            .unwrap_or(0)
     }
 
     /// The value of an unlabelled gauge or counter on `/metrics`, if shown.
