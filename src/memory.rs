@@ -9,10 +9,10 @@
 //! should become resident only as writes fill it. mimalloc zeroes a block
 //! it hands out again with `memset`, so a buffer that lands in memory used
 //! before is resident whole from its first write (the tests below show
-//! it): with the default 256 MiB buffer, 256 MiB at once. One soak with
-//! 8 MiB buffers stepped up by about 20 MB, which fits, though other runs
-//! did not step (README, "Benchmarks"). A fresh mapping is zero without
-//! being touched.
+//! it): with the default 256 MiB buffer, 256 MiB at once. A fresh mapping
+//! is zero without being touched. (The soak's steps of about 20 MB with
+//! 8 MiB buffers, first taken for this, came from transparent huge pages:
+//! see below.)
 //!
 //! **Giving back.** mimalloc returns a page a thread freed to the system
 //! only at that thread's next call into the allocator, a second after the
