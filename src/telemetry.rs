@@ -13,9 +13,14 @@ use crate::config::LogFormat;
 /// `surrealkv::lsm` is held to errors: after [`crate::store::SurrealStore::close`]
 /// has shut the engine down, its tree is dropped at process exit, outside the
 /// async runtime, and warns that it cannot close again.
+///
+/// `surrealdb::method::live` is held to errors too: its one warning is the
+/// SDK's kill of a dropped live query, which always fails (it runs under a
+/// session with no namespace); Rollcall kills its own live queries before
+/// dropping them (`store::FeedHints::close`).
 pub fn init_logging(format: LogFormat, level: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new(format!("{level},surrealdb=warn,surrealdb_core=warn,surrealkv=warn,surrealkv::lsm=error"))
+        EnvFilter::new(format!("{level},surrealdb=warn,surrealdb_core=warn,surrealkv=warn,surrealkv::lsm=error,surrealdb::method::live=error"))
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

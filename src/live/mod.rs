@@ -56,14 +56,13 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures_util::stream::BoxStream;
 use futures_util::{FutureExt, Stream, StreamExt};
 use tokio::sync::{Notify, broadcast, watch};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::domain::CheckInSource;
-use crate::store::{CheckInRow, CheckInStep, StoreError, SurrealStore, User, cursor_of};
+use crate::store::{CheckInRow, CheckInStep, FeedHints, StoreError, SurrealStore, User, cursor_of};
 use feed_reader::{FeedReader, Read};
 
 /// How many check-ins a subscriber may fall behind before it is cut off.
@@ -76,6 +75,9 @@ pub const DEFAULT_BUFFER: usize = 8192;
 const STATS_MIN_INTERVAL: Duration = Duration::from_millis(250);
 /// Counters are recomputed at least this often, as people leave by silence.
 const STATS_MAX_INTERVAL: Duration = Duration::from_secs(1);
+/// How long [`Live::stop`] waits for the pump to end its live queries
+/// before it stops the pump outright.
+const PUMP_STOP_WAIT: Duration = Duration::from_secs(3);
 /// How often feeds nobody listens to any more are dropped.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 /// How long a feed waits for a check-in that should come before ones it
@@ -206,9 +208,12 @@ impl Live {
         self.inner.stopping.send_replace(true);
         self.inner.ticker.stop();
         let pump = lock(&self.inner.pump).take();
-        if let Some(task) = pump {
-            task.abort();
-            let _ = task.await;
+        if let Some(mut task) = pump {
+            // It ends its live queries itself on `stopping` (`pump::pump`).
+            if tokio::time::timeout(PUMP_STOP_WAIT, &mut task).await.is_err() {
+                task.abort();
+                let _ = task.await;
+            }
         }
         lock(&self.inner.feeds).clear();
     }

@@ -9,7 +9,8 @@ use super::*;
 /// on every hint and after `opts.poll` without one, and keeps the hints'
 /// live queries open, reopening them with backoff.
 pub(super) async fn pump(inner: Weak<Inner>, mut reader: FeedReader, opts: FeedOptions) {
-    let mut hints: Option<BoxStream<'static, ()>> = None;
+    let Some(mut stopping) = inner.upgrade().map(|i| i.stopping.subscribe()) else { return };
+    let mut hints: Option<FeedHints> = None;
     let mut reopen_at = tokio::time::Instant::now();
     let mut reopen_delay = Duration::from_millis(200);
     let mut failing = false;
@@ -23,7 +24,7 @@ pub(super) async fn pump(inner: Weak<Inner>, mut reader: FeedReader, opts: FeedO
             let Some(hub) = inner.upgrade() else { return };
             match hub.store.feed_hints().await {
                 Ok(stream) => {
-                    hints = Some(stream.boxed());
+                    hints = Some(stream);
                     reopen_delay = Duration::from_millis(200);
                 }
                 Err(e) => {
@@ -35,6 +36,13 @@ pub(super) async fn pump(inner: Weak<Inner>, mut reader: FeedReader, opts: FeedO
             continue;
         }
         let read = tokio::select! {
+            _ = async { let _ = stopping.wait_for(|s| *s).await; } => {
+                // Ended here, not by the SDK when they are dropped (see `FeedHints`).
+                if let Some(h) = hints.take() {
+                    h.close().await;
+                }
+                return;
+            }
             hint = next_or_pending(&mut hints) => {
                 if hint.is_none() {
                     tracing::warn!("the database ended the change feed's hints; reopening them");
@@ -100,7 +108,7 @@ pub(super) async fn pump(inner: Weak<Inner>, mut reader: FeedReader, opts: FeedO
 }
 
 /// The stream's next item, or never if there is no stream.
-async fn next_or_pending<T>(stream: &mut Option<BoxStream<'static, T>>) -> Option<T> {
+async fn next_or_pending<S: Stream + Unpin>(stream: &mut Option<S>) -> Option<S::Item> {
     match stream {
         Some(s) => s.next().await,
         None => std::future::pending().await,

@@ -52,7 +52,6 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use surrealdb::types::{RecordId, RecordIdKey, SurrealValue, Value};
 use uuid::Uuid;
 
@@ -63,7 +62,7 @@ use super::{StoreError, key_of};
 pub const FEED_RETENTION: Duration = Duration::from_secs(3600);
 
 /// The tables with a feed.
-const FEED_TABLES: [&str; 3] = ["checkin_seq", "registration", "key_revocation"];
+pub(super) const FEED_TABLES: [&str; 3] = ["checkin_seq", "registration", "key_revocation"];
 
 /// Most (commit, table) entries one read returns (SurrealDB's own cap).
 pub const FEED_PAGE: usize = 1000;
@@ -220,28 +219,6 @@ impl AttendanceLog<'_> {
         let now_ms: Option<i64> = res.take(0)?;
         let ms = (now_ms.unwrap_or(0).max(0) as u64).saturating_sub(back.as_millis() as u64);
         Ok(ms << 16)
-    }
-
-    /// A hint each time a commit writes a table with a feed: a live query
-    /// on each. Only a hint: on a cluster of several SurrealDB nodes it
-    /// hears only the writes made through its own node, and it carries no
-    /// data; the feed is read for that. Ends when any of the queries ends.
-    pub async fn feed_hints(&self) -> Result<impl futures_util::Stream<Item = ()> + use<>, StoreError> {
-        #[derive(Debug, SurrealValue)]
-        struct Written {
-            id: RecordId,
-        }
-        let mut hints = Vec::new();
-        for table in FEED_TABLES {
-            // Registering a live query writes: instances starting together may conflict.
-            let stream = super::retry_on_conflict(|| async {
-                let mut res = self.db.query(format!("LIVE SELECT id FROM {table}")).await?;
-                Ok(res.stream::<surrealdb::Notification<Written>>(0)?)
-            })
-            .await?;
-            hints.push(stream.map(|_| true).chain(futures_util::stream::once(async { false })).boxed());
-        }
-        Ok(futures_util::stream::select_all(hints).take_while(|open| std::future::ready(*open)).map(|_| ()))
     }
 }
 

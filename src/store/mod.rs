@@ -36,6 +36,7 @@ mod embedded_wal;
 mod engine;
 mod epoch;
 mod events;
+mod feed_hints;
 mod models;
 mod raw_log;
 mod rederive;
@@ -61,6 +62,7 @@ pub use check_ins::{CheckInRow, cursor_of, seq_of};
 pub use directory::Directory;
 pub use engine::{Conn, ConnQuery, EmbeddedMemory};
 pub use events::{EventChanges, EventFilter, Events, NewEvent};
+pub use feed_hints::FeedHints;
 pub use models::{ApiKey, Device, Event, Heartbeat, Registration, RegistrationStatus, ScannerHealth, User};
 pub use rederive::{Rederivation, Rederivations};
 pub use registrations::Registrations;
@@ -445,9 +447,10 @@ impl SurrealStore {
     }
 
     /// A hint each time a table with a change feed is written (see
-    /// `AttendanceLog::feed_hints`), on the live connection.
-    pub async fn feed_hints(&self) -> Result<impl futures_util::Stream<Item = ()> + use<>, StoreError> {
-        AttendanceLog::new(&self.live_db).feed_hints().await
+    /// `feed_hints.rs`), on the live connection. [`FeedHints::close`] ends
+    /// it.
+    pub async fn feed_hints(&self) -> Result<FeedHints, StoreError> {
+        FeedHints::open(self.live_db.clone(), &change_feed::FEED_TABLES).await
     }
 }
 
