@@ -16,8 +16,9 @@ use crate::config::LogFormat;
 ///
 /// `surrealdb::method::live` is held to errors too: its one warning is the
 /// SDK's kill of a dropped live query, which always fails (it runs under a
-/// session with no namespace); Rollcall kills its own live queries before
-/// dropping them (`store::FeedHints::close`).
+/// fresh session, with no namespace embedded and no credentials on a
+/// server); Rollcall kills its own live queries before dropping them
+/// (`store::FeedHints::close`).
 pub fn init_logging(format: LogFormat, level: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new(format!("{level},surrealdb=warn,surrealdb_core=warn,surrealkv=warn,surrealkv::lsm=error,surrealdb::method::live=error"))

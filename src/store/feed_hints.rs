@@ -5,8 +5,9 @@
 //!
 //! **Ending them.** The SDK (3.3.5) gives a live query's stream a fresh
 //! session of its own (`Stream::new(... .into())`), with no namespace
-//! selected, and kills the query under that session when the stream is
-//! dropped. So that kill always fails ("Specify a namespace"), and the
+//! selected and no credentials, and kills the query under that session
+//! when the stream is dropped. So that kill always fails ("Specify a
+//! namespace" embedded, "Anonymous access not allowed" on a server), and the
 //! query stays registered in the database (the test below, with a plain
 //! drop in place of `close`, finds it still there). [`FeedHints::close`]
 //! therefore kills each query itself, through the connection that opened
