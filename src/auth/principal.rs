@@ -199,6 +199,41 @@ mod tests {
         assert!(Credential::from_authorization("garbage").is_err());
     }
 
+    /// The key's `lastUsedAt` is bookkeeping: with every write to the key
+    /// refused by the database, the key still authenticates.
+    #[tokio::test]
+    async fn a_failing_last_use_write_does_not_refuse_the_key() {
+        let store = SurrealStore::memory().await.unwrap();
+        let secret = ApiKeySecret::generate();
+        let key = store
+            .api_keys()
+            .create("door".into(), secret.display_prefix(), secret.hash(), true, vec![], None, Utc::now())
+            .await
+            .unwrap();
+        assert!(key.last_used_at.is_none());
+        store
+            .raw()
+            .query(
+                "DEFINE EVENT no_writes ON api_key WHEN $event = 'UPDATE' THEN { THROW 'the key cannot be written' }",
+            )
+            .await
+            .unwrap()
+            .check()
+            .unwrap();
+        assert!(store.api_keys().touch(key.id, Utc::now()).await.is_err(), "the database refuses the write");
+        let jwt = JwtKeys::new(&[7u8; 32], Duration::hours(1)).unwrap();
+        for _ in 0..2 {
+            let principal = Principal::authenticate(&store, &jwt, Some(Credential::ApiKey(secret.expose().into())))
+                .await
+                .expect("the key authenticates whatever its bookkeeping write does");
+            assert!(matches!(principal, Principal::Scanner { .. }));
+        }
+        // Refused: the key still has no last use.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let stored = store.api_keys().by_hash(&secret.hash()).await.unwrap().unwrap();
+        assert!(stored.last_used_at.is_none(), "the refused write did not happen");
+    }
+
     #[test]
     fn x_api_key_header_is_read() {
         let mut h = HeaderMap::new();

@@ -271,6 +271,29 @@ mod tests {
         assert!(a.above_mark(&Sighting { scanner: Uuid::from_u128(9), ..s(1, -60) }), "another scanner");
     }
 
+    /// A row keeps no list that grows with its sightings (issue 9's row
+    /// growth): absorbed one at a time, as batches arrive, 10 or 5,000
+    /// sightings of one four-minute stay from two scanners leave one stay
+    /// and two marks.
+    #[test]
+    fn a_rows_size_does_not_grow_with_its_sightings() {
+        let p = AttendancePolicy::default();
+        let shape = |n: i64| {
+            let nth = |i: i64| Sighting {
+                scanner: Uuid::from_u128(1 + (i % 2) as u128),
+                seen_at: t(0) + Duration::milliseconds(i * 240_000 / n),
+                rssi: Some(-60),
+            };
+            let mut a = Attendance::first(&nth(0));
+            for i in 1..n {
+                a.absorb(&nth(i), p.departure_gap, true);
+            }
+            (a.sightings, a.stays.len(), a.marks.len())
+        };
+        assert_eq!(shape(10), (10, 1, 2));
+        assert_eq!(shape(5_000), (5_000, 1, 2));
+    }
+
     #[test]
     fn nothing_counted_means_no_attendance() {
         let p = AttendancePolicy::default();

@@ -140,3 +140,82 @@ impl Drop for Personal {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use futures_util::{FutureExt, StreamExt};
+
+    use super::*;
+    use crate::domain::{CheckInSource, Role};
+    use crate::store::User;
+
+    fn check_in(user: Uuid, event: Uuid, seq: u64) -> CheckIn {
+        let now = chrono::Utc::now();
+        CheckIn {
+            cursor: format!("{seq:012}"),
+            seq,
+            event,
+            user: User {
+                id: user,
+                email: String::new(),
+                name: String::new(),
+                role: Role::Attendee,
+                password_hash: None,
+                ble_uuid: String::new(),
+                created_at: now,
+                token_version: 0,
+            },
+            checked_in_at: now,
+            scanner: None,
+            source: CheckInSource::Scanner,
+        }
+    }
+
+    /// With 10,000 people subscribed, a check-in reaches the subscriptions
+    /// of its own person only (those for all events and those for its
+    /// event), and a subscription that ends leaves the index.
+    #[tokio::test]
+    async fn a_check_in_reaches_only_its_persons_subscriptions() {
+        let routes = Arc::new(PersonalRoutes::default());
+        let (event, other) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let mut crowd: Vec<_> =
+            (0..10_000u128).map(|i| Box::pin(routes.subscribe(Uuid::from_u128(1_000 + i), None))).collect();
+        let ada = Uuid::from_u128(7);
+        let mut all = Box::pin(routes.subscribe(ada, None));
+        let mut this_event = Box::pin(routes.subscribe(ada, Some(event)));
+        let mut other_event = Box::pin(routes.subscribe(ada, Some(other)));
+        assert_eq!(routes.len(), 10_003);
+
+        routes.deliver(&check_in(ada, event, 1));
+        assert_eq!(all.next().await.unwrap().unwrap().seq, 1);
+        assert_eq!(this_event.next().await.unwrap().unwrap().seq, 1);
+        assert!(other_event.next().now_or_never().is_none(), "another event's subscription hears nothing");
+        assert!(crowd.iter_mut().all(|s| s.next().now_or_never().is_none()), "nobody else hears it");
+
+        drop((all, this_event, other_event));
+        assert_eq!(routes.len(), 10_000);
+    }
+
+    /// A subscription whose socket stopped reading is dropped from the
+    /// index once its queue is full, and told `LAGGED` with the cursor of
+    /// the last check-in it was given.
+    #[tokio::test]
+    async fn a_subscription_that_stops_reading_is_dropped_and_told_where_to_resume() {
+        let routes = Arc::new(PersonalRoutes::default());
+        let ada = Uuid::from_u128(7);
+        let mut sub = Box::pin(routes.subscribe(ada, None));
+        let full = PERSONAL_BUFFER as u64;
+        for seq in 1..=full + 1 {
+            routes.deliver(&check_in(ada, Uuid::from_u128(u128::from(seq)), seq));
+        }
+        assert!(routes.is_empty(), "the overflowing route left the index");
+        for seq in 1..=full {
+            assert_eq!(sub.next().await.unwrap().unwrap().seq, seq);
+        }
+        match sub.next().await {
+            Some(Err(Interrupted::Lagged { last_cursor })) => assert_eq!(last_cursor, format!("{full:012}")),
+            _ => panic!("expected LAGGED after the queued check-ins"),
+        }
+        assert!(sub.next().await.is_none());
+    }
+}

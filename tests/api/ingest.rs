@@ -123,6 +123,31 @@ async fn sightings_become_a_check_in_with_stays() {
     assert_eq!(mine["me"]["attendance"][0]["presentNow"], true);
 }
 
+/// Scanners that hear the same person upload at the same moment: every
+/// batch is taken (none refused for a conflict), she is checked in once,
+/// and her row has every sighting.
+#[tokio::test]
+async fn batches_checking_in_one_person_at_once_are_all_taken_and_count_her_once() {
+    let app = spawn_app().await;
+    let v = venue(&app, json!({})).await;
+    let sends = (0..8).map(|m| {
+        let (app, v, vars) = (&app, &v, batch(vec![sighting(&v.ada_ble, at(&v, m), -60)]));
+        async move { submit(app, v, &vars).await }
+    });
+    let results = futures_util::future::join_all(sends).await;
+    for r in &results {
+        assert_eq!(r["accepted"], 1, "{r}");
+        assert_eq!(r["rejected"], json!([]), "{r}");
+    }
+    let check_ins: i64 = results.iter().map(|r| r["checkIns"].as_i64().unwrap()).sum();
+    assert_eq!(check_ins, 1, "one check-in, whichever batch made it");
+    let rows = attendance(&app, &v).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["sightings"], 8);
+    let first: DateTime<Utc> = rows[0]["checkedInAt"].as_str().unwrap().parse().unwrap();
+    assert_eq!(first.timestamp_millis(), at(&v, 0).timestamp_millis(), "the earliest sighting, whatever the order");
+}
+
 #[tokio::test]
 async fn a_retried_batch_is_replayed_and_changes_nothing() {
     let app = spawn_app().await;

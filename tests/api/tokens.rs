@@ -74,3 +74,36 @@ async fn a_short_jwt_secret_is_refused_at_start() {
     let err = rollcall::startup::Application::build(args).await.err().expect("refused");
     assert!(format!("{err:#}").contains("at least 32 bytes"), "{err:#}");
 }
+
+/// A secret rotated with `--jwt-previous-secret`: tokens the old secret
+/// signed still pass, a secret that is neither is refused, and the server's
+/// new tokens are signed with the new secret only.
+#[tokio::test]
+async fn after_a_rotation_the_previous_secret_still_verifies_and_signs_nothing_new() {
+    const NEW: &str = "the-secret-that-replaced-the-old-one-40b";
+    let mut args = ServeArgs::for_tests(DbArgs::memory());
+    args.jwt_secret = Some(NEW.into());
+    args.jwt_previous_secret = Some(SECRET.into());
+    let app = spawn_with(args).await;
+    let admin = app.admin().await;
+
+    let old = sign(Algorithm::HS256, SECRET, &claims(&admin.id, 3600, "rollcall", "rollcall"));
+    assert_eq!(app.ok(&Auth::Bearer(old), "{ me { id } }", json!({})).await["me"]["id"], admin.id.as_str());
+    let neither = sign(
+        Algorithm::HS256,
+        "a-third-secret-nobody-configured-here-40",
+        &claims(&admin.id, 3600, "rollcall", "rollcall"),
+    );
+    let (status, body) = app.post_gql(&Auth::Bearer(neither), "{ me { id } }", json!({})).await;
+    assert_eq!((status, code(&body).as_deref()), (401, Some("UNAUTHENTICATED")), "{body}");
+
+    // The server's own token for the admin: signed with the new secret, not the old.
+    let mut check = jsonwebtoken::Validation::new(Algorithm::HS256);
+    check.set_audience(&["rollcall"]);
+    let verifies = |secret: &str| {
+        let key = jsonwebtoken::DecodingKey::from_secret(secret.as_bytes());
+        jsonwebtoken::decode::<serde_json::Value>(&admin.token, &key, &check).is_ok()
+    };
+    assert!(verifies(NEW), "signed with the new secret");
+    assert!(!verifies(SECRET), "not with the previous one");
+}
