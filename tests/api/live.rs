@@ -404,6 +404,37 @@ async fn a_hundred_identical_subscriptions_cost_one_render_per_check_in() {
     }
 }
 
+/// Twenty door screens watching one event's counters share each render:
+/// a change of the counts is rendered once for all of them, not once each.
+#[tokio::test]
+async fn identical_stats_subscriptions_share_each_render() {
+    let app = spawn_app().await;
+    let v = venue(&app, 3).await;
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        let mut c = WsClient::bearer(&app, &v.org.token).await;
+        c.subscribe("s", STATS, json!({ "e": v.event })).await;
+        assert_eq!(c.recv().await["payload"]["data"]["eventStats"]["checkedIn"], 0, "the counts now, first");
+        clients.push(c);
+    }
+    let groups = app.state.live.groups();
+    assert_eq!(groups.len(), 1, "one group for one subscription");
+    let (renders, deliveries) = (groups.renders(), groups.deliveries());
+    check_in(&app, &v, [0]).await;
+    let mut frames = 0;
+    for c in &mut clients {
+        loop {
+            frames += 1;
+            if c.recv().await["payload"]["data"]["eventStats"]["checkedIn"] == 1 {
+                break;
+            }
+        }
+    }
+    let rendered = groups.renders() - renders;
+    assert!((1..=3).contains(&rendered), "a change of the counts rendered once for all twenty: {rendered} renders");
+    assert_eq!(groups.deliveries() - deliveries, frames, "every frame delivered came from those renders");
+}
+
 /// Dashboards that resume from a cursor (a reconnect, an instance restart)
 /// each replay on their own, then hand over to the group of the live
 /// subscription: once they have caught up, a check-in costs one render for
