@@ -22,8 +22,9 @@
 //! writes for speed; Rollcall never does so on its own.
 //!
 //! **Schema.** Versioned SurrealQL migrations in `migrations/` are applied at
-//! start-up, each once, recorded in the `migration` table. Every statement in
-//! them is `IF NOT EXISTS`, so two instances starting together are harmless.
+//! start-up (`migrate.rs`), each once, recorded in the `migration` table.
+//! Every statement in them is `IF NOT EXISTS`, so two instances starting
+//! together are harmless.
 
 mod api_keys;
 mod attendance;
@@ -35,8 +36,10 @@ mod directory;
 mod embedded_wal;
 mod engine;
 mod epoch;
+mod error;
 mod events;
 mod feed_hints;
+mod migrate;
 mod models;
 mod raw_log;
 mod rederive;
@@ -61,6 +64,7 @@ pub use change_feed::{CheckInStep, FEED_PAGE, FEED_RETENTION, FeedChanges, FeedE
 pub use check_ins::{CheckInRow, cursor_of, seq_of};
 pub use directory::Directory;
 pub use engine::{Conn, ConnQuery, EmbeddedMemory};
+pub use error::StoreError;
 pub use events::{EventChanges, EventFilter, Events, NewEvent};
 pub use feed_hints::FeedHints;
 pub use models::{ApiKey, Device, Event, Heartbeat, Registration, RegistrationStatus, ScannerHealth, User};
@@ -75,86 +79,6 @@ pub use users::{ImportRow, ImportSummary, NewUser, Users};
 
 /// The default embedded database, relative to the working directory.
 pub const DEFAULT_DB_URL: &str = "surrealkv://rollcall-data";
-
-/// The migrations, in order. A migration is never edited once released: a
-/// change to the schema is a new file.
-const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (1, "init", include_str!("migrations/0001_init.surql")),
-    (2, "ingest", include_str!("migrations/0002_ingest.surql")),
-    (3, "heartbeat", include_str!("migrations/0003_heartbeat.surql")),
-    (4, "live", include_str!("migrations/0004_live.surql")),
-    (5, "counting window", include_str!("migrations/0005_counting_window.surql")),
-    (6, "batch digest", include_str!("migrations/0006_batch_digest.surql")),
-    (7, "raw log", include_str!("migrations/0007_raw_log.surql")),
-    (8, "rederive", include_str!("migrations/0008_rederive.surql")),
-    (9, "scanner health", include_str!("migrations/0009_scanner_health.surql")),
-    (10, "sessions", include_str!("migrations/0010_sessions.surql")),
-    (11, "beacon secrets", include_str!("migrations/0011_beacon.surql")),
-    (12, "scanner identity", include_str!("migrations/0012_scanner_identity.surql")),
-    (13, "door codes and phone reports", include_str!("migrations/0013_door.surql")),
-    (14, "change feed", include_str!("migrations/0014_change_feed.surql")),
-    (15, "feed notices", include_str!("migrations/0015_feed_notices.surql")),
-    (16, "deferred rows", include_str!("migrations/0016_deferred_rows.surql")),
-    (17, "batch users unindexed", include_str!("migrations/0017_batch_users_unindexed.surql")),
-    (18, "directory version", include_str!("migrations/0018_directory_version.surql")),
-    (19, "batch user keys", include_str!("migrations/0019_batch_user_keys.surql")),
-    (20, "row projector", include_str!("migrations/0020_row_projector.surql")),
-];
-
-/// Errors from the storage layer.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// A unique index refused a write; `index` names which one.
-    #[error("unique index `{index}` already holds this value")]
-    Conflict { index: String },
-    /// The engine could not be reached or opened.
-    #[error("cannot open database `{url}`")]
-    Connect {
-        url: String,
-        #[source]
-        source: Box<surrealdb::Error>,
-    },
-    /// The database server cannot be reached (its connection is down);
-    /// the client may retry.
-    #[error("database unavailable: {}", .0.message())]
-    Unavailable(#[source] Box<surrealdb::Error>),
-    /// Any other database failure. (Boxed: the engine's error is large, and
-    /// every `Result` in the server would carry its size.)
-    #[error("database error: {}", .0.message())]
-    Db(#[source] Box<surrealdb::Error>),
-    /// A stored record that no longer matches what the code expects.
-    #[error("stored data is invalid: {0}")]
-    Corrupt(String),
-    /// The store's epoch file (`epoch.rs`) could not be read or written.
-    #[error("cannot record the store's epoch in {}", .dir.display())]
-    Epoch {
-        dir: std::path::PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-impl From<surrealdb::Error> for StoreError {
-    fn from(err: surrealdb::Error) -> Self {
-        // SurrealDB reports a unique-index violation as
-        // "Database index `NAME` already contains ...".
-        let msg = err.message();
-        if let Some(rest) = msg.split_once("index `").map(|(_, r)| r)
-            && msg.contains("already contains")
-            && let Some((index, _)) = rest.split_once('`')
-        {
-            return StoreError::Conflict { index: index.to_owned() };
-        }
-        // The identifier lookup table is keyed by the identifier itself.
-        if msg.contains("`identifier:") && msg.contains("already exists") {
-            return StoreError::Conflict { index: "identifier".to_owned() };
-        }
-        if err.is_connection() {
-            return StoreError::Unavailable(Box::new(err));
-        }
-        StoreError::Db(Box::new(err))
-    }
-}
 
 /// Where a SurrealDB server defines the user Rollcall signs in as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -306,56 +230,6 @@ impl SurrealStore {
     /// An in-memory store with the schema applied; for tests and demos.
     pub async fn memory() -> Result<Self, StoreError> {
         Self::open("mem://", &StoreOptions::default()).await
-    }
-
-    /// Applies the migrations not yet recorded, each in one transaction with
-    /// its record, so that instances starting together apply each exactly
-    /// once: the loser of a race fails on the record (or on a write
-    /// conflict), rolls back, and finds the migration applied when it looks
-    /// again.
-    async fn migrate(&self) -> Result<(), StoreError> {
-        retry_on_conflict(|| async {
-            self.db
-                .query(
-                    "DEFINE TABLE IF NOT EXISTS migration SCHEMAFULL;
-                     DEFINE FIELD IF NOT EXISTS name ON migration TYPE string;
-                     DEFINE FIELD IF NOT EXISTS applied_at ON migration TYPE datetime;",
-                )
-                .await?
-                .check()?;
-            Ok(())
-        })
-        .await?;
-        for &(version, name, sql) in MIGRATIONS {
-            retry_on_conflict(|| self.apply_migration(version, name, sql)).await?;
-        }
-        Ok(())
-    }
-
-    /// Applies one migration unless it is recorded as applied.
-    async fn apply_migration(&self, version: i64, name: &str, sql: &str) -> Result<(), StoreError> {
-        let id = RecordId::new("migration", version);
-        let mut res = self.db.query("SELECT VALUE id FROM ONLY $id").bind(("id", id.clone())).await?;
-        let applied: Option<RecordId> = res.take(0)?;
-        if applied.is_some() {
-            return Ok(());
-        }
-        tracing::info!(version, name, "applying database migration");
-        let res = self
-            .db
-            .query(format!(
-                "BEGIN TRANSACTION;
-                 CREATE $id SET name = $name, applied_at = time::now();
-                 {sql}
-                 COMMIT TRANSACTION;"
-            ))
-            .bind(("id", id))
-            .bind(("name", name.to_owned()))
-            .await?;
-        match transaction_failure(res) {
-            Some(cause) => Err(cause.into()),
-            None => Ok(()),
-        }
     }
 
     /// Checks that the database answers a trivial query, within `timeout`.
