@@ -42,25 +42,34 @@ pub struct FeedHints {
 }
 
 impl FeedHints {
-    /// Opens one live query per table on `db`.
+    /// Opens one live query per table on `db`. If one cannot be opened,
+    /// those already opened are ended again.
     pub(super) async fn open(db: Arc<Conn>, tables: &[&str]) -> Result<Self, StoreError> {
-        let mut live = Vec::with_capacity(tables.len());
+        let mut hints = Self { db, live: Vec::with_capacity(tables.len()), ended: false };
         for table in tables {
-            // Registering a live query writes: instances starting together may conflict.
-            let opened = super::retry_on_conflict(|| async {
-                let mut res = db.query(format!("LIVE SELECT id FROM {table}")).await?;
-                let stream = res.stream::<surrealdb::Notification<Written>>(0)?;
-                // The statement's value is the query's id, which `KILL` takes.
-                let id: Option<surrealdb::types::Uuid> = res.take(0)?;
-                Ok((id, stream))
-            })
-            .await?;
-            match opened {
-                (Some(id), stream) => live.push((id, stream)),
-                (None, _) => return Err(StoreError::Corrupt(format!("LIVE SELECT on {table} returned no id"))),
+            match hints.open_one(table).await {
+                Ok(live) => hints.live.push(live),
+                Err(e) => {
+                    hints.close().await;
+                    return Err(e);
+                }
             }
         }
-        Ok(Self { db, live, ended: false })
+        Ok(hints)
+    }
+
+    async fn open_one(&self, table: &str) -> Result<(surrealdb::types::Uuid, Hints), StoreError> {
+        // Registering a live query writes: instances starting together may conflict.
+        let (id, stream) = super::retry_on_conflict(|| async {
+            let mut res = self.db.query(format!("LIVE SELECT id FROM {table}")).await?;
+            let stream = res.stream::<surrealdb::Notification<Written>>(0)?;
+            // The statement's value is the query's id, which `KILL` takes.
+            let id: Option<surrealdb::types::Uuid> = res.take(0)?;
+            Ok((id, stream))
+        })
+        .await?;
+        let id = id.ok_or_else(|| StoreError::Corrupt(format!("LIVE SELECT on {table} returned no id")))?;
+        Ok((id, stream))
     }
 
     /// Ends the live queries in the database, then drops their streams.
